@@ -1,0 +1,298 @@
+//! The CPU backend: host buffers, faer's GEMM, rayon across independent layers.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use super::regions::borrow;
+use super::{Backend, BufId, Gemm, LayerGrad, LossGrad, Mat, OptimizerPass};
+use crate::activation::Activation;
+use crate::error::{Error, Result};
+
+/// Products smaller than this many multiply-adds run on one thread: splitting them
+/// costs more in synchronisation than it saves.
+const PARALLEL_GEMM_MIN_MACS: usize = 1 << 18;
+/// Elementwise passes shorter than this run on one thread.
+const PARALLEL_ELEMENTWISE_MIN: usize = 1 << 16;
+
+/// How [`Backend::layer_grads`] spreads independent layers over the CPU's threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerParallelism {
+    /// One layer after another, each product using every thread.
+    Sequential,
+    /// Layers on separate threads, each product single-threaded (DFA's layer parallelism).
+    AcrossLayers,
+    /// Across layers when there are at least as many layers as threads, else sequential.
+    #[default]
+    Auto,
+}
+
+/// Runs every operation eagerly on the host.
+#[derive(Debug, Default)]
+pub struct CpuBackend {
+    bufs: Vec<Vec<f32>>,
+    layer_parallelism: LayerParallelism,
+}
+
+impl CpuBackend {
+    /// A backend with no buffers yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Chooses how independent layers share the CPU's threads.
+    pub fn with_layer_parallelism(mut self, mode: LayerParallelism) -> Self {
+        self.layer_parallelism = mode;
+        self
+    }
+
+    fn across_layers(&self, jobs: usize) -> bool {
+        match self.layer_parallelism {
+            LayerParallelism::Sequential => false,
+            LayerParallelism::AcrossLayers => true,
+            LayerParallelism::Auto => jobs >= rayon::current_num_threads(),
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn host_resident(&self) -> bool {
+        true
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<BufId> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len).map_err(|e| {
+            Error::Backend(format!("cannot allocate {len} floats on the host: {e}"))
+        })?;
+        buf.resize(len, 0.0);
+        self.bufs.push(buf);
+        Ok(BufId(self.bufs.len() - 1))
+    }
+
+    fn write(&mut self, buf: BufId, offset: usize, data: &[f32]) -> Result<()> {
+        let (mut w, _) = borrow(&mut self.bufs, &[Mat::new(buf, offset, 1, data.len())], &[])?;
+        w[0].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read(&mut self, buf: BufId, offset: usize, len: usize) -> Result<Vec<f32>> {
+        let (_, r) = borrow(&mut self.bufs, &[], &[Mat::new(buf, offset, 1, len)])?;
+        Ok(r[0].to_vec())
+    }
+
+    fn fill(&mut self, m: Mat, value: f32) -> Result<()> {
+        let (mut w, _) = borrow(&mut self.bufs, &[m], &[])?;
+        w[0].fill(value);
+        Ok(())
+    }
+
+    fn gemm(&mut self, op: &Gemm) -> Result<()> {
+        op.check()?;
+        let (mut w, r) = borrow(&mut self.bufs, &[op.c], &[op.a, op.b])?;
+        let macs = op.flops() as usize / 2;
+        let par = if macs >= PARALLEL_GEMM_MIN_MACS {
+            Par::rayon(rayon::current_num_threads())
+        } else {
+            Par::Seq
+        };
+        gemm_slices(op, w[0], r[0], r[1], par);
+        Ok(())
+    }
+
+    fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {
+        if bias.len() != z.rows {
+            return Err(Error::shape(
+                "bias_activation",
+                format!("bias of {} values", z.rows),
+                format!("{}", bias.len()),
+            ));
+        }
+        let (mut w, r) = borrow(&mut self.bufs, &[z], &[bias])?;
+        let (z_data, bias) = (&mut *w[0], r[0]);
+        let cols = z.cols.max(1);
+        let row = |(i, row): (usize, &mut [f32])| {
+            let b = bias[i];
+            row.iter_mut().for_each(|v| *v = activation.apply(*v + b));
+        };
+        if z.len() >= PARALLEL_ELEMENTWISE_MIN {
+            z_data.par_chunks_mut(cols).enumerate().for_each(row);
+        } else {
+            z_data.chunks_mut(cols).enumerate().for_each(row);
+        }
+        Ok(())
+    }
+
+    fn activation_grad(&mut self, delta: Mat, h: Mat, activation: Activation) -> Result<()> {
+        if delta.rows != h.rows || delta.cols != h.cols {
+            return Err(Error::shape(
+                "activation_grad",
+                format!("{}x{}", delta.rows, delta.cols),
+                format!("{}x{}", h.rows, h.cols),
+            ));
+        }
+        if activation == Activation::Identity {
+            return Ok(());
+        }
+        let (mut w, r) = borrow(&mut self.bufs, &[delta], &[h])?;
+        let pass = |(d, h): (&mut f32, &f32)| *d *= activation.derivative_from_output(*h);
+        if delta.len() >= PARALLEL_ELEMENTWISE_MIN {
+            w[0].par_iter_mut().zip(r[0].par_iter()).for_each(pass);
+        } else {
+            w[0].iter_mut().zip(r[0].iter()).for_each(pass);
+        }
+        Ok(())
+    }
+
+    fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()> {
+        let mut products = Vec::with_capacity(layers.len());
+        for g in layers {
+            let product = Gemm::new(g.grad_w, g.delta, false, g.input, true);
+            product.check()?;
+            if g.grad_b.len() != g.delta.rows {
+                return Err(Error::shape(
+                    "layer_grads bias",
+                    g.delta.rows.to_string(),
+                    g.grad_b.len().to_string(),
+                ));
+            }
+            products.push(product);
+        }
+        let writes: Vec<Mat> = layers.iter().flat_map(|g| [g.grad_w, g.grad_b]).collect();
+        let reads: Vec<Mat> = layers.iter().flat_map(|g| [g.delta, g.input]).collect();
+        let across = self.across_layers(layers.len());
+        let (mut w, r) = borrow(&mut self.bufs, &writes, &reads)?;
+        let mut jobs: Vec<_> = w
+            .chunks_exact_mut(2)
+            .zip(r.chunks_exact(2))
+            .zip(&products)
+            .collect();
+        let par = if across {
+            Par::Seq
+        } else {
+            Par::rayon(rayon::current_num_threads())
+        };
+        let run = |((w, r), op): &mut ((&mut [&mut [f32]], &[&[f32]]), &Gemm)| {
+            let (grad_w, rest) = w.split_at_mut(1);
+            gemm_slices(op, grad_w[0], r[0], r[1], par);
+            row_sums(rest[0], r[0], op.a.cols);
+        };
+        if across {
+            jobs.par_iter_mut().for_each(run);
+        } else {
+            jobs.iter_mut().for_each(run);
+        }
+        Ok(())
+    }
+
+    fn loss_grad(&mut self, op: &LossGrad) -> Result<()> {
+        let (classes, batch) = (op.output.rows, op.output.cols);
+        for (what, m) in [("target", op.target), ("grad", op.grad)] {
+            if (m.rows, m.cols) != (classes, batch) {
+                return Err(Error::shape(
+                    format!("loss {what}"),
+                    format!("{classes}x{batch}"),
+                    format!("{}x{}", m.rows, m.cols),
+                ));
+            }
+        }
+        if op.stats.len() != 3 {
+            return Err(Error::shape("loss stats", "3", op.stats.len().to_string()));
+        }
+        let (mut w, r) = borrow(&mut self.bufs, &[op.grad, op.stats], &[op.output, op.target])?;
+        let (grad, rest) = w.split_at_mut(1);
+        let (grad, stats, out, target) = (&mut *grad[0], &mut *rest[0], r[0], r[1]);
+        let scale = 1.0 / batch as f32;
+        let (mut loss_sum, mut correct) = (0.0f32, 0.0f32);
+        for j in 0..batch {
+            loss_sum += op.loss.sample(
+                classes,
+                |k| out[k * batch + j],
+                |k| target[k * batch + j],
+                |k, g| grad[k * batch + j] = g,
+                scale,
+            );
+            let predicted = argmax((0..classes).map(|k| out[k * batch + j]));
+            let expected = argmax((0..classes).map(|k| target[k * batch + j]));
+            correct += f32::from(predicted == expected);
+        }
+        stats[0] += loss_sum;
+        stats[1] += correct;
+        stats[2] += batch as f32;
+        Ok(())
+    }
+
+    fn optimizer_step(&mut self, op: &OptimizerPass) -> Result<()> {
+        let n = op.params.len();
+        for m in [op.grads, op.state[0], op.state[1]] {
+            if m.len() != n {
+                return Err(Error::shape("optimizer", n.to_string(), m.len().to_string()));
+            }
+        }
+        let (mut w, r) = borrow(
+            &mut self.bufs,
+            &[op.params, op.state[0], op.state[1]],
+            &[op.grads],
+        )?;
+        let [params, s0, s1] = &mut w[..] else {
+            return Err(Error::Backend("optimizer regions".into()));
+        };
+        let step = op.step;
+        const CHUNK: usize = 1 << 14;
+        params
+            .par_chunks_mut(CHUNK)
+            .zip(s0.par_chunks_mut(CHUNK))
+            .zip(s1.par_chunks_mut(CHUNK))
+            .zip(r[0].par_chunks(CHUNK))
+            .for_each(|(((p, a), b), g)| {
+                for i in 0..p.len() {
+                    step.apply(&mut p[i], g[i], &mut a[i], &mut b[i]);
+                }
+            });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Index of the first largest value (NaN never wins).
+fn argmax(values: impl Iterator<Item = f32>) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, v) in values.enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+/// `out[i] = Σ_j m[i, j]` for a row-major matrix with `cols` columns.
+fn row_sums(out: &mut [f32], m: &[f32], cols: usize) {
+    for (o, row) in out.iter_mut().zip(m.chunks_exact(cols.max(1))) {
+        *o = row.iter().sum();
+    }
+}
+
+/// Runs a checked [`Gemm`] on host slices.
+fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
+    let a_view = MatRef::from_row_major_slice(a, op.a.rows, op.a.cols);
+    let b_view = MatRef::from_row_major_slice(b, op.b.rows, op.b.cols);
+    let a_view = if op.trans_a { a_view.transpose() } else { a_view };
+    let b_view = if op.trans_b { b_view.transpose() } else { b_view };
+    let accum = if op.beta == 0.0 {
+        Accum::Replace
+    } else {
+        if op.beta != 1.0 {
+            c.iter_mut().for_each(|v| *v *= op.beta);
+        }
+        Accum::Add
+    };
+    let c_view = MatMut::from_row_major_slice_mut(c, op.c.rows, op.c.cols);
+    matmul(c_view, accum, a_view, b_view, op.alpha, par);
+}

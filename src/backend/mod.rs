@@ -1,0 +1,225 @@
+//! The backend seam: the few operations a training step is made of.
+//!
+//! Training code (forward pass, learning rules, optimizer) is written once against
+//! [`Backend`]; each backend decides how to run it. Buffers are owned by the backend
+//! and named by [`BufId`]; every operation addresses row-major regions of them
+//! ([`Mat`]). A backend may run each call at once (the CPU) or record it and run the
+//! recorded work at [`Backend::flush`] (a GPU, one submit per step); reading a buffer
+//! always sees every earlier call.
+//!
+//! Activations and deltas are stored feature-major, `[features, batch]`, so that a
+//! layer's weights `W` (`outputs x inputs`) act as `H_l = f(W_l H_{l-1} + b_l)` and the
+//! hidden deltas of all layers stacked on top of each other form one contiguous matrix.
+
+pub mod cpu;
+mod regions;
+
+use crate::activation::Activation;
+use crate::error::Result;
+use crate::loss::Loss;
+use crate::optim::UpdateStep;
+
+pub use cpu::CpuBackend;
+
+/// Names a buffer of `f32` owned by a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufId(pub(crate) usize);
+
+/// A row-major `rows x cols` matrix stored contiguously in buffer `buf` from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mat {
+    /// The buffer holding it.
+    pub buf: BufId,
+    /// Index of its first element within the buffer.
+    pub offset: usize,
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+}
+
+impl Mat {
+    /// A `rows x cols` matrix at `offset` in `buf`.
+    pub fn new(buf: BufId, offset: usize, rows: usize, cols: usize) -> Self {
+        Mat {
+            buf,
+            offset,
+            rows,
+            cols,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element range it covers in its buffer.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+
+    /// Rows `start..start + count` of this matrix.
+    pub fn rows(&self, start: usize, count: usize) -> Mat {
+        Mat::new(self.buf, self.offset + start * self.cols, count, self.cols)
+    }
+
+    /// `(rows, cols)` after an optional transpose.
+    pub fn shape(&self, transposed: bool) -> (usize, usize) {
+        if transposed {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+}
+
+/// `c = alpha * op(a) * op(b) + beta * c`, where `op` transposes when asked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gemm {
+    /// Output (and input when `beta != 0`).
+    pub c: Mat,
+    /// Left factor.
+    pub a: Mat,
+    /// Whether `a` is used transposed.
+    pub trans_a: bool,
+    /// Right factor.
+    pub b: Mat,
+    /// Whether `b` is used transposed.
+    pub trans_b: bool,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the old `c` (0 overwrites it without reading).
+    pub beta: f32,
+}
+
+impl Gemm {
+    /// `c = op(a) op(b)`.
+    pub fn new(c: Mat, a: Mat, trans_a: bool, b: Mat, trans_b: bool) -> Self {
+        Gemm {
+            c,
+            a,
+            trans_a,
+            b,
+            trans_b,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
+    /// Checks the three shapes agree.
+    pub fn check(&self) -> Result<()> {
+        let (m, k) = self.a.shape(self.trans_a);
+        let (k2, n) = self.b.shape(self.trans_b);
+        if k != k2 || self.c.rows != m || self.c.cols != n {
+            return Err(crate::Error::shape(
+                "gemm",
+                format!("op(a) {m}x{k}, op(b) {k}x{n}, c {m}x{n}"),
+                format!(
+                    "op(a) {m}x{k}, op(b) {k2}x{n}, c {}x{}",
+                    self.c.rows, self.c.cols
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Multiply-adds performed, times two.
+    pub fn flops(&self) -> u64 {
+        let (m, k) = self.a.shape(self.trans_a);
+        2 * (m * k * self.c.cols) as u64
+    }
+}
+
+/// One layer's parameter gradients: `grad_w = delta * input^T`, `grad_b = Σ_batch delta`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerGrad {
+    /// `outputs x batch` delta of the layer.
+    pub delta: Mat,
+    /// `inputs x batch` input activations of the layer.
+    pub input: Mat,
+    /// `outputs x inputs` weight gradient (overwritten).
+    pub grad_w: Mat,
+    /// `outputs x 1` bias gradient (overwritten).
+    pub grad_b: Mat,
+}
+
+/// The output error of a batch and its loss statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossGrad {
+    /// The loss.
+    pub loss: Loss,
+    /// `classes x batch` network outputs.
+    pub output: Mat,
+    /// `classes x batch` targets (one-hot for classification).
+    pub target: Mat,
+    /// `classes x batch` error `∂L/∂output` of the batch mean (overwritten).
+    pub grad: Mat,
+    /// Three accumulators: `+= [Σ sample losses, Σ correct argmax, batch size]`.
+    pub stats: Mat,
+}
+
+/// An optimizer pass over the whole parameter arena.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptimizerPass {
+    /// The parameters, updated in place.
+    pub params: Mat,
+    /// The update direction, same shape.
+    pub grads: Mat,
+    /// Optimizer state (momentum / Adam moments), same shape each.
+    pub state: [Mat; 2],
+    /// This step's scalars.
+    pub step: UpdateStep,
+}
+
+/// The operations a training step is built from. See the [module docs](self).
+///
+/// Every method validates its regions (in range, shapes agreeing, no output
+/// overlapping an input) and returns an error instead of panicking.
+pub trait Backend: Send {
+    /// Human-readable name of the device it runs on.
+    fn name(&self) -> String;
+
+    /// Whether reading a buffer back is free (host memory): then the trainer checks
+    /// the loss for NaN after every step instead of only when statistics are read.
+    fn host_resident(&self) -> bool;
+
+    /// Allocates a zeroed buffer of `len` floats.
+    fn alloc(&mut self, len: usize) -> Result<BufId>;
+
+    /// Copies `data` into `buf` from `offset`.
+    fn write(&mut self, buf: BufId, offset: usize, data: &[f32]) -> Result<()>;
+
+    /// Reads `len` floats of `buf` from `offset`, after all earlier calls ran.
+    fn read(&mut self, buf: BufId, offset: usize, len: usize) -> Result<Vec<f32>>;
+
+    /// Sets every element of `m` to `value`.
+    fn fill(&mut self, m: Mat, value: f32) -> Result<()>;
+
+    /// One matrix product.
+    fn gemm(&mut self, op: &Gemm) -> Result<()>;
+
+    /// `z = f(z + bias)` with `bias` (`rows x 1`) broadcast along the batch.
+    fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()>;
+
+    /// `delta *= f'(h)` where `h = f(z)` is the layer's stored output.
+    fn activation_grad(&mut self, delta: Mat, h: Mat, activation: Activation) -> Result<()>;
+
+    /// Gradients of several layers that do not depend on each other: a backend may run
+    /// them concurrently (threads, or one grouped GPU dispatch).
+    fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()>;
+
+    /// Output error and loss statistics of a batch.
+    fn loss_grad(&mut self, op: &LossGrad) -> Result<()>;
+
+    /// One optimizer update of every parameter.
+    fn optimizer_step(&mut self, op: &OptimizerPass) -> Result<()>;
+
+    /// Runs everything recorded so far (a no-op for backends that run eagerly).
+    fn flush(&mut self) -> Result<()>;
+}

@@ -1,0 +1,246 @@
+//! The in-memory classification data set shared by every loader.
+
+use crate::error::{Error, Result};
+
+/// Samples per block in [`Dataset::gather_feature_major`]; small enough that a
+/// block of rows plus the matching output columns stay in L1/L2 cache.
+const GATHER_BLOCK: usize = 16;
+
+/// A validated classification data set: features row-major `[len, dim]` and
+/// one class label per sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    features: Vec<f32>,
+    labels: Vec<u32>,
+    dim: usize,
+    classes: usize,
+}
+
+impl Dataset {
+    /// Builds a data set after checking that `features.len() == labels.len() * dim`,
+    /// `dim > 0`, `classes > 0`, there is at least one sample, every feature is
+    /// finite ([`Error::NonFinite`]) and every label is `< classes`
+    /// ([`Error::LabelOutOfRange`]).
+    pub fn new(features: Vec<f32>, labels: Vec<u32>, dim: usize, classes: usize) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::config("dataset feature dimension must be > 0"));
+        }
+        if classes == 0 {
+            return Err(Error::config("dataset must have at least one class"));
+        }
+        if labels.is_empty() {
+            return Err(Error::EmptyData("dataset has no samples".into()));
+        }
+        check_len(features.len(), labels.len(), dim)?;
+        check_finite(&features)?;
+        check_labels(&labels, classes)?;
+        Ok(Dataset {
+            features,
+            labels,
+            dim,
+            classes,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the data set has no samples (never true for a constructed one).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Number of features per sample.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of classes; every label is below this.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// All features, row-major `[len, dim]`.
+    pub fn features(&self) -> &[f32] {
+        &self.features
+    }
+
+    /// All labels, one per sample.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// The features of sample `i`, or `None` if `i >= len()`.
+    pub fn sample(&self, i: usize) -> Option<&[f32]> {
+        let start = i.checked_mul(self.dim)?;
+        self.features.get(start..start.checked_add(self.dim)?)
+    }
+
+    /// The first `n` samples (`n` is clamped to `len()`; `n == 0` is an
+    /// [`Error::EmptyData`]).
+    pub fn take(&self, n: usize) -> Result<Dataset> {
+        if n == 0 {
+            return Err(Error::EmptyData("take(0) yields no samples".into()));
+        }
+        let n = n.min(self.len());
+        Ok(Dataset {
+            features: self.features[..n * self.dim].to_vec(),
+            labels: self.labels[..n].to_vec(),
+            dim: self.dim,
+            classes: self.classes,
+        })
+    }
+
+    /// The samples at `indices`, in that order (repeats allowed). An empty
+    /// index list or any index `>= len()` is an error.
+    pub fn select(&self, indices: &[usize]) -> Result<Dataset> {
+        if indices.is_empty() {
+            return Err(Error::EmptyData("select with no indices".into()));
+        }
+        let mut features = Vec::with_capacity(indices.len() * self.dim);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            features.extend_from_slice(self.checked_sample(i)?);
+            labels.push(self.labels[i]);
+        }
+        Ok(Dataset {
+            features,
+            labels,
+            dim: self.dim,
+            classes: self.classes,
+        })
+    }
+
+    /// Writes the samples at `indices` feature-major into `x`
+    /// (`x[f * b + j]` = feature `f` of sample `indices[j]`, `b = indices.len()`)
+    /// and their one-hot targets feature-major into `y`
+    /// (`y[c * b + j] = 1.0` if the label is `c`, else `0.0`).
+    ///
+    /// `x` must hold at least `dim * b` and `y` at least `classes * b` values
+    /// ([`Error::ShapeMismatch`] otherwise); only that prefix is written.
+    /// Any index `>= len()` is an error, and then nothing is written.
+    pub fn gather_feature_major(
+        &self,
+        indices: &[usize],
+        x: &mut [f32],
+        y: &mut [f32],
+    ) -> Result<()> {
+        let b = indices.len();
+        self.check_gather_shapes(b, x.len(), y.len())?;
+        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(self.index_error(bad));
+        }
+        self.gather_x(indices, &mut x[..self.dim * b]);
+        self.gather_y(indices, &mut y[..self.classes * b]);
+        Ok(())
+    }
+
+    /// Mutable access to the features, for in-place scaling.
+    pub(crate) fn features_mut(&mut self) -> &mut [f32] {
+        &mut self.features
+    }
+
+    /// Transposes the chosen rows into `x` one block of `GATHER_BLOCK` samples
+    /// at a time: the block's rows stay cached while every feature writes one
+    /// short contiguous run, instead of striding through `x` per element.
+    /// Indices must already be validated.
+    fn gather_x(&self, indices: &[usize], x: &mut [f32]) {
+        let b = indices.len();
+        if b == 0 {
+            return;
+        }
+        for (block, chunk) in indices.chunks(GATHER_BLOCK).enumerate() {
+            let j0 = block * GATHER_BLOCK;
+            let mut rows: [&[f32]; GATHER_BLOCK] = [&[]; GATHER_BLOCK];
+            for (row, &i) in rows.iter_mut().zip(chunk) {
+                *row = &self.features[i * self.dim..(i + 1) * self.dim];
+            }
+            let rows = &rows[..chunk.len()];
+            for (f, x_row) in x.chunks_exact_mut(b).enumerate() {
+                let out = &mut x_row[j0..j0 + chunk.len()];
+                for (o, row) in out.iter_mut().zip(rows) {
+                    *o = row[f];
+                }
+            }
+        }
+    }
+
+    /// Writes one-hot targets; indices must already be validated.
+    fn gather_y(&self, indices: &[usize], y: &mut [f32]) {
+        let b = indices.len();
+        y.fill(0.0);
+        for (j, &i) in indices.iter().enumerate() {
+            y[self.labels[i] as usize * b + j] = 1.0;
+        }
+    }
+
+    fn check_gather_shapes(&self, b: usize, x_len: usize, y_len: usize) -> Result<()> {
+        let need_x = self.dim.saturating_mul(b);
+        if x_len < need_x {
+            return Err(Error::shape(
+                "gather_feature_major x",
+                format!(">= {need_x} values ({} features x {b} samples)", self.dim),
+                format!("{x_len}"),
+            ));
+        }
+        let need_y = self.classes.saturating_mul(b);
+        if y_len < need_y {
+            return Err(Error::shape(
+                "gather_feature_major y",
+                format!(
+                    ">= {need_y} values ({} classes x {b} samples)",
+                    self.classes
+                ),
+                format!("{y_len}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn checked_sample(&self, i: usize) -> Result<&[f32]> {
+        self.sample(i).ok_or_else(|| self.index_error(i))
+    }
+
+    fn index_error(&self, i: usize) -> Error {
+        Error::shape(
+            "dataset sample index",
+            format!("< {}", self.len()),
+            format!("{i}"),
+        )
+    }
+}
+
+fn check_len(features: usize, samples: usize, dim: usize) -> Result<()> {
+    match samples.checked_mul(dim) {
+        Some(n) if n == features => Ok(()),
+        _ => Err(Error::shape(
+            "dataset features",
+            format!("{samples} samples x {dim} features"),
+            format!("{features} values"),
+        )),
+    }
+}
+
+fn check_finite(features: &[f32]) -> Result<()> {
+    match features.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(Error::NonFinite {
+            context: "dataset features".into(),
+            index,
+            value: features[index],
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_labels(labels: &[u32], classes: usize) -> Result<()> {
+    match labels.iter().position(|&l| l as usize >= classes) {
+        Some(index) => Err(Error::LabelOutOfRange {
+            index,
+            label: i64::from(labels[index]),
+            classes,
+        }),
+        None => Ok(()),
+    }
+}

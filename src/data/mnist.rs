@@ -1,0 +1,110 @@
+//! The MNIST handwritten-digit data set, read from its IDX files.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::dataset::Dataset;
+use crate::data::idx::{read_idx, IdxArray};
+use crate::error::{Error, Result};
+
+/// MNIST has ten digit classes.
+const CLASSES: usize = 10;
+
+const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// The MNIST training (60 000) and test (10 000) sets, pixels scaled to `[0, 1]`.
+#[derive(Debug, Clone)]
+pub struct Mnist {
+    /// The training set.
+    pub train: Dataset,
+    /// The test set.
+    pub test: Dataset,
+}
+
+impl Mnist {
+    /// Loads the four standard MNIST files from `dir`, each either gzipped
+    /// (`name.gz`, preferred when both exist) or raw (`name`).
+    ///
+    /// Images must be 3-dimensional IDX files, labels 1-dimensional, the counts
+    /// must agree and every label must be below 10.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Mnist> {
+        let dir = dir.as_ref();
+        let train = load_split(&locate(dir, TRAIN_IMAGES)?, &locate(dir, TRAIN_LABELS)?)?;
+        let test = load_split(&locate(dir, TEST_IMAGES)?, &locate(dir, TEST_LABELS)?)?;
+        Ok(Mnist { train, test })
+    }
+
+    /// The directory bundled with this repository (`data/mnist`).
+    pub fn bundled_dir() -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))
+    }
+}
+
+/// Loads one images/labels pair of IDX files as a data set with pixels in `[0, 1]`.
+pub fn load_split(images_path: &Path, labels_path: &Path) -> Result<Dataset> {
+    let images = read_idx(images_path)?;
+    let labels = read_idx(labels_path)?;
+    let (count, dim) = image_shape(&images, images_path)?;
+    let label_count = label_shape(&labels, labels_path)?;
+    if count != label_count {
+        return Err(Error::CorruptFile {
+            path: labels_path.to_path_buf(),
+            reason: format!(
+                "{label_count} labels but {} holds {count} images",
+                images_path.display()
+            ),
+        });
+    }
+    let features = images.data.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let labels = labels.data.iter().map(|&l| u32::from(l)).collect();
+    Dataset::new(features, labels, dim, CLASSES)
+}
+
+/// `(count, rows * cols)` of an image file, which must be 3-dimensional.
+fn image_shape(images: &IdxArray, path: &Path) -> Result<(usize, usize)> {
+    match images.dims[..] {
+        [count, rows, cols] => Ok((count, rows.saturating_mul(cols))),
+        _ => Err(Error::CorruptFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "MNIST images must have 3 dimensions (magic 0x00000803), found {:?}",
+                images.dims
+            ),
+        }),
+    }
+}
+
+/// Number of labels in a label file, which must be 1-dimensional.
+fn label_shape(labels: &IdxArray, path: &Path) -> Result<usize> {
+    match labels.dims[..] {
+        [count] => Ok(count),
+        _ => Err(Error::CorruptFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "MNIST labels must have 1 dimension (magic 0x00000801), found {:?}",
+                labels.dims
+            ),
+        }),
+    }
+}
+
+/// `dir/name.gz` if it exists, else `dir/name`, else a not-found error.
+fn locate(dir: &Path, name: &str) -> Result<PathBuf> {
+    let gz = dir.join(format!("{name}.gz"));
+    if gz.is_file() {
+        return Ok(gz);
+    }
+    let raw = dir.join(name);
+    if raw.is_file() {
+        return Ok(raw);
+    }
+    Err(Error::Io {
+        path: raw,
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("neither {name} nor {name}.gz exists"),
+        ),
+    })
+}

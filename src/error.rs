@@ -1,0 +1,123 @@
+//! The crate's one error type and its `Result` alias.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `plasticity`, grouped by where it happens.
+///
+/// Every public function that can fail returns this type; none panics on user input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // --- configuration -------------------------------------------------------------
+    /// A builder, option or hyperparameter was given a value that cannot work.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Two things that must agree in shape do not.
+    #[error("shape mismatch in {context}: expected {expected}, got {actual}")]
+    ShapeMismatch {
+        /// Where the mismatch was found.
+        context: String,
+        /// The shape that was required.
+        expected: String,
+        /// The shape that was given.
+        actual: String,
+    },
+
+    // --- data ----------------------------------------------------------------------
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file was read but its content is not what its format requires.
+    #[error("{path}: {reason}")]
+    CorruptFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A CSV row could not be parsed.
+    #[error("{path}:{line}: {reason}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// One-based line number of the offending row.
+        line: usize,
+        /// What is wrong with the row.
+        reason: String,
+    },
+
+    /// A class label does not fit the number of classes.
+    #[error("label {label} of sample {index} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        /// Index of the sample.
+        index: usize,
+        /// The label found.
+        label: i64,
+        /// The number of classes.
+        classes: usize,
+    },
+
+    /// A NaN or infinity was found where only finite numbers make sense.
+    #[error("non-finite value {value} in {context} at index {index}")]
+    NonFinite {
+        /// What was being checked.
+        context: String,
+        /// Flat index of the first offending value.
+        index: usize,
+        /// The value itself.
+        value: f32,
+    },
+
+    /// A data set or batch has no samples.
+    #[error("empty data: {0}")]
+    EmptyData(String),
+
+    // --- training ------------------------------------------------------------------
+    /// The loss (or a parameter) became NaN or infinite during training.
+    #[error("training diverged at step {step}: {what} is {value}")]
+    Diverged {
+        /// Training step (counted from 1) at which it was detected.
+        step: u64,
+        /// What became non-finite.
+        what: String,
+        /// The offending value.
+        value: f32,
+    },
+
+    // --- backends ------------------------------------------------------------------
+    /// A backend operation failed.
+    #[error("backend error: {0}")]
+    Backend(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Shorthand for [`Error::ShapeMismatch`].
+    pub(crate) fn shape(
+        context: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> Self {
+        Error::ShapeMismatch {
+            context: context.into(),
+            expected: expected.into(),
+            actual: actual.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidConfig`].
+    pub(crate) fn config(msg: impl Into<String>) -> Self {
+        Error::InvalidConfig(msg.into())
+    }
+}

@@ -1,0 +1,279 @@
+//! Optimizers: how a rule's update direction becomes a parameter change.
+//!
+//! A learning rule only decides the direction `g` (for BP the exact gradient, for FA
+//! and DFA an approximation). The optimizer is shared by every rule and runs as one
+//! elementwise pass over the whole parameter arena.
+
+use crate::error::{Error, Result};
+
+/// Parameter update method, with PyTorch's semantics for every hyperparameter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    /// Stochastic gradient descent: `v = μ v + (g + λ w)`, `w -= η v`
+    /// (Nesterov: `w -= η (g + λ w + μ v)`).
+    Sgd {
+        /// Learning rate `η`.
+        lr: f32,
+        /// Momentum `μ` (0 for plain SGD).
+        momentum: f32,
+        /// L2 weight decay `λ`.
+        weight_decay: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+    /// Adam (Kingma & Ba) with bias correction; `weight_decay` adds `λ w` to the gradient.
+    Adam {
+        /// Learning rate.
+        lr: f32,
+        /// Decay of the first moment.
+        beta1: f32,
+        /// Decay of the second moment.
+        beta2: f32,
+        /// Added to the root of the second moment.
+        eps: f32,
+        /// L2 weight decay `λ`.
+        weight_decay: f32,
+    },
+}
+
+impl Optimizer {
+    /// Plain SGD with learning rate `lr`.
+    pub fn sgd(lr: f32) -> Self {
+        Optimizer::Sgd {
+            lr,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+
+    /// SGD with momentum `momentum`.
+    pub fn momentum(lr: f32, momentum: f32) -> Self {
+        Optimizer::Sgd {
+            lr,
+            momentum,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+
+    /// Adam with the usual `β1 = 0.9, β2 = 0.999, ε = 1e-8`.
+    pub fn adam(lr: f32) -> Self {
+        Optimizer::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// The learning rate.
+    pub fn lr(&self) -> f32 {
+        match *self {
+            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+        }
+    }
+
+    /// The same optimizer with another learning rate (for schedules).
+    pub fn with_lr(mut self, new_lr: f32) -> Self {
+        match &mut self {
+            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => *lr = new_lr,
+        }
+        self
+    }
+
+    /// Checks every hyperparameter is finite and in range.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, v: f32| {
+            Err(Error::config(format!("optimizer {what} = {v} is out of range")))
+        };
+        match *self {
+            Optimizer::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                ..
+            } => {
+                if !(lr.is_finite() && lr > 0.0) {
+                    return bad("learning rate", lr);
+                }
+                if !(0.0..1.0).contains(&momentum) {
+                    return bad("momentum", momentum);
+                }
+                if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+                    return bad("weight decay", weight_decay);
+                }
+            }
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                if !(lr.is_finite() && lr > 0.0) {
+                    return bad("learning rate", lr);
+                }
+                if !(0.0..1.0).contains(&beta1) {
+                    return bad("beta1", beta1);
+                }
+                if !(0.0..1.0).contains(&beta2) {
+                    return bad("beta2", beta2);
+                }
+                if !(eps.is_finite() && eps > 0.0) {
+                    return bad("eps", eps);
+                }
+                if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+                    return bad("weight decay", weight_decay);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The scalars of update number `step` (counted from 1), precomputed once per step
+    /// on the host so the per-parameter pass does no transcendental work.
+    pub fn step_params(&self, step: u64) -> UpdateStep {
+        match *self {
+            Optimizer::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            } => UpdateStep::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            },
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let t = step.min(i32::MAX as u64) as i32;
+                let correction1 = 1.0 - (beta1 as f64).powi(t);
+                let correction2 = 1.0 - (beta2 as f64).powi(t);
+                UpdateStep::Adam {
+                    step_size: (lr as f64 / correction1) as f32,
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                    inv_sqrt_correction2: (1.0 / correction2.sqrt()) as f32,
+                }
+            }
+        }
+    }
+}
+
+/// One step's worth of optimizer scalars, as a backend consumes them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UpdateStep {
+    /// See [`Optimizer::Sgd`].
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+        /// Momentum.
+        momentum: f32,
+        /// Weight decay.
+        weight_decay: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+    /// See [`Optimizer::Adam`]; `step_size = lr / (1 - β1^t)`.
+    Adam {
+        /// Learning rate divided by the first-moment bias correction.
+        step_size: f32,
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator epsilon.
+        eps: f32,
+        /// Weight decay.
+        weight_decay: f32,
+        /// `1 / sqrt(1 - β2^t)`.
+        inv_sqrt_correction2: f32,
+    },
+}
+
+impl UpdateStep {
+    /// Updates one parameter `w` with direction `g` and its optimizer state `(s0, s1)`.
+    /// The CPU backend runs this per element; the GPU shader is its transcription.
+    #[inline(always)]
+    pub fn apply(&self, w: &mut f32, g: f32, s0: &mut f32, s1: &mut f32) {
+        match *self {
+            UpdateStep::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            } => {
+                let g = g + weight_decay * *w;
+                if momentum == 0.0 {
+                    *w -= lr * g;
+                } else {
+                    *s0 = momentum * *s0 + g;
+                    let dir = if nesterov { g + momentum * *s0 } else { *s0 };
+                    *w -= lr * dir;
+                }
+            }
+            UpdateStep::Adam {
+                step_size,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                inv_sqrt_correction2,
+            } => {
+                let g = g + weight_decay * *w;
+                *s0 = beta1 * *s0 + (1.0 - beta1) * g;
+                *s1 = beta2 * *s1 + (1.0 - beta2) * g * g;
+                *w -= step_size * *s0 / (s1.sqrt() * inv_sqrt_correction2 + eps);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Optimizer::Sgd { lr, momentum, .. } => write!(f, "sgd(lr={lr}, momentum={momentum})"),
+            Optimizer::Adam { lr, .. } => write!(f, "adam(lr={lr})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adam_first_step_moves_by_lr_against_the_sign() {
+        let step = Optimizer::adam(0.01).step_params(1);
+        let (mut w, mut m, mut v) = (1.0f32, 0.0, 0.0);
+        step.apply(&mut w, 3.0, &mut m, &mut v);
+        assert!((w - 0.99).abs() < 1e-6, "{w}");
+    }
+
+    #[test]
+    fn sgd_momentum_accumulates() {
+        let step = Optimizer::momentum(0.1, 0.9).step_params(1);
+        let (mut w, mut v, mut unused) = (0.0f32, 0.0, 0.0);
+        step.apply(&mut w, 1.0, &mut v, &mut unused);
+        step.apply(&mut w, 1.0, &mut v, &mut unused);
+        assert!((w + 0.29).abs() < 1e-6, "{w}");
+    }
+
+    #[test]
+    fn bad_hyperparameters_are_rejected() {
+        assert!(Optimizer::sgd(-1.0).validate().is_err());
+        assert!(Optimizer::sgd(f32::NAN).validate().is_err());
+        assert!(Optimizer::momentum(0.1, 1.5).validate().is_err());
+        assert!(Optimizer::adam(1e-3).validate().is_ok());
+    }
+}

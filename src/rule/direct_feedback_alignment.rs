@@ -1,0 +1,44 @@
+//! Direct feedback alignment: every hidden delta straight from the output error,
+//! `δ_l = (B_l e) ⊙ f'(h_l)`. The `B_l` are stacked into one `Σ hidden x outputs`
+//! matrix and the hidden deltas into one `Σ hidden x batch` matrix, so all layers'
+//! deltas come from ONE product, and no layer waits on another.
+
+use super::{apply_derivatives, FeedbackShape, StepViews};
+use crate::backend::{Backend, Gemm};
+use crate::error::Result;
+use crate::network::LayerSpec;
+
+pub(super) fn feedback_shapes(layers: &[LayerSpec]) -> Vec<FeedbackShape> {
+    let outputs = layers.last().map_or(0, |l| l.outputs);
+    layers[..layers.len().saturating_sub(1)]
+        .iter()
+        .map(|hidden| FeedbackShape {
+            rows: hidden.outputs,
+            cols: outputs,
+            fan: outputs,
+        })
+        .collect()
+}
+
+pub(super) fn hidden_deltas(
+    backend: &mut dyn Backend,
+    views: &dyn StepViews,
+    batch: usize,
+) -> Result<()> {
+    let layers = views.layers().len();
+    if layers < 2 {
+        return Ok(());
+    }
+    let product = Gemm::new(
+        views.hidden_deltas(batch),
+        views.feedback_stacked(),
+        false,
+        views.delta(layers - 1, batch),
+        false,
+    );
+    backend.gemm(&product)?;
+    for l in 0..layers - 1 {
+        apply_derivatives(backend, views, batch, l)?;
+    }
+    Ok(())
+}

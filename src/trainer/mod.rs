@@ -1,0 +1,447 @@
+//! Training a [`Network`] with a [`Rule`] on a backend.
+
+mod buffers;
+
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::{Backend, Gemm, LayerGrad, LossGrad, OptimizerPass};
+use crate::data::Dataset;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::init::{rng_for, FeedbackInit, Stream};
+use crate::loss::Loss;
+use crate::metrics::Evaluation;
+use crate::network::{LayerSpec, Network, ParamLayout};
+use crate::optim::Optimizer;
+use crate::rule::{hidden_deltas, FeedbackShape, Rule, StepViews};
+use buffers::{DeviceBuffers, StatsSlot};
+
+/// How a [`Trainer`] trains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainConfig {
+    /// The learning rule forming hidden deltas.
+    pub rule: Rule,
+    /// How updates are applied.
+    pub optimizer: Optimizer,
+    /// The objective.
+    pub loss: Loss,
+    /// Samples per step (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// How the rule's fixed feedback matrices are drawn.
+    pub feedback_init: FeedbackInit,
+}
+
+impl Default for TrainConfig {
+    /// Backprop, Adam(1e-3), softmax cross-entropy, batch 64, uniform feedback.
+    fn default() -> Self {
+        TrainConfig {
+            rule: Rule::Backprop,
+            optimizer: Optimizer::adam(1e-3),
+            loss: Loss::SoftmaxCrossEntropy,
+            batch_size: 64,
+            feedback_init: FeedbackInit::Uniform,
+        }
+    }
+}
+
+/// A network being trained: its parameters, the rule's feedback matrices and the
+/// optimizer state all live on the backend; they are read back only on request.
+///
+/// ```
+/// use plasticity::data::Dataset;
+/// use plasticity::{Activation, Device, Network, Rule, TrainConfig, Trainer};
+/// // Two well separated blobs in 2-D.
+/// let features = vec![0.9, 1.1, 1.0, 0.8, -1.0, -0.9, -1.1, -1.0];
+/// let data = Dataset::new(features, vec![0, 0, 1, 1], 2, 2)?;
+/// let net = Network::builder(2)
+///     .dense(8, Activation::Tanh)
+///     .dense(2, Activation::Identity)
+///     .seed(3)
+///     .build()?;
+/// let config = TrainConfig { rule: Rule::DirectFeedbackAlignment, batch_size: 4, ..Default::default() };
+/// let mut trainer = Trainer::new(net, config, Device::Cpu)?;
+/// for _ in 0..100 {
+///     trainer.train_epoch(&data, |_, _| {})?;
+/// }
+/// assert_eq!(trainer.evaluate(&data)?.accuracy, 1.0);
+/// # Ok::<(), plasticity::Error>(())
+/// ```
+pub struct Trainer {
+    backend: Box<dyn Backend>,
+    bufs: DeviceBuffers,
+    layers: Vec<LayerSpec>,
+    layout: ParamLayout,
+    config: TrainConfig,
+    seed: u64,
+    steps: u64,
+    shuffle_rng: ChaCha8Rng,
+    host_x: Vec<f32>,
+    host_y: Vec<f32>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("backend", &self.backend.name())
+            .field("layers", &self.layers)
+            .field("config", &self.config)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+impl Trainer {
+    /// Uploads `network` to `device` and draws the rule's feedback matrices from the
+    /// network's seed.
+    pub fn new(network: Network, config: TrainConfig, device: Device) -> Result<Trainer> {
+        Trainer::with_backend(network, config, device.backend()?)
+    }
+
+    /// Like [`Trainer::new`] on a backend made by the caller.
+    pub fn with_backend(
+        network: Network,
+        config: TrainConfig,
+        mut backend: Box<dyn Backend>,
+    ) -> Result<Trainer> {
+        config.optimizer.validate()?;
+        if config.batch_size == 0 {
+            return Err(Error::config("batch size must be at least 1"));
+        }
+        let layers = network.layers().to_vec();
+        let layout = network.layout().clone();
+        let shapes = config.rule.feedback_shapes(&layers);
+        let bufs =
+            DeviceBuffers::new(&mut *backend, &layers, &layout, shapes, config.batch_size)?;
+        backend.write(bufs.params, 0, network.params())?;
+        let mut trainer = Trainer {
+            backend,
+            host_x: vec![0.0; layers[0].inputs * config.batch_size],
+            host_y: vec![0.0; network.output_size() * config.batch_size],
+            bufs,
+            layers,
+            layout,
+            config,
+            seed: network.seed(),
+            steps: 0,
+            shuffle_rng: rng_for(network.seed(), Stream::Shuffle),
+        };
+        trainer.draw_feedback()?;
+        Ok(trainer)
+    }
+
+    fn draw_feedback(&mut self) -> Result<()> {
+        let mut rng = rng_for(self.seed, Stream::Feedback);
+        for (i, shape) in self.bufs.feedback_shapes().to_vec().into_iter().enumerate() {
+            let mut values = vec![0.0; shape.rows * shape.cols];
+            self.config
+                .feedback_init
+                .fill(&mut values, shape.fan, &mut rng)?;
+            self.write_feedback(i, &values)?;
+        }
+        Ok(())
+    }
+
+    fn write_feedback(&mut self, i: usize, values: &[f32]) -> Result<()> {
+        let m = self.bufs.feedback(i);
+        self.backend.write(m.buf, m.offset, values)
+    }
+
+    /// The configuration it trains with.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The backend's device name.
+    pub fn device_name(&self) -> String {
+        self.backend.name()
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The layers being trained.
+    pub fn layers(&self) -> &[LayerSpec] {
+        &self.layers
+    }
+
+    /// Shapes of the rule's feedback matrices (one per hidden layer; none for BP).
+    pub fn feedback_shapes(&self) -> &[FeedbackShape] {
+        self.bufs.feedback_shapes()
+    }
+
+    /// Feedback matrix `i`, row-major.
+    pub fn feedback(&mut self, i: usize) -> Result<Vec<f32>> {
+        let shape = self.feedback_shape(i)?;
+        let m = self.bufs.feedback(i);
+        self.backend.read(m.buf, m.offset, shape.rows * shape.cols)
+    }
+
+    /// Replaces feedback matrix `i` (row-major, shape from [`Trainer::feedback_shapes`]).
+    pub fn set_feedback(&mut self, i: usize, values: &[f32]) -> Result<()> {
+        let shape = self.feedback_shape(i)?;
+        if values.len() != shape.rows * shape.cols {
+            return Err(Error::shape(
+                format!("feedback matrix {i}"),
+                format!("{}x{} = {} values", shape.rows, shape.cols, shape.rows * shape.cols),
+                format!("{} values", values.len()),
+            ));
+        }
+        check_finite(values, &format!("feedback matrix {i}"))?;
+        self.write_feedback(i, values)
+    }
+
+    fn feedback_shape(&self, i: usize) -> Result<FeedbackShape> {
+        self.bufs.feedback_shapes().get(i).copied().ok_or_else(|| {
+            Error::config(format!(
+                "rule {} has {} feedback matrices, not {}",
+                self.config.rule,
+                self.bufs.feedback_shapes().len(),
+                i + 1
+            ))
+        })
+    }
+
+    /// Changes the optimizer's hyperparameters (e.g. the learning rate for a schedule),
+    /// keeping its state.
+    pub fn set_optimizer(&mut self, optimizer: Optimizer) -> Result<()> {
+        optimizer.validate()?;
+        if std::mem::discriminant(&optimizer) != std::mem::discriminant(&self.config.optimizer) {
+            return Err(Error::config(
+                "cannot switch optimizer kind mid-run: its state would not carry over",
+            ));
+        }
+        self.config.optimizer = optimizer;
+        Ok(())
+    }
+
+    /// The current network, read back from the backend.
+    pub fn network(&mut self) -> Result<Network> {
+        let params = self
+            .backend
+            .read(self.bufs.params, 0, self.layout.total())?;
+        let mut builder = Network::builder(self.layers[0].inputs).seed(self.seed);
+        for l in &self.layers {
+            builder = builder.dense(l.outputs, l.activation);
+        }
+        let mut net = builder.init(crate::WeightInit::Zeros).build()?;
+        net.set_params(&params)?;
+        Ok(net)
+    }
+
+    /// One training step on the samples of `data` at `indices`.
+    pub fn train_batch(&mut self, data: &Dataset, indices: &[usize]) -> Result<()> {
+        let batch = self.load_batch(data, indices)?;
+        self.forward(batch)?;
+        self.backward(batch, StatsSlot::Train)?;
+        self.steps += 1;
+        let pass = OptimizerPass {
+            params: self.bufs.arena(self.bufs.params),
+            grads: self.bufs.arena(self.bufs.grads),
+            state: self.bufs.state.map(|s| self.bufs.arena(s)),
+            step: self.config.optimizer.step_params(self.steps),
+        };
+        self.backend.optimizer_step(&pass)?;
+        self.backend.flush()?;
+        if self.backend.host_resident() {
+            self.check_loss(StatsSlot::Train)?;
+        }
+        Ok(())
+    }
+
+    /// One training step on a raw batch: `x` holds `labels.len()` samples row-major.
+    pub fn train_step(&mut self, x: &[f32], labels: &[u32]) -> Result<()> {
+        let data = Dataset::new(
+            x.to_vec(),
+            labels.to_vec(),
+            self.layers[0].inputs,
+            self.output_size(),
+        )?;
+        let indices: Vec<usize> = (0..data.len()).collect();
+        self.train_batch(&data, &indices)
+    }
+
+    /// One pass over `data` in a fresh seeded order; `on_batch(done, total)` is called
+    /// after every step (for progress bars). Returns the loss and accuracy accumulated
+    /// over the epoch's batches, as the parameters changed.
+    pub fn train_epoch(
+        &mut self,
+        data: &Dataset,
+        mut on_batch: impl FnMut(usize, usize),
+    ) -> Result<Evaluation> {
+        self.check_data(data)?;
+        self.backend.fill(self.bufs.stats(StatsSlot::Train), 0.0)?;
+        let mut order: Vec<usize> = (0..data.len()).collect();
+        order.shuffle(&mut self.shuffle_rng);
+        let batches = order.chunks(self.config.batch_size);
+        let total = batches.len();
+        for (i, batch) in batches.enumerate() {
+            self.train_batch(data, batch)?;
+            on_batch(i + 1, total);
+        }
+        self.read_stats(StatsSlot::Train)
+    }
+
+    /// Loss and accuracy on `data` (no parameter changes).
+    pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation> {
+        self.check_data(data)?;
+        self.backend.fill(self.bufs.stats(StatsSlot::Eval), 0.0)?;
+        let indices: Vec<usize> = (0..data.len()).collect();
+        for chunk in indices.chunks(self.config.batch_size) {
+            let batch = self.load_batch(data, chunk)?;
+            self.forward(batch)?;
+            self.loss_grad(batch, StatsSlot::Eval)?;
+        }
+        self.backend.flush()?;
+        self.read_stats(StatsSlot::Eval)
+    }
+
+    /// The network's outputs for the samples of `data` at `indices`
+    /// (`indices.len() x outputs`, row-major; logits for a cross-entropy model).
+    pub fn outputs(&mut self, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
+        let classes = self.output_size();
+        let mut out = vec![0.0; indices.len() * classes];
+        for (c, chunk) in indices.chunks(self.config.batch_size).enumerate() {
+            let batch = self.load_batch(data, chunk)?;
+            self.forward(batch)?;
+            let m = self.bufs.output(self.layers.len() - 1, batch);
+            let fm = self.backend.read(m.buf, m.offset, m.len())?;
+            let base = c * self.config.batch_size;
+            for j in 0..batch {
+                for k in 0..classes {
+                    out[(base + j) * classes + k] = fm[k * batch + j];
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rule's update direction for one batch without applying it: the parameter
+    /// gradient (exact for BP, the rule's approximation otherwise), laid out like
+    /// [`Network::params`]. Used to compare rules and to check gradients.
+    pub fn update_direction(&mut self, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
+        let batch = self.load_batch(data, indices)?;
+        self.forward(batch)?;
+        self.backward(batch, StatsSlot::Scratch)?;
+        self.backend.read(self.bufs.grads, 0, self.layout.total())
+    }
+
+    fn output_size(&self) -> usize {
+        self.layers[self.layers.len() - 1].outputs
+    }
+
+    fn check_data(&self, data: &Dataset) -> Result<()> {
+        if data.dim() != self.layers[0].inputs {
+            return Err(Error::shape(
+                "data features vs network inputs",
+                format!("{} features", self.layers[0].inputs),
+                format!("{} features", data.dim()),
+            ));
+        }
+        if data.classes() != self.output_size() {
+            return Err(Error::shape(
+                "data classes vs network outputs",
+                format!("{} classes", self.output_size()),
+                format!("{} classes", data.classes()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Uploads a batch (feature-major inputs, one-hot targets); returns its size.
+    fn load_batch(&mut self, data: &Dataset, indices: &[usize]) -> Result<usize> {
+        self.check_data(data)?;
+        let batch = indices.len();
+        if batch == 0 {
+            return Err(Error::EmptyData("a batch needs at least one sample".into()));
+        }
+        if batch > self.config.batch_size {
+            return Err(Error::shape(
+                "batch",
+                format!("at most {} samples (the configured batch size)", self.config.batch_size),
+                format!("{batch} samples"),
+            ));
+        }
+        data.gather_feature_major(indices, &mut self.host_x, &mut self.host_y)?;
+        let x = self.bufs.activation(0, batch);
+        self.backend.write(x.buf, x.offset, &self.host_x[..x.len()])?;
+        let t = self.bufs.targets(batch);
+        self.backend.write(t.buf, t.offset, &self.host_y[..t.len()])?;
+        Ok(batch)
+    }
+
+    fn forward(&mut self, batch: usize) -> Result<()> {
+        for (l, layer) in self.layers.iter().enumerate() {
+            let out = self.bufs.activation(l + 1, batch);
+            let input = self.bufs.activation(l, batch);
+            let product = Gemm::new(out, self.bufs.weights(l), false, input, false);
+            self.backend.gemm(&product)?;
+            self.backend
+                .bias_activation(out, self.bufs.bias(l), layer.activation)?;
+        }
+        Ok(())
+    }
+
+    fn loss_grad(&mut self, batch: usize, slot: StatsSlot) -> Result<()> {
+        let last = self.layers.len() - 1;
+        self.backend.loss_grad(&LossGrad {
+            loss: self.config.loss,
+            output: self.bufs.output(last, batch),
+            target: self.bufs.targets(batch),
+            grad: self.bufs.delta(last, batch),
+            stats: self.bufs.stats(slot),
+        })
+    }
+
+    /// Output error, the rule's hidden deltas, then every layer's gradient at once.
+    fn backward(&mut self, batch: usize, slot: StatsSlot) -> Result<()> {
+        let last = self.layers.len() - 1;
+        self.loss_grad(batch, slot)?;
+        self.backend.activation_grad(
+            self.bufs.delta(last, batch),
+            self.bufs.output(last, batch),
+            self.layers[last].activation,
+        )?;
+        hidden_deltas(self.config.rule, &mut *self.backend, &self.bufs, batch)?;
+        let grads: Vec<LayerGrad> = (0..self.layers.len())
+            .map(|l| LayerGrad {
+                delta: self.bufs.delta(l, batch),
+                input: self.bufs.activation(l, batch),
+                grad_w: self.bufs.grad_weights(l),
+                grad_b: self.bufs.grad_bias(l),
+            })
+            .collect();
+        self.backend.layer_grads(&grads)
+    }
+
+    fn read_stats(&mut self, slot: StatsSlot) -> Result<Evaluation> {
+        let m = self.bufs.stats(slot);
+        let sums = self.backend.read(m.buf, m.offset, 3)?;
+        let eval = Evaluation::from_sums(&sums);
+        if !eval.loss.is_finite() {
+            return Err(Error::Diverged {
+                step: self.steps,
+                what: "loss".into(),
+                value: eval.loss,
+            });
+        }
+        Ok(eval)
+    }
+
+    fn check_loss(&mut self, slot: StatsSlot) -> Result<()> {
+        self.read_stats(slot).map(|_| ())
+    }
+}
+
+fn check_finite(values: &[f32], context: &str) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(Error::NonFinite {
+            context: context.to_string(),
+            index,
+            value: values[index],
+        }),
+        None => Ok(()),
+    }
+}
