@@ -124,13 +124,21 @@ impl Network {
     /// Replaces layer `l`'s weights.
     pub fn set_weights(&mut self, l: usize, values: &[f32]) -> Result<()> {
         let range = self.layer_range(l, true)?;
-        copy_checked(&mut self.params[range], values, &format!("weights of layer {l}"))
+        copy_checked(
+            &mut self.params[range],
+            values,
+            &format!("weights of layer {l}"),
+        )
     }
 
     /// Replaces layer `l`'s bias.
     pub fn set_bias(&mut self, l: usize, values: &[f32]) -> Result<()> {
         let range = self.layer_range(l, false)?;
-        copy_checked(&mut self.params[range], values, &format!("bias of layer {l}"))
+        copy_checked(
+            &mut self.params[range],
+            values,
+            &format!("bias of layer {l}"),
+        )
     }
 
     /// Replaces all parameters at once (same layout as [`Network::params`]).
@@ -155,7 +163,11 @@ impl Network {
 
 fn copy_checked(dst: &mut [f32], src: &[f32], what: &str) -> Result<()> {
     if dst.len() != src.len() {
-        return Err(Error::shape(what, dst.len().to_string(), src.len().to_string()));
+        return Err(Error::shape(
+            what,
+            dst.len().to_string(),
+            src.len().to_string(),
+        ));
     }
     if let Some(i) = src.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {

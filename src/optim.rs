@@ -86,7 +86,9 @@ impl Optimizer {
     /// Checks every hyperparameter is finite and in range.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str, v: f32| {
-            Err(Error::config(format!("optimizer {what} = {v} is out of range")))
+            Err(Error::config(format!(
+                "optimizer {what} = {v} is out of range"
+            )))
         };
         match *self {
             Optimizer::Sgd {

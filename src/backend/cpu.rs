@@ -203,7 +203,11 @@ impl Backend for CpuBackend {
         if op.stats.len() != 3 {
             return Err(Error::shape("loss stats", "3", op.stats.len().to_string()));
         }
-        let (mut w, r) = borrow(&mut self.bufs, &[op.grad, op.stats], &[op.output, op.target])?;
+        let (mut w, r) = borrow(
+            &mut self.bufs,
+            &[op.grad, op.stats],
+            &[op.output, op.target],
+        )?;
         let (grad, rest) = w.split_at_mut(1);
         let (grad, stats, out, target) = (&mut *grad[0], &mut *rest[0], r[0], r[1]);
         let scale = 1.0 / batch as f32;
@@ -230,7 +234,11 @@ impl Backend for CpuBackend {
         let n = op.params.len();
         for m in [op.grads, op.state[0], op.state[1]] {
             if m.len() != n {
-                return Err(Error::shape("optimizer", n.to_string(), m.len().to_string()));
+                return Err(Error::shape(
+                    "optimizer",
+                    n.to_string(),
+                    m.len().to_string(),
+                ));
             }
         }
         let (mut w, r) = borrow(
@@ -283,8 +291,16 @@ fn row_sums(out: &mut [f32], m: &[f32], cols: usize) {
 fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
     let a_view = MatRef::from_row_major_slice(a, op.a.rows, op.a.cols);
     let b_view = MatRef::from_row_major_slice(b, op.b.rows, op.b.cols);
-    let a_view = if op.trans_a { a_view.transpose() } else { a_view };
-    let b_view = if op.trans_b { b_view.transpose() } else { b_view };
+    let a_view = if op.trans_a {
+        a_view.transpose()
+    } else {
+        a_view
+    };
+    let b_view = if op.trans_b {
+        b_view.transpose()
+    } else {
+        b_view
+    };
     let accum = if op.beta == 0.0 {
         Accum::Replace
     } else {

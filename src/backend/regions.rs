@@ -15,9 +15,10 @@ pub(crate) fn borrow<'a>(
     reads: &[Mat],
 ) -> Result<(Vec<&'a mut [f32]>, Vec<&'a [f32]>)> {
     for m in writes.iter().chain(reads) {
-        let len = bufs.get(m.buf.0).map(Vec::len).ok_or_else(|| {
-            Error::Backend(format!("buffer {} does not exist", m.buf.0))
-        })?;
+        let len = bufs
+            .get(m.buf.0)
+            .map(Vec::len)
+            .ok_or_else(|| Error::Backend(format!("buffer {} does not exist", m.buf.0)))?;
         if m.offset.checked_add(m.len()).is_none_or(|end| end > len) {
             return Err(Error::Backend(format!(
                 "region {}..{} ({}x{}) is outside buffer {} of {len} floats",

@@ -54,9 +54,8 @@ impl DeviceBuffers {
         feedback_shapes: Vec<FeedbackShape>,
         capacity: usize,
     ) -> Result<Self> {
-        let act_rows = prefix_sums(
-            std::iter::once(layers[0].inputs).chain(layers.iter().map(|l| l.outputs)),
-        );
+        let act_rows =
+            prefix_sums(std::iter::once(layers[0].inputs).chain(layers.iter().map(|l| l.outputs)));
         let delta_rows = prefix_sums(layers.iter().map(|l| l.outputs));
         let feedback_offsets = prefix_sums(feedback_shapes.iter().map(|s| s.rows * s.cols));
         let total_feedback = *feedback_offsets.last().unwrap_or(&0);
@@ -105,7 +104,12 @@ impl DeviceBuffers {
     }
 
     pub fn targets(&self, batch: usize) -> Mat {
-        Mat::new(self.targets, 0, self.layers[self.layers.len() - 1].outputs, batch)
+        Mat::new(
+            self.targets,
+            0,
+            self.layers[self.layers.len() - 1].outputs,
+            batch,
+        )
     }
 
     pub fn stats(&self, slot: StatsSlot) -> Mat {
@@ -137,12 +141,22 @@ impl StepViews for DeviceBuffers {
     }
 
     fn hidden_deltas(&self, batch: usize) -> Mat {
-        Mat::new(self.deltas, 0, self.delta_rows[self.layers.len() - 1], batch)
+        Mat::new(
+            self.deltas,
+            0,
+            self.delta_rows[self.layers.len() - 1],
+            batch,
+        )
     }
 
     fn weights(&self, l: usize) -> Mat {
         let r = self.layout.weights(l);
-        Mat::new(self.params, r.start, self.layers[l].outputs, self.layers[l].inputs)
+        Mat::new(
+            self.params,
+            r.start,
+            self.layers[l].outputs,
+            self.layers[l].inputs,
+        )
     }
 
     fn feedback(&self, i: usize) -> Mat {

@@ -50,7 +50,7 @@ impl Default for TrainConfig {
 ///
 /// ```
 /// use plasticity::data::Dataset;
-/// use plasticity::{Activation, Device, Network, Rule, TrainConfig, Trainer};
+/// use plasticity::{Activation, Device, Network, Optimizer, Rule, TrainConfig, Trainer};
 /// // Two well separated blobs in 2-D.
 /// let features = vec![0.9, 1.1, 1.0, 0.8, -1.0, -0.9, -1.1, -1.0];
 /// let data = Dataset::new(features, vec![0, 0, 1, 1], 2, 2)?;
@@ -59,7 +59,12 @@ impl Default for TrainConfig {
 ///     .dense(2, Activation::Identity)
 ///     .seed(3)
 ///     .build()?;
-/// let config = TrainConfig { rule: Rule::DirectFeedbackAlignment, batch_size: 4, ..Default::default() };
+/// let config = TrainConfig {
+///     rule: Rule::DirectFeedbackAlignment,
+///     optimizer: Optimizer::adam(0.05),
+///     batch_size: 4,
+///     ..Default::default()
+/// };
 /// let mut trainer = Trainer::new(net, config, Device::Cpu)?;
 /// for _ in 0..100 {
 ///     trainer.train_epoch(&data, |_, _| {})?;
@@ -111,8 +116,7 @@ impl Trainer {
         let layers = network.layers().to_vec();
         let layout = network.layout().clone();
         let shapes = config.rule.feedback_shapes(&layers);
-        let bufs =
-            DeviceBuffers::new(&mut *backend, &layers, &layout, shapes, config.batch_size)?;
+        let bufs = DeviceBuffers::new(&mut *backend, &layers, &layout, shapes, config.batch_size)?;
         backend.write(bufs.params, 0, network.params())?;
         let mut trainer = Trainer {
             backend,
@@ -185,7 +189,12 @@ impl Trainer {
         if values.len() != shape.rows * shape.cols {
             return Err(Error::shape(
                 format!("feedback matrix {i}"),
-                format!("{}x{} = {} values", shape.rows, shape.cols, shape.rows * shape.cols),
+                format!(
+                    "{}x{} = {} values",
+                    shape.rows,
+                    shape.cols,
+                    shape.rows * shape.cols
+                ),
                 format!("{} values", values.len()),
             ));
         }
@@ -360,15 +369,20 @@ impl Trainer {
         if batch > self.config.batch_size {
             return Err(Error::shape(
                 "batch",
-                format!("at most {} samples (the configured batch size)", self.config.batch_size),
+                format!(
+                    "at most {} samples (the configured batch size)",
+                    self.config.batch_size
+                ),
                 format!("{batch} samples"),
             ));
         }
         data.gather_feature_major(indices, &mut self.host_x, &mut self.host_y)?;
         let x = self.bufs.activation(0, batch);
-        self.backend.write(x.buf, x.offset, &self.host_x[..x.len()])?;
+        self.backend
+            .write(x.buf, x.offset, &self.host_x[..x.len()])?;
         let t = self.bufs.targets(batch);
-        self.backend.write(t.buf, t.offset, &self.host_y[..t.len()])?;
+        self.backend
+            .write(t.buf, t.offset, &self.host_y[..t.len()])?;
         Ok(batch)
     }
 

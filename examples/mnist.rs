@@ -1,0 +1,252 @@
+//! Train a multilayer perceptron on MNIST with backprop, feedback alignment or direct
+//! feedback alignment, and report accuracy on the 10,000 test images.
+//!
+//! ```text
+//! cargo run --release --example mnist -- --rule dfa --hidden 800,800 --activation tanh \
+//!     --epochs 20 --batch 64 --lr 0.0001 --optimizer adam --seed 1
+//! ```
+//! Run with `--help` for every option and its default.
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use plasticity::data::Mnist;
+use plasticity::{
+    Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule, TrainConfig,
+    Trainer, WeightInit,
+};
+
+const USAGE: &str = "\
+usage: mnist [options]
+  --rule bp|fa|dfa            learning rule                       (default dfa)
+  --hidden W1,W2,...          hidden layer widths                 (default 800,800)
+  --activation NAME           identity|relu|leaky_relu|tanh|sigmoid (default tanh)
+  --epochs N                  passes over the 60,000 training images (default 20)
+  --batch B                   mini-batch size                     (default 64)
+  --lr X                      learning rate                       (default: rule's, see README)
+  --optimizer sgd|adam        update method                       (default adam)
+  --momentum M                SGD momentum                        (default 0.9)
+  --weight-decay L            L2 weight decay                     (default 0)
+  --feedback uniform|gaussian|unit-uniform  feedback matrix init  (default uniform)
+  --init xavier|kaiming       weight init                         (default: kaiming for relu, else xavier)
+  --seed S                    seed of every random draw           (default 1)
+  --train-limit N             use only the first N training images (default all)
+  --data DIR                  MNIST directory                     (default: bundled data/mnist)
+  --device cpu|auto           where to train                      (default auto)";
+
+struct Args {
+    rule: Rule,
+    hidden: Vec<usize>,
+    activation: Activation,
+    epochs: usize,
+    batch: usize,
+    lr: Option<f32>,
+    optimizer: String,
+    momentum: f32,
+    weight_decay: f32,
+    feedback: FeedbackInit,
+    init: Option<WeightInit>,
+    seed: u64,
+    train_limit: Option<usize>,
+    data: Option<String>,
+    device: String,
+}
+
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut args = Args {
+            rule: Rule::DirectFeedbackAlignment,
+            hidden: vec![800, 800],
+            activation: Activation::Tanh,
+            epochs: 20,
+            batch: 64,
+            lr: None,
+            optimizer: "adam".into(),
+            momentum: 0.9,
+            weight_decay: 0.0,
+            feedback: FeedbackInit::Uniform,
+            init: None,
+            seed: 1,
+            train_limit: None,
+            data: None,
+            device: "auto".into(),
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            if flag == "--help" || flag == "-h" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value = it
+                .next()
+                .ok_or_else(|| bad(&format!("{flag} needs a value")))?;
+            match flag.as_str() {
+                "--rule" => {
+                    args.rule = Rule::from_name(&value)
+                        .ok_or_else(|| bad(&format!("unknown rule {value}")))?
+                }
+                "--hidden" => args.hidden = parse_list(&value)?,
+                "--activation" => {
+                    args.activation = Activation::from_name(&value)
+                        .ok_or_else(|| bad(&format!("unknown activation {value}")))?
+                }
+                "--epochs" => args.epochs = parse(&flag, &value)?,
+                "--batch" => args.batch = parse(&flag, &value)?,
+                "--lr" => args.lr = Some(parse(&flag, &value)?),
+                "--optimizer" => args.optimizer = value,
+                "--momentum" => args.momentum = parse(&flag, &value)?,
+                "--weight-decay" => args.weight_decay = parse(&flag, &value)?,
+                "--feedback" => {
+                    args.feedback = FeedbackInit::from_name(&value)
+                        .ok_or_else(|| bad(&format!("unknown feedback init {value}")))?
+                }
+                "--init" => {
+                    args.init = Some(match value.as_str() {
+                        "xavier" => WeightInit::Xavier,
+                        "kaiming" => WeightInit::Kaiming,
+                        _ => return Err(bad(&format!("unknown init {value}"))),
+                    })
+                }
+                "--seed" => args.seed = parse(&flag, &value)?,
+                "--train-limit" => args.train_limit = Some(parse(&flag, &value)?),
+                "--data" => args.data = Some(value),
+                "--device" => args.device = value,
+                _ => return Err(bad(&format!("unknown option {flag}"))),
+            }
+        }
+        Ok(args)
+    }
+
+    /// Defaults tuned per rule on this example (see the README's results table).
+    fn optimizer(&self) -> Result<Optimizer> {
+        match self.optimizer.as_str() {
+            "adam" => {
+                let lr = self.lr.unwrap_or(match self.rule {
+                    Rule::Backprop => 1e-4,
+                    _ => 1e-4,
+                });
+                Ok(match Optimizer::adam(lr) {
+                    Optimizer::Adam {
+                        beta1, beta2, eps, ..
+                    } => Optimizer::Adam {
+                        lr,
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay: self.weight_decay,
+                    },
+                    other => other,
+                })
+            }
+            "sgd" => Ok(Optimizer::Sgd {
+                lr: self.lr.unwrap_or(0.01),
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+                nesterov: false,
+            }),
+            other => Err(bad(&format!("unknown optimizer {other}"))),
+        }
+    }
+}
+
+fn bad(msg: &str) -> Error {
+    Error::InvalidConfig(format!("{msg}\n{USAGE}"))
+}
+
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| bad(&format!("{flag}: cannot parse '{value}'")))
+}
+
+fn parse_list(value: &str) -> Result<Vec<usize>> {
+    value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| parse("--hidden", s.trim()))
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse()?;
+    let dir = args
+        .data
+        .clone()
+        .map(Into::into)
+        .unwrap_or_else(Mnist::bundled_dir);
+    let mnist = Mnist::load(&dir)?;
+    let train = match args.train_limit {
+        Some(n) => mnist.train.take(n)?,
+        None => mnist.train,
+    };
+    let test = mnist.test;
+
+    let init = args.init.unwrap_or(match args.activation {
+        Activation::Relu | Activation::LeakyRelu => WeightInit::Kaiming,
+        _ => WeightInit::Xavier,
+    });
+    let net = Network::builder(train.dim())
+        .hidden(&args.hidden, args.activation)
+        .dense(train.classes(), Activation::Identity)
+        .init(init)
+        .seed(args.seed)
+        .build()?;
+    let config = TrainConfig {
+        rule: args.rule,
+        optimizer: args.optimizer()?,
+        batch_size: args.batch,
+        feedback_init: args.feedback,
+        ..TrainConfig::default()
+    };
+    let device = Device::from_name(&args.device)?;
+    let mut trainer = Trainer::new(net, config, device)?;
+    let shape: Vec<String> = std::iter::once(train.dim())
+        .chain(args.hidden.iter().copied())
+        .chain([train.classes()])
+        .map(|w| w.to_string())
+        .collect();
+    println!(
+        "rule {} | net {} {} | {} | batch {} | seed {} | {} train / {} test images | device {}",
+        args.rule,
+        shape.join("-"),
+        args.activation,
+        config.optimizer,
+        args.batch,
+        args.seed,
+        train.len(),
+        test.len(),
+        trainer.device_name()
+    );
+
+    let style = ProgressStyle::with_template(
+        "epoch {prefix:>3} [{bar:40}] {pos}/{len} batches {elapsed_precise} eta {eta}",
+    )
+    .map_err(|e| Error::InvalidConfig(e.to_string()))?
+    .progress_chars("=> ");
+    let mut last = None;
+    for epoch in 1..=args.epochs {
+        let bar = ProgressBar::new(0).with_style(style.clone());
+        bar.set_prefix(epoch.to_string());
+        let start = Instant::now();
+        let stats = trainer.train_epoch(&train, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+        let seconds = start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let eval = trainer.evaluate(&test)?;
+        println!(
+            "epoch {epoch:>3}  loss {:.4}  train acc {:6.2}%  test acc {:6.2}%  {seconds:6.2}s",
+            stats.loss,
+            100.0 * stats.accuracy,
+            100.0 * eval.accuracy
+        );
+        last = Some(eval);
+    }
+    let eval = match last {
+        Some(e) => e,
+        None => trainer.evaluate(&test)?,
+    };
+    println!("test accuracy: {:.2}%", 100.0 * eval.accuracy);
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! Wall-clock time of one CPU training step (`Trainer::train_batch`) for each rule,
+//! to compare with the NumPy reference in `benches/reference/numpy_step.py`.
+//!
+//! ```text
+//! cargo run --release --example step_time -- --hidden 1024,1024,1024 --batch 128 \
+//!     --repeats 50 --warmup 5 --rule all
+//! ```
+//!
+//! The network is `784 - hidden... - 10` (tanh hidden, identity output, softmax
+//! cross-entropy), trained with plain SGD on random data. `--breakdown` also times the
+//! step's matrix products as bare faer GEMMs (same shapes, layout and threading as the
+//! CPU backend) and its elementwise passes, to show where a step's time goes.
+
+use std::time::{Duration, Instant};
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use plasticity::data::Dataset;
+use plasticity::{
+    Activation, Device, Error, Network, Optimizer, Result, Rule, TrainConfig, Trainer,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+const USAGE: &str = "usage: step_time [--hidden 1024,1024,1024] [--batch 128] [--repeats 50] \
+                     [--warmup 5] [--rule bp|fa|dfa|all] [--threads N] [--breakdown]";
+
+const INPUTS: usize = 784;
+const CLASSES: usize = 10;
+/// Distinct batches of random data the timed steps cycle through.
+const DATA_BATCHES: usize = 4;
+/// The CPU backend's threshold for a multithreaded product (multiply-adds).
+const PARALLEL_GEMM_MIN_MACS: usize = 1 << 18;
+
+#[derive(Debug)]
+struct Args {
+    hidden: Vec<usize>,
+    batch: usize,
+    repeats: usize,
+    warmup: usize,
+    rules: Vec<Rule>,
+    threads: Option<usize>,
+    breakdown: bool,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    let msg = msg.into();
+    eprintln!("step_time: {msg}\n{USAGE}");
+    Error::InvalidConfig(msg)
+}
+
+fn parse_count(flag: &str, value: &str) -> Result<usize> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(bad(format!(
+            "{flag} wants a positive integer, got {value:?}"
+        ))),
+    }
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        hidden: vec![1024, 1024, 1024],
+        batch: 128,
+        repeats: 50,
+        warmup: 5,
+        rules: Rule::ALL.to_vec(),
+        threads: None,
+        breakdown: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        if flag == "--breakdown" {
+            args.breakdown = true;
+            continue;
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| bad(format!("{flag} needs a value")))?;
+        match flag.as_str() {
+            "--hidden" => {
+                args.hidden = value
+                    .split(',')
+                    .map(|w| parse_count("--hidden", w.trim()))
+                    .collect::<Result<_>>()?;
+            }
+            "--batch" => args.batch = parse_count(&flag, &value)?,
+            "--repeats" => args.repeats = parse_count(&flag, &value)?,
+            "--warmup" => {
+                args.warmup = value
+                    .parse()
+                    .map_err(|_| bad(format!("--warmup wants an integer, got {value:?}")))?;
+            }
+            "--threads" => args.threads = Some(parse_count(&flag, &value)?),
+            "--rule" => {
+                args.rules = if value == "all" {
+                    Rule::ALL.to_vec()
+                } else {
+                    value
+                        .split(',')
+                        .map(|r| {
+                            Rule::from_name(r.trim())
+                                .ok_or_else(|| bad(format!("unknown rule {r:?}")))
+                        })
+                        .collect::<Result<_>>()?
+                };
+            }
+            _ => return Err(bad(format!("unknown argument {flag:?}"))),
+        }
+    }
+    Ok(args)
+}
+
+struct Timing {
+    median: Duration,
+    min: Duration,
+}
+
+fn summarize(mut samples: Vec<Duration>) -> Timing {
+    samples.sort();
+    let n = samples.len();
+    let median = if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2
+    };
+    Timing {
+        median,
+        min: samples[0],
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs `f` `warmup` times untimed, then `repeats` times timed.
+fn time(warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        f()?;
+        samples.push(start.elapsed());
+    }
+    Ok(summarize(samples))
+}
+
+fn random_data(batch: usize, rng: &mut ChaCha8Rng) -> Result<Dataset> {
+    let n = batch * DATA_BATCHES;
+    let features: Vec<f32> = (0..n * INPUTS).map(|_| rng.random::<f32>()).collect();
+    let labels: Vec<u32> = (0..n)
+        .map(|_| rng.random_range(0..CLASSES as u32))
+        .collect();
+    Dataset::new(features, labels, INPUTS, CLASSES)
+}
+
+fn time_rule(args: &Args, rule: Rule, data: &Dataset) -> Result<Timing> {
+    let net = Network::builder(INPUTS)
+        .hidden(&args.hidden, Activation::Tanh)
+        .dense(CLASSES, Activation::Identity)
+        .seed(0)
+        .build()?;
+    let config = TrainConfig {
+        rule,
+        optimizer: Optimizer::sgd(0.01),
+        batch_size: args.batch,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(net, config, Device::Cpu)?;
+    let batches: Vec<Vec<usize>> = (0..DATA_BATCHES)
+        .map(|b| (b * args.batch..(b + 1) * args.batch).collect())
+        .collect();
+    let mut step = 0;
+    time(args.warmup, args.repeats, || {
+        step += 1;
+        trainer.train_batch(data, &batches[step % DATA_BATCHES])
+    })
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| Error::Backend(format!("cannot start {n} rayon threads: {e}")))?;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let data = random_data(args.batch, &mut rng)?;
+    let widths: Vec<String> = std::iter::once(INPUTS)
+        .chain(args.hidden.iter().copied())
+        .chain(std::iter::once(CLASSES))
+        .map(|w| w.to_string())
+        .collect();
+    println!(
+        "plasticity {} | net {} (tanh, softmax CE) | batch {} | sgd | {} rayon threads | \
+         {} repeats after {} warmup",
+        env!("CARGO_PKG_VERSION"),
+        widths.join("-"),
+        args.batch,
+        rayon::current_num_threads(),
+        args.repeats,
+        args.warmup
+    );
+    println!();
+    println!(
+        "| rule | median ms | min ms | samples/s (median) |\n|------|----------:|-------:|-------------------:|"
+    );
+    for &rule in &args.rules {
+        let t = time_rule(&args, rule, &data)?;
+        println!(
+            "| {:<4} | {:>9.2} | {:>6.2} | {:>18.0} |",
+            rule.name(),
+            ms(t.median),
+            ms(t.min),
+            args.batch as f64 / t.median.as_secs_f64()
+        );
+    }
+    if args.breakdown {
+        breakdown(&args)?;
+    }
+    Ok(())
+}
+
+/// One product `C (m x n) = op(A) op(B)` on row-major buffers, as the CPU backend runs it.
+struct Product {
+    what: String,
+    m: usize,
+    k: usize,
+    n: usize,
+    /// `A` stored as `k x m` (used transposed).
+    trans_a: bool,
+    /// `B` stored as `n x k` (used transposed).
+    trans_b: bool,
+}
+
+impl Product {
+    fn new(what: String, (m, k, n): (usize, usize, usize), trans_a: bool, trans_b: bool) -> Self {
+        Product {
+            what,
+            m,
+            k,
+            n,
+            trans_a,
+            trans_b,
+        }
+    }
+
+    fn macs(&self) -> usize {
+        self.m * self.k * self.n
+    }
+
+    fn run(&self, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
+        let a = if self.trans_a {
+            MatRef::from_row_major_slice(a, self.k, self.m).transpose()
+        } else {
+            MatRef::from_row_major_slice(a, self.m, self.k)
+        };
+        let b = if self.trans_b {
+            MatRef::from_row_major_slice(b, self.n, self.k).transpose()
+        } else {
+            MatRef::from_row_major_slice(b, self.k, self.n)
+        };
+        let c = MatMut::from_row_major_slice_mut(c, self.m, self.n);
+        matmul(c, Accum::Replace, a, b, 1.0, par);
+    }
+}
+
+struct Operands {
+    c: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Operands {
+    fn new(p: &Product, rng: &mut ChaCha8Rng) -> Self {
+        let mut random =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+        Operands {
+            c: vec![0.0; p.m * p.n],
+            a: random(p.m * p.k),
+            b: random(p.k * p.n),
+        }
+    }
+}
+
+fn backend_par(p: &Product) -> Par {
+    if p.macs() >= PARALLEL_GEMM_MIN_MACS {
+        Par::rayon(rayon::current_num_threads())
+    } else {
+        Par::Seq
+    }
+}
+
+fn row(what: &str, t: &Timing, gflops: Option<f64>) {
+    let rate = gflops.map_or(String::from("-"), |g| {
+        format!("{:.1}", g / t.median.as_secs_f64())
+    });
+    println!(
+        "| {what:<44} | {:>9.3} | {:>6.3} | {rate:>8} |",
+        ms(t.median),
+        ms(t.min)
+    );
+}
+
+/// Times the pieces of a step in isolation.
+fn breakdown(args: &Args) -> Result<()> {
+    let (warmup, repeats) = (args.warmup.max(3), args.repeats.max(20));
+    let batch = args.batch;
+    let mut dims = vec![INPUTS];
+    dims.extend(&args.hidden);
+    dims.push(CLASSES);
+    let layers = dims.len() - 1;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+
+    // Activations are feature-major (`features x batch`), weights `outputs x inputs`.
+    let forward: Vec<Product> = (0..layers)
+        .map(|l| {
+            let what = format!(
+                "fwd  W{l} x  ({}x{} . {}x{})",
+                dims[l + 1],
+                dims[l],
+                dims[l],
+                batch
+            );
+            Product::new(what, (dims[l + 1], dims[l], batch), false, false)
+        })
+        .collect();
+    // BP/FA: δ_l = W_{l+1}^T δ_{l+1} for each hidden layer, in sequence.
+    let chain: Vec<Product> = (0..layers - 1)
+        .rev()
+        .map(|l| {
+            let (out, inp) = (dims[l + 2], dims[l + 1]);
+            let what = format!("bp   W{}^T δ ({inp}x{out} . {out}x{batch})", l + 1);
+            Product::new(what, (inp, out, batch), true, false)
+        })
+        .collect();
+    let hidden_total: usize = args.hidden.iter().sum();
+    let dfa = Product::new(
+        format!("dfa  B e    ({hidden_total}x{CLASSES} . {CLASSES}x{batch})"),
+        (hidden_total, CLASSES, batch),
+        false,
+        false,
+    );
+    // ΔW_l = δ_l h_{l-1}^T.
+    let grads: Vec<Product> = (0..layers)
+        .map(|l| {
+            let what = format!(
+                "grad δ{l} h^T ({}x{batch} . {batch}x{})",
+                dims[l + 1],
+                dims[l]
+            );
+            Product::new(what, (dims[l + 1], batch, dims[l]), false, true)
+        })
+        .collect();
+
+    println!();
+    println!("Breakdown: bare faer GEMMs (row-major, as the CPU backend calls them) and elementwise passes");
+    println!();
+    println!(
+        "| piece {:<38} | median ms | min ms | GFLOP/s |\n|{}|----------:|-------:|--------:|",
+        "",
+        "-".repeat(46)
+    );
+    let mut total = |products: &[Product], par_of: &dyn Fn(&Product) -> Par| -> Result<f64> {
+        let mut sum = 0.0;
+        for p in products {
+            let mut o = Operands::new(p, &mut rng);
+            let par = par_of(p);
+            let t = time(warmup, repeats, || {
+                p.run(&mut o.c, &o.a, &o.b, par);
+                Ok(())
+            })?;
+            row(&p.what, &t, Some(2.0 * p.macs() as f64 * 1e-9));
+            sum += ms(t.median);
+        }
+        Ok(sum)
+    };
+    let fwd_ms = total(&forward, &backend_par)?;
+    let chain_ms = total(&chain, &backend_par)?;
+    let dfa_ms = total(std::slice::from_ref(&dfa), &backend_par)?;
+    let grads_ms = total(&grads, &|_| Par::rayon(rayon::current_num_threads()))?;
+
+    // The backend's default (`LayerParallelism::Auto`) runs the gradient products one per
+    // thread when there are at least as many layers as threads.
+    let mut ops: Vec<Operands> = grads.iter().map(|p| Operands::new(p, &mut rng)).collect();
+    let across = time(warmup, repeats, || {
+        ops.par_iter_mut().zip(&grads).for_each(|(o, p)| {
+            p.run(&mut o.c, &o.a, &o.b, Par::Seq);
+        });
+        Ok(())
+    })?;
+    let grad_flops: f64 = grads.iter().map(|p| 2.0 * p.macs() as f64 * 1e-9).sum();
+    row(
+        "grad, all layers across threads (Par::Seq)",
+        &across,
+        Some(grad_flops),
+    );
+
+    // Elementwise: bias + tanh over every hidden output, the tanh derivative, SGD update.
+    let hidden_len = hidden_total * batch;
+    let mut z: Vec<f32> = (0..hidden_len)
+        .map(|_| rng.random_range(-2.0f32..2.0))
+        .collect();
+    let h = z.clone();
+    let tanh = time(warmup, repeats, || {
+        z.par_chunks_mut(1 << 14).for_each(|c| {
+            c.iter_mut()
+                .for_each(|v| *v = Activation::Tanh.apply(*v + 0.1));
+        });
+        Ok(())
+    })?;
+    row(
+        &format!("tanh over {hidden_len} hidden outputs"),
+        &tanh,
+        None,
+    );
+    let dtanh = time(warmup, repeats, || {
+        z.par_iter_mut()
+            .zip(h.par_iter())
+            .for_each(|(d, h)| *d *= Activation::Tanh.derivative_from_output(*h));
+        Ok(())
+    })?;
+    row(
+        &format!("tanh' over {hidden_len} hidden deltas"),
+        &dtanh,
+        None,
+    );
+    let params: usize = (0..layers).map(|l| dims[l + 1] * (dims[l] + 1)).sum();
+    let mut w: Vec<f32> = vec![0.5; params];
+    let g: Vec<f32> = vec![1e-3; params];
+    let sgd = time(warmup, repeats, || {
+        w.par_chunks_mut(1 << 14)
+            .zip(g.par_chunks(1 << 14))
+            .for_each(|(w, g)| w.iter_mut().zip(g).for_each(|(w, g)| *w -= 0.01 * g));
+        Ok(())
+    })?;
+    row(&format!("sgd w -= lr g over {params} params"), &sgd, None);
+
+    let elementwise = ms(tanh.median) + ms(dtanh.median) + ms(sgd.median);
+    println!();
+    println!("Sums of medians (ms): forward GEMMs {fwd_ms:.2}, BP/FA delta chain {chain_ms:.2}, \
+              DFA delta {dfa_ms:.2}, gradient GEMMs {grads_ms:.2} sequential / {:.2} across layers, \
+              elementwise {elementwise:.2}",
+             ms(across.median));
+    let best_grads = grads_ms.min(ms(across.median));
+    println!(
+        "Bare lower bound per step (ms): BP/FA {:.2}, DFA {:.2}",
+        fwd_ms + chain_ms + best_grads + elementwise,
+        fwd_ms + dfa_ms + best_grads + elementwise
+    );
+    Ok(())
+}
