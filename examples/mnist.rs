@@ -25,6 +25,7 @@ usage: mnist [options]
   --batch B                   mini-batch size                     (default 64)
   --lr X                      learning rate                       (default: rule's, see README)
   --optimizer sgd|adam        update method                       (default adam)
+  --lr-decay G                multiply the learning rate by G after each epoch (default 1)
   --momentum M                SGD momentum                        (default 0.9)
   --weight-decay L            L2 weight decay                     (default 0)
   --feedback uniform|gaussian|unit-uniform  feedback matrix init  (default uniform)
@@ -41,6 +42,7 @@ struct Args {
     epochs: usize,
     batch: usize,
     lr: Option<f32>,
+    lr_decay: f32,
     optimizer: String,
     momentum: f32,
     weight_decay: f32,
@@ -61,6 +63,7 @@ impl Args {
             epochs: 20,
             batch: 64,
             lr: None,
+            lr_decay: 1.0,
             optimizer: "adam".into(),
             momentum: 0.9,
             weight_decay: 0.0,
@@ -93,6 +96,7 @@ impl Args {
                 "--epochs" => args.epochs = parse(&flag, &value)?,
                 "--batch" => args.batch = parse(&flag, &value)?,
                 "--lr" => args.lr = Some(parse(&flag, &value)?),
+                "--lr-decay" => args.lr_decay = parse(&flag, &value)?,
                 "--optimizer" => args.optimizer = value,
                 "--momentum" => args.momentum = parse(&flag, &value)?,
                 "--weight-decay" => args.weight_decay = parse(&flag, &value)?,
@@ -242,6 +246,8 @@ fn main() -> Result<()> {
             100.0 * eval.accuracy
         );
         last = Some(eval);
+        let optimizer = trainer.config().optimizer;
+        trainer.set_optimizer(optimizer.with_lr(optimizer.lr() * args.lr_decay))?;
     }
     let eval = match last {
         Some(e) => e,

@@ -57,3 +57,8 @@ pub use network::{LayerSpec, Network, NetworkBuilder, ParamLayout};
 pub use optim::Optimizer;
 pub use rule::Rule;
 pub use trainer::{TrainConfig, Trainer};
+
+/// The README's code examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

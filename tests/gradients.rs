@@ -81,12 +81,7 @@ fn trainer_for(net: Network, loss: Loss, rule: Rule) -> Trainer {
 fn kink_free_data(net: &Network, case: &Case) -> Dataset {
     let params = widen(net.params());
     for attempt in 0..200 {
-        let data = random_dataset(
-            BATCH,
-            case.inputs,
-            case.outputs,
-            case.seed * 1000 + attempt,
-        );
+        let data = random_dataset(BATCH, case.inputs, case.outputs, case.seed * 1000 + attempt);
         let all: Vec<usize> = (0..BATCH).collect();
         let (xs, _) = samples64(&data, &all);
         if min_kink_distance(net.layers(), &params, &xs) > KINK_MARGIN {
@@ -121,7 +116,10 @@ fn worst_ratio(bp: &[f32], fd: &[f64]) -> (f64, usize) {
         .zip(fd)
         .map(|(&a, &b)| (f64::from(a) - b).abs() / (ABS_TOL + REL_TOL * b.abs()))
         .enumerate()
-        .fold((0.0, 0), |(w, wi), (i, r)| if r > w { (r, i) } else { (w, wi) })
+        .fold(
+            (0.0, 0),
+            |(w, wi), (i, r)| if r > w { (r, i) } else { (w, wi) },
+        )
 }
 
 /// Which layer and tensor flat parameter `p` belongs to, for messages.
@@ -303,7 +301,11 @@ fn update_direction_leaves_parameters_alone_and_is_repeatable() {
             net.params(),
             "{rule}: update_direction changed the parameters"
         );
-        assert_eq!(trainer.steps(), 0, "{rule}: update_direction counted a step");
+        assert_eq!(
+            trainer.steps(),
+            0,
+            "{rule}: update_direction counted a step"
+        );
     }
 }
 

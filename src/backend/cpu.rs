@@ -165,26 +165,28 @@ impl Backend for CpuBackend {
         let writes: Vec<Mat> = layers.iter().flat_map(|g| [g.grad_w, g.grad_b]).collect();
         let reads: Vec<Mat> = layers.iter().flat_map(|g| [g.delta, g.input]).collect();
         let across = self.across_layers(layers.len());
-        let (mut w, r) = borrow(&mut self.bufs, &writes, &reads)?;
-        let mut jobs: Vec<_> = w
-            .chunks_exact_mut(2)
-            .zip(r.chunks_exact(2))
-            .zip(&products)
-            .collect();
-        let par = if across {
-            Par::Seq
-        } else {
-            Par::rayon(rayon::current_num_threads())
-        };
-        let run = |((w, r), op): &mut ((&mut [&mut [f32]], &[&[f32]]), &Gemm)| {
-            let (grad_w, rest) = w.split_at_mut(1);
-            gemm_slices(op, grad_w[0], r[0], r[1], par);
-            row_sums(rest[0], r[0], op.a.cols);
-        };
+        let (w, r) = borrow(&mut self.bufs, &writes, &reads)?;
+        let mut outputs = w.into_iter();
+        let mut inputs = r.into_iter();
+        let mut jobs = Vec::with_capacity(products.len());
+        for op in products {
+            if let (Some(grad_w), Some(grad_b), Some(delta), Some(input)) =
+                (outputs.next(), outputs.next(), inputs.next(), inputs.next())
+            {
+                jobs.push(GradJob {
+                    op,
+                    grad_w,
+                    grad_b,
+                    delta,
+                    input,
+                });
+            }
+        }
         if across {
-            jobs.par_iter_mut().for_each(run);
+            jobs.into_par_iter().for_each(|job| job.run(Par::Seq));
         } else {
-            jobs.iter_mut().for_each(run);
+            let par = Par::rayon(rayon::current_num_threads());
+            jobs.into_iter().for_each(|job| job.run(par));
         }
         Ok(())
     }
@@ -251,21 +253,50 @@ impl Backend for CpuBackend {
         };
         let step = op.step;
         const CHUNK: usize = 1 << 14;
-        params
+        // The finiteness check rides along the update pass, so it costs no extra sweep.
+        let all_finite = params
             .par_chunks_mut(CHUNK)
             .zip(s0.par_chunks_mut(CHUNK))
             .zip(s1.par_chunks_mut(CHUNK))
             .zip(r[0].par_chunks(CHUNK))
-            .for_each(|(((p, a), b), g)| {
+            .map(|(((p, a), b), g)| {
+                let mut finite = true;
                 for i in 0..p.len() {
                     step.apply(&mut p[i], g[i], &mut a[i], &mut b[i]);
+                    finite &= p[i].is_finite();
                 }
+                finite
+            })
+            .reduce(|| true, |x, y| x && y);
+        if !all_finite {
+            let index = params.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(Error::NonFinite {
+                context: "parameters after the optimizer step".into(),
+                index: op.params.offset + index,
+                value: params[index],
             });
+        }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// One layer's gradient products on borrowed host slices.
+struct GradJob<'a> {
+    op: Gemm,
+    grad_w: &'a mut [f32],
+    grad_b: &'a mut [f32],
+    delta: &'a [f32],
+    input: &'a [f32],
+}
+
+impl GradJob<'_> {
+    fn run(self, par: Par) {
+        gemm_slices(&self.op, self.grad_w, self.delta, self.input, par);
+        row_sums(self.grad_b, self.delta, self.op.a.cols);
     }
 }
 

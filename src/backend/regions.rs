@@ -8,12 +8,15 @@
 use super::Mat;
 use crate::error::{Error, Result};
 
+/// Mutable slices for the written regions and shared ones for the read regions.
+pub(crate) type Borrowed<'a> = (Vec<&'a mut [f32]>, Vec<&'a [f32]>);
+
 /// Borrows `writes` mutably and `reads` immutably, in the order given.
 pub(crate) fn borrow<'a>(
     bufs: &'a mut [Vec<f32>],
     writes: &[Mat],
     reads: &[Mat],
-) -> Result<(Vec<&'a mut [f32]>, Vec<&'a [f32]>)> {
+) -> Result<Borrowed<'a>> {
     for m in writes.iter().chain(reads) {
         let len = bufs
             .get(m.buf.0)

@@ -252,7 +252,9 @@ impl Trainer {
             state: self.bufs.state.map(|s| self.bufs.arena(s)),
             step: self.config.optimizer.step_params(self.steps),
         };
-        self.backend.optimizer_step(&pass)?;
+        self.backend
+            .optimizer_step(&pass)
+            .map_err(|e| self.diverged_parameter(e))?;
         self.backend.flush()?;
         if self.backend.host_resident() {
             self.check_loss(StatsSlot::Train)?;
@@ -442,6 +444,27 @@ impl Trainer {
             });
         }
         Ok(eval)
+    }
+
+    /// Names the step and layer of a parameter an update made non-finite.
+    fn diverged_parameter(&self, error: Error) -> Error {
+        let Error::NonFinite { index, value, .. } = error else {
+            return error;
+        };
+        let layer = (0..self.layers.len()).find_map(|l| {
+            if self.layout.weights(l).contains(&index) {
+                Some(format!("weights of layer {l}"))
+            } else if self.layout.bias(l).contains(&index) {
+                Some(format!("bias of layer {l}"))
+            } else {
+                None
+            }
+        });
+        Error::Diverged {
+            step: self.steps,
+            what: layer.unwrap_or_else(|| format!("parameter {index}")),
+            value,
+        }
     }
 
     fn check_loss(&mut self, slot: StatsSlot) -> Result<()> {

@@ -22,9 +22,7 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 pub fn random_dataset(n: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
     let mut r = rng(seed);
     let features: Vec<f32> = (0..n * dim).map(|_| r.random_range(-1.0..1.0)).collect();
-    let labels: Vec<u32> = (0..n)
-        .map(|_| r.random_range(0..classes as u32))
-        .collect();
+    let labels: Vec<u32> = (0..n).map(|_| r.random_range(0..classes as u32)).collect();
     Dataset::new(features, labels, dim, classes).expect("valid random dataset")
 }
 
