@@ -97,6 +97,27 @@ pub enum Error {
     /// A backend operation failed.
     #[error("backend error: {0}")]
     Backend(String),
+
+    /// A GPU was asked for but no usable adapter exists.
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+
+    /// An allocation exceeds a limit of the device.
+    #[error("{what} needs {bytes} bytes, more than the device's {limit_name} of {limit}")]
+    BufferTooLarge {
+        /// What was being allocated.
+        what: String,
+        /// Bytes it needs.
+        bytes: u64,
+        /// The limit exceeded, as wgpu names it.
+        limit_name: &'static str,
+        /// The limit's value.
+        limit: u64,
+    },
+
+    /// The GPU device was lost (driver reset, removal, or a fatal error).
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
 }
 
 /// `Result` with this crate's [`Error`].

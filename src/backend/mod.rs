@@ -12,6 +12,7 @@
 //! hidden deltas of all layers stacked on top of each other form one contiguous matrix.
 
 pub mod cpu;
+pub mod gpu;
 mod regions;
 
 use crate::activation::Activation;
@@ -20,6 +21,7 @@ use crate::loss::Loss;
 use crate::optim::UpdateStep;
 
 pub use cpu::CpuBackend;
+pub use gpu::GpuBackend;
 
 /// Names a buffer of `f32` owned by a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,102 @@
+// Element-by-element passes: fill, bias + activation, activation derivative.
+// Each invocation strides over the region, so any length fits a bounded grid.
+
+struct Params {
+    // First region (written): element offset and length.
+    off0: u32,
+    len: u32,
+    // Second region (read): element offset.
+    off1: u32,
+    // Columns of the written region (bias_activation: one bias per row).
+    cols: u32,
+    // Activation: 0 identity, 1 relu, 2 leaky relu, 3 tanh, 4 sigmoid.
+    act: u32,
+    value: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+    _pad4: u32,
+    _pad5: u32,
+    _pad6: u32,
+    _pad7: u32,
+    _pad8: u32,
+    _pad9: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> buf0: array<f32>;
+@group(0) @binding(2) var<storage, read_write> buf1: array<f32>;
+
+const LEAKY_RELU_SLOPE: f32 = 0.01f;
+
+// The crate's tanh (src/activation.rs): a clamped 13/6 rational approximation, same
+// coefficients and evaluation order, so both backends agree to rounding.
+fn tanh_approx(x: f32) -> f32 {
+    let xc = clamp(x, -7.905311f, 7.905311f);
+    let x2 = xc * xc;
+    var p = -2.7607685e-16f;
+    p = fma(p, x2, 2.000188e-13f);
+    p = fma(p, x2, -8.604672e-11f);
+    p = fma(p, x2, 5.122297e-8f);
+    p = fma(p, x2, 1.4857224e-5f);
+    p = fma(p, x2, 6.372619e-4f);
+    p = fma(p, x2, 4.8935246e-3f);
+    p = p * xc;
+    var q = 1.1982584e-6f;
+    q = fma(q, x2, 1.1853471e-4f);
+    q = fma(q, x2, 2.2684347e-3f);
+    q = fma(q, x2, 4.893525e-3f);
+    // tanh(x) = x for tiny |x|, where the rational form loses relative accuracy.
+    return select(p / q, x, abs(x) < 0.0004f);
+}
+
+fn activate(act: u32, z: f32) -> f32 {
+    switch act {
+        case 1u: { return max(z, 0.0); }
+        case 2u: { return select(LEAKY_RELU_SLOPE * z, z, z > 0.0); }
+        case 3u: { return tanh_approx(z); }
+        case 4u: { return 0.5 + 0.5 * tanh_approx(0.5 * z); }
+        default: { return z; }
+    }
+}
+
+// f'(z) written through the output h = f(z).
+fn derivative(act: u32, h: f32) -> f32 {
+    switch act {
+        case 1u: { return select(0.0, 1.0, h > 0.0); }
+        case 2u: { return select(LEAKY_RELU_SLOPE, 1.0, h > 0.0); }
+        case 3u: { return 1.0 - h * h; }
+        case 4u: { return h * (1.0 - h); }
+        default: { return 1.0; }
+    }
+}
+
+fn stride(groups: vec3<u32>) -> u32 {
+    return groups.x * 256u;
+}
+
+@compute @workgroup_size(256)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    for (var i = gid.x; i < p.len; i += stride(groups)) {
+        buf0[p.off0 + i] = p.value;
+    }
+}
+
+// z = f(z + bias[row]); buf0 holds z, buf1 the bias.
+@compute @workgroup_size(256)
+fn bias_activation(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    for (var i = gid.x; i < p.len; i += stride(groups)) {
+        let at = p.off0 + i;
+        buf0[at] = activate(p.act, buf0[at] + buf1[p.off1 + i / p.cols]);
+    }
+}
+
+// delta *= f'(h); buf0 holds delta, buf1 h.
+@compute @workgroup_size(256)
+fn activation_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    for (var i = gid.x; i < p.len; i += stride(groups)) {
+        let at = p.off0 + i;
+        buf0[at] *= derivative(p.act, buf1[p.off1 + i]);
+    }
+}

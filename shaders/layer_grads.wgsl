@@ -1,0 +1,66 @@
+// Every layer's parameter gradients in ONE dispatch: workgroup_id.z is the layer.
+// Prefixed with gemm_tile.wgsl.
+//
+// grad_W = delta * input^T (outputs x inputs) and grad_b = delta * 1 (row sums): the
+// input is read as if it had one more row of ones, so the bias gradient is just
+// column `inputs` of an outputs x (inputs + 1) product. All deltas share one buffer,
+// all activations another, all gradients a third (bound twice, for weights and
+// biases); the table gives each layer's
+// offsets and shape. The grid is the largest layer's; workgroups outside a smaller
+// layer's extent return at once.
+
+struct Layer {
+    delta_off: u32,
+    input_off: u32,
+    grad_w_off: u32,
+    grad_b_off: u32,
+    outputs: u32,
+    inputs: u32,
+    batch: u32,
+    _pad: u32,
+}
+
+struct Table {
+    count: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    layers: array<Layer, 64>,
+}
+
+@group(0) @binding(0) var<uniform> table: Table;
+@group(0) @binding(1) var<storage, read_write> grad_w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> a_buf: array<f32>; // deltas
+@group(0) @binding(3) var<storage, read_write> b_buf: array<f32>; // activations
+// Usually the same buffer as grad_w (the trainer's gradient arena).
+@group(0) @binding(4) var<storage, read_write> grad_b: array<f32>;
+
+@compute @workgroup_size(16, 16)
+fn layer_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    if (wg.z >= table.count) {
+        return;
+    }
+    let l = table.layers[wg.z];
+    let row0 = wg.y * TILE_M;
+    let col0 = wg.x * TILE_N;
+    // Uniform across the workgroup, so returning before the barriers is allowed.
+    if (row0 >= l.outputs || col0 > l.inputs) {
+        return;
+    }
+    // delta (outputs x batch) times input^T (batch x inputs), plus the ones column.
+    let t = Tile(l.outputs, l.inputs, l.batch, l.delta_off, l.batch, 0u, l.input_off, l.batch, 1u, l.inputs);
+    tile_product(t, row0, col0, lid);
+    for (var r = 0u; r < 4u; r++) {
+        let i = row0 + 4u * lid.y + r;
+        for (var c = 0u; c < 4u; c++) {
+            let j = col0 + 4u * lid.x + c;
+            if (i < l.outputs) {
+                if (j < l.inputs) {
+                    grad_w[l.grad_w_off + i * l.inputs + j] = acc_at(r, c);
+                } else if (j == l.inputs) {
+                    grad_b[l.grad_b_off + i] = acc_at(r, c);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Device buffers named by [`BufId`], their allocation against the device's limits,
+//! and the region checks every call makes before recording anything.
+
+use super::context::Context;
+use crate::backend::{BufId, Mat};
+use crate::error::{Error, Result};
+
+/// Bytes per element: every buffer holds `f32`.
+pub(crate) const F32: u64 = 4;
+
+/// One allocation.
+pub(crate) struct GpuBuf {
+    pub buffer: wgpu::Buffer,
+    /// Length in floats.
+    pub len: usize,
+}
+
+/// All buffers of a backend.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    bufs: Vec<GpuBuf>,
+}
+
+impl Buffers {
+    /// Allocates a zeroed buffer of `len` floats, checked against the device's limits.
+    pub fn alloc(&mut self, ctx: &Context, len: usize) -> Result<BufId> {
+        // Zero-sized bindings are invalid: keep at least one element.
+        let bytes = (len.max(1) as u64).saturating_mul(F32);
+        let what = || format!("a buffer of {len} floats");
+        let limits = [
+            ("max_buffer_size", ctx.limits.max_buffer_size),
+            (
+                "max_storage_buffer_binding_size",
+                ctx.limits.max_storage_buffer_binding_size,
+            ),
+            // Shaders index elements with u32.
+            ("u32 element index range", F32 * u64::from(u32::MAX)),
+        ];
+        for (limit_name, limit) in limits {
+            if bytes > limit {
+                return Err(Error::BufferTooLarge {
+                    what: what(),
+                    bytes,
+                    limit_name,
+                    limit,
+                });
+            }
+        }
+        let buffer = ctx.scoped(|| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("plasticity buffer"),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                // wgpu zero-initialises buffers.
+                mapped_at_creation: false,
+            })
+        })?;
+        self.bufs.push(GpuBuf { buffer, len });
+        Ok(BufId(self.bufs.len() - 1))
+    }
+
+    /// The buffer `id` names.
+    pub fn get(&self, id: BufId) -> Result<&GpuBuf> {
+        self.bufs
+            .get(id.0)
+            .ok_or_else(|| Error::Backend(format!("buffer {} does not exist", id.0)))
+    }
+
+    /// Checks every region lies in its buffer and no written region overlaps another
+    /// region of the same call (the same rules as the CPU backend).
+    pub fn check(&self, writes: &[Mat], reads: &[Mat]) -> Result<()> {
+        for m in writes.iter().chain(reads) {
+            let len = self.get(m.buf)?.len;
+            if m.offset.checked_add(m.len()).is_none_or(|end| end > len) {
+                return Err(Error::Backend(format!(
+                    "region {}..{} ({}x{}) is outside buffer {} of {len} floats",
+                    m.offset,
+                    m.offset + m.len(),
+                    m.rows,
+                    m.cols,
+                    m.buf.0
+                )));
+            }
+        }
+        for (i, w) in writes.iter().enumerate() {
+            if let Some(o) = writes[i + 1..].iter().chain(reads).find(|o| overlaps(w, o)) {
+                return Err(Error::Backend(format!(
+                    "written region {:?} overlaps region {:?} of the same call",
+                    w.range(),
+                    o.range()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn overlaps(a: &Mat, b: &Mat) -> bool {
+    a.buf == b.buf && !a.is_empty() && !b.is_empty() && {
+        let (ra, rb) = (a.range(), b.range());
+        ra.start < rb.end && rb.start < ra.end
+    }
+}
+
+/// An element index or count as the shaders take it (buffers are checked to fit u32
+/// indices at allocation, so this only fails on regions that are already invalid).
+pub(crate) fn idx(v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::Backend(format!("index {v} exceeds u32")))
+}

@@ -1,0 +1,359 @@
+//! The [`Backend`] operations: validate on the host, then record a dispatch with its
+//! parameter block. The checks mirror the CPU backend's so both reject the same calls.
+
+use super::buffers::{idx, F32};
+use super::encode::Op;
+use super::params::{Block, MAX_GROUPED_LAYERS, TABLE_BYTES};
+use super::pipelines::Kernel;
+use super::GpuBackend;
+use crate::activation::Activation;
+use crate::backend::{Backend, BufId, Gemm, LayerGrad, LossGrad, Mat, OptimizerPass};
+use crate::error::{Error, Result};
+use crate::loss::Loss;
+use crate::optim::UpdateStep;
+
+/// Output tile of the GEMM family (see `shaders/gemm_tile.wgsl`).
+const TILE: usize = 64;
+/// Invocations per workgroup of the elementwise kernels.
+const GROUP: usize = 256;
+/// Elementwise grids stop growing here; each invocation then strides over the rest.
+const MAX_ELEMENTWISE_GROUPS: usize = 4096;
+
+fn activation_code(a: Activation) -> u32 {
+    match a {
+        Activation::Identity => 0,
+        Activation::Relu => 1,
+        Activation::LeakyRelu => 2,
+        Activation::Tanh => 3,
+        Activation::Sigmoid => 4,
+    }
+}
+
+impl GpuBackend {
+    /// Records one dispatch.
+    fn dispatch(
+        &mut self,
+        kernel: Kernel,
+        bufs: &[BufId],
+        params: &[u8],
+        groups: [usize; 3],
+    ) -> Result<()> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        if let Some(&g) = groups.iter().find(|&&g| g > max) {
+            return Err(Error::Backend(format!(
+                "{kernel:?} needs {g} workgroups in one dimension, more than the device's \
+                 max_compute_workgroups_per_dimension of {max}"
+            )));
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let param_offset = self.rec.params.push(params)?;
+        self.rec.push(Op::Dispatch {
+            kernel,
+            bufs: bufs.to_vec(),
+            param_offset,
+            groups: groups.map(|g| g as u32),
+        });
+        Ok(())
+    }
+
+    fn elementwise_groups(len: usize) -> [usize; 3] {
+        [len.div_ceil(GROUP).min(MAX_ELEMENTWISE_GROUPS), 1, 1]
+    }
+
+    /// Records the layers of one group, which share all their buffers.
+    fn layer_grads_group(&mut self, layers: &[LayerGrad]) -> Result<()> {
+        let mut table = Block::default().u(idx(layers.len())?).bytes().to_vec();
+        table.truncate(16);
+        let (mut gx, mut gy) = (0, 0);
+        for g in layers {
+            let entry = Block::default()
+                .u(idx(g.delta.offset)?)
+                .u(idx(g.input.offset)?)
+                .u(idx(g.grad_w.offset)?)
+                .u(idx(g.grad_b.offset)?)
+                .u(idx(g.delta.rows)?)
+                .u(idx(g.input.rows)?)
+                .u(idx(g.delta.cols)?);
+            table.extend_from_slice(&entry.bytes()[..32]);
+            // One extra output column holds the bias gradient.
+            gx = gx.max((g.input.rows + 1).div_ceil(TILE));
+            gy = gy.max(g.delta.rows.div_ceil(TILE));
+        }
+        table.resize(TABLE_BYTES as usize, 0);
+        let first = layers[0];
+        let bufs = [
+            first.grad_w.buf,
+            first.delta.buf,
+            first.input.buf,
+            first.grad_b.buf,
+        ];
+        self.dispatch(Kernel::LayerGrads, &bufs, &table, [gx, gy, layers.len()])
+    }
+}
+
+impl Backend for GpuBackend {
+    fn name(&self) -> String {
+        let info = &self.ctx.info;
+        format!(
+            "gpu: {} ({:?}, {:?})",
+            info.name, info.backend, info.device_type
+        )
+    }
+
+    fn host_resident(&self) -> bool {
+        false
+    }
+
+    fn alloc(&mut self, len: usize) -> Result<BufId> {
+        self.ctx.errors.take()?;
+        self.bufs.alloc(&self.ctx, len)
+    }
+
+    fn write(&mut self, buf: BufId, offset: usize, data: &[f32]) -> Result<()> {
+        self.check(&[Mat::new(buf, offset, 1, data.len())], &[])?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.upload(buf, offset, data)
+    }
+
+    fn read(&mut self, buf: BufId, offset: usize, len: usize) -> Result<Vec<f32>> {
+        self.check(&[], &[Mat::new(buf, offset, 1, len)])?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.read_back(buf, offset, len)
+    }
+
+    fn fill(&mut self, m: Mat, value: f32) -> Result<()> {
+        self.check(&[m], &[])?;
+        if m.is_empty() {
+            return Ok(());
+        }
+        if value.to_bits() == 0 {
+            // Zeroing (+0.0 only) needs no kernel.
+            self.rec.push(Op::Clear {
+                buf: m.buf,
+                offset: m.offset as u64 * F32,
+                size: m.len() as u64 * F32,
+            });
+            return Ok(());
+        }
+        let params = Block::default()
+            .u(idx(m.offset)?)
+            .u(idx(m.len())?)
+            .u(0)
+            .u(1)
+            .u(0)
+            .f(value);
+        let groups = Self::elementwise_groups(m.len());
+        self.dispatch(Kernel::Fill, &[m.buf], params.bytes(), groups)
+    }
+
+    fn gemm(&mut self, op: &Gemm) -> Result<()> {
+        op.check()?;
+        self.check(&[op.c], &[op.a, op.b])?;
+        let (m, k) = op.a.shape(op.trans_a);
+        let n = op.c.cols;
+        let params = Block::default()
+            .u(idx(m)?)
+            .u(idx(n)?)
+            .u(idx(k)?)
+            .u(idx(op.a.offset)?)
+            .u(idx(op.a.cols)?)
+            .u(u32::from(op.trans_a))
+            .u(idx(op.b.offset)?)
+            .u(idx(op.b.cols)?)
+            .u(u32::from(op.trans_b))
+            .u(idx(op.c.offset)?)
+            .u(idx(op.c.cols)?)
+            .f(op.alpha)
+            .f(op.beta);
+        let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
+        let bufs = [op.c.buf, op.a.buf, op.b.buf];
+        self.dispatch(Kernel::Gemm, &bufs, params.bytes(), groups)
+    }
+
+    fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {
+        if bias.len() != z.rows {
+            return Err(Error::shape(
+                "bias_activation",
+                format!("bias of {} values", z.rows),
+                format!("{}", bias.len()),
+            ));
+        }
+        self.check(&[z], &[bias])?;
+        let params = Block::default()
+            .u(idx(z.offset)?)
+            .u(idx(z.len())?)
+            .u(idx(bias.offset)?)
+            .u(idx(z.cols.max(1))?)
+            .u(activation_code(activation));
+        let groups = Self::elementwise_groups(z.len());
+        self.dispatch(
+            Kernel::BiasActivation,
+            &[z.buf, bias.buf],
+            params.bytes(),
+            groups,
+        )
+    }
+
+    fn activation_grad(&mut self, delta: Mat, h: Mat, activation: Activation) -> Result<()> {
+        if delta.rows != h.rows || delta.cols != h.cols {
+            return Err(Error::shape(
+                "activation_grad",
+                format!("{}x{}", delta.rows, delta.cols),
+                format!("{}x{}", h.rows, h.cols),
+            ));
+        }
+        if activation == Activation::Identity {
+            return Ok(());
+        }
+        self.check(&[delta], &[h])?;
+        let params = Block::default()
+            .u(idx(delta.offset)?)
+            .u(idx(delta.len())?)
+            .u(idx(h.offset)?)
+            .u(idx(delta.cols.max(1))?)
+            .u(activation_code(activation));
+        let groups = Self::elementwise_groups(delta.len());
+        self.dispatch(
+            Kernel::ActivationGrad,
+            &[delta.buf, h.buf],
+            params.bytes(),
+            groups,
+        )
+    }
+
+    fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()> {
+        for g in layers {
+            Gemm::new(g.grad_w, g.delta, false, g.input, true).check()?;
+            if g.grad_b.len() != g.delta.rows {
+                return Err(Error::shape(
+                    "layer_grads bias",
+                    g.delta.rows.to_string(),
+                    g.grad_b.len().to_string(),
+                ));
+            }
+        }
+        let writes: Vec<Mat> = layers.iter().flat_map(|g| [g.grad_w, g.grad_b]).collect();
+        let reads: Vec<Mat> = layers.iter().flat_map(|g| [g.delta, g.input]).collect();
+        self.check(&writes, &reads)?;
+        // Layers whose regions live in the same four buffers share one dispatch (the
+        // trainer's arenas make that every layer); others get their own.
+        let key = |g: &LayerGrad| (g.grad_w.buf, g.delta.buf, g.input.buf, g.grad_b.buf);
+        let mut start = 0;
+        while start < layers.len() {
+            let mut end = start + 1;
+            while end < layers.len()
+                && end - start < MAX_GROUPED_LAYERS
+                && key(&layers[end]) == key(&layers[start])
+            {
+                end += 1;
+            }
+            self.layer_grads_group(&layers[start..end])?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn loss_grad(&mut self, op: &LossGrad) -> Result<()> {
+        let (classes, batch) = (op.output.rows, op.output.cols);
+        for (what, m) in [("target", op.target), ("grad", op.grad)] {
+            if (m.rows, m.cols) != (classes, batch) {
+                return Err(Error::shape(
+                    format!("loss {what}"),
+                    format!("{classes}x{batch}"),
+                    format!("{}x{}", m.rows, m.cols),
+                ));
+            }
+        }
+        if op.stats.len() != 3 {
+            return Err(Error::shape("loss stats", "3", op.stats.len().to_string()));
+        }
+        self.check(&[op.grad, op.stats], &[op.output, op.target])?;
+        let kind = match op.loss {
+            Loss::SoftmaxCrossEntropy => 0,
+            Loss::MeanSquaredError => 1,
+        };
+        let params = Block::default()
+            .u(idx(op.output.offset)?)
+            .u(idx(op.target.offset)?)
+            .u(idx(op.grad.offset)?)
+            .u(idx(op.stats.offset)?)
+            .u(idx(classes)?)
+            .u(idx(batch)?)
+            .u(kind);
+        let bufs = [op.output.buf, op.target.buf, op.grad.buf, op.stats.buf];
+        // One workgroup loops over the batch and reduces in a fixed order.
+        self.dispatch(Kernel::Loss, &bufs, params.bytes(), [1, 1, 1])
+    }
+
+    fn optimizer_step(&mut self, op: &OptimizerPass) -> Result<()> {
+        let n = op.params.len();
+        for m in [op.grads, op.state[0], op.state[1]] {
+            if m.len() != n {
+                return Err(Error::shape(
+                    "optimizer",
+                    n.to_string(),
+                    m.len().to_string(),
+                ));
+            }
+        }
+        self.check(&[op.params, op.state[0], op.state[1]], &[op.grads])?;
+        let head = Block::default()
+            .u(idx(op.params.offset)?)
+            .u(idx(op.grads.offset)?)
+            .u(idx(op.state[0].offset)?)
+            .u(idx(op.state[1].offset)?)
+            .u(idx(n)?);
+        let params = match op.step {
+            UpdateStep::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            } => head
+                .u(0)
+                .u(u32::from(nesterov))
+                .u(0)
+                .f(lr)
+                .f(momentum)
+                .f(0.0)
+                .f(0.0)
+                .f(weight_decay)
+                .f(1.0),
+            UpdateStep::Adam {
+                step_size,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                inv_sqrt_correction2,
+            } => head
+                .u(1)
+                .u(0)
+                .u(0)
+                .f(step_size)
+                .f(beta1)
+                .f(beta2)
+                .f(eps)
+                .f(weight_decay)
+                .f(inv_sqrt_correction2),
+        };
+        let bufs = [
+            op.params.buf,
+            op.grads.buf,
+            op.state[0].buf,
+            op.state[1].buf,
+        ];
+        let groups = Self::elementwise_groups(n);
+        self.dispatch(Kernel::Optimizer, &bufs, params.bytes(), groups)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.submit()
+    }
+}

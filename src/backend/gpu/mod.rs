@@ -1,0 +1,204 @@
+//! The GPU backend: wgpu compute shaders (Vulkan, Metal, DX12, GL).
+//!
+//! Every [`Backend`](super::Backend) call validates its regions on the host and records its work; the
+//! work runs at [`Backend::flush`](super::Backend::flush) (one command encoder, one submit per training step)
+//! or when a buffer is read back. Nothing is read back unless asked: loss and accuracy
+//! accumulate on the device.
+//!
+//! Layout of the module: `context` (adapter, device, limits, error capture),
+//! `pipelines` (kernels compiled once), `buffers` (allocation, region checks),
+//! `params` (per-dispatch parameter slots), `encode` (recording and submitting),
+//! `kernels` (the [`Backend`](super::Backend) operations). The WGSL lives in `shaders/`.
+
+mod buffers;
+mod context;
+mod encode;
+mod kernels;
+mod params;
+mod pipelines;
+
+use buffers::{Buffers, F32};
+use context::Context;
+use encode::{Op, Recorder};
+use pipelines::Pipelines;
+
+pub use context::{adapters, AdapterSummary};
+pub use encode::GpuCounters;
+
+use super::{BufId, Mat};
+use crate::error::{Error, Result};
+
+/// Runs training steps on a GPU through wgpu.
+pub struct GpuBackend {
+    ctx: Context,
+    pipelines: Pipelines,
+    bufs: Buffers,
+    rec: Recorder,
+    /// Read-back buffer, grown to the largest read so far.
+    staging: Option<wgpu::Buffer>,
+}
+
+impl std::fmt::Debug for GpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuBackend")
+            .field("adapter", &self.ctx.info.name)
+            .field("counters", &self.rec.counters)
+            .finish()
+    }
+}
+
+impl GpuBackend {
+    /// Opens the best adapter (see [`adapters`]), a software one if nothing better
+    /// exists. Fails with [`Error::NoAdapter`] when there is none.
+    pub fn new() -> Result<GpuBackend> {
+        Self::open(None)
+    }
+
+    /// Opens adapter `index` of [`adapters`]'s list.
+    pub fn with_adapter(index: usize) -> Result<GpuBackend> {
+        Self::open(Some(index))
+    }
+
+    fn open(index: Option<usize>) -> Result<GpuBackend> {
+        let ctx = Context::open(index)?;
+        let pipelines = Pipelines::build(&ctx)?;
+        let rec = Recorder::new(&ctx);
+        Ok(GpuBackend {
+            ctx,
+            pipelines,
+            bufs: Buffers::default(),
+            rec,
+            staging: None,
+        })
+    }
+
+    /// Compute dispatches recorded since the backend was created (divide a difference
+    /// by the steps taken for dispatches per step).
+    pub fn dispatch_count(&self) -> u64 {
+        self.rec.counters.dispatches()
+    }
+
+    /// Command buffers submitted since the backend was created.
+    pub fn submit_count(&self) -> u64 {
+        self.rec.counters.submits()
+    }
+
+    /// A handle on the dispatch and submit totals that stays valid after the backend
+    /// is moved into a [`Trainer`](crate::Trainer).
+    pub fn counters(&self) -> GpuCounters {
+        self.rec.counters.clone()
+    }
+
+    /// The adapter's name as its driver reports it.
+    pub fn adapter_name(&self) -> &str {
+        &self.ctx.info.name
+    }
+
+    /// Whether the adapter is a software rasteriser (lavapipe, llvmpipe, WARP).
+    pub fn is_software(&self) -> bool {
+        self.ctx.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    fn submit(&mut self) -> Result<()> {
+        self.ctx.errors.take()?;
+        self.rec.flush(&self.ctx, &self.pipelines, &self.bufs)
+    }
+
+    /// A read-back buffer of at least `bytes`.
+    fn staging(&mut self, bytes: u64) -> Result<wgpu::Buffer> {
+        if let Some(buf) = self.staging.as_ref().filter(|b| b.size() >= bytes) {
+            return Ok(buf.clone());
+        }
+        let ctx = &self.ctx;
+        let buf = ctx.scoped(|| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("plasticity read-back"),
+                size: bytes.next_power_of_two(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        self.staging = Some(buf.clone());
+        Ok(buf)
+    }
+
+    /// Copies `len` floats of `buf` from `offset` to the host, after all recorded work.
+    fn read_back(&mut self, buf: BufId, offset: usize, len: usize) -> Result<Vec<f32>> {
+        let bytes = len as u64 * F32;
+        let staging = self.staging(bytes)?;
+        self.rec.push(Op::Copy {
+            src: self.bufs.get(buf)?.buffer.clone(),
+            src_offset: offset as u64 * F32,
+            dst: staging.clone(),
+            dst_offset: 0,
+            size: bytes,
+        });
+        self.submit()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            // The receiver outlives the poll below; a send error cannot happen.
+            let _ = tx.send(r);
+        });
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
+        self.ctx.errors.take()?;
+        rx.recv()
+            .map_err(|_| Error::Backend("read-back was never completed".into()))?
+            .map_err(|e| Error::Backend(format!("cannot map the read-back buffer: {e}")))?;
+        let values = {
+            let view = staging
+                .get_mapped_range(0..bytes)
+                .map_err(|e| Error::Backend(format!("cannot read the mapped buffer: {e}")))?;
+            view.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        staging.unmap();
+        Ok(values)
+    }
+
+    /// Uploads `data` to `buf` from `offset`, ordered after everything recorded.
+    fn upload(&mut self, buf: BufId, offset: usize, data: &[f32]) -> Result<()> {
+        let target = self.bufs.get(buf)?.buffer.clone();
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if self.rec.is_empty() {
+            // Runs before the next submit, after the previous ones: in order.
+            self.ctx
+                .queue
+                .write_buffer(&target, offset as u64 * F32, bytes);
+            return Ok(());
+        }
+        // Recorded work may still read the old contents (evaluation records several
+        // batches before one submit): stage the data and copy it in order.
+        use wgpu::util::DeviceExt;
+        let ctx = &self.ctx;
+        let src = ctx.scoped(|| {
+            ctx.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("plasticity upload"),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::COPY_SRC,
+                })
+        })?;
+        self.rec.push(Op::Copy {
+            src,
+            src_offset: 0,
+            dst: target,
+            dst_offset: offset as u64 * F32,
+            size: bytes.len() as u64,
+        });
+        Ok(())
+    }
+
+    fn check(&self, writes: &[Mat], reads: &[Mat]) -> Result<()> {
+        self.ctx.errors.take()?;
+        self.bufs.check(writes, reads)
+    }
+}
+
+/// Whether [`GpuBackend::new`] would find an adapter, and whether it is real hardware.
+pub(crate) fn best_adapter_is_hardware() -> Option<bool> {
+    adapters().first().map(|a| a.hardware)
+}

@@ -1,0 +1,174 @@
+//! The compute pipelines, compiled once when the backend opens its device.
+//!
+//! Every kernel binds, in group 0, its parameter block at binding 0 (a uniform with a
+//! dynamic offset, see [`params`](super::params)) and its buffers at bindings
+//! `1..=n`, all as read-write storage so one buffer may appear in several bindings.
+
+use super::context::Context;
+use super::params::{BLOCK_BYTES, TABLE_BYTES};
+use crate::error::Result;
+
+const GEMM_TILE: &str = include_str!("../../../shaders/gemm_tile.wgsl");
+const GEMM: &str = include_str!("../../../shaders/gemm.wgsl");
+const LAYER_GRADS: &str = include_str!("../../../shaders/layer_grads.wgsl");
+const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
+const LOSS: &str = include_str!("../../../shaders/loss.wgsl");
+const OPTIMIZER: &str = include_str!("../../../shaders/optimizer.wgsl");
+
+/// One compute kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Kernel {
+    Gemm,
+    LayerGrads,
+    Fill,
+    BiasActivation,
+    ActivationGrad,
+    Loss,
+    Optimizer,
+}
+
+impl Kernel {
+    const ALL: [Kernel; 7] = [
+        Kernel::Gemm,
+        Kernel::LayerGrads,
+        Kernel::Fill,
+        Kernel::BiasActivation,
+        Kernel::ActivationGrad,
+        Kernel::Loss,
+        Kernel::Optimizer,
+    ];
+
+    /// Index of its shader module in [`MODULES`] and its entry point.
+    fn source(self) -> (usize, &'static str) {
+        match self {
+            Kernel::Gemm => (0, "gemm"),
+            Kernel::LayerGrads => (1, "layer_grads"),
+            Kernel::Fill => (2, "fill"),
+            Kernel::BiasActivation => (2, "bias_activation"),
+            Kernel::ActivationGrad => (2, "activation_grad"),
+            Kernel::Loss => (3, "loss_grad"),
+            Kernel::Optimizer => (4, "optimizer_step"),
+        }
+    }
+
+    /// Storage buffers it binds (bindings `1..=n`).
+    pub fn storage_bindings(self) -> usize {
+        match self {
+            Kernel::Fill => 1,
+            Kernel::BiasActivation | Kernel::ActivationGrad => 2,
+            Kernel::Gemm => 3,
+            Kernel::LayerGrads | Kernel::Loss | Kernel::Optimizer => 4,
+        }
+    }
+
+    /// Size of its parameter binding.
+    pub fn param_bytes(self) -> u64 {
+        match self {
+            Kernel::LayerGrads => TABLE_BYTES,
+            _ => BLOCK_BYTES,
+        }
+    }
+}
+
+/// Shader modules by name; the GEMM family shares its tile loop.
+const MODULES: [&str; 5] = ["gemm", "layer_grads", "elementwise", "loss", "optimizer"];
+
+fn module_source(index: usize) -> String {
+    match index {
+        0 => format!("{GEMM_TILE}\n{GEMM}"),
+        1 => format!("{GEMM_TILE}\n{LAYER_GRADS}"),
+        2 => ELEMENTWISE.to_string(),
+        3 => LOSS.to_string(),
+        _ => OPTIMIZER.to_string(),
+    }
+}
+
+/// A compiled kernel and the layout its bind groups follow.
+pub(crate) struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// Every kernel, compiled.
+pub(crate) struct Pipelines {
+    pipelines: Vec<Pipeline>,
+}
+
+impl Pipelines {
+    /// Compiles every shader and builds every pipeline.
+    pub fn build(ctx: &Context) -> Result<Pipelines> {
+        ctx.scoped(|| {
+            let modules: Vec<wgpu::ShaderModule> = (0..MODULES.len())
+                .map(|i| {
+                    ctx.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(MODULES[i]),
+                            source: wgpu::ShaderSource::Wgsl(module_source(i).into()),
+                        })
+                })
+                .collect();
+            let pipelines = Kernel::ALL
+                .iter()
+                .map(|&kernel| {
+                    let (module, entry) = kernel.source();
+                    build_one(ctx, kernel, &modules[module], entry)
+                })
+                .collect();
+            Pipelines { pipelines }
+        })
+    }
+
+    /// The pipeline of `kernel`.
+    pub fn get(&self, kernel: Kernel) -> &Pipeline {
+        &self.pipelines[kernel as usize]
+    }
+}
+
+fn build_one(ctx: &Context, kernel: Kernel, module: &wgpu::ShaderModule, entry: &str) -> Pipeline {
+    let mut entries = vec![wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: true,
+            min_binding_size: wgpu::BufferSize::new(kernel.param_bytes()),
+        },
+        count: None,
+    }];
+    for binding in 1..=kernel.storage_bindings() as u32 {
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: false },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+    }
+    let layout = ctx
+        .device
+        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(entry),
+            entries: &entries,
+        });
+    let pipeline_layout = ctx
+        .device
+        .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(entry),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+    let pipeline = ctx
+        .device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pipeline_layout),
+            module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+    Pipeline { pipeline, layout }
+}

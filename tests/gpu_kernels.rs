@@ -1,0 +1,565 @@
+//! Every GPU kernel against the CPU backend on random inputs.
+//!
+//! Runs on any wgpu adapter, software ones included (lavapipe in CI). Without an
+//! adapter each test prints `SKIPPED` and passes, unless `PLASTICITY_REQUIRE_GPU=1`.
+//!
+//! Tolerances (`|gpu - cpu| <= bound`):
+//! - GEMM and layer gradients: `2 (k + 2) eps Σ_k |a_ik b_kj| + 2 eps |beta c|`
+//!   with `eps = 2^-23`, twice the classical worst-case bound of a length-`k` f32 dot
+//!   product (each backend is within it of the exact value; they sum in different
+//!   orders). Measured on lavapipe: at most 15% of the bound.
+//! - Loss statistics: the loss sum within `1e-6 + (4 batch + 20) eps |sum|` (sums of
+//!   positive terms in different orders), the correct count and sample count exact.
+//! - Elementwise kernels, loss errors and optimizers: `1e-6 + 1e-5 |cpu|` (same formulas,
+//!   differing only in the last ulps of the GPU's exp, log, division and sqrt and in
+//!   fused multiply-adds). Measured on lavapipe: at most 15% of it (bias + tanh).
+
+use std::collections::HashMap;
+
+use plasticity::backend::{
+    Backend, BufId, CpuBackend, Gemm, GpuBackend, LayerGrad, LossGrad, Mat, OptimizerPass,
+};
+use plasticity::{Activation, Error, Loss, Optimizer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const EPS: f64 = f32::EPSILON as f64;
+
+/// A GPU backend, or `None` (after saying so loudly) when this machine has no adapter.
+fn gpu() -> Option<GpuBackend> {
+    match GpuBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("PLASTICITY_REQUIRE_GPU=1 but no GPU backend: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU adapter ({e}); set PLASTICITY_REQUIRE_GPU=1 to fail");
+            None
+        }
+    }
+}
+
+/// The same buffers on both backends.
+struct Pair {
+    cpu: CpuBackend,
+    gpu: GpuBackend,
+    rng: ChaCha8Rng,
+    lens: HashMap<BufId, usize>,
+    /// Largest `|gpu - cpu| / bound` of the `assert_close` checks so far.
+    worst: f64,
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        eprintln!("worst |gpu - cpu| / tolerance: {:.3}", self.worst);
+    }
+}
+
+impl Pair {
+    fn new(seed: u64) -> Option<Pair> {
+        Some(Pair {
+            cpu: CpuBackend::new(),
+            gpu: gpu()?,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            lens: HashMap::new(),
+            worst: 0.0,
+        })
+    }
+
+    fn random(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..len).map(|_| self.rng.random_range(lo..hi)).collect()
+    }
+
+    /// A buffer holding `data` on both backends.
+    fn buffer(&mut self, data: &[f32]) -> BufId {
+        let id = self.cpu.alloc(data.len()).unwrap();
+        assert_eq!(self.gpu.alloc(data.len()).unwrap(), id);
+        self.lens.insert(id, data.len());
+        self.cpu.write(id, 0, data).unwrap();
+        self.gpu.write(id, 0, data).unwrap();
+        id
+    }
+
+    fn random_buffer(&mut self, len: usize) -> BufId {
+        let data = self.random(len, -1.0, 1.0);
+        self.buffer(&data)
+    }
+
+    fn run(&mut self, op: impl Fn(&mut dyn Backend) -> plasticity::Result<()>) {
+        op(&mut self.cpu).unwrap();
+        op(&mut self.gpu).unwrap();
+    }
+
+    fn both(&mut self, buf: BufId) -> (Vec<f32>, Vec<f32>) {
+        let len = self.cpu_len(buf);
+        (
+            self.cpu.read(buf, 0, len).unwrap(),
+            self.gpu.read(buf, 0, len).unwrap(),
+        )
+    }
+
+    fn cpu_len(&self, buf: BufId) -> usize {
+        self.lens[&buf]
+    }
+
+    /// Asserts `buf` agrees within `1e-6 + 1e-5 |cpu|`; returns the worst ratio.
+    fn assert_close(&mut self, buf: BufId, what: &str) -> f64 {
+        let (c, g) = self.both(buf);
+        let bounds: Vec<f64> = c.iter().map(|&v| 1e-6 + 1e-5 * (v as f64).abs()).collect();
+        let worst = assert_within(&c, &g, &bounds, what);
+        self.worst = self.worst.max(worst);
+        worst
+    }
+}
+
+/// Asserts `|g - c| <= bound` elementwise; returns the worst `|g - c| / bound`.
+fn assert_within(c: &[f32], g: &[f32], bounds: &[f64], what: &str) -> f64 {
+    assert_eq!(c.len(), g.len(), "{what}: lengths");
+    let mut worst = 0.0f64;
+    for (i, ((&c, &g), &b)) in c.iter().zip(g).zip(bounds).enumerate() {
+        let diff = (c as f64 - g as f64).abs();
+        assert!(
+            diff <= b || (c.is_nan() && g.is_nan()),
+            "{what}: element {i}: cpu {c} gpu {g} (|diff| {diff:e} > {b:e})"
+        );
+        worst = worst.max(diff / b);
+    }
+    worst
+}
+
+/// `op(m)[i, j]` of a row-major host matrix.
+fn at(data: &[f32], m: Mat, trans: bool, i: usize, j: usize) -> f64 {
+    let (r, c) = if trans { (j, i) } else { (i, j) };
+    data[m.offset + r * m.cols + c] as f64
+}
+
+/// The per-element error bound of a GEMM (see the file docs).
+fn gemm_bounds(op: &Gemm, a: &[f32], b: &[f32], c_old: &[f32]) -> Vec<f64> {
+    let (m, k) = op.a.shape(op.trans_a);
+    let n = op.c.cols;
+    let mut bounds = vec![0.0; c_old.len()];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k)
+                .map(|kk| (at(a, op.a, op.trans_a, i, kk) * at(b, op.b, op.trans_b, kk, j)).abs())
+                .sum();
+            let old = c_old[op.c.offset + i * n + j] as f64;
+            bounds[op.c.offset + i * n + j] =
+                2.0 * (k as f64 + 2.0) * EPS * (op.alpha as f64).abs().max(1.0) * s
+                    + 2.0 * EPS * (op.beta as f64 * old).abs()
+                    + 1e-30;
+        }
+    }
+    bounds
+}
+
+/// One GEMM on both backends: factors share a buffer at odd offsets, C sits at an
+/// odd offset in another (or, with `c_with_a`, in the factors' buffer after them).
+fn check_gemm(
+    pair: &mut Pair,
+    (m, n, k): (usize, usize, usize),
+    (trans_a, trans_b): (bool, bool),
+    (alpha, beta): (f32, f32),
+    c_with_a: bool,
+) -> f64 {
+    let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
+    let (br, bc) = if trans_b { (n, k) } else { (k, n) };
+    let (off_a, off_b) = (3, 3 + m * k + 5);
+    let off_c_shared = off_b + k * n + 1;
+    let factors_len = off_c_shared + if c_with_a { m * n } else { 0 };
+    let factors = pair.random_buffer(factors_len);
+    let (c_buf, off_c) = if c_with_a {
+        (factors, off_c_shared)
+    } else {
+        (pair.random_buffer(m * n + 7), 7)
+    };
+    let op = Gemm {
+        c: Mat::new(c_buf, off_c, m, n),
+        a: Mat::new(factors, off_a, ar, ac),
+        trans_a,
+        b: Mat::new(factors, off_b, br, bc),
+        trans_b,
+        alpha,
+        beta,
+    };
+    let (ab, _) = pair.both(factors);
+    let (c_old, _) = pair.both(c_buf);
+    pair.run(|be| be.gemm(&op));
+    let (c, g) = pair.both(c_buf);
+    let bounds = gemm_bounds(&op, &ab, &ab, &c_old);
+    let what = format!("gemm {m}x{n}x{k} ta={trans_a} tb={trans_b} a={alpha} b={beta}");
+    let worst = assert_within(&c, &g, &bounds, &what);
+    if !c_with_a {
+        // The factors must be untouched.
+        let (fc, fg) = pair.both(factors);
+        assert_eq!(fc, fg, "{what}: factors changed");
+    }
+    worst
+}
+
+#[test]
+fn gemm_all_transposes_awkward_sizes_and_offsets() {
+    let Some(mut pair) = Pair::new(1) else { return };
+    let sizes = [
+        (1, 1, 1),
+        (7, 1, 33),
+        (1, 7, 7),
+        (33, 7, 257),
+        (257, 33, 7),
+        (7, 257, 33),
+        (65, 63, 64),
+        (129, 130, 17),
+    ];
+    let mut worst = 0.0f64;
+    for &size in &sizes {
+        for trans in [(false, false), (true, false), (false, true), (true, true)] {
+            for scale in [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)] {
+                worst = worst.max(check_gemm(&mut pair, size, trans, scale, false));
+            }
+        }
+    }
+    // Big square, C sharing the factors' buffer.
+    for trans in [(false, false), (true, false), (false, true)] {
+        worst = worst.max(check_gemm(
+            &mut pair,
+            (257, 257, 257),
+            trans,
+            (1.0, 0.5),
+            true,
+        ));
+    }
+    eprintln!("gemm: worst |gpu - cpu| / bound = {worst:.3}");
+}
+
+#[test]
+fn gemm_beta_zero_ignores_nan_in_c() {
+    let Some(mut pair) = Pair::new(2) else { return };
+    let a = pair.random_buffer(6);
+    let c = pair.buffer(&[f32::NAN; 4]);
+    let op = Gemm::new(
+        Mat::new(c, 0, 2, 2),
+        Mat::new(a, 0, 2, 3),
+        false,
+        Mat::new(a, 0, 3, 2),
+        false,
+    );
+    pair.run(|be| be.gemm(&op));
+    let (_, g) = pair.both(c);
+    assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+    pair.assert_close(c, "gemm beta=0 over NaN");
+}
+
+#[test]
+fn bias_activation_every_activation() {
+    let Some(mut pair) = Pair::new(3) else { return };
+    for act in Activation::ALL {
+        for (rows, cols) in [(1, 1), (7, 33), (33, 257)] {
+            let z = pair.random(rows * cols + 5, -9.0, 9.0);
+            let z = pair.buffer(&z);
+            let bias = pair.random_buffer(rows + 2);
+            let zm = Mat::new(z, 5, rows, cols);
+            let bm = Mat::new(bias, 2, rows, 1);
+            pair.run(|be| be.bias_activation(zm, bm, act));
+            pair.assert_close(z, &format!("bias_activation {act} {rows}x{cols}"));
+        }
+    }
+}
+
+#[test]
+fn activation_grad_every_activation() {
+    let Some(mut pair) = Pair::new(4) else { return };
+    for act in Activation::ALL {
+        let (rows, cols) = (33, 65);
+        let len = rows * cols;
+        // h as the activation would produce it.
+        let z = pair.random(len, -4.0, 4.0);
+        let h: Vec<f32> = z.iter().map(|&v| act.apply(v)).collect();
+        let mut shared = pair.random(len + 3, -1.0, 1.0);
+        shared.extend_from_slice(&h);
+        let buf = pair.buffer(&shared);
+        let delta = Mat::new(buf, 3, rows, cols);
+        let hm = Mat::new(buf, 3 + len, rows, cols);
+        pair.run(|be| be.activation_grad(delta, hm, act));
+        pair.assert_close(buf, &format!("activation_grad {act}"));
+    }
+}
+
+#[test]
+fn layer_grads_grouped_over_layers_of_different_shapes() {
+    let Some(mut pair) = Pair::new(5) else { return };
+    // (outputs, inputs): a 5-layer net 70 -> 33 -> 1 -> 129 -> 7 -> 10.
+    let shapes = [(33, 70), (1, 33), (129, 1), (7, 129), (10, 7)];
+    for batch in [1, 13, 70] {
+        let act_rows: usize = 70 + shapes.iter().map(|s| s.0).sum::<usize>();
+        let delta_rows: usize = shapes.iter().map(|s| s.0).sum();
+        let params: usize = shapes.iter().map(|(o, i)| o * (i + 1)).sum();
+        let acts = pair.random_buffer(act_rows * batch);
+        let deltas = pair.random_buffer(delta_rows * batch);
+        let grads = pair.random_buffer(params + 3);
+        let (mut a_off, mut d_off, mut p_off) = (0, 0, 3);
+        let mut layers = Vec::new();
+        for &(o, i) in &shapes {
+            layers.push(LayerGrad {
+                delta: Mat::new(deltas, d_off, o, batch),
+                input: Mat::new(acts, a_off, i, batch),
+                grad_w: Mat::new(grads, p_off, o, i),
+                grad_b: Mat::new(grads, p_off + o * i, o, 1),
+            });
+            a_off += i * batch;
+            d_off += o * batch;
+            p_off += o * (i + 1);
+        }
+        let before = pair.gpu.dispatch_count();
+        pair.run(|be| be.layer_grads(&layers));
+        assert_eq!(
+            pair.gpu.dispatch_count() - before,
+            1,
+            "one grouped dispatch"
+        );
+        let (da, _) = pair.both(deltas);
+        let (aa, _) = pair.both(acts);
+        let (c, g) = pair.both(grads);
+        let mut bounds = vec![0.0; c.len()];
+        for l in &layers {
+            let w = Gemm::new(l.grad_w, l.delta, false, l.input, true);
+            for (i, b) in gemm_bounds(&w, &da, &aa, &c)
+                .into_iter()
+                .enumerate()
+                .skip(l.grad_w.offset)
+                .take(l.grad_w.len())
+            {
+                bounds[i] = b;
+            }
+            for r in 0..l.delta.rows {
+                let s: f64 = (0..batch)
+                    .map(|j| (da[l.delta.offset + r * batch + j] as f64).abs())
+                    .sum();
+                bounds[l.grad_b.offset + r] = 2.0 * (batch as f64 + 2.0) * EPS * s + 1e-30;
+            }
+        }
+        // The 3 leading floats are no layer's: they must keep their value.
+        bounds[..3].iter_mut().for_each(|b| *b = 0.0);
+        assert_within(&c, &g, &bounds, &format!("layer_grads batch {batch}"));
+    }
+}
+
+#[test]
+fn layer_grads_in_separate_buffers_fall_back_to_one_dispatch_each() {
+    let Some(mut pair) = Pair::new(6) else { return };
+    let mut layers = Vec::new();
+    for (o, i) in [(5, 9), (3, 5)] {
+        let delta = pair.random_buffer(o * 4);
+        let input = pair.random_buffer(i * 4);
+        let gw = pair.random_buffer(o * i);
+        let gb = pair.random_buffer(o);
+        layers.push(LayerGrad {
+            delta: Mat::new(delta, 0, o, 4),
+            input: Mat::new(input, 0, i, 4),
+            grad_w: Mat::new(gw, 0, o, i),
+            grad_b: Mat::new(gb, 0, o, 1),
+        });
+    }
+    let before = pair.gpu.dispatch_count();
+    pair.run(|be| be.layer_grads(&layers));
+    assert_eq!(pair.gpu.dispatch_count() - before, 2);
+    for l in layers {
+        pair.assert_close(l.grad_w.buf, "separate grad_w");
+        pair.assert_close(l.grad_b.buf, "separate grad_b");
+    }
+}
+
+#[test]
+fn loss_grad_both_losses_with_stats() {
+    let Some(mut pair) = Pair::new(7) else { return };
+    for loss in [Loss::SoftmaxCrossEntropy, Loss::MeanSquaredError] {
+        for (classes, batch) in [(1, 1), (10, 7), (3, 300), (10, 513)] {
+            let out = pair.random(classes * batch + 2, -6.0, 6.0);
+            let out = pair.buffer(&out);
+            let mut target = vec![0.0; classes * batch];
+            for j in 0..batch {
+                let k = pair.rng.random_range(0..classes);
+                target[k * batch + j] = 1.0;
+            }
+            let target = pair.buffer(&target);
+            let grad = pair.random_buffer(classes * batch);
+            let stats = pair.buffer(&[0.5, 2.0, 3.0, 1.0, 1.0, 1.0]);
+            let op = LossGrad {
+                loss,
+                output: Mat::new(out, 2, classes, batch),
+                target: Mat::new(target, 0, classes, batch),
+                grad: Mat::new(grad, 0, classes, batch),
+                stats: Mat::new(stats, 3, 1, 3),
+            };
+            // Twice: the statistics accumulate.
+            pair.run(|be| be.loss_grad(&op));
+            pair.run(|be| be.loss_grad(&op));
+            let what = format!("{loss} {classes}x{batch}");
+            pair.assert_close(grad, &format!("{what} grad"));
+            let (c, g) = pair.both(stats);
+            // Sums of 2 * batch positive losses in different orders.
+            let loss_bound = 1e-6 + (4.0 * batch as f64 + 20.0) * EPS * (c[3] as f64).abs();
+            let bounds = [0.0, 0.0, 0.0, loss_bound, 0.0, 0.0];
+            assert_within(&c, &g, &bounds, &format!("{what} stats"));
+            assert_eq!(c[4], g[4], "{what}: correct counts are exact");
+            assert_eq!(g[5], 1.0 + 2.0 * batch as f32);
+            assert_eq!(&g[..3], &[0.5, 2.0, 3.0], "other slots untouched");
+        }
+    }
+}
+
+#[test]
+fn optimizer_steps_sgd_momentum_nesterov_adam() {
+    let Some(mut pair) = Pair::new(8) else { return };
+    let optimizers = [
+        Optimizer::sgd(0.1),
+        Optimizer::momentum(0.05, 0.9),
+        Optimizer::Sgd {
+            lr: 0.05,
+            momentum: 0.8,
+            weight_decay: 1e-3,
+            nesterov: true,
+        },
+        Optimizer::adam(1e-2),
+        Optimizer::Adam {
+            lr: 3e-3,
+            beta1: 0.8,
+            beta2: 0.99,
+            eps: 1e-6,
+            weight_decay: 1e-2,
+        },
+    ];
+    for opt in optimizers {
+        let n = 1000;
+        let params = pair.random_buffer(n + 1);
+        let grads = pair.random_buffer(n);
+        let s0 = pair.buffer(&vec![0.0; n]);
+        let s1 = pair.buffer(&vec![0.0; n + 4]);
+        for step in 1..=5 {
+            let g = pair.random(n, -1.0, 1.0);
+            pair.cpu.write(grads, 0, &g).unwrap();
+            pair.gpu.write(grads, 0, &g).unwrap();
+            let pass = OptimizerPass {
+                params: Mat::new(params, 1, 1, n),
+                grads: Mat::new(grads, 0, 1, n),
+                state: [Mat::new(s0, 0, 1, n), Mat::new(s1, 4, 1, n)],
+                step: opt.step_params(step),
+            };
+            pair.run(|be| be.optimizer_step(&pass));
+        }
+        for buf in [params, s0, s1] {
+            pair.assert_close(buf, &format!("{opt} after 5 steps"));
+        }
+    }
+}
+
+#[test]
+fn fill_and_write_read_round_trip() {
+    let Some(mut pair) = Pair::new(9) else { return };
+    let buf = pair.random_buffer(1000);
+    for (offset, rows, cols, value) in [(0, 1, 1, 2.5), (3, 7, 33, -1.25), (500, 1, 500, 0.0)] {
+        let m = Mat::new(buf, offset, rows, cols);
+        pair.run(|be| be.fill(m, value));
+        pair.assert_close(buf, &format!("fill {value} at {offset}"));
+    }
+    let (c, g) = pair.both(buf);
+    assert_eq!(c, g, "fill is exact");
+    let data: Vec<f32> = (0..77).map(|i| i as f32 * 0.5 - 3.0).collect();
+    pair.gpu.write(buf, 11, &data).unwrap();
+    assert_eq!(pair.gpu.read(buf, 11, 77).unwrap(), data);
+    assert_eq!(pair.gpu.read(buf, 10, 1).unwrap(), vec![c[10]]);
+    assert!(pair.gpu.read(buf, 0, 0).unwrap().is_empty());
+}
+
+#[test]
+fn writes_between_recorded_kernels_keep_their_order() {
+    let Some(mut gpu) = gpu() else { return };
+    let x = gpu.alloc(4).unwrap();
+    let out = gpu.alloc(8).unwrap();
+    let w = gpu.alloc(1).unwrap();
+    gpu.write(w, 0, &[2.0]).unwrap();
+    // Like evaluation: upload a batch, use it, upload the next, use it, one submit.
+    for (i, batch) in [[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]]
+        .iter()
+        .enumerate()
+    {
+        gpu.write(x, 0, batch).unwrap();
+        let op = Gemm::new(
+            Mat::new(out, 4 * i, 1, 4),
+            Mat::new(w, 0, 1, 1),
+            false,
+            Mat::new(x, 0, 1, 4),
+            false,
+        );
+        gpu.gemm(&op).unwrap();
+    }
+    let submits = gpu.submit_count();
+    assert_eq!(
+        gpu.read(out, 0, 8).unwrap(),
+        vec![2.0, 4.0, 6.0, 8.0, 20.0, 40.0, 60.0, 80.0]
+    );
+    assert_eq!(gpu.submit_count() - submits, 1, "one submit for all of it");
+}
+
+#[test]
+fn bad_regions_and_huge_buffers_are_errors_not_panics() {
+    let Some(mut gpu) = gpu() else { return };
+    let buf = gpu.alloc(10).unwrap();
+    assert!(gpu.read(buf, 5, 6).is_err());
+    assert!(gpu.write(buf, 9, &[1.0, 2.0]).is_err());
+    assert!(gpu.fill(Mat::new(buf, 8, 1, 3), 1.0).is_err());
+    let overlapping = Gemm::new(
+        Mat::new(buf, 0, 2, 2),
+        Mat::new(buf, 2, 2, 2),
+        false,
+        Mat::new(buf, 6, 2, 2),
+        false,
+    );
+    assert!(gpu.gemm(&overlapping).is_err());
+    match gpu.alloc(usize::MAX / 8) {
+        Err(Error::BufferTooLarge { limit_name, .. }) => {
+            assert!(limit_name.starts_with("max_"), "{limit_name}")
+        }
+        other => panic!("expected BufferTooLarge, got {other:?}"),
+    }
+    // Still usable afterwards.
+    gpu.fill(Mat::new(buf, 0, 1, 10), 1.0).unwrap();
+    assert_eq!(gpu.read(buf, 0, 10).unwrap(), vec![1.0; 10]);
+}
+
+#[test]
+#[ignore = "timing, not a check: cargo test --test gpu_kernels -- --ignored --nocapture"]
+fn gemm_throughput() {
+    let Some(mut gpu) = gpu() else { return };
+    for (m, n, k) in [
+        (256, 256, 256),
+        (512, 512, 512),
+        (1024, 1024, 1024),
+        (64, 784, 256),
+    ] {
+        let a = gpu.alloc(m * k).unwrap();
+        let b = gpu.alloc(k * n).unwrap();
+        let c = gpu.alloc(m * n).unwrap();
+        let op = Gemm::new(
+            Mat::new(c, 0, m, n),
+            Mat::new(a, 0, m, k),
+            false,
+            Mat::new(b, 0, k, n),
+            false,
+        );
+        gpu.gemm(&op).unwrap();
+        gpu.read(c, 0, 1).unwrap();
+        let reps = 10;
+        let start = std::time::Instant::now();
+        for _ in 0..reps {
+            gpu.gemm(&op).unwrap();
+        }
+        gpu.read(c, 0, 1).unwrap();
+        let secs = start.elapsed().as_secs_f64() / reps as f64;
+        eprintln!(
+            "gemm {m}x{n}x{k} on {}: {:.2} ms, {:.1} GFLOP/s",
+            gpu.adapter_name(),
+            secs * 1e3,
+            op.flops() as f64 / secs / 1e9
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! Whole training steps on the GPU backend against the CPU backend, for every rule,
+//! and a short MNIST run that must learn.
+//!
+//! Runs on any wgpu adapter, software ones included (lavapipe in CI). Without an
+//! adapter each test prints `SKIPPED` and passes, unless `PLASTICITY_REQUIRE_GPU=1`.
+//!
+//! Tolerance: `|gpu - cpu| <= 2e-6 + 1e-5 |cpu|` on update directions and on
+//! parameters after 6 SGD-with-momentum steps. Both backends compute the same f32
+//! formulas in different summation orders (the GPU's GEMM tiles vs faer's kernels), so
+//! they differ by a few ulps per operation, compounded through the layers (measured on
+//! lavapipe: at most 6e-8 on parameters of magnitude ~0.3, 30x inside the bound; a
+//! real GPU's exp, log and division may be a few ulps less exact). A wrong index,
+//! transpose or derivative moves values by 1e-3 or more. SGD is used, not Adam: Adam divides
+//! by the gradient's magnitude, so near-zero gradients turn ulp differences into
+//! step-sized ones.
+
+use plasticity::backend::{Backend, CpuBackend, GpuBackend};
+use plasticity::data::{Dataset, Mnist};
+use plasticity::{Activation, Device, Error, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A GPU backend, or `None` (after saying so loudly) when this machine has no adapter.
+fn gpu() -> Option<GpuBackend> {
+    match GpuBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("PLASTICITY_REQUIRE_GPU=1 but no GPU backend: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU adapter ({e}); set PLASTICITY_REQUIRE_GPU=1 to fail");
+            None
+        }
+    }
+}
+
+fn random_dataset(n: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let x: Vec<f32> = (0..n * dim).map(|_| r.random_range(-1.0..1.0)).collect();
+    let y: Vec<u32> = (0..n).map(|_| r.random_range(0..classes as u32)).collect();
+    Dataset::new(x, y, dim, classes).unwrap()
+}
+
+/// Asserts `|g - c| <= 2e-6 + 1e-5 |c|`; returns the largest `|g - c|`.
+fn assert_close(c: &[f32], g: &[f32], what: &str) -> f32 {
+    assert_eq!(c.len(), g.len(), "{what}: lengths");
+    let mut worst = 0.0f32;
+    for (i, (&c, &g)) in c.iter().zip(g).enumerate() {
+        let diff = (c - g).abs();
+        assert!(
+            diff <= 2e-6 + 1e-5 * c.abs(),
+            "{what}: element {i}: cpu {c} gpu {g}"
+        );
+        worst = worst.max(diff);
+    }
+    worst
+}
+
+struct Case {
+    rule: Rule,
+    hidden: &'static [usize],
+    activation: Activation,
+    loss: Loss,
+}
+
+fn net(case: &Case, inputs: usize, outputs: usize) -> Network {
+    Network::builder(inputs)
+        .hidden(case.hidden, case.activation)
+        .dense(outputs, Activation::Identity)
+        .seed(11)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn every_rule_matches_the_cpu_step_for_step() {
+    let cases = [
+        Case {
+            rule: Rule::Backprop,
+            hidden: &[33, 17],
+            activation: Activation::Tanh,
+            loss: Loss::SoftmaxCrossEntropy,
+        },
+        Case {
+            rule: Rule::FeedbackAlignment,
+            hidden: &[33, 17],
+            activation: Activation::LeakyRelu,
+            loss: Loss::SoftmaxCrossEntropy,
+        },
+        Case {
+            rule: Rule::DirectFeedbackAlignment,
+            hidden: &[33, 17, 9],
+            activation: Activation::Tanh,
+            loss: Loss::SoftmaxCrossEntropy,
+        },
+        Case {
+            rule: Rule::Backprop,
+            hidden: &[65],
+            activation: Activation::Sigmoid,
+            loss: Loss::MeanSquaredError,
+        },
+        Case {
+            rule: Rule::DirectFeedbackAlignment,
+            hidden: &[20, 20],
+            activation: Activation::Relu,
+            loss: Loss::MeanSquaredError,
+        },
+    ];
+    let (inputs, outputs, batch) = (21, 5, 16);
+    let data = random_dataset(70, inputs, outputs, 5);
+    for case in &cases {
+        let Some(gpu) = gpu() else { return };
+        let counters = gpu.counters();
+        let config = TrainConfig {
+            rule: case.rule,
+            optimizer: Optimizer::momentum(0.1, 0.9),
+            loss: case.loss,
+            batch_size: batch,
+            ..Default::default()
+        };
+        let what = format!(
+            "{} {:?} {} {}",
+            case.rule, case.hidden, case.activation, case.loss
+        );
+        let mut cpu_t = Trainer::with_backend(
+            net(case, inputs, outputs),
+            config,
+            Box::new(CpuBackend::new()),
+        )
+        .unwrap();
+        let mut gpu_t =
+            Trainer::with_backend(net(case, inputs, outputs), config, Box::new(gpu)).unwrap();
+
+        let first: Vec<usize> = (0..batch).collect();
+        let dc = cpu_t.update_direction(&data, &first).unwrap();
+        let dg = gpu_t.update_direction(&data, &first).unwrap();
+        let worst_dir = assert_close(&dc, &dg, &format!("{what}: update direction"));
+
+        let (d0, s0) = (counters.dispatches(), counters.submits());
+        let steps = 6;
+        for step in 0..steps {
+            // A last, smaller batch exercises the packing for other batch sizes.
+            let size = if step == steps - 1 { 7 } else { batch };
+            let indices: Vec<usize> = (0..size).map(|i| (step * 11 + i * 3) % 70).collect();
+            cpu_t.train_batch(&data, &indices).unwrap();
+            gpu_t.train_batch(&data, &indices).unwrap();
+        }
+        let per_step = (counters.dispatches() - d0) as f64 / steps as f64;
+        assert_eq!(
+            counters.submits() - s0,
+            steps as u64,
+            "{what}: one submit per step"
+        );
+        let pc = cpu_t.network().unwrap();
+        let pg = gpu_t.network().unwrap();
+        let worst_params = assert_close(pc.params(), pg.params(), &format!("{what}: params"));
+
+        let ec = cpu_t.evaluate(&data).unwrap();
+        let eg = gpu_t.evaluate(&data).unwrap();
+        assert!(
+            (ec.loss - eg.loss).abs() <= 1e-4 * ec.loss.abs().max(1.0),
+            "{what}: eval loss"
+        );
+        assert_eq!(ec.accuracy, eg.accuracy, "{what}: eval accuracy");
+        assert_eq!(ec.samples, eg.samples);
+        eprintln!(
+            "{what}: worst |diff| direction {worst_dir:e}, params {worst_params:e}; \
+             {per_step} dispatches per step"
+        );
+    }
+}
+
+#[test]
+fn dispatches_per_step_by_rule() {
+    // L = 3 layers: forward 2L (GEMM + bias/activation each), loss 1, layer
+    // gradients 1 (grouped), optimizer 1; BP and FA add a GEMM and a derivative per
+    // hidden layer (2(L-1)), DFA one GEMM for all plus a derivative per hidden layer.
+    let (inputs, outputs, batch) = (12, 4, 8);
+    let data = random_dataset(batch, inputs, outputs, 6);
+    let indices: Vec<usize> = (0..batch).collect();
+    for (rule, expected) in [
+        (Rule::Backprop, 13),
+        (Rule::FeedbackAlignment, 13),
+        (Rule::DirectFeedbackAlignment, 12),
+    ] {
+        let Some(gpu) = gpu() else { return };
+        let counters = gpu.counters();
+        let net = Network::builder(inputs)
+            .hidden(&[10, 10], Activation::Tanh)
+            .dense(outputs, Activation::Identity)
+            .build()
+            .unwrap();
+        let config = TrainConfig {
+            rule,
+            batch_size: batch,
+            ..Default::default()
+        };
+        let mut t = Trainer::with_backend(net, config, Box::new(gpu)).unwrap();
+        let (d0, s0) = (counters.dispatches(), counters.submits());
+        t.train_batch(&data, &indices).unwrap();
+        assert_eq!(counters.dispatches() - d0, expected, "{rule}");
+        assert_eq!(counters.submits() - s0, 1, "{rule}");
+    }
+}
+
+#[test]
+fn mnist_subset_learns_on_the_gpu() {
+    let Some(gpu) = gpu() else { return };
+    let name = gpu.name();
+    let mnist = Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST");
+    let train = mnist.train.take(2000).unwrap();
+    let net = Network::builder(784)
+        .dense(64, Activation::Relu)
+        .dense(10, Activation::Identity)
+        .seed(1)
+        .build()
+        .unwrap();
+    let config = TrainConfig {
+        rule: Rule::Backprop,
+        optimizer: Optimizer::adam(2e-3),
+        batch_size: 32,
+        ..Default::default()
+    };
+    let mut t = Trainer::with_backend(net, config, Box::new(gpu)).unwrap();
+    let before = t.evaluate(&mnist.test).unwrap();
+    let epoch = t.train_epoch(&train, |_, _| {}).unwrap();
+    let after = t.evaluate(&mnist.test).unwrap();
+    eprintln!(
+        "mnist on {name}: test accuracy {:.3} -> {:.3} after one epoch of 2000 images \
+         (train loss {:.3})",
+        before.accuracy, after.accuracy, epoch.loss
+    );
+    assert_eq!(after.samples, 10_000);
+    assert!(after.accuracy > 0.75, "test accuracy {}", after.accuracy);
+    assert!(after.loss < before.loss);
+}
+
+#[test]
+fn auto_skips_software_adapters_and_gpu_can_be_forced() {
+    let adapters = plasticity::backend::gpu::adapters();
+    let hardware = adapters.iter().any(|a| a.hardware);
+    let expected = if hardware { Device::Gpu } else { Device::Cpu };
+    assert_eq!(Device::detect(), expected, "adapters: {adapters:?}");
+    assert_eq!(Device::from_name("gpu").unwrap(), Device::Gpu);
+    let net = Network::builder(3)
+        .dense(2, Activation::Identity)
+        .build()
+        .unwrap();
+    match Trainer::new(net, TrainConfig::default(), Device::Gpu) {
+        Ok(t) => assert!(t.device_name().starts_with("gpu"), "{}", t.device_name()),
+        Err(Error::NoAdapter(why)) if adapters.is_empty() => {
+            if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("PLASTICITY_REQUIRE_GPU=1 but no GPU adapter: {why}");
+            }
+            eprintln!("SKIPPED: no GPU adapter ({why})");
+        }
+        Err(e) => panic!("forcing the GPU failed: {e}"),
+    }
+    match Device::GpuAdapter(adapters.len()).backend() {
+        Err(Error::NoAdapter(_)) => {}
+        other => panic!("expected NoAdapter, got {:?}", other.map(|b| b.name())),
+    }
+}
