@@ -5,7 +5,9 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::regions::borrow;
-use super::{Backend, BufId, Gemm, LayerGrad, LossGrad, Mat, OptimizerPass};
+use super::{
+    check_bias, check_same_shape, Backend, BufId, Gemm, LayerGrad, LossGrad, Mat, OptimizerPass,
+};
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 
@@ -105,13 +107,7 @@ impl Backend for CpuBackend {
     }
 
     fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {
-        if bias.len() != z.rows {
-            return Err(Error::shape(
-                "bias_activation",
-                format!("bias of {} values", z.rows),
-                format!("{}", bias.len()),
-            ));
-        }
+        check_bias(z, bias)?;
         let (mut w, r) = borrow(&mut self.bufs, &[z], &[bias])?;
         let (z_data, bias) = (&mut *w[0], r[0]);
         let cols = z.cols.max(1);
@@ -128,13 +124,7 @@ impl Backend for CpuBackend {
     }
 
     fn activation_grad(&mut self, delta: Mat, h: Mat, activation: Activation) -> Result<()> {
-        if delta.rows != h.rows || delta.cols != h.cols {
-            return Err(Error::shape(
-                "activation_grad",
-                format!("{}x{}", delta.rows, delta.cols),
-                format!("{}x{}", h.rows, h.cols),
-            ));
-        }
+        check_same_shape("activation_grad", delta, h)?;
         if activation == Activation::Identity {
             return Ok(());
         }
@@ -151,16 +141,7 @@ impl Backend for CpuBackend {
     fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()> {
         let mut products = Vec::with_capacity(layers.len());
         for g in layers {
-            let product = Gemm::new(g.grad_w, g.delta, false, g.input, true);
-            product.check()?;
-            if g.grad_b.len() != g.delta.rows {
-                return Err(Error::shape(
-                    "layer_grads bias",
-                    g.delta.rows.to_string(),
-                    g.grad_b.len().to_string(),
-                ));
-            }
-            products.push(product);
+            products.push(g.check()?);
         }
         let writes: Vec<Mat> = layers.iter().flat_map(|g| [g.grad_w, g.grad_b]).collect();
         let reads: Vec<Mat> = layers.iter().flat_map(|g| [g.delta, g.input]).collect();
@@ -192,19 +173,8 @@ impl Backend for CpuBackend {
     }
 
     fn loss_grad(&mut self, op: &LossGrad) -> Result<()> {
+        op.check()?;
         let (classes, batch) = (op.output.rows, op.output.cols);
-        for (what, m) in [("target", op.target), ("grad", op.grad)] {
-            if (m.rows, m.cols) != (classes, batch) {
-                return Err(Error::shape(
-                    format!("loss {what}"),
-                    format!("{classes}x{batch}"),
-                    format!("{}x{}", m.rows, m.cols),
-                ));
-            }
-        }
-        if op.stats.len() != 3 {
-            return Err(Error::shape("loss stats", "3", op.stats.len().to_string()));
-        }
         let (mut w, r) = borrow(
             &mut self.bufs,
             &[op.grad, op.stats],
@@ -233,16 +203,7 @@ impl Backend for CpuBackend {
     }
 
     fn optimizer_step(&mut self, op: &OptimizerPass) -> Result<()> {
-        let n = op.params.len();
-        for m in [op.grads, op.state[0], op.state[1]] {
-            if m.len() != n {
-                return Err(Error::shape(
-                    "optimizer",
-                    n.to_string(),
-                    m.len().to_string(),
-                ));
-            }
-        }
+        op.check()?;
         let (mut w, r) = borrow(
             &mut self.bufs,
             &[op.params, op.state[0], op.state[1]],

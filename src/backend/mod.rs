@@ -151,6 +151,46 @@ pub struct LayerGrad {
     pub grad_b: Mat,
 }
 
+impl LayerGrad {
+    /// Checks the product and bias shapes agree; returns the weight-gradient product.
+    pub fn check(&self) -> Result<Gemm> {
+        let product = Gemm::new(self.grad_w, self.delta, false, self.input, true);
+        product.check()?;
+        if self.grad_b.len() != self.delta.rows {
+            return Err(crate::Error::shape(
+                "layer_grads bias",
+                self.delta.rows.to_string(),
+                self.grad_b.len().to_string(),
+            ));
+        }
+        Ok(product)
+    }
+}
+
+/// Checks a `rows x 1` bias fits the rows of `z` (for [`Backend::bias_activation`]).
+pub fn check_bias(z: Mat, bias: Mat) -> Result<()> {
+    if bias.len() != z.rows {
+        return Err(crate::Error::shape(
+            "bias_activation",
+            format!("bias of {} values", z.rows),
+            bias.len().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks two matrices have the same shape (for [`Backend::activation_grad`]).
+pub fn check_same_shape(context: &str, a: Mat, b: Mat) -> Result<()> {
+    if (a.rows, a.cols) != (b.rows, b.cols) {
+        return Err(crate::Error::shape(
+            context,
+            format!("{}x{}", a.rows, a.cols),
+            format!("{}x{}", b.rows, b.cols),
+        ));
+    }
+    Ok(())
+}
+
 /// The output error of a batch and its loss statistics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossGrad {
@@ -166,6 +206,22 @@ pub struct LossGrad {
     pub stats: Mat,
 }
 
+impl LossGrad {
+    /// Checks target and error match the output's shape and stats hold three floats.
+    pub fn check(&self) -> Result<()> {
+        check_same_shape("loss target", self.output, self.target)?;
+        check_same_shape("loss grad", self.output, self.grad)?;
+        if self.stats.len() != 3 {
+            return Err(crate::Error::shape(
+                "loss stats",
+                "3",
+                self.stats.len().to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// An optimizer pass over the whole parameter arena.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OptimizerPass {
@@ -177,6 +233,23 @@ pub struct OptimizerPass {
     pub state: [Mat; 2],
     /// This step's scalars.
     pub step: UpdateStep,
+}
+
+impl OptimizerPass {
+    /// Checks gradients and state match the parameters' length.
+    pub fn check(&self) -> Result<()> {
+        let n = self.params.len();
+        for m in [self.grads, self.state[0], self.state[1]] {
+            if m.len() != n {
+                return Err(crate::Error::shape(
+                    "optimizer",
+                    n.to_string(),
+                    m.len().to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The operations a training step is built from. See the [module docs](self).

@@ -5,7 +5,7 @@
 //! splits each buffer around the regions written so every write gets its own `&mut`
 //! slice and every read a shared one, and rejects overlaps instead of aliasing.
 
-use super::Mat;
+use super::{BufId, Mat};
 use crate::error::{Error, Result};
 
 /// Mutable slices for the written regions and shared ones for the read regions.
@@ -17,32 +17,7 @@ pub(crate) fn borrow<'a>(
     writes: &[Mat],
     reads: &[Mat],
 ) -> Result<Borrowed<'a>> {
-    for m in writes.iter().chain(reads) {
-        let len = bufs
-            .get(m.buf.0)
-            .map(Vec::len)
-            .ok_or_else(|| Error::Backend(format!("buffer {} does not exist", m.buf.0)))?;
-        if m.offset.checked_add(m.len()).is_none_or(|end| end > len) {
-            return Err(Error::Backend(format!(
-                "region {}..{} ({}x{}) is outside buffer {} of {len} floats",
-                m.offset,
-                m.offset + m.len(),
-                m.rows,
-                m.cols,
-                m.buf.0
-            )));
-        }
-    }
-    for (i, w) in writes.iter().enumerate() {
-        let others = writes.iter().skip(i + 1).chain(reads);
-        if let Some(o) = others.into_iter().find(|o| overlaps(w, o)) {
-            return Err(Error::Backend(format!(
-                "written region {:?} overlaps region {:?} of the same call",
-                w.range(),
-                o.range()
-            )));
-        }
-    }
+    validate(writes, reads, |id| bufs.get(id.0).map(Vec::len))?;
 
     let mut write_slots: Vec<Option<&'a mut [f32]>> = (0..writes.len()).map(|_| None).collect();
     let mut read_slots: Vec<Option<&'a [f32]>> = vec![None; reads.len()];
@@ -84,6 +59,40 @@ pub(crate) fn borrow<'a>(
     Ok((writes, reads))
 }
 
+/// Checks every region lies inside its buffer (`len_of` gives buffer lengths) and no
+/// written region overlaps another region of the same call. Every backend applies
+/// these rules, so all reject the same calls.
+pub(crate) fn validate(
+    writes: &[Mat],
+    reads: &[Mat],
+    len_of: impl Fn(BufId) -> Option<usize>,
+) -> Result<()> {
+    for m in writes.iter().chain(reads) {
+        let len = len_of(m.buf)
+            .ok_or_else(|| Error::Backend(format!("buffer {} does not exist", m.buf.0)))?;
+        if m.offset.checked_add(m.len()).is_none_or(|end| end > len) {
+            return Err(Error::Backend(format!(
+                "region {}..{} ({}x{}) is outside buffer {} of {len} floats",
+                m.offset,
+                m.offset + m.len(),
+                m.rows,
+                m.cols,
+                m.buf.0
+            )));
+        }
+    }
+    for (i, w) in writes.iter().enumerate() {
+        if let Some(o) = writes[i + 1..].iter().chain(reads).find(|o| overlaps(w, o)) {
+            return Err(Error::Backend(format!(
+                "written region {:?} overlaps region {:?} of the same call",
+                w.range(),
+                o.range()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn overlaps(a: &Mat, b: &Mat) -> bool {
     a.buf == b.buf && !a.is_empty() && !b.is_empty() && {
         let (ra, rb) = (a.range(), b.range());
@@ -94,7 +103,6 @@ fn overlaps(a: &Mat, b: &Mat) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::BufId;
 
     #[test]
     fn splits_one_buffer_into_disjoint_reads_and_writes() {

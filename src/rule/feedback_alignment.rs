@@ -2,8 +2,8 @@
 //! random `B_{l+1}^T`. `B` is stored shaped like the `W` it stands in for, so setting
 //! `B = W` reproduces backprop exactly.
 
-use super::{apply_derivatives, FeedbackShape, StepViews};
-use crate::backend::{Backend, Gemm};
+use super::{sequential_chain, FeedbackShape, StepViews};
+use crate::backend::Backend;
 use crate::error::Result;
 use crate::network::LayerSpec;
 
@@ -24,17 +24,5 @@ pub(super) fn hidden_deltas(
     views: &dyn StepViews,
     batch: usize,
 ) -> Result<()> {
-    let hidden = views.layers().len() - 1;
-    for l in (0..hidden).rev() {
-        let product = Gemm::new(
-            views.delta(l, batch),
-            views.feedback(l),
-            true,
-            views.delta(l + 1, batch),
-            false,
-        );
-        backend.gemm(&product)?;
-        apply_derivatives(backend, views, batch, l)?;
-    }
-    Ok(())
+    sequential_chain(backend, views, batch, |l| views.feedback(l))
 }

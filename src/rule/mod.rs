@@ -13,7 +13,7 @@ mod backprop;
 mod direct_feedback_alignment;
 mod feedback_alignment;
 
-use crate::backend::{Backend, Mat};
+use crate::backend::{Backend, Gemm, Mat};
 use crate::error::Result;
 use crate::network::LayerSpec;
 
@@ -129,6 +129,29 @@ pub(crate) fn hidden_deltas(
             direct_feedback_alignment::hidden_deltas(backend, views, batch)
         }
     }
+}
+
+/// The layer-by-layer chain BP and FA share: `δ_l = (M_l^T δ_{l+1}) ⊙ f'(h_l)` from the
+/// top hidden layer down, where `matrix(l)` is `M_l` (stored shaped like `W_{l+1}`).
+fn sequential_chain(
+    backend: &mut dyn Backend,
+    views: &dyn StepViews,
+    batch: usize,
+    matrix: impl Fn(usize) -> Mat,
+) -> Result<()> {
+    let hidden = views.layers().len() - 1;
+    for l in (0..hidden).rev() {
+        let product = Gemm::new(
+            views.delta(l, batch),
+            matrix(l),
+            true,
+            views.delta(l + 1, batch),
+            false,
+        );
+        backend.gemm(&product)?;
+        apply_derivatives(backend, views, batch, l)?;
+    }
+    Ok(())
 }
 
 /// Multiplies each hidden delta by its layer's activation derivative.

@@ -2,6 +2,7 @@
 //! and the region checks every call makes before recording anything.
 
 use super::context::Context;
+use crate::backend::regions::validate;
 use crate::backend::{BufId, Mat};
 use crate::error::{Error, Result};
 
@@ -71,36 +72,7 @@ impl Buffers {
     /// Checks every region lies in its buffer and no written region overlaps another
     /// region of the same call (the same rules as the CPU backend).
     pub fn check(&self, writes: &[Mat], reads: &[Mat]) -> Result<()> {
-        for m in writes.iter().chain(reads) {
-            let len = self.get(m.buf)?.len;
-            if m.offset.checked_add(m.len()).is_none_or(|end| end > len) {
-                return Err(Error::Backend(format!(
-                    "region {}..{} ({}x{}) is outside buffer {} of {len} floats",
-                    m.offset,
-                    m.offset + m.len(),
-                    m.rows,
-                    m.cols,
-                    m.buf.0
-                )));
-            }
-        }
-        for (i, w) in writes.iter().enumerate() {
-            if let Some(o) = writes[i + 1..].iter().chain(reads).find(|o| overlaps(w, o)) {
-                return Err(Error::Backend(format!(
-                    "written region {:?} overlaps region {:?} of the same call",
-                    w.range(),
-                    o.range()
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn overlaps(a: &Mat, b: &Mat) -> bool {
-    a.buf == b.buf && !a.is_empty() && !b.is_empty() && {
-        let (ra, rb) = (a.range(), b.range());
-        ra.start < rb.end && rb.start < ra.end
+        validate(writes, reads, |id| self.bufs.get(id.0).map(|b| b.len))
     }
 }
 

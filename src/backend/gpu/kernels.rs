@@ -7,7 +7,9 @@ use super::params::{Block, MAX_GROUPED_LAYERS, TABLE_BYTES};
 use super::pipelines::Kernel;
 use super::GpuBackend;
 use crate::activation::Activation;
-use crate::backend::{Backend, BufId, Gemm, LayerGrad, LossGrad, Mat, OptimizerPass};
+use crate::backend::{
+    check_bias, check_same_shape, Backend, BufId, Gemm, LayerGrad, LossGrad, Mat, OptimizerPass,
+};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::optim::UpdateStep;
@@ -177,14 +179,7 @@ impl Backend for GpuBackend {
     }
 
     fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {
-        if bias.len() != z.rows {
-            return Err(Error::shape(
-                "bias_activation",
-                format!("bias of {} values", z.rows),
-                format!("{}", bias.len()),
-            ));
-        }
-        self.check(&[z], &[bias])?;
+        check_bias(z, bias)?;
         let params = Block::default()
             .u(idx(z.offset)?)
             .u(idx(z.len())?)
@@ -201,13 +196,7 @@ impl Backend for GpuBackend {
     }
 
     fn activation_grad(&mut self, delta: Mat, h: Mat, activation: Activation) -> Result<()> {
-        if delta.rows != h.rows || delta.cols != h.cols {
-            return Err(Error::shape(
-                "activation_grad",
-                format!("{}x{}", delta.rows, delta.cols),
-                format!("{}x{}", h.rows, h.cols),
-            ));
-        }
+        check_same_shape("activation_grad", delta, h)?;
         if activation == Activation::Identity {
             return Ok(());
         }
@@ -229,14 +218,7 @@ impl Backend for GpuBackend {
 
     fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()> {
         for g in layers {
-            Gemm::new(g.grad_w, g.delta, false, g.input, true).check()?;
-            if g.grad_b.len() != g.delta.rows {
-                return Err(Error::shape(
-                    "layer_grads bias",
-                    g.delta.rows.to_string(),
-                    g.grad_b.len().to_string(),
-                ));
-            }
+            g.check()?;
         }
         let writes: Vec<Mat> = layers.iter().flat_map(|g| [g.grad_w, g.grad_b]).collect();
         let reads: Vec<Mat> = layers.iter().flat_map(|g| [g.delta, g.input]).collect();
@@ -260,19 +242,7 @@ impl Backend for GpuBackend {
     }
 
     fn loss_grad(&mut self, op: &LossGrad) -> Result<()> {
-        let (classes, batch) = (op.output.rows, op.output.cols);
-        for (what, m) in [("target", op.target), ("grad", op.grad)] {
-            if (m.rows, m.cols) != (classes, batch) {
-                return Err(Error::shape(
-                    format!("loss {what}"),
-                    format!("{classes}x{batch}"),
-                    format!("{}x{}", m.rows, m.cols),
-                ));
-            }
-        }
-        if op.stats.len() != 3 {
-            return Err(Error::shape("loss stats", "3", op.stats.len().to_string()));
-        }
+        op.check()?;
         self.check(&[op.grad, op.stats], &[op.output, op.target])?;
         let kind = match op.loss {
             Loss::SoftmaxCrossEntropy => 0,
@@ -283,8 +253,8 @@ impl Backend for GpuBackend {
             .u(idx(op.target.offset)?)
             .u(idx(op.grad.offset)?)
             .u(idx(op.stats.offset)?)
-            .u(idx(classes)?)
-            .u(idx(batch)?)
+            .u(idx(op.output.rows)?)
+            .u(idx(op.output.cols)?)
             .u(kind);
         let bufs = [op.output.buf, op.target.buf, op.grad.buf, op.stats.buf];
         // One workgroup loops over the batch and reduces in a fixed order.
@@ -293,15 +263,7 @@ impl Backend for GpuBackend {
 
     fn optimizer_step(&mut self, op: &OptimizerPass) -> Result<()> {
         let n = op.params.len();
-        for m in [op.grads, op.state[0], op.state[1]] {
-            if m.len() != n {
-                return Err(Error::shape(
-                    "optimizer",
-                    n.to_string(),
-                    m.len().to_string(),
-                ));
-            }
-        }
+        op.check()?;
         self.check(&[op.params, op.state[0], op.state[1]], &[op.grads])?;
         let head = Block::default()
             .u(idx(op.params.offset)?)
