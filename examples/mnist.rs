@@ -18,7 +18,7 @@ use plasticity::{
 
 const USAGE: &str = "\
 usage: mnist [options]
-  --rule bp|fa|dfa            learning rule                       (default dfa)
+  --rule bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last   learning rule    (default dfa)
   --hidden W1,W2,...          hidden layer widths                 (default 800,800)
   --activation NAME           identity|relu|leaky_relu|tanh|sigmoid (default tanh)
   --epochs N                  passes over the 60,000 training images (default 20)
@@ -33,7 +33,10 @@ usage: mnist [options]
   --seed S                    seed of every random draw           (default 1)
   --train-limit N             use only the first N training images (default all)
   --data DIR                  MNIST directory                     (default: bundled data/mnist)
-  --device auto|cpu|gpu|gpu:N where to train: auto picks a real GPU, else the CPU (default auto)";
+  --device auto|cpu|gpu|gpu:N where to train: auto picks a real GPU, else the CPU (default auto)
+  --save PATH                 write a checkpoint (safetensors) to PATH after every epoch
+  --resume PATH               continue the run saved in PATH up to --epochs in total
+                              (network, rule, optimizer and batch come from the file)";
 
 struct Args {
     rule: Rule,
@@ -52,6 +55,8 @@ struct Args {
     train_limit: Option<usize>,
     data: Option<String>,
     device: String,
+    save: Option<String>,
+    resume: Option<String>,
 }
 
 impl Args {
@@ -73,6 +78,8 @@ impl Args {
             train_limit: None,
             data: None,
             device: "auto".into(),
+            save: None,
+            resume: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -115,6 +122,8 @@ impl Args {
                 "--train-limit" => args.train_limit = Some(parse(&flag, &value)?),
                 "--data" => args.data = Some(value),
                 "--device" => args.device = value,
+                "--save" => args.save = Some(value),
+                "--resume" => args.resume = Some(value),
                 _ => return Err(bad(&format!("unknown option {flag}"))),
             }
         }
@@ -192,19 +201,30 @@ fn main() -> Result<()> {
         ..TrainConfig::default()
     };
     let device = Device::from_name(&args.device)?;
-    let mut trainer = Trainer::new(net, config, device)?;
+    let mut trainer = match &args.resume {
+        Some(path) => {
+            let t = Trainer::load_checkpoint(path, device)?;
+            println!(
+                "resumed {path} at epoch {} (step {}); network, rule and optimizer from the file",
+                t.epochs(),
+                t.steps()
+            );
+            t
+        }
+        None => Trainer::new(net, config, device)?,
+    };
+    let config = *trainer.config();
     let shape: Vec<String> = std::iter::once(train.dim())
-        .chain(args.hidden.iter().copied())
-        .chain([train.classes()])
+        .chain(trainer.layers().iter().map(|l| l.outputs))
         .map(|w| w.to_string())
         .collect();
     println!(
         "rule {} | net {} {} | {} | batch {} | seed {} | {} train / {} test images | device {}",
-        args.rule,
+        config.rule,
         shape.join("-"),
-        args.activation,
+        trainer.layers()[0].activation,
         config.optimizer,
-        args.batch,
+        config.batch_size,
         args.seed,
         train.len(),
         test.len(),
@@ -217,7 +237,7 @@ fn main() -> Result<()> {
     .map_err(|e| Error::InvalidConfig(e.to_string()))?
     .progress_chars("=> ");
     let mut last = None;
-    for epoch in 1..=args.epochs {
+    for epoch in trainer.epochs() + 1..=args.epochs as u64 {
         let bar = ProgressBar::new(0).with_style(style.clone());
         bar.set_prefix(epoch.to_string());
         let start = Instant::now();
@@ -237,6 +257,10 @@ fn main() -> Result<()> {
         last = Some(eval);
         let optimizer = trainer.config().optimizer;
         trainer.set_optimizer(optimizer.with_lr(optimizer.lr() * args.lr_decay))?;
+        // After the decay, so a resumed run starts its next epoch with the right rate.
+        if let Some(path) = &args.save {
+            trainer.save_checkpoint(path)?;
+        }
     }
     let eval = match last {
         Some(e) => e,

@@ -407,15 +407,20 @@ fn breakdown(args: &Args) -> Result<()> {
 
     // Elementwise: bias + tanh over every hidden output, the tanh derivative, SGD update.
     let hidden_len = hidden_total * batch;
-    let mut z: Vec<f32> = (0..hidden_len)
+    // Like the backend: z = tanh(product + bias), read from one buffer, written to another
+    // (and not iterated in place, which would drift the values).
+    let h: Vec<f32> = (0..hidden_len)
         .map(|_| rng.random_range(-2.0f32..2.0))
         .collect();
-    let h = z.clone();
+    let mut z = vec![0.0f32; hidden_len];
     let tanh = time(warmup, repeats, || {
-        z.par_chunks_mut(1 << 14).for_each(|c| {
-            c.iter_mut()
-                .for_each(|v| *v = Activation::Tanh.apply(*v + 0.1));
-        });
+        z.par_chunks_mut(1 << 14)
+            .zip(h.par_chunks(1 << 14))
+            .for_each(|(z, h)| {
+                z.iter_mut()
+                    .zip(h)
+                    .for_each(|(z, h)| *z = Activation::Tanh.apply(*h + 0.1));
+            });
         Ok(())
     })?;
     row(
@@ -423,10 +428,11 @@ fn breakdown(args: &Args) -> Result<()> {
         &tanh,
         None,
     );
+    let hz = z.clone();
     let dtanh = time(warmup, repeats, || {
         z.par_iter_mut()
-            .zip(h.par_iter())
-            .for_each(|(d, h)| *d *= Activation::Tanh.derivative_from_output(*h));
+            .zip(hz.par_iter())
+            .for_each(|(d, h)| *d = 0.5 * Activation::Tanh.derivative_from_output(*h));
         Ok(())
     })?;
     row(
@@ -444,6 +450,34 @@ fn breakdown(args: &Args) -> Result<()> {
         Ok(())
     })?;
     row(&format!("sgd w -= lr g over {params} params"), &sgd, None);
+
+    // The CPU backend's optimizer pass: `UpdateStep::apply` per element over params, the
+    // two state buffers and the gradient, with a finiteness check folded in.
+    let step = Optimizer::sgd(0.01).step_params(1);
+    let (mut s0, mut s1) = (vec![0.0f32; params], vec![0.0f32; params]);
+    let backend_sgd = time(warmup, repeats, || {
+        const CHUNK: usize = 1 << 14;
+        let finite = w
+            .par_chunks_mut(CHUNK)
+            .zip(s0.par_chunks_mut(CHUNK))
+            .zip(s1.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .map(|(((p, a), b), g)| {
+                let mut finite = true;
+                for i in 0..p.len() {
+                    step.apply(&mut p[i], g[i], &mut a[i], &mut b[i]);
+                    finite &= p[i].is_finite();
+                }
+                finite
+            })
+            .reduce(|| true, |x, y| x && y);
+        if finite {
+            Ok(())
+        } else {
+            Err(Error::Backend("non-finite parameters".into()))
+        }
+    })?;
+    row("sgd as the backend's optimizer pass", &backend_sgd, None);
 
     let elementwise = ms(tanh.median) + ms(dtanh.median) + ms(sgd.median);
     println!();

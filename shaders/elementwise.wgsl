@@ -36,17 +36,17 @@ fn tanh_approx(x: f32) -> f32 {
     let xc = clamp(x, -7.905311f, 7.905311f);
     let x2 = xc * xc;
     var p = -2.7607685e-16f;
-    p = fma(p, x2, 2.000188e-13f);
-    p = fma(p, x2, -8.604672e-11f);
-    p = fma(p, x2, 5.122297e-8f);
-    p = fma(p, x2, 1.4857224e-5f);
-    p = fma(p, x2, 6.372619e-4f);
-    p = fma(p, x2, 4.8935246e-3f);
+    p = p * x2 + 2.000188e-13f;
+    p = p * x2 + -8.604672e-11f;
+    p = p * x2 + 5.122297e-8f;
+    p = p * x2 + 1.4857224e-5f;
+    p = p * x2 + 6.372619e-4f;
+    p = p * x2 + 4.8935246e-3f;
     p = p * xc;
     var q = 1.1982584e-6f;
-    q = fma(q, x2, 1.1853471e-4f);
-    q = fma(q, x2, 2.2684347e-3f);
-    q = fma(q, x2, 4.893525e-3f);
+    q = q * x2 + 1.1853471e-4f;
+    q = q * x2 + 2.2684347e-3f;
+    q = q * x2 + 4.893525e-3f;
     // tanh(x) = x for tiny |x|, where the rational form loses relative accuracy.
     return select(p / q, x, abs(x) < 0.0004f);
 }

@@ -115,18 +115,20 @@ pub fn tanh(x: f32) -> f32 {
     const TINY: f32 = 0.000_4;
     let x_c = x.clamp(-CLAMP, CLAMP);
     let x2 = x_c * x_c;
+    // Plain `a * b + c`, not `mul_add`: without the `fma` target feature (the x86-64
+    // default) `mul_add` is a libm call per element and the loop stops vectorising.
     let mut p = -2.760_768_5e-16_f32;
-    p = p.mul_add(x2, 2.000_188e-13);
-    p = p.mul_add(x2, -8.604_672e-11);
-    p = p.mul_add(x2, 5.122_297e-8);
-    p = p.mul_add(x2, 1.485_722_4e-5);
-    p = p.mul_add(x2, 6.372_619e-4);
-    p = p.mul_add(x2, 4.893_524_6e-3);
+    p = p * x2 + 2.000_188e-13;
+    p = p * x2 + -8.604_672e-11;
+    p = p * x2 + 5.122_297e-8;
+    p = p * x2 + 1.485_722_4e-5;
+    p = p * x2 + 6.372_619e-4;
+    p = p * x2 + 4.893_524_6e-3;
     p *= x_c;
     let mut q = 1.198_258_4e-6_f32;
-    q = q.mul_add(x2, 1.185_347_1e-4);
-    q = q.mul_add(x2, 2.268_434_7e-3);
-    q = q.mul_add(x2, 4.893_525e-3);
+    q = q * x2 + 1.185_347_1e-4;
+    q = q * x2 + 2.268_434_7e-3;
+    q = q * x2 + 4.893_525e-3;
     let r = p / q;
     if x.abs() < TINY {
         x

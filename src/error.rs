@@ -44,6 +44,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A checkpoint file is missing, truncated, corrupt, or does not fit the network.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A CSV row could not be parsed.
     #[error("{path}:{line}: {reason}")]
     Csv {

@@ -36,6 +36,7 @@
 
 pub mod activation;
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -45,17 +46,20 @@ pub mod metrics;
 pub mod network;
 pub mod optim;
 pub mod rule;
+pub mod schedule;
 pub mod trainer;
 
 pub use activation::Activation;
+pub use checkpoint::Checkpoint;
 pub use device::Device;
 pub use error::{Error, Result};
 pub use init::{FeedbackInit, WeightInit};
 pub use loss::Loss;
-pub use metrics::Evaluation;
+pub use metrics::{Evaluation, LayerAlignment};
 pub use network::{LayerSpec, Network, NetworkBuilder, ParamLayout};
 pub use optim::Optimizer;
 pub use rule::Rule;
+pub use schedule::Schedule;
 pub use trainer::{TrainConfig, Trainer};
 
 /// The README's code examples, compiled and run as doctests.

@@ -294,7 +294,12 @@ fn update_direction_leaves_parameters_alone_and_is_repeatable() {
         let mut trainer = trainer_for(net.clone(), Loss::SoftmaxCrossEntropy, rule);
         let first = trainer.update_direction(&data, &indices).unwrap();
         let second = trainer.update_direction(&data, &indices).unwrap();
-        assert_eq!(first, second, "{rule}: update_direction is not repeatable");
+        if rule == Rule::BatchRandomSignSymmetry {
+            // brSF redraws its feedback magnitudes for every batch.
+            assert_ne!(first, second, "{rule}: magnitudes were not redrawn");
+        } else {
+            assert_eq!(first, second, "{rule}: update_direction is not repeatable");
+        }
         assert!(first.iter().any(|&g| g != 0.0), "{rule}: all-zero update");
         assert_eq!(
             trainer.network().unwrap().params(),

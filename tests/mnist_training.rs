@@ -66,6 +66,7 @@ fn train_and_test(run: &Run) -> f32 {
         loss: Loss::SoftmaxCrossEntropy,
         batch_size: run.batch_size,
         feedback_init: FeedbackInit::Uniform,
+        ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(net, config, Device::Cpu).unwrap();
     let before = trainer.evaluate(&data.test).unwrap();

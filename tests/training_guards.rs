@@ -110,6 +110,11 @@ fn a_huge_learning_rate_ends_in_diverged_not_ok() {
     let batch: Vec<usize> = (0..8).collect();
     for rule in Rule::ALL {
         for loss in [Loss::SoftmaxCrossEntropy, Loss::MeanSquaredError] {
+            if rule == Rule::LastLayerOnly && loss == Loss::SoftmaxCrossEntropy {
+                // A linear softmax layer on frozen features has bounded gradients: its
+                // weights grow by ~lr per step and stay finite for 10 steps.
+                continue;
+            }
             let cfg = TrainConfig {
                 loss,
                 ..config(rule, Optimizer::sgd(1e30), 8)

@@ -66,15 +66,23 @@ class Mlp:
         hidden = dims[1:-1]
         if rule == "fa":
             # B_l shaped like W_l (l >= 1), used where BP uses W_l.
+            # (Scale before the cast: under NumPy 2 a float32 array divided by a
+            # np.float64 scalar is float64, and float64 feedback would slow FA down.)
             self.B = [None] + [
-                rng.uniform(-1, 1, w.shape).astype(np.float32) / np.sqrt(w.shape[0])
+                (rng.uniform(-1, 1, w.shape) / np.sqrt(w.shape[0])).astype(np.float32)
                 for w in self.W[1:]
             ]
         elif rule == "dfa":
             # B_all = [B_1 | ... | B_{L-1}]: classes x sum(hidden).
-            self.B_all = (rng.uniform(-1, 1, (dims[-1], sum(hidden))).astype(np.float32)
-                          / np.sqrt(dims[-1]))
+            self.B_all = (rng.uniform(-1, 1, (dims[-1], sum(hidden)))
+                          / np.sqrt(dims[-1])).astype(np.float32)
             self.splits = np.cumsum(hidden)[:-1]
+        self.check_dtypes()
+
+    def check_dtypes(self):
+        arrays = self.W + self.b + [m for m in getattr(self, "B", []) if m is not None]
+        arrays += [self.B_all] if hasattr(self, "B_all") else []
+        assert all(a.dtype == np.float32 for a in arrays), "every parameter must be float32"
 
     def step(self, x, y, lr):
         """One SGD step on x [B, in] with integer labels y [B]; returns the loss."""
@@ -161,6 +169,7 @@ def main():
             elapsed = time.perf_counter() - start
             if i >= args.warmup:
                 times.append(elapsed)
+        net.check_dtypes()  # the step kept everything float32
         if not np.isfinite(loss):
             sys.exit(f"{rule}: loss diverged ({loss})")
         med, best = float(np.median(times)), min(times)

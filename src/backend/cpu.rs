@@ -48,11 +48,20 @@ impl CpuBackend {
         self
     }
 
-    fn across_layers(&self, jobs: usize) -> bool {
+    /// Whether to give layers their own threads, given each layer's work (flops).
+    fn across_layers(&self, work: &[u64]) -> bool {
         match self.layer_parallelism {
             LayerParallelism::Sequential => false,
             LayerParallelism::AcrossLayers => true,
-            LayerParallelism::Auto => jobs >= rayon::current_num_threads(),
+            LayerParallelism::Auto => {
+                // Layers of uneven size leave threads idle: only spread them when a
+                // greedy largest-first assignment is nearly as short as a perfect split.
+                let threads = rayon::current_num_threads().max(1);
+                let total: u64 = work.iter().sum();
+                work.len() >= threads
+                    && longest_first_makespan(work, threads) as f64
+                        <= 1.15 * total as f64 / threads as f64
+            }
         }
     }
 }
@@ -138,6 +147,26 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn sign_feedback(
+        &mut self,
+        out: Mat,
+        w: Mat,
+        magnitude: Option<Mat>,
+        scale: f32,
+    ) -> Result<()> {
+        check_same_shape("sign_feedback", out, w)?;
+        let reads: Vec<Mat> = std::iter::once(w).chain(magnitude).collect();
+        if let Some(m) = magnitude {
+            check_same_shape("sign_feedback magnitude", out, m)?;
+        }
+        let (mut o, r) = borrow(&mut self.bufs, &[out], &reads)?;
+        for (i, b) in o[0].iter_mut().enumerate() {
+            let m = r.get(1).map_or(1.0, |m| m[i].abs());
+            *b = scale * m * sign(r[0][i]);
+        }
+        Ok(())
+    }
+
     fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()> {
         let mut products = Vec::with_capacity(layers.len());
         for g in layers {
@@ -145,7 +174,8 @@ impl Backend for CpuBackend {
         }
         let writes: Vec<Mat> = layers.iter().flat_map(|g| [g.grad_w, g.grad_b]).collect();
         let reads: Vec<Mat> = layers.iter().flat_map(|g| [g.delta, g.input]).collect();
-        let across = self.across_layers(layers.len());
+        let work: Vec<u64> = products.iter().map(Gemm::flops).collect();
+        let across = self.across_layers(&work);
         let (w, r) = borrow(&mut self.bufs, &writes, &reads)?;
         let mut outputs = w.into_iter();
         let mut inputs = r.into_iter();
@@ -164,6 +194,8 @@ impl Backend for CpuBackend {
             }
         }
         if across {
+            // Largest first, so work stealing balances the tail.
+            jobs.sort_by_key(|job| std::cmp::Reverse(job.op.flops()));
             jobs.into_par_iter().for_each(|job| job.run(Par::Seq));
         } else {
             let par = Par::rayon(rayon::current_num_threads());
@@ -220,14 +252,7 @@ impl Backend for CpuBackend {
             .zip(s0.par_chunks_mut(CHUNK))
             .zip(s1.par_chunks_mut(CHUNK))
             .zip(r[0].par_chunks(CHUNK))
-            .map(|(((p, a), b), g)| {
-                let mut finite = true;
-                for i in 0..p.len() {
-                    step.apply(&mut p[i], g[i], &mut a[i], &mut b[i]);
-                    finite &= p[i].is_finite();
-                }
-                finite
-            })
+            .map(|(((p, a), b), g)| step.apply_slice(p, g, a, b))
             .reduce(|| true, |x, y| x && y);
         if !all_finite {
             let index = params.iter().position(|v| !v.is_finite()).unwrap_or(0);
@@ -237,6 +262,13 @@ impl Backend for CpuBackend {
                 value: params[index],
             });
         }
+        Ok(())
+    }
+
+    fn clip_grad_norm(&mut self, grads: Mat, max_norm: f32, norm: Mat) -> Result<()> {
+        check_same_shape("clip norm", norm, Mat::new(norm.buf, 0, 1, 1))?;
+        let (mut w, _) = borrow(&mut self.bufs, &[grads, norm], &[])?;
+        w[1][0] = super::clip_in_place(w[0], max_norm);
         Ok(())
     }
 
@@ -259,6 +291,31 @@ impl GradJob<'_> {
         gemm_slices(&self.op, self.grad_w, self.delta, self.input, par);
         row_sums(self.grad_b, self.delta, self.op.a.cols);
     }
+}
+
+/// `sign(v)` with `sign(0) = 0`, like WGSL's `sign` (`f32::signum(0.0)` is 1).
+fn sign(v: f32) -> f32 {
+    if v > 0.0 {
+        1.0
+    } else if v < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// Finish time of `work` spread over `threads` by assigning each job, largest first,
+/// to the least loaded thread.
+fn longest_first_makespan(work: &[u64], threads: usize) -> u64 {
+    let mut sorted = work.to_vec();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let mut loads = vec![0u64; threads.max(1)];
+    for w in sorted {
+        if let Some(least) = loads.iter_mut().min() {
+            *least += w;
+        }
+    }
+    loads.into_iter().max().unwrap_or(0)
 }
 
 /// Index of the first largest value (NaN never wins).

@@ -252,6 +252,21 @@ impl OptimizerPass {
     }
 }
 
+/// Scales `g` to L2 norm at most `max_norm` (summing squares in `f64`); returns the
+/// norm before scaling. A non-finite norm leaves `g` unchanged.
+pub fn clip_in_place(g: &mut [f32], max_norm: f32) -> f32 {
+    let norm = g
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt() as f32;
+    if norm.is_finite() && norm > max_norm {
+        let scale = max_norm / norm;
+        g.iter_mut().for_each(|v| *v *= scale);
+    }
+    norm
+}
+
 /// The operations a training step is built from. See the [module docs](self).
 ///
 /// Every method validates its regions (in range, shapes agreeing, no output
@@ -285,6 +300,12 @@ pub trait Backend: Send {
     /// `delta *= f'(h)` where `h = f(z)` is the layer's stored output.
     fn activation_grad(&mut self, delta: Mat, h: Mat, activation: Activation) -> Result<()>;
 
+    /// `out = scale * |magnitude| * sign(w)` elementwise, with `sign(0) = 0` and
+    /// `|magnitude|` taken as 1 when `magnitude` is `None` (sign-symmetric feedback).
+    /// All three have the same shape.
+    fn sign_feedback(&mut self, out: Mat, w: Mat, magnitude: Option<Mat>, scale: f32)
+        -> Result<()>;
+
     /// Gradients of several layers that do not depend on each other: a backend may run
     /// them concurrently (threads, or one grouped GPU dispatch).
     fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()>;
@@ -294,6 +315,23 @@ pub trait Backend: Send {
 
     /// One optimizer update of every parameter.
     fn optimizer_step(&mut self, op: &OptimizerPass) -> Result<()>;
+
+    /// Gradient-norm clipping: `grads *= min(1, max_norm / ‖grads‖₂)` and `norm[0] =
+    /// ‖grads‖₂`. A non-finite norm leaves `grads` alone so divergence is still caught.
+    /// The default reads the gradients back; a GPU overrides it to stay on the device.
+    fn clip_grad_norm(&mut self, grads: Mat, max_norm: f32, norm: Mat) -> Result<()> {
+        if norm.len() != 1 {
+            return Err(crate::Error::shape(
+                "clip norm",
+                "1",
+                norm.len().to_string(),
+            ));
+        }
+        let mut g = self.read(grads.buf, grads.offset, grads.len())?;
+        let n = clip_in_place(&mut g, max_norm);
+        self.write(grads.buf, grads.offset, &g)?;
+        self.write(norm.buf, norm.offset, &[n])
+    }
 
     /// Runs everything recorded so far (a no-op for backends that run eagerly).
     fn flush(&mut self) -> Result<()>;

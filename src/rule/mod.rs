@@ -8,13 +8,29 @@
 //! | [`Rule::Backprop`] | `δ_l = (W_{l+1}^T δ_{l+1}) ⊙ f'(h_l)` | `L-1`, in sequence |
 //! | [`Rule::FeedbackAlignment`] | `δ_l = (B_{l+1}^T δ_{l+1}) ⊙ f'(h_l)`, `B` fixed random | `L-1`, in sequence |
 //! | [`Rule::DirectFeedbackAlignment`] | `δ_l = (B_l e) ⊙ f'(h_l)`, all `l` from one product | 1 |
+//! | [`Rule::IndirectFeedbackAlignment`] | `δ_1 = (B_1 e) ⊙ f'(h_1)`, then `δ_{l+1} = (W_{l+1} δ_l) ⊙ f'(h_{l+1})` | `L-1`, in sequence (forwards) |
+//! | [`Rule::UniformSignSymmetry`] | FA's chain with `B = s · sign(W)` | `L-1`, in sequence |
+//! | [`Rule::BatchRandomSignSymmetry`] | FA's chain with `B = \|M\| ⊙ sign(W)`, `M` redrawn every batch | `L-1`, in sequence |
+//! | [`Rule::FixedRandomSignSymmetry`] | FA's chain with `B = \|M_0\| ⊙ sign(W)`, `M_0` drawn once | `L-1`, in sequence |
+//! | [`Rule::DirectRandomTargetProjection`] | `δ_l = -(B_l t) ⊙ f'(h_l) / batch`, `t` the one-hot target | 0 (no error needed) |
+//! | [`Rule::LastLayerOnly`] | `δ_l = 0`: hidden layers stay at their initial values | 0 |
+//!
+//! Sign-symmetric rules derive `B` from the current `W` before every backward pass
+//! ([`prepare_feedback`]); the others keep fixed feedback.
 
 mod backprop;
 mod direct_feedback_alignment;
+mod direct_random_target_projection;
 mod feedback_alignment;
+mod indirect_feedback_alignment;
+mod last_layer_only;
+mod sign_symmetry;
+
+use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Gemm, Mat};
 use crate::error::Result;
+use crate::init::FeedbackInit;
 use crate::network::LayerSpec;
 
 /// A learning rule (see the [module docs](self) for the formulas).
@@ -29,6 +45,28 @@ pub enum Rule {
     /// Direct feedback alignment (Nøkland 2016): the output error reaches every hidden
     /// layer at once through its own fixed random `B_l` (`hidden x outputs`).
     DirectFeedbackAlignment,
+    /// Indirect feedback alignment (Nøkland 2016): the output error reaches the first
+    /// hidden layer through a fixed random `B` (`hidden_1 x outputs`) and is carried
+    /// up to the other hidden layers through the forward weights.
+    IndirectFeedbackAlignment,
+    /// Uniform sign-concordant feedback (Liao et al. 2016, "uSF"): FA with
+    /// `B = s · sign(W)`, `s = 1/sqrt(rows of W)`, recomputed from `W` every step.
+    UniformSignSymmetry,
+    /// Batchwise random-magnitude sign-concordant feedback ("brSF"): FA with
+    /// `B = |M| ⊙ sign(W)`, `M` redrawn from the feedback stream every batch.
+    BatchRandomSignSymmetry,
+    /// Fixed random-magnitude sign-concordant feedback ("frSF"): FA with
+    /// `B = |M_0| ⊙ sign(W)`, `M_0` drawn once.
+    FixedRandomSignSymmetry,
+    /// Direct random target projection (Frenkel et al. 2021): every hidden layer gets
+    /// `δ_l = -(B_l t) ⊙ f'(h_l)` from the one-hot target `t`, so it needs no error and
+    /// could update as soon as its forward output exists. The minus sign makes the
+    /// projected target act as a negative error (as in the paper); the `1/batch`
+    /// matches the scale of the batch-mean output error.
+    DirectRandomTargetProjection,
+    /// Only the output layer learns; the hidden layers stay frozen at their initial
+    /// values (the floor every rule is compared with).
+    LastLayerOnly,
 }
 
 /// Shape of one feedback matrix, and the fan (error width) its init scales by.
@@ -44,18 +82,30 @@ pub struct FeedbackShape {
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 3] = [
+    pub const ALL: [Rule; 9] = [
         Rule::Backprop,
         Rule::FeedbackAlignment,
         Rule::DirectFeedbackAlignment,
+        Rule::IndirectFeedbackAlignment,
+        Rule::UniformSignSymmetry,
+        Rule::BatchRandomSignSymmetry,
+        Rule::FixedRandomSignSymmetry,
+        Rule::DirectRandomTargetProjection,
+        Rule::LastLayerOnly,
     ];
 
-    /// Short name (`bp`, `fa`, `dfa`).
+    /// Short name (`bp`, `fa`, `dfa`, `ifa`, `usf`, `brsf`, `frsf`, `drtp`, `last`).
     pub fn name(self) -> &'static str {
         match self {
             Rule::Backprop => "bp",
             Rule::FeedbackAlignment => "fa",
             Rule::DirectFeedbackAlignment => "dfa",
+            Rule::IndirectFeedbackAlignment => "ifa",
+            Rule::UniformSignSymmetry => "usf",
+            Rule::BatchRandomSignSymmetry => "brsf",
+            Rule::FixedRandomSignSymmetry => "frsf",
+            Rule::DirectRandomTargetProjection => "drtp",
+            Rule::LastLayerOnly => "last",
         }
     }
 
@@ -65,6 +115,12 @@ impl Rule {
             "bp" | "backprop" | "backpropagation" => Some(Rule::Backprop),
             "fa" | "feedback-alignment" => Some(Rule::FeedbackAlignment),
             "dfa" | "direct-feedback-alignment" => Some(Rule::DirectFeedbackAlignment),
+            "ifa" | "indirect-feedback-alignment" => Some(Rule::IndirectFeedbackAlignment),
+            "usf" => Some(Rule::UniformSignSymmetry),
+            "brsf" => Some(Rule::BatchRandomSignSymmetry),
+            "frsf" => Some(Rule::FixedRandomSignSymmetry),
+            "drtp" | "direct-random-target-projection" => Some(Rule::DirectRandomTargetProjection),
+            "last" | "last-layer" | "last-layer-only" => Some(Rule::LastLayerOnly),
             _ => None,
         }
     }
@@ -73,9 +129,65 @@ impl Rule {
     /// (none for backprop). Hidden layer `l`'s matrix is index `l`.
     pub fn feedback_shapes(self, layers: &[LayerSpec]) -> Vec<FeedbackShape> {
         match self {
-            Rule::Backprop => Vec::new(),
-            Rule::FeedbackAlignment => feedback_alignment::feedback_shapes(layers),
-            Rule::DirectFeedbackAlignment => direct_feedback_alignment::feedback_shapes(layers),
+            Rule::Backprop | Rule::LastLayerOnly => Vec::new(),
+            Rule::FeedbackAlignment
+            | Rule::UniformSignSymmetry
+            | Rule::BatchRandomSignSymmetry
+            | Rule::FixedRandomSignSymmetry => feedback_alignment::feedback_shapes(layers),
+            Rule::DirectFeedbackAlignment | Rule::DirectRandomTargetProjection => {
+                direct_feedback_alignment::feedback_shapes(layers)
+            }
+            Rule::IndirectFeedbackAlignment => indirect_feedback_alignment::feedback_shapes(layers),
+        }
+    }
+
+    /// Whether `B` is derived from the forward weights before every backward pass.
+    pub fn sign_symmetric(self) -> bool {
+        matches!(
+            self,
+            Rule::UniformSignSymmetry
+                | Rule::BatchRandomSignSymmetry
+                | Rule::FixedRandomSignSymmetry
+        )
+    }
+
+    /// Whether the rule keeps random magnitudes `M` beside its feedback (brSF, frSF).
+    pub(crate) fn has_magnitudes(self) -> bool {
+        matches!(
+            self,
+            Rule::BatchRandomSignSymmetry | Rule::FixedRandomSignSymmetry
+        )
+    }
+
+    /// The first layer whose parameters the rule changes (all but the output layer
+    /// stay frozen under [`Rule::LastLayerOnly`]).
+    pub fn first_trained_layer(self, layers: usize) -> usize {
+        match self {
+            Rule::LastLayerOnly => layers.saturating_sub(1),
+            _ => 0,
+        }
+    }
+
+    /// How feedback matrix `l` relates to `W_{l+1}` for alignment measurements:
+    /// `Some(false)` when it stands in for `W_{l+1}^T` stored shaped like `W_{l+1}`
+    /// (FA and the sign-symmetric rules), `Some(true)` when it is stored transposed
+    /// (DFA and DRTP's last hidden layer, `hidden x outputs`), `None` when it has no
+    /// forward counterpart.
+    pub fn feedback_counterpart(self, l: usize, layers: usize) -> Option<bool> {
+        if l + 1 >= layers {
+            return None;
+        }
+        match self {
+            Rule::FeedbackAlignment
+            | Rule::UniformSignSymmetry
+            | Rule::BatchRandomSignSymmetry
+            | Rule::FixedRandomSignSymmetry => Some(false),
+            Rule::DirectFeedbackAlignment | Rule::DirectRandomTargetProjection
+                if l + 2 == layers =>
+            {
+                Some(true)
+            }
+            _ => None,
         }
     }
 
@@ -85,8 +197,14 @@ impl Rule {
     pub fn delta_chain_len(self, layers: &[LayerSpec]) -> usize {
         let hidden = layers.len().saturating_sub(1);
         match self {
-            Rule::Backprop | Rule::FeedbackAlignment => hidden,
+            Rule::Backprop
+            | Rule::FeedbackAlignment
+            | Rule::IndirectFeedbackAlignment
+            | Rule::UniformSignSymmetry
+            | Rule::BatchRandomSignSymmetry
+            | Rule::FixedRandomSignSymmetry => hidden,
             Rule::DirectFeedbackAlignment => usize::from(hidden > 0),
+            Rule::DirectRandomTargetProjection | Rule::LastLayerOnly => 0,
         }
     }
 }
@@ -113,6 +231,27 @@ pub(crate) trait StepViews {
     fn feedback(&self, i: usize) -> Mat;
     /// All feedback matrices stacked by rows (when they share a column count).
     fn feedback_stacked(&self) -> Mat;
+    /// Random magnitudes `M_i` beside feedback matrix `i` (brSF, frSF), same shape.
+    fn magnitude(&self, i: usize) -> Mat;
+    /// The batch's targets (`outputs x batch`, one-hot for classification).
+    fn targets(&self, batch: usize) -> Mat;
+}
+
+/// Derives the rule's feedback from the current weights before a backward pass
+/// (sign-symmetric rules; a no-op for the others). brSF redraws its magnitudes from
+/// `rng` here, on the host, and uploads them.
+pub(crate) fn prepare_feedback(
+    rule: Rule,
+    backend: &mut dyn Backend,
+    views: &dyn StepViews,
+    rng: &mut ChaCha8Rng,
+    init: FeedbackInit,
+) -> Result<()> {
+    if rule.sign_symmetric() {
+        sign_symmetry::prepare(rule, backend, views, rng, init)
+    } else {
+        Ok(())
+    }
 }
 
 /// Fills the delta of every hidden layer, given the output error in the last delta.
@@ -124,7 +263,17 @@ pub(crate) fn hidden_deltas(
 ) -> Result<()> {
     match rule {
         Rule::Backprop => backprop::hidden_deltas(backend, views, batch),
-        Rule::FeedbackAlignment => feedback_alignment::hidden_deltas(backend, views, batch),
+        Rule::FeedbackAlignment
+        | Rule::UniformSignSymmetry
+        | Rule::BatchRandomSignSymmetry
+        | Rule::FixedRandomSignSymmetry => feedback_alignment::hidden_deltas(backend, views, batch),
+        Rule::IndirectFeedbackAlignment => {
+            indirect_feedback_alignment::hidden_deltas(backend, views, batch)
+        }
+        Rule::DirectRandomTargetProjection => {
+            direct_random_target_projection::hidden_deltas(backend, views, batch)
+        }
+        Rule::LastLayerOnly => last_layer_only::hidden_deltas(backend, views, batch),
         Rule::DirectFeedbackAlignment => {
             direct_feedback_alignment::hidden_deltas(backend, views, batch)
         }

@@ -22,6 +22,8 @@ pub(crate) struct DeviceBuffers {
     pub grads: BufId,
     pub state: [BufId; 2],
     pub feedback: BufId,
+    /// brSF/frSF random magnitudes, laid out like `feedback`.
+    magnitudes: BufId,
     acts: BufId,
     deltas: BufId,
     pub targets: BufId,
@@ -52,6 +54,7 @@ impl DeviceBuffers {
         layers: &[LayerSpec],
         layout: &ParamLayout,
         feedback_shapes: Vec<FeedbackShape>,
+        magnitudes: bool,
         capacity: usize,
     ) -> Result<Self> {
         let act_rows =
@@ -67,10 +70,12 @@ impl DeviceBuffers {
             grads: backend.alloc(n)?,
             state: [backend.alloc(n)?, backend.alloc(n)?],
             feedback: backend.alloc(total_feedback.max(1))?,
+            magnitudes: backend.alloc(if magnitudes { total_feedback.max(1) } else { 1 })?,
             acts: backend.alloc(act_rows[act_rows.len() - 1] * capacity)?,
             deltas: backend.alloc(delta_rows[delta_rows.len() - 1] * capacity)?,
             targets: backend.alloc(classes * capacity)?,
-            stats: backend.alloc(9)?,
+            // Three slots of three sums, then the last clipped gradient norm.
+            stats: backend.alloc(10)?,
             layers: layers.to_vec(),
             layout: layout.clone(),
             feedback_shapes,
@@ -116,9 +121,16 @@ impl DeviceBuffers {
         Mat::new(self.stats, 3 * slot as usize, 1, 3)
     }
 
-    /// All parameters as one row (params, grads and both moments share it).
-    pub fn arena(&self, buf: BufId) -> Mat {
-        Mat::new(buf, 0, 1, self.layout.total())
+    /// Where gradient clipping leaves the global norm it measured (one float).
+    pub fn grad_norm(&self) -> Mat {
+        Mat::new(self.stats, 9, 1, 1)
+    }
+
+    /// The parameters of layers `first..` as one row (params, grads and both moments
+    /// share this layout; layers are contiguous in order, so `0` is the whole arena).
+    pub fn arena_from(&self, buf: BufId, first: usize) -> Mat {
+        let start = self.layout.weights(first).start;
+        Mat::new(buf, start, 1, self.layout.total() - start)
     }
 
     pub fn feedback_shapes(&self) -> &[FeedbackShape] {
@@ -162,6 +174,16 @@ impl StepViews for DeviceBuffers {
     fn feedback(&self, i: usize) -> Mat {
         let s = self.feedback_shapes[i];
         Mat::new(self.feedback, self.feedback_offsets[i], s.rows, s.cols)
+    }
+
+    fn magnitude(&self, i: usize) -> Mat {
+        let mut m = self.feedback(i);
+        m.buf = self.magnitudes;
+        m
+    }
+
+    fn targets(&self, batch: usize) -> Mat {
+        DeviceBuffers::targets(self, batch)
     }
 
     fn feedback_stacked(&self) -> Mat {

@@ -1,6 +1,8 @@
 //! Training a [`Network`] with a [`Rule`] on a backend.
 
+mod alignment;
 mod buffers;
+mod checkpoint;
 
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -14,7 +16,8 @@ use crate::loss::Loss;
 use crate::metrics::Evaluation;
 use crate::network::{LayerSpec, Network, ParamLayout};
 use crate::optim::Optimizer;
-use crate::rule::{hidden_deltas, FeedbackShape, Rule, StepViews};
+use crate::rule::{hidden_deltas, prepare_feedback, FeedbackShape, Rule, StepViews};
+use crate::schedule::Schedule;
 use buffers::{DeviceBuffers, StatsSlot};
 
 /// How a [`Trainer`] trains.
@@ -30,6 +33,37 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// How the rule's fixed feedback matrices are drawn.
     pub feedback_init: FeedbackInit,
+    /// Learning-rate factor per step (see [`Schedule`]); constant by default.
+    pub schedule: Schedule,
+    /// Rescale the update direction so its global L2 norm (over all parameters) is at
+    /// most this, before the optimizer sees it (PyTorch's `clip_grad_norm_`).
+    pub grad_clip: Option<f32>,
+}
+
+/// The largest batch size a [`TrainConfig`] accepts.
+pub const MAX_BATCH: usize = 1 << 24;
+
+impl TrainConfig {
+    /// Checks the optimizer, batch size, schedule and clipping threshold.
+    pub fn validate(&self) -> Result<()> {
+        self.optimizer.validate()?;
+        self.schedule.validate()?;
+        // The cap keeps buffer-size products far from overflow (e.g. a forged checkpoint).
+        if !(1..=MAX_BATCH).contains(&self.batch_size) {
+            return Err(Error::config(format!(
+                "batch size must be in 1..={MAX_BATCH}, got {}",
+                self.batch_size
+            )));
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::config(format!(
+                    "gradient clipping threshold must be finite and > 0, got {c}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainConfig {
@@ -41,6 +75,8 @@ impl Default for TrainConfig {
             loss: Loss::SoftmaxCrossEntropy,
             batch_size: 64,
             feedback_init: FeedbackInit::Uniform,
+            schedule: Schedule::constant(),
+            grad_clip: None,
         }
     }
 }
@@ -80,7 +116,10 @@ pub struct Trainer {
     config: TrainConfig,
     seed: u64,
     steps: u64,
+    epochs: u64,
     shuffle_rng: ChaCha8Rng,
+    /// The feedback stream after the initial draw (brSF redraws its magnitudes from it).
+    feedback_rng: ChaCha8Rng,
     host_x: Vec<f32>,
     host_y: Vec<f32>,
 }
@@ -109,14 +148,19 @@ impl Trainer {
         config: TrainConfig,
         mut backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
-        config.optimizer.validate()?;
-        if config.batch_size == 0 {
-            return Err(Error::config("batch size must be at least 1"));
-        }
+        config.validate()?;
         let layers = network.layers().to_vec();
         let layout = network.layout().clone();
         let shapes = config.rule.feedback_shapes(&layers);
-        let bufs = DeviceBuffers::new(&mut *backend, &layers, &layout, shapes, config.batch_size)?;
+        let magnitudes = config.rule.has_magnitudes();
+        let bufs = DeviceBuffers::new(
+            &mut *backend,
+            &layers,
+            &layout,
+            shapes,
+            magnitudes,
+            config.batch_size,
+        )?;
         backend.write(bufs.params, 0, network.params())?;
         let mut trainer = Trainer {
             backend,
@@ -128,7 +172,9 @@ impl Trainer {
             config,
             seed: network.seed(),
             steps: 0,
+            epochs: 0,
             shuffle_rng: rng_for(network.seed(), Stream::Shuffle),
+            feedback_rng: rng_for(network.seed(), Stream::Feedback),
         };
         trainer.draw_feedback()?;
         Ok(trainer)
@@ -142,8 +188,24 @@ impl Trainer {
                 .feedback_init
                 .fill(&mut values, shape.fan, &mut rng)?;
             self.write_feedback(i, &values)?;
+            if self.config.rule.has_magnitudes() {
+                let m = self.bufs.magnitude(i);
+                self.backend.write(m.buf, m.offset, &values)?;
+            }
         }
-        Ok(())
+        self.feedback_rng = rng;
+        // Sign-symmetric rules: B follows W from the start.
+        self.prepare_feedback()
+    }
+
+    fn prepare_feedback(&mut self) -> Result<()> {
+        prepare_feedback(
+            self.config.rule,
+            &mut *self.backend,
+            &self.bufs,
+            &mut self.feedback_rng,
+            self.config.feedback_init,
+        )
     }
 
     fn write_feedback(&mut self, i: usize, values: &[f32]) -> Result<()> {
@@ -184,6 +246,7 @@ impl Trainer {
     }
 
     /// Replaces feedback matrix `i` (row-major, shape from [`Trainer::feedback_shapes`]).
+    /// Sign-symmetric rules re-derive it from the weights before the next backward pass.
     pub fn set_feedback(&mut self, i: usize, values: &[f32]) -> Result<()> {
         let shape = self.feedback_shape(i)?;
         if values.len() != shape.rows * shape.cols {
@@ -226,6 +289,17 @@ impl Trainer {
         Ok(())
     }
 
+    /// The optimizer with this step's scheduled learning rate.
+    fn scheduled_optimizer(&self) -> Optimizer {
+        let o = self.config.optimizer;
+        o.with_lr(o.lr() * self.config.schedule.factor(self.steps))
+    }
+
+    /// Epochs completed by [`Trainer::train_epoch`].
+    pub fn epochs(&self) -> u64 {
+        self.epochs
+    }
+
     /// The current network, read back from the backend.
     pub fn network(&mut self) -> Result<Network> {
         let params = self
@@ -246,20 +320,27 @@ impl Trainer {
         self.forward(batch)?;
         self.backward(batch, StatsSlot::Train)?;
         self.steps += 1;
+        // Frozen layers (last-layer-only) are outside the pass: no decay or momentum.
+        let first = self.config.rule.first_trained_layer(self.layers.len());
         let pass = OptimizerPass {
-            params: self.bufs.arena(self.bufs.params),
-            grads: self.bufs.arena(self.bufs.grads),
-            state: self.bufs.state.map(|s| self.bufs.arena(s)),
-            step: self.config.optimizer.step_params(self.steps),
+            params: self.bufs.arena_from(self.bufs.params, first),
+            grads: self.bufs.arena_from(self.bufs.grads, first),
+            state: self.bufs.state.map(|s| self.bufs.arena_from(s, first)),
+            step: self.scheduled_optimizer().step_params(self.steps),
         };
+        if self.backend.host_resident() {
+            // A non-finite loss stops the step before it can corrupt the parameters.
+            self.check_loss(StatsSlot::Train)
+                .map_err(|e| self.locate_divergence(e, batch))?;
+        }
+        if let Some(max_norm) = self.config.grad_clip {
+            self.backend
+                .clip_grad_norm(pass.grads, max_norm, self.bufs.grad_norm())?;
+        }
         self.backend
             .optimizer_step(&pass)
             .map_err(|e| self.diverged_parameter(e))?;
-        self.backend.flush()?;
-        if self.backend.host_resident() {
-            self.check_loss(StatsSlot::Train)?;
-        }
-        Ok(())
+        self.backend.flush()
     }
 
     /// One training step on a raw batch: `x` holds `labels.len()` samples row-major.
@@ -292,6 +373,7 @@ impl Trainer {
             self.train_batch(data, batch)?;
             on_batch(i + 1, total);
         }
+        self.epochs += 1;
         self.read_stats(StatsSlot::Train)
     }
 
@@ -420,8 +502,17 @@ impl Trainer {
             self.bufs.output(last, batch),
             self.layers[last].activation,
         )?;
+        self.prepare_feedback()?;
         hidden_deltas(self.config.rule, &mut *self.backend, &self.bufs, batch)?;
-        let grads: Vec<LayerGrad> = (0..self.layers.len())
+        self.layer_grads(
+            self.config.rule.first_trained_layer(self.layers.len()),
+            batch,
+        )
+    }
+
+    /// Gradients of layers `first..` from their deltas (frozen layers keep zeros).
+    fn layer_grads(&mut self, first: usize, batch: usize) -> Result<()> {
+        let grads: Vec<LayerGrad> = (first..self.layers.len())
             .map(|l| LayerGrad {
                 delta: self.bufs.delta(l, batch),
                 input: self.bufs.activation(l, batch),
@@ -463,6 +554,32 @@ impl Trainer {
         Error::Diverged {
             step: self.steps,
             what: layer.unwrap_or_else(|| format!("parameter {index}")),
+            value,
+        }
+    }
+
+    /// Adds to a non-finite loss the first layer whose output of this batch is
+    /// non-finite (the inputs and parameters were checked finite before).
+    fn locate_divergence(&mut self, error: Error, batch: usize) -> Error {
+        let Error::Diverged { step, what, value } = error else {
+            return error;
+        };
+        for l in 0..self.layers.len() {
+            let m = self.bufs.output(l, batch);
+            let Ok(h) = self.backend.read(m.buf, m.offset, m.len()) else {
+                break;
+            };
+            if let Some(v) = h.iter().find(|v| !v.is_finite()) {
+                return Error::Diverged {
+                    step,
+                    what: format!("{what} (output of layer {l} is first to hold {v})"),
+                    value,
+                };
+            }
+        }
+        Error::Diverged {
+            step,
+            what: format!("{what} (every layer's output is finite: the loss overflowed)"),
             value,
         }
     }

@@ -216,6 +216,37 @@ impl Backend for GpuBackend {
         )
     }
 
+    fn sign_feedback(
+        &mut self,
+        out: Mat,
+        w: Mat,
+        magnitude: Option<Mat>,
+        scale: f32,
+    ) -> Result<()> {
+        check_same_shape("sign_feedback", out, w)?;
+        if let Some(m) = magnitude {
+            check_same_shape("sign_feedback magnitude", out, m)?;
+        }
+        let reads: Vec<Mat> = std::iter::once(w).chain(magnitude).collect();
+        self.check(&[out], &reads)?;
+        // Without magnitudes the kernel ignores its third binding; bind `w` there.
+        let m = magnitude.unwrap_or(w);
+        let params = Block::default()
+            .u(idx(out.offset)?)
+            .u(idx(out.len())?)
+            .u(idx(w.offset)?)
+            .u(idx(m.offset)?)
+            .u(u32::from(magnitude.is_some()))
+            .f(scale);
+        let groups = Self::elementwise_groups(out.len());
+        self.dispatch(
+            Kernel::SignFeedback,
+            &[out.buf, w.buf, m.buf],
+            params.bytes(),
+            groups,
+        )
+    }
+
     fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()> {
         for g in layers {
             g.check()?;
@@ -313,6 +344,21 @@ impl Backend for GpuBackend {
         ];
         let groups = Self::elementwise_groups(n);
         self.dispatch(Kernel::Optimizer, &bufs, params.bytes(), groups)
+    }
+
+    fn clip_grad_norm(&mut self, grads: Mat, max_norm: f32, norm: Mat) -> Result<()> {
+        check_same_shape("clip norm", norm, Mat::new(norm.buf, 0, 1, 1))?;
+        self.check(&[grads, norm], &[])?;
+        let params = Block::default()
+            .u(idx(grads.offset)?)
+            .u(idx(grads.len())?)
+            .u(idx(norm.offset)?)
+            .f(max_norm);
+        let bufs = [grads.buf, norm.buf];
+        // The norm stays on the device: no read-back inside a step.
+        self.dispatch(Kernel::GradNorm, &bufs, params.bytes(), [1, 1, 1])?;
+        let groups = Self::elementwise_groups(grads.len());
+        self.dispatch(Kernel::GradScale, &bufs, params.bytes(), groups)
     }
 
     fn flush(&mut self) -> Result<()> {

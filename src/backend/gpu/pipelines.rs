@@ -14,6 +14,8 @@ const LAYER_GRADS: &str = include_str!("../../../shaders/layer_grads.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const LOSS: &str = include_str!("../../../shaders/loss.wgsl");
 const OPTIMIZER: &str = include_str!("../../../shaders/optimizer.wgsl");
+const FEEDBACK: &str = include_str!("../../../shaders/feedback.wgsl");
+const CLIP: &str = include_str!("../../../shaders/clip.wgsl");
 
 /// One compute kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,10 +27,13 @@ pub(crate) enum Kernel {
     ActivationGrad,
     Loss,
     Optimizer,
+    SignFeedback,
+    GradNorm,
+    GradScale,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 7] = [
+    const ALL: [Kernel; 10] = [
         Kernel::Gemm,
         Kernel::LayerGrads,
         Kernel::Fill,
@@ -36,6 +41,9 @@ impl Kernel {
         Kernel::ActivationGrad,
         Kernel::Loss,
         Kernel::Optimizer,
+        Kernel::SignFeedback,
+        Kernel::GradNorm,
+        Kernel::GradScale,
     ];
 
     /// Index of its shader module in [`MODULES`] and its entry point.
@@ -48,6 +56,9 @@ impl Kernel {
             Kernel::ActivationGrad => (2, "activation_grad"),
             Kernel::Loss => (3, "loss_grad"),
             Kernel::Optimizer => (4, "optimizer_step"),
+            Kernel::SignFeedback => (5, "sign_feedback"),
+            Kernel::GradNorm => (6, "grad_norm"),
+            Kernel::GradScale => (6, "grad_scale"),
         }
     }
 
@@ -56,7 +67,8 @@ impl Kernel {
         match self {
             Kernel::Fill => 1,
             Kernel::BiasActivation | Kernel::ActivationGrad => 2,
-            Kernel::Gemm => 3,
+            Kernel::GradNorm | Kernel::GradScale => 2,
+            Kernel::Gemm | Kernel::SignFeedback => 3,
             Kernel::LayerGrads | Kernel::Loss | Kernel::Optimizer => 4,
         }
     }
@@ -71,7 +83,15 @@ impl Kernel {
 }
 
 /// Shader modules by name; the GEMM family shares its tile loop.
-const MODULES: [&str; 5] = ["gemm", "layer_grads", "elementwise", "loss", "optimizer"];
+const MODULES: [&str; 7] = [
+    "gemm",
+    "layer_grads",
+    "elementwise",
+    "loss",
+    "optimizer",
+    "feedback",
+    "clip",
+];
 
 fn module_source(index: usize) -> String {
     match index {
@@ -79,7 +99,9 @@ fn module_source(index: usize) -> String {
         1 => format!("{GEMM_TILE}\n{LAYER_GRADS}"),
         2 => ELEMENTWISE.to_string(),
         3 => LOSS.to_string(),
-        _ => OPTIMIZER.to_string(),
+        4 => OPTIMIZER.to_string(),
+        5 => FEEDBACK.to_string(),
+        _ => CLIP.to_string(),
     }
 }
 

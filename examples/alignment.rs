@@ -1,0 +1,354 @@
+//! Alignment of FA-style rules with backprop over training, on MNIST.
+//!
+//! ```text
+//! cargo run --release --example alignment -- --rules fa,dfa --epochs 3 \
+//!     --hidden 800,800 --out docs/alignment
+//! ```
+//!
+//! For each rule it trains the same network (same seed, Adam 1e-3 decayed x0.8 per
+//! epoch, batch 64) and records, at the start, at a few points of the first epoch
+//! and after every epoch: test accuracy and every layer's alignment angles (the
+//! angle between the rule's weight update and BP's exact gradient, averaged over a
+//! fixed probe of training batches; and the feedback-to-weight angle where defined).
+//! Writes `<out>.csv` (one row per rule, point and layer) and `<out>.svg` (the hidden
+//! layers' update angles and the test accuracy against epochs).
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use plasticity::data::{Dataset, Mnist};
+use plasticity::{
+    Activation, Device, Error, LayerAlignment, Network, Optimizer, Result, Rule, TrainConfig,
+    Trainer,
+};
+use plotters::prelude::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+const USAGE: &str = "\
+usage: alignment [options]
+  --rules R1,R2,...   rules to train (bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last; default fa,dfa)
+  --hidden W1,W2,...  hidden widths, tanh (default 800,800)
+  --epochs N          epochs (default 3)
+  --train-limit N     use only the first N training images (default all)
+  --probe N           training images the angles are averaged over (default 512)
+  --seed S            seed (default 1)
+  --out PATH          output prefix: PATH.csv and PATH.svg (default out/alignment)";
+
+struct Args {
+    rules: Vec<Rule>,
+    hidden: Vec<usize>,
+    epochs: usize,
+    train_limit: Option<usize>,
+    probe: usize,
+    seed: u64,
+    out: String,
+}
+
+fn bad(msg: &str) -> Error {
+    Error::InvalidConfig(format!("{msg}\n{USAGE}"))
+}
+
+fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| bad(&format!("{flag}: cannot parse '{value}'")))
+}
+
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut args = Args {
+            rules: vec![Rule::FeedbackAlignment, Rule::DirectFeedbackAlignment],
+            hidden: vec![800, 800],
+            epochs: 3,
+            train_limit: None,
+            probe: 512,
+            seed: 1,
+            out: "out/alignment".into(),
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            if flag == "--help" || flag == "-h" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value = it
+                .next()
+                .ok_or_else(|| bad(&format!("{flag} needs a value")))?;
+            match flag.as_str() {
+                "--rules" => {
+                    args.rules = value
+                        .split(',')
+                        .map(|r| Rule::from_name(r).ok_or_else(|| bad(&format!("rule {r}?"))))
+                        .collect::<Result<_>>()?
+                }
+                "--hidden" => {
+                    args.hidden = value
+                        .split(',')
+                        .map(|w| parse(&flag, w))
+                        .collect::<Result<_>>()?
+                }
+                "--epochs" => args.epochs = parse(&flag, &value)?,
+                "--train-limit" => args.train_limit = Some(parse(&flag, &value)?),
+                "--probe" => args.probe = parse(&flag, &value)?,
+                "--seed" => args.seed = parse(&flag, &value)?,
+                "--out" => args.out = value,
+                _ => return Err(bad(&format!("unknown option {flag}"))),
+            }
+        }
+        if args.rules.is_empty() || args.probe == 0 {
+            return Err(bad(
+                "need at least one rule and a probe of at least one image",
+            ));
+        }
+        Ok(args)
+    }
+}
+
+/// One measurement point of one rule.
+struct Point {
+    rule: Rule,
+    epoch: f64,
+    test_accuracy: f32,
+    layers: Vec<LayerAlignment>,
+}
+
+const BATCH: usize = 64;
+
+/// Mean of the per-batch measurements over the probe (angles of defined layers only).
+fn probe_alignment(
+    t: &mut Trainer,
+    data: &Dataset,
+    probe: &[usize],
+) -> Result<Vec<LayerAlignment>> {
+    let mut sums: Vec<[(f64, usize); 3]> = Vec::new();
+    for chunk in probe.chunks(BATCH) {
+        let a = t.alignment(data, chunk)?;
+        sums.resize(a.len(), [(0.0, 0); 3]);
+        for (s, a) in sums.iter_mut().zip(&a) {
+            for (k, v) in [a.update_angle, a.feedback_angle, a.norm_ratio]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(v) = v {
+                    s[k].0 += v;
+                    s[k].1 += 1;
+                }
+            }
+        }
+    }
+    let mean = |(sum, n): (f64, usize)| (n > 0).then(|| sum / n as f64);
+    Ok(sums
+        .into_iter()
+        .enumerate()
+        .map(|(layer, s)| LayerAlignment {
+            layer,
+            update_angle: mean(s[0]),
+            feedback_angle: mean(s[1]),
+            norm_ratio: mean(s[2]),
+        })
+        .collect())
+}
+
+fn run_rule(args: &Args, rule: Rule, train: &Dataset, test: &Dataset) -> Result<Vec<Point>> {
+    let net = Network::builder(train.dim())
+        .hidden(&args.hidden, Activation::Tanh)
+        .dense(train.classes(), Activation::Identity)
+        .seed(args.seed)
+        .build()?;
+    let config = TrainConfig {
+        rule,
+        optimizer: Optimizer::adam(1e-3),
+        batch_size: BATCH,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(net, config, Device::Cpu)?;
+    let probe: Vec<usize> = (0..args.probe.min(train.len())).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let batches = train.len().div_ceil(BATCH);
+    // Early points show how fast the angles fall.
+    let early = [batches / 20, batches / 5, batches / 2];
+    let mut points = Vec::new();
+    let mut measure = |t: &mut Trainer, epoch: f64| -> Result<()> {
+        let layers = probe_alignment(t, train, &probe)?;
+        let test_accuracy = t.evaluate(test)?.accuracy;
+        let angles: Vec<String> = layers
+            .iter()
+            .map(|a| a.update_angle.map_or("-".into(), |v| format!("{v:.1}")))
+            .collect();
+        println!(
+            "{rule:>5} epoch {epoch:5.2}  test {:6.2}%  update angles [{}]",
+            100.0 * test_accuracy,
+            angles.join(", ")
+        );
+        points.push(Point {
+            rule,
+            epoch,
+            test_accuracy,
+            layers,
+        });
+        Ok(())
+    };
+    measure(&mut t, 0.0)?;
+    for epoch in 0..args.epochs {
+        let start = Instant::now();
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng);
+        for (i, batch) in order.chunks(BATCH).enumerate() {
+            t.train_batch(train, batch)?;
+            if epoch == 0 && early.contains(&(i + 1)) {
+                measure(&mut t, (i + 1) as f64 / batches as f64)?;
+            }
+        }
+        measure(&mut t, (epoch + 1) as f64)?;
+        eprintln!(
+            "{rule}: epoch {} took {:.1}s",
+            epoch + 1,
+            start.elapsed().as_secs_f64()
+        );
+        let opt = t.config().optimizer;
+        t.set_optimizer(opt.with_lr(opt.lr() * 0.8))?;
+    }
+    Ok(points)
+}
+
+fn csv(points: &[Point]) -> String {
+    let mut s = String::from(
+        "rule,epoch,test_accuracy,layer,update_angle_deg,feedback_angle_deg,norm_ratio\n",
+    );
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
+    for p in points {
+        for a in &p.layers {
+            let _ = writeln!(
+                s,
+                "{},{:.4},{:.4},{},{},{},{}",
+                p.rule,
+                p.epoch,
+                p.test_accuracy,
+                a.layer,
+                opt(a.update_angle),
+                opt(a.feedback_angle),
+                opt(a.norm_ratio)
+            );
+        }
+    }
+    s
+}
+
+/// Errors of the example's own I/O and plotting, beside the crate's.
+type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn plot_error(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
+    format!("plot: {e}").into()
+}
+
+/// Hidden layers' update angles (left) and test accuracy (right) against epochs.
+fn plot(points: &[Point], rules: &[Rule], epochs: usize, path: &str) -> AnyResult<()> {
+    let root = SVGBackend::new(path, (960, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let (left, right) = root.split_horizontally(560);
+    let x_max = epochs.max(1) as f64;
+    let mut angles = ChartBuilder::on(&left)
+        .caption(
+            "update angle to BP's gradient (degrees)",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(0.0..x_max, 0.0..100.0)
+        .map_err(plot_error)?;
+    angles
+        .configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(plot_error)?;
+    let hidden = points
+        .first()
+        .map_or(0, |p| p.layers.len().saturating_sub(1));
+    let palette = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
+    for (r, &rule) in rules.iter().enumerate() {
+        for l in 0..hidden {
+            let series: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p.rule == rule)
+                .filter_map(|p| p.layers[l].update_angle.map(|a| (p.epoch, a)))
+                .collect();
+            // Darker for deeper layers of the same rule.
+            let base = palette[r % palette.len()];
+            let color = base.mix(1.0 - 0.45 * l as f64 / hidden.max(1) as f64);
+            angles
+                .draw_series(LineSeries::new(series, color.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(format!("{rule} layer {}", l + 1))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+    }
+    angles
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+
+    let lo = points
+        .iter()
+        .map(|p| p.test_accuracy)
+        .fold(1.0f32, f32::min);
+    let mut acc = ChartBuilder::on(&right)
+        .caption("test accuracy (%)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(0.0..x_max, f64::from(100.0 * lo).max(0.0)..100.0)
+        .map_err(plot_error)?;
+    acc.configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(plot_error)?;
+    for (r, &rule) in rules.iter().enumerate() {
+        let series: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| p.rule == rule)
+            .map(|p| (p.epoch, 100.0 * f64::from(p.test_accuracy)))
+            .collect();
+        let color = palette[r % palette.len()];
+        acc.draw_series(LineSeries::new(series, color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(rule.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    }
+    acc.configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+fn main() -> AnyResult<()> {
+    let args = Args::parse()?;
+    let mnist = Mnist::load(Mnist::bundled_dir())?;
+    let train = match args.train_limit {
+        Some(n) => mnist.train.take(n)?,
+        None => mnist.train,
+    };
+    let mut points = Vec::new();
+    for &rule in &args.rules {
+        points.extend(run_rule(&args, rule, &train, &mnist.test)?);
+    }
+    if let Some(dir) = std::path::Path::new(&args.out).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(format!("{}.csv", args.out), csv(&points))?;
+    plot(
+        &points,
+        &args.rules,
+        args.epochs,
+        &format!("{}.svg", args.out),
+    )?;
+    println!("wrote {0}.csv and {0}.svg", args.out);
+    Ok(())
+}

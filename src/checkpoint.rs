@@ -1,0 +1,558 @@
+//! Checkpoint files: everything a training run needs to continue, in `safetensors`.
+//!
+//! Tensors (all `F32`, row-major):
+//!
+//! | name | shape | what |
+//! |------|-------|------|
+//! | `layers.{l}.weight` | `[outputs, inputs]` | layer `l`'s weights (PyTorch's `nn.Linear` layout) |
+//! | `layers.{l}.bias` | `[outputs]` | layer `l`'s bias |
+//! | `feedback.{i}` | `[rows, cols]` | the rule's feedback matrix `i` |
+//! | `optimizer.state0`, `optimizer.state1` | `[parameters]` | optimizer moments, laid out like the parameters |
+//!
+//! so `safetensors.torch.load_file(path)` gives a PyTorch user the weights directly.
+//! The architecture, the [`TrainConfig`], the step and epoch counts and the shuffle
+//! generator's state are strings in the file's metadata (floats written with Rust's
+//! shortest round-trip formatting, so they read back bit for bit).
+//!
+//! Saving is atomic: the bytes go to a temporary file in the same directory, which is
+//! flushed to disk and then renamed over the target, so a crash mid-save leaves the
+//! previous checkpoint intact. Loading checks everything and answers a malformed file
+//! with [`Error::Checkpoint`] naming the problem.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::activation::Activation;
+use crate::error::{Error, Result};
+use crate::init::FeedbackInit;
+use crate::loss::Loss;
+use crate::network::LayerSpec;
+use crate::optim::Optimizer;
+use crate::rule::{FeedbackShape, Rule};
+use crate::schedule::{Decay, Schedule};
+use crate::trainer::TrainConfig;
+
+/// The value of the `format` metadata key this version writes and reads.
+pub const FORMAT: &str = "plasticity-checkpoint-1";
+
+/// The state of a ChaCha8 generator (seed, stream and position), enough to resume it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RngState {
+    /// The 32-byte key.
+    pub seed: [u8; 32],
+    /// The stream number.
+    pub stream: u64,
+    /// The position in the stream, in 32-bit words.
+    pub word_pos: u128,
+}
+
+/// A training run's complete state, as read back from a backend or from a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The layers, input side first.
+    pub layers: Vec<LayerSpec>,
+    /// All parameters, in [`Network::params`](crate::Network::params) layout.
+    pub params: Vec<f32>,
+    /// The rule's feedback matrices with their shapes.
+    pub feedback: Vec<(FeedbackShape, Vec<f32>)>,
+    /// The random magnitudes of sign-symmetric rules, one per feedback matrix (empty
+    /// for rules without them).
+    pub magnitudes: Vec<Vec<f32>>,
+    /// The optimizer's two moment arenas (zeros when the optimizer uses none).
+    pub optimizer_state: [Vec<f32>; 2],
+    /// How the run trains.
+    pub config: TrainConfig,
+    /// The run's seed.
+    pub seed: u64,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Epochs completed by [`Trainer::train_epoch`](crate::Trainer::train_epoch).
+    pub epochs: u64,
+    /// The batch-shuffling generator.
+    pub shuffle_rng: RngState,
+    /// The feedback generator (after the initial draw; some rules redraw from it).
+    pub feedback_rng: RngState,
+}
+
+impl Checkpoint {
+    /// The `safetensors` bytes of this checkpoint.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let bad = |reason: String| Error::Checkpoint {
+            path: PathBuf::new(),
+            reason,
+        };
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut offset = 0;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (w, b) = (layer.inputs.saturating_mul(layer.outputs), layer.outputs);
+            let slice = |start: usize, len: usize| {
+                self.params
+                    .get(start..start.saturating_add(len))
+                    .ok_or_else(|| bad(format!("parameters too short for layer {l}")))
+            };
+            let weights = slice(offset, w)?;
+            let bias = slice(offset.saturating_add(w), b)?;
+            offset = offset.saturating_add(w).saturating_add(b);
+            tensors.push((
+                format!("layers.{l}.weight"),
+                vec![layer.outputs, layer.inputs],
+                le_bytes(weights),
+            ));
+            tensors.push((format!("layers.{l}.bias"), vec![b], le_bytes(bias)));
+        }
+        if offset != self.params.len() {
+            return Err(bad(format!(
+                "{} parameters for layers needing {offset}",
+                self.params.len()
+            )));
+        }
+        for (i, (shape, values)) in self.feedback.iter().enumerate() {
+            tensors.push((
+                format!("feedback.{i}"),
+                vec![shape.rows, shape.cols],
+                le_bytes(values),
+            ));
+        }
+        for (i, values) in self.magnitudes.iter().enumerate() {
+            let shape = self
+                .feedback
+                .get(i)
+                .map(|f| f.0)
+                .ok_or_else(|| bad(format!("magnitude {i} has no feedback matrix")))?;
+            tensors.push((
+                format!("feedback_magnitude.{i}"),
+                vec![shape.rows, shape.cols],
+                le_bytes(values),
+            ));
+        }
+        for (i, state) in self.optimizer_state.iter().enumerate() {
+            tensors.push((
+                format!("optimizer.state{i}"),
+                vec![state.len()],
+                le_bytes(state),
+            ));
+        }
+        let mut views = Vec::with_capacity(tensors.len());
+        for (name, shape, data) in &tensors {
+            let view = TensorView::new(Dtype::F32, shape.clone(), data)
+                .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            views.push((name.as_str(), view));
+        }
+        safetensors::serialize(views, Some(self.metadata()))
+            .map_err(|e| bad(format!("serialize: {e}")))
+    }
+
+    /// Writes the checkpoint to `path` atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = self.to_bytes().map_err(|e| with_path(e, path))?;
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads and checks a checkpoint file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Checkpoint::from_bytes(&bytes, path)
+    }
+
+    /// Parses checkpoint bytes; `path` only names the source in errors. Never panics
+    /// and allocates no more than the bytes given can fill.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+        let bad = |reason: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+        let meta = Meta {
+            map: header
+                .metadata()
+                .as_ref()
+                .ok_or_else(|| bad("no metadata: not a plasticity checkpoint".into()))?,
+            path,
+        };
+        let format = meta.get("format")?;
+        if format != FORMAT {
+            return Err(bad(format!("format {format:?}, expected {FORMAT:?}")));
+        }
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+        let layers = meta.layers()?;
+        let mut params = Vec::new();
+        for (l, layer) in layers.iter().enumerate() {
+            let w = read_tensor(
+                &tensors,
+                &format!("layers.{l}.weight"),
+                &[layer.outputs, layer.inputs],
+                path,
+            )?;
+            let b = read_tensor(
+                &tensors,
+                &format!("layers.{l}.bias"),
+                &[layer.outputs],
+                path,
+            )?;
+            params.extend_from_slice(&w);
+            params.extend_from_slice(&b);
+        }
+        let config = meta.config()?;
+        let shapes = config.rule.feedback_shapes(&layers);
+        let mut feedback = Vec::with_capacity(shapes.len());
+        let mut magnitudes = Vec::new();
+        for (i, shape) in shapes.into_iter().enumerate() {
+            let dims = [shape.rows, shape.cols];
+            let values = read_tensor(&tensors, &format!("feedback.{i}"), &dims, path)?;
+            feedback.push((shape, values));
+            if config.rule.has_magnitudes() {
+                let name = format!("feedback_magnitude.{i}");
+                magnitudes.push(read_tensor(&tensors, &name, &dims, path)?);
+            }
+        }
+        let n = params.len();
+        let optimizer_state = [
+            read_tensor(&tensors, "optimizer.state0", &[n], path)?,
+            read_tensor(&tensors, "optimizer.state1", &[n], path)?,
+        ];
+        let expected = 2 * layers.len() + feedback.len() + magnitudes.len() + 2;
+        if tensors.len() != expected {
+            return Err(bad(format!(
+                "{} tensors, expected {expected}: {:?}",
+                tensors.len(),
+                tensors.names()
+            )));
+        }
+        Ok(Checkpoint {
+            layers,
+            params,
+            feedback,
+            magnitudes,
+            optimizer_state,
+            config,
+            seed: meta.parse("seed")?,
+            steps: meta.parse("steps")?,
+            epochs: meta.parse("epochs")?,
+            shuffle_rng: meta.rng("rng")?,
+            feedback_rng: meta.rng("feedback_rng")?,
+        })
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        let c = &self.config;
+        let mut m: HashMap<String, String> = HashMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), v);
+        };
+        put("format", FORMAT.into());
+        put(
+            "inputs",
+            self.layers.first().map_or(0, |l| l.inputs).to_string(),
+        );
+        let layers: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| format!("{}:{}", l.outputs, l.activation.name()))
+            .collect();
+        put("layers", layers.join(","));
+        put("rule", c.rule.name().into());
+        put("loss", c.loss.name().into());
+        put("batch_size", c.batch_size.to_string());
+        put("feedback_init", c.feedback_init.name().into());
+        match c.optimizer {
+            Optimizer::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                nesterov,
+            } => {
+                put("optimizer", "sgd".into());
+                put("optimizer.lr", lr.to_string());
+                put("optimizer.momentum", momentum.to_string());
+                put("optimizer.weight_decay", weight_decay.to_string());
+                put("optimizer.nesterov", nesterov.to_string());
+            }
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                put("optimizer", "adam".into());
+                put("optimizer.lr", lr.to_string());
+                put("optimizer.beta1", beta1.to_string());
+                put("optimizer.beta2", beta2.to_string());
+                put("optimizer.eps", eps.to_string());
+                put("optimizer.weight_decay", weight_decay.to_string());
+            }
+        }
+        put("schedule.warmup", c.schedule.warmup_steps.to_string());
+        match c.schedule.decay {
+            Decay::Constant => put("schedule.decay", "constant".into()),
+            Decay::Step { every, gamma } => {
+                put("schedule.decay", "step".into());
+                put("schedule.every", every.to_string());
+                put("schedule.gamma", gamma.to_string());
+            }
+            Decay::Cosine {
+                total_steps,
+                min_factor,
+            } => {
+                put("schedule.decay", "cosine".into());
+                put("schedule.total_steps", total_steps.to_string());
+                put("schedule.min_factor", min_factor.to_string());
+            }
+        }
+        put(
+            "grad_clip",
+            c.grad_clip.map_or("none".into(), |v| v.to_string()),
+        );
+        put("seed", self.seed.to_string());
+        put("steps", self.steps.to_string());
+        put("epochs", self.epochs.to_string());
+        for (key, rng) in [
+            ("rng", self.shuffle_rng),
+            ("feedback_rng", self.feedback_rng),
+        ] {
+            let hex: String = rng.seed.iter().map(|b| format!("{b:02x}")).collect();
+            put(&format!("{key}.seed"), hex);
+            put(&format!("{key}.stream"), rng.stream.to_string());
+            put(&format!("{key}.word_pos"), rng.word_pos.to_string());
+        }
+        m
+    }
+}
+
+/// The most layers a checkpoint may declare (a forged header cannot make us loop long).
+const MAX_LAYERS: usize = 4096;
+
+/// Typed access to the metadata strings.
+struct Meta<'a> {
+    map: &'a HashMap<String, String>,
+    path: &'a Path,
+}
+
+impl Meta<'_> {
+    fn bad(&self, reason: String) -> Error {
+        Error::Checkpoint {
+            path: self.path.to_path_buf(),
+            reason,
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<&str> {
+        self.map
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| self.bad(format!("metadata key {key:?} is missing")))
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
+        let v = self.get(key)?;
+        v.parse()
+            .map_err(|_| self.bad(format!("metadata {key} = {v:?} does not parse")))
+    }
+
+    fn hex32(&self, key: &str) -> Result<[u8; 32]> {
+        let v = self.get(key)?;
+        let mut out = [0u8; 32];
+        let ok = v.len() == 64
+            && v.is_ascii()
+            && out.iter_mut().enumerate().all(|(i, b)| {
+                u8::from_str_radix(&v[2 * i..2 * i + 2], 16)
+                    .map(|x| *b = x)
+                    .is_ok()
+            });
+        if !ok {
+            return Err(self.bad(format!("metadata {key} is not 64 hex digits")));
+        }
+        Ok(out)
+    }
+
+    fn rng(&self, key: &str) -> Result<RngState> {
+        Ok(RngState {
+            seed: self.hex32(&format!("{key}.seed"))?,
+            stream: self.parse(&format!("{key}.stream"))?,
+            word_pos: self.parse(&format!("{key}.word_pos"))?,
+        })
+    }
+
+    fn layers(&self) -> Result<Vec<LayerSpec>> {
+        let mut inputs: usize = self.parse("inputs")?;
+        let text = self.get("layers")?;
+        let mut layers = Vec::new();
+        for part in text.split(',') {
+            if layers.len() >= MAX_LAYERS {
+                return Err(self.bad(format!("more than {MAX_LAYERS} layers")));
+            }
+            let (width, act) = part
+                .split_once(':')
+                .ok_or_else(|| self.bad(format!("layer {part:?} is not WIDTH:ACTIVATION")))?;
+            let outputs: usize = width
+                .parse()
+                .map_err(|_| self.bad(format!("layer width {width:?} does not parse")))?;
+            let activation = Activation::from_name(act)
+                .ok_or_else(|| self.bad(format!("unknown activation {act:?}")))?;
+            if inputs == 0 || outputs == 0 {
+                return Err(self.bad(format!("layer {} has a zero width", layers.len())));
+            }
+            layers.push(LayerSpec {
+                inputs,
+                outputs,
+                activation,
+            });
+            inputs = outputs;
+        }
+        Ok(layers)
+    }
+
+    fn named<T>(&self, key: &str, from: impl Fn(&str) -> Option<T>) -> Result<T> {
+        let v = self.get(key)?;
+        from(v).ok_or_else(|| self.bad(format!("unknown {key} {v:?}")))
+    }
+
+    fn config(&self) -> Result<TrainConfig> {
+        let optimizer = match self.get("optimizer")? {
+            "sgd" => Optimizer::Sgd {
+                lr: self.parse("optimizer.lr")?,
+                momentum: self.parse("optimizer.momentum")?,
+                weight_decay: self.parse("optimizer.weight_decay")?,
+                nesterov: self.parse("optimizer.nesterov")?,
+            },
+            "adam" => Optimizer::Adam {
+                lr: self.parse("optimizer.lr")?,
+                beta1: self.parse("optimizer.beta1")?,
+                beta2: self.parse("optimizer.beta2")?,
+                eps: self.parse("optimizer.eps")?,
+                weight_decay: self.parse("optimizer.weight_decay")?,
+            },
+            other => return Err(self.bad(format!("unknown optimizer {other:?}"))),
+        };
+        let decay = match self.get("schedule.decay")? {
+            "constant" => Decay::Constant,
+            "step" => Decay::Step {
+                every: self.parse("schedule.every")?,
+                gamma: self.parse("schedule.gamma")?,
+            },
+            "cosine" => Decay::Cosine {
+                total_steps: self.parse("schedule.total_steps")?,
+                min_factor: self.parse("schedule.min_factor")?,
+            },
+            other => return Err(self.bad(format!("unknown schedule {other:?}"))),
+        };
+        let grad_clip = match self.get("grad_clip")? {
+            "none" => None,
+            _ => Some(self.parse("grad_clip")?),
+        };
+        let config = TrainConfig {
+            rule: self.named("rule", Rule::from_name)?,
+            optimizer,
+            loss: self.named("loss", Loss::from_name)?,
+            batch_size: self.parse("batch_size")?,
+            feedback_init: self.named("feedback_init", FeedbackInit::from_name)?,
+            schedule: Schedule {
+                warmup_steps: self.parse("schedule.warmup")?,
+                decay,
+            },
+            grad_clip,
+        };
+        config
+            .validate()
+            .map_err(|e| self.bad(format!("bad configuration: {e}")))?;
+        Ok(config)
+    }
+}
+
+/// Reads one `F32` tensor of exactly `shape`, naming what differs.
+fn read_tensor(t: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>> {
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let view = t
+        .tensor(name)
+        .map_err(|_| bad(format!("tensor {name} is missing")))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(bad(format!(
+            "tensor {name} has dtype {:?}, expected F32",
+            view.dtype()
+        )));
+    }
+    if view.shape() != shape {
+        return Err(bad(format!(
+            "tensor {name} has shape {:?}, the network needs {shape:?}",
+            view.shape()
+        )));
+    }
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "tensor {name} holds the non-finite value {} at index {i}",
+            values[i]
+        )));
+    }
+    Ok(values)
+}
+
+fn le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn with_path(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Checkpoint { reason, .. } => Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// Writes `bytes` to `path` so that `path` holds either its old content or all of
+/// `bytes`, never a mix: temporary file in the same directory, fsync, rename, then
+/// fsync of the directory so the rename itself survives a power cut.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: "not a file name".into(),
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        // Best effort: a stale temporary file is harmless, the target is untouched.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    // Directory fsync is not supported everywhere (e.g. Windows); the data is safe anyway.
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

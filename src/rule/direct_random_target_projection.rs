@@ -1,0 +1,35 @@
+//! Direct random target projection: `δ_l = -(B_l t) ⊙ f'(h_l) / batch` from the one-hot
+//! target `t` through DFA-shaped fixed random `B_l` (`hidden_l x outputs`). The output
+//! error is not used, so a layer's update needs only its own forward output.
+//!
+//! Sign: the projected target acts as a NEGATIVE error (Frenkel et al. 2021), so the
+//! update `-δ h^T` moves each layer's output towards `B_l t`. `1/batch` matches the
+//! batch-mean scaling of the output error, so SGD learning rates carry over.
+
+use super::{apply_derivatives, StepViews};
+use crate::backend::{Backend, Gemm};
+use crate::error::Result;
+
+pub(super) fn hidden_deltas(
+    backend: &mut dyn Backend,
+    views: &dyn StepViews,
+    batch: usize,
+) -> Result<()> {
+    let layers = views.layers().len();
+    if layers < 2 {
+        return Ok(());
+    }
+    let mut product = Gemm::new(
+        views.hidden_deltas(batch),
+        views.feedback_stacked(),
+        false,
+        views.targets(batch),
+        false,
+    );
+    product.alpha = -1.0 / batch as f32;
+    backend.gemm(&product)?;
+    for l in 0..layers - 1 {
+        apply_derivatives(backend, views, batch, l)?;
+    }
+    Ok(())
+}

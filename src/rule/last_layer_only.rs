@@ -1,0 +1,19 @@
+//! Last-layer-only training: hidden deltas are zero. The trainer also leaves the
+//! hidden layers out of the gradient products and the optimizer pass (see
+//! [`Rule::first_trained_layer`](super::Rule::first_trained_layer)), so weight decay
+//! and momentum cannot move them either.
+
+use super::StepViews;
+use crate::backend::Backend;
+use crate::error::Result;
+
+pub(super) fn hidden_deltas(
+    backend: &mut dyn Backend,
+    views: &dyn StepViews,
+    batch: usize,
+) -> Result<()> {
+    if views.layers().len() < 2 {
+        return Ok(());
+    }
+    backend.fill(views.hidden_deltas(batch), 0.0)
+}

@@ -1,0 +1,45 @@
+//! Sign-concordant feedback (Liao, Leibo & Poggio 2016; Moskovitz et al. 2018): FA's
+//! chain with `B` taking the SIGN of the weight it stands in for, recomputed from the
+//! current `W` before every backward pass. The three variants differ only in magnitude:
+//! uSF one scale per layer, brSF random magnitudes redrawn every batch, frSF random
+//! magnitudes drawn once (kept beside `B` in the magnitude buffer).
+
+use rand_chacha::ChaCha8Rng;
+
+use super::{Rule, StepViews};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::init::FeedbackInit;
+
+/// uSF's scale for a `rows x cols` weight: FA's feedback scale `1/sqrt(fan)`.
+pub(crate) fn uniform_scale(rows: usize) -> f32 {
+    (1.0 / rows.max(1) as f64).sqrt() as f32
+}
+
+pub(super) fn prepare(
+    rule: Rule,
+    backend: &mut dyn Backend,
+    views: &dyn StepViews,
+    rng: &mut ChaCha8Rng,
+    init: FeedbackInit,
+) -> Result<()> {
+    let hidden = views.layers().len().saturating_sub(1);
+    for i in 0..hidden {
+        let (b, w) = (views.feedback(i), views.weights(i + 1));
+        match rule {
+            Rule::UniformSignSymmetry => {
+                backend.sign_feedback(b, w, None, uniform_scale(w.rows))?;
+            }
+            _ => {
+                let m = views.magnitude(i);
+                if rule == Rule::BatchRandomSignSymmetry {
+                    let mut values = vec![0.0; m.len()];
+                    init.fill(&mut values, w.rows, rng)?;
+                    backend.write(m.buf, m.offset, &values)?;
+                }
+                backend.sign_feedback(b, w, Some(m), 1.0)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The rule catalogue on the GPU backend against the CPU backend: the sign-feedback
+//! kernel on its own, whole training steps of every rule added after BP/FA/DFA, and the
+//! alignment measurements.
+//!
+//! Runs on any wgpu adapter, software ones included (lavapipe in CI). Without an
+//! adapter each test prints `SKIPPED` and passes, unless `PLASTICITY_REQUIRE_GPU=1`.
+//!
+//! Tolerance as in `tests/gpu_training.rs`: `|gpu - cpu| <= 2e-6 + 1e-5 |cpu|` on
+//! update directions and on parameters after 6 SGD-with-momentum steps (same f32
+//! formulas, different summation orders; a wrong index or sign moves values by 1e-3 or
+//! more). The sign-feedback kernel is exact: one product of exact factors per element.
+
+use plasticity::backend::{Backend, CpuBackend, GpuBackend, Mat};
+use plasticity::data::Dataset;
+use plasticity::{Activation, Error, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A GPU backend, or `None` (after saying so loudly) when this machine has no adapter.
+fn gpu() -> Option<GpuBackend> {
+    match GpuBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("PLASTICITY_REQUIRE_GPU=1 but no GPU backend: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU adapter ({e}); set PLASTICITY_REQUIRE_GPU=1 to fail");
+            None
+        }
+    }
+}
+
+fn random_dataset(n: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let x: Vec<f32> = (0..n * dim).map(|_| r.random_range(-1.0..1.0)).collect();
+    let y: Vec<u32> = (0..n).map(|_| r.random_range(0..classes as u32)).collect();
+    Dataset::new(x, y, dim, classes).unwrap()
+}
+
+/// Asserts `|g - c| <= 2e-6 + 1e-5 |c|`; returns the largest `|g - c|`.
+fn assert_close(c: &[f32], g: &[f32], what: &str) -> f32 {
+    assert_eq!(c.len(), g.len(), "{what}: lengths");
+    let mut worst = 0.0f32;
+    for (i, (&c, &g)) in c.iter().zip(g).enumerate() {
+        let diff = (c - g).abs();
+        assert!(
+            diff <= 2e-6 + 1e-5 * c.abs(),
+            "{what}: element {i}: cpu {c} gpu {g}"
+        );
+        worst = worst.max(diff);
+    }
+    worst
+}
+
+/// Runs `sign_feedback` on a fresh backend: `w` and `m` at odd offsets in one buffer,
+/// the output in another; returns the output.
+fn sign_feedback_on(
+    backend: &mut dyn Backend,
+    w: &[f32],
+    m: Option<&[f32]>,
+    rows: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let n = w.len();
+    let inputs = backend.alloc(3 + 2 * n).unwrap();
+    let out = backend.alloc(5 + n).unwrap();
+    backend.write(inputs, 3, w).unwrap();
+    let w_mat = Mat::new(inputs, 3, rows, n / rows);
+    let m_mat = m.map(|m| {
+        backend.write(inputs, 3 + n, m).unwrap();
+        Mat::new(inputs, 3 + n, rows, n / rows)
+    });
+    let out_mat = Mat::new(out, 5, rows, n / rows);
+    backend.sign_feedback(out_mat, w_mat, m_mat, scale).unwrap();
+    backend.read(out, 5, n).unwrap()
+}
+
+#[test]
+fn sign_feedback_kernel_matches_the_cpu_exactly() {
+    let mut r = ChaCha8Rng::seed_from_u64(1);
+    // Large enough that the strided grid loops (4096 groups x 256 invocations < n).
+    for (rows, cols) in [(3, 5), (37, 29), (1100, 1000)] {
+        let n = rows * cols;
+        let mut w: Vec<f32> = (0..n).map(|_| r.random_range(-1.0..1.0)).collect();
+        w[0] = 0.0; // sign(0) = 0 on both backends
+        w[1] = -0.0;
+        let m: Vec<f32> = (0..n).map(|_| r.random_range(-2.0..2.0)).collect();
+        for (mag, scale) in [(None, 0.25), (Some(&m[..]), 1.0), (Some(&m[..]), -3.0)] {
+            let Some(mut g) = gpu() else { return };
+            let c = sign_feedback_on(&mut CpuBackend::new(), &w, mag, rows, scale);
+            let gv = sign_feedback_on(&mut g, &w, mag, rows, scale);
+            assert_eq!(
+                c,
+                gv,
+                "{rows}x{cols} magnitude {} scale {scale}",
+                mag.is_some()
+            );
+            assert_eq!(c[0], 0.0);
+            let expect = |i: usize| scale * mag.map_or(1.0, |m| m[i].abs()) * w[i].signum();
+            assert_eq!(c[2], expect(2));
+            assert_eq!(c[n - 1], expect(n - 1));
+        }
+    }
+}
+
+#[test]
+fn sign_feedback_rejects_bad_regions_on_both_backends() {
+    let Some(mut g) = gpu() else { return };
+    let mut c = CpuBackend::new();
+    for backend in [&mut c as &mut dyn Backend, &mut g] {
+        let a = backend.alloc(12).unwrap();
+        let b = backend.alloc(12).unwrap();
+        // Shapes disagree.
+        let err = backend
+            .sign_feedback(Mat::new(a, 0, 3, 4), Mat::new(b, 0, 4, 3), None, 1.0)
+            .unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{err:?}");
+        // Out of range.
+        assert!(backend
+            .sign_feedback(Mat::new(a, 4, 3, 4), Mat::new(b, 0, 3, 4), None, 1.0)
+            .is_err());
+        // Output overlapping an input.
+        assert!(backend
+            .sign_feedback(
+                Mat::new(a, 0, 3, 4),
+                Mat::new(b, 0, 3, 4),
+                Some(Mat::new(a, 0, 3, 4)),
+                1.0
+            )
+            .is_err());
+    }
+}
+
+struct Case {
+    rule: Rule,
+    hidden: &'static [usize],
+    activation: Activation,
+    loss: Loss,
+    optimizer: Optimizer,
+}
+
+fn net(case: &Case, inputs: usize, outputs: usize) -> Network {
+    Network::builder(inputs)
+        .hidden(case.hidden, case.activation)
+        .dense(outputs, Activation::Identity)
+        .seed(11)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn every_new_rule_matches_the_cpu_step_for_step() {
+    let momentum = Optimizer::momentum(0.1, 0.9);
+    let cases = [
+        Case {
+            rule: Rule::IndirectFeedbackAlignment,
+            hidden: &[33, 17, 9],
+            activation: Activation::Tanh,
+            loss: Loss::SoftmaxCrossEntropy,
+            optimizer: momentum,
+        },
+        Case {
+            rule: Rule::UniformSignSymmetry,
+            hidden: &[33, 17],
+            activation: Activation::LeakyRelu,
+            loss: Loss::SoftmaxCrossEntropy,
+            optimizer: momentum,
+        },
+        Case {
+            rule: Rule::BatchRandomSignSymmetry,
+            hidden: &[33, 17],
+            activation: Activation::Tanh,
+            loss: Loss::SoftmaxCrossEntropy,
+            optimizer: momentum,
+        },
+        Case {
+            rule: Rule::FixedRandomSignSymmetry,
+            hidden: &[20, 20],
+            activation: Activation::Relu,
+            loss: Loss::MeanSquaredError,
+            optimizer: momentum,
+        },
+        Case {
+            rule: Rule::DirectRandomTargetProjection,
+            hidden: &[33, 17, 9],
+            activation: Activation::Tanh,
+            loss: Loss::SoftmaxCrossEntropy,
+            optimizer: momentum,
+        },
+        Case {
+            rule: Rule::LastLayerOnly,
+            hidden: &[33, 17],
+            activation: Activation::Sigmoid,
+            loss: Loss::SoftmaxCrossEntropy,
+            // Decay and momentum must not reach the frozen layers on the GPU either.
+            optimizer: Optimizer::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.05,
+                nesterov: false,
+            },
+        },
+    ];
+    let (inputs, outputs, batch) = (21, 5, 16);
+    let data = random_dataset(70, inputs, outputs, 5);
+    for case in &cases {
+        let Some(gpu) = gpu() else { return };
+        let config = TrainConfig {
+            rule: case.rule,
+            optimizer: case.optimizer,
+            loss: case.loss,
+            batch_size: batch,
+            ..Default::default()
+        };
+        let what = format!(
+            "{} {:?} {} {}",
+            case.rule, case.hidden, case.activation, case.loss
+        );
+        let start = net(case, inputs, outputs);
+        let mut cpu_t =
+            Trainer::with_backend(start.clone(), config, Box::new(CpuBackend::new())).unwrap();
+        let mut gpu_t = Trainer::with_backend(start.clone(), config, Box::new(gpu)).unwrap();
+
+        let first: Vec<usize> = (0..batch).collect();
+        let dc = cpu_t.update_direction(&data, &first).unwrap();
+        let dg = gpu_t.update_direction(&data, &first).unwrap();
+        let worst_dir = assert_close(&dc, &dg, &format!("{what}: update direction"));
+        for i in 0..cpu_t.feedback_shapes().len() {
+            let (fc, fg) = (cpu_t.feedback(i).unwrap(), gpu_t.feedback(i).unwrap());
+            assert_close(&fc, &fg, &format!("{what}: feedback {i}"));
+        }
+
+        for step in 0..6 {
+            let size = if step == 5 { 7 } else { batch };
+            let indices: Vec<usize> = (0..size).map(|i| (step * 11 + i * 3) % 70).collect();
+            cpu_t.train_batch(&data, &indices).unwrap();
+            gpu_t.train_batch(&data, &indices).unwrap();
+        }
+        let pc = cpu_t.network().unwrap();
+        let pg = gpu_t.network().unwrap();
+        let worst = assert_close(pc.params(), pg.params(), &format!("{what}: params"));
+        assert_ne!(pg.params(), start.params(), "{what}: training did nothing");
+        if case.rule == Rule::LastLayerOnly {
+            for l in 0..case.hidden.len() {
+                assert_eq!(pg.weights(l), start.weights(l), "{what}: W_{l} moved");
+                assert_eq!(pg.bias(l), start.bias(l), "{what}: b_{l} moved");
+            }
+        }
+        eprintln!("{what}: worst |diff| direction {worst_dir:e}, params {worst:e}");
+    }
+}
+
+#[test]
+fn alignment_angles_match_the_cpu() {
+    let (inputs, outputs, batch) = (21, 5, 16);
+    let data = random_dataset(batch, inputs, outputs, 8);
+    let indices: Vec<usize> = (0..batch).collect();
+    for rule in Rule::ALL {
+        let Some(gpu) = gpu() else { return };
+        let case = Case {
+            rule,
+            hidden: &[30, 20],
+            activation: Activation::Tanh,
+            loss: Loss::SoftmaxCrossEntropy,
+            optimizer: Optimizer::sgd(0.1),
+        };
+        let config = TrainConfig {
+            rule,
+            batch_size: batch,
+            ..Default::default()
+        };
+        let n = net(&case, inputs, outputs);
+        let mut c = Trainer::with_backend(n.clone(), config, Box::new(CpuBackend::new())).unwrap();
+        let mut g = Trainer::with_backend(n, config, Box::new(gpu)).unwrap();
+        let ac = c.alignment(&data, &indices).unwrap();
+        let ag = g.alignment(&data, &indices).unwrap();
+        assert_eq!(ac.len(), ag.len());
+        let near = |a: Option<f64>, b: Option<f64>, what: &str| match (a, b) {
+            (Some(a), Some(b)) => assert!((a - b).abs() < 1e-2, "{rule} {what}: {a} vs {b}"),
+            (a, b) => assert_eq!(a, b, "{rule} {what}"),
+        };
+        for (x, y) in ac.iter().zip(&ag) {
+            near(x.update_angle, y.update_angle, "update angle");
+            near(x.feedback_angle, y.feedback_angle, "feedback angle");
+            near(x.norm_ratio, y.norm_ratio, "norm ratio");
+        }
+    }
+}
