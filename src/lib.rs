@@ -1,7 +1,9 @@
 //! # plasticity
 //!
 //! Train neural networks with biologically plausible learning rules (backprop, feedback
-//! alignment, direct feedback alignment) on the CPU or a GPU.
+//! alignment, direct and indirect feedback alignment, sign-symmetric feedback, direct
+//! random target projection; see [`rule`]) on the CPU or a GPU, and measure how each
+//! rule's updates align with backprop's ([`Trainer::alignment`]).
 //!
 //! A [`Network`] is a stack of dense layers. A [`Trainer`] moves it to a [`Device`] and
 //! steps it with a [`Rule`] (which decides how the output error reaches the hidden

@@ -3,9 +3,8 @@
 //! layers, every rule learns a small problem, and the alignment measurements
 //! (angles, norm ratios) give known answers on known inputs.
 //!
-//! The delta formulas of every rule are checked against an f64 reference in
-//! `tests/rules.rs` (`every_rule_matches_its_reference_update`-style test over
-//! `Rule::ALL`).
+//! The delta formulas of every rule are checked against an f64 reference computation
+//! in `tests/rules.rs` (`reference_update`, run over `Rule::ALL`).
 
 mod common;
 

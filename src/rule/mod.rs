@@ -16,7 +16,7 @@
 //! | [`Rule::LastLayerOnly`] | `δ_l = 0`: hidden layers stay at their initial values | 0 |
 //!
 //! Sign-symmetric rules derive `B` from the current `W` before every backward pass
-//! ([`prepare_feedback`]); the others keep fixed feedback.
+//! (see [`Rule::sign_symmetric`]); the others keep fixed feedback.
 
 mod backprop;
 mod direct_feedback_alignment;
