@@ -10,47 +10,13 @@
 //! formulas, different summation orders; a wrong index or sign moves values by 1e-3 or
 //! more). The sign-feedback kernel is exact: one product of exact factors per element.
 
-use plasticity::backend::{Backend, CpuBackend, GpuBackend, Mat};
-use plasticity::data::Dataset;
+use plasticity::backend::{Backend, CpuBackend, Mat};
 use plasticity::{Activation, Error, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// A GPU backend, or `None` (after saying so loudly) when this machine has no adapter.
-fn gpu() -> Option<GpuBackend> {
-    match GpuBackend::new() {
-        Ok(b) => Some(b),
-        Err(e) if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("PLASTICITY_REQUIRE_GPU=1 but no GPU backend: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no GPU adapter ({e}); set PLASTICITY_REQUIRE_GPU=1 to fail");
-            None
-        }
-    }
-}
-
-fn random_dataset(n: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let x: Vec<f32> = (0..n * dim).map(|_| r.random_range(-1.0..1.0)).collect();
-    let y: Vec<u32> = (0..n).map(|_| r.random_range(0..classes as u32)).collect();
-    Dataset::new(x, y, dim, classes).unwrap()
-}
-
-/// Asserts `|g - c| <= 2e-6 + 1e-5 |c|`; returns the largest `|g - c|`.
-fn assert_close(c: &[f32], g: &[f32], what: &str) -> f32 {
-    assert_eq!(c.len(), g.len(), "{what}: lengths");
-    let mut worst = 0.0f32;
-    for (i, (&c, &g)) in c.iter().zip(g).enumerate() {
-        let diff = (c - g).abs();
-        assert!(
-            diff <= 2e-6 + 1e-5 * c.abs(),
-            "{what}: element {i}: cpu {c} gpu {g}"
-        );
-        worst = worst.max(diff);
-    }
-    worst
-}
+mod common;
+use common::gpu::{assert_close, gpu, random_dataset};
 
 /// Runs `sign_feedback` on a fresh backend: `w` and `m` at odd offsets in one buffer,
 /// the output in another; returns the output.

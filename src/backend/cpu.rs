@@ -24,7 +24,8 @@ pub enum LayerParallelism {
     Sequential,
     /// Layers on separate threads, each product single-threaded (DFA's layer parallelism).
     AcrossLayers,
-    /// Across layers when there are at least as many layers as threads, else sequential.
+    /// Across layers when their work splits evenly over the threads (largest-first
+    /// assignment within 15% of a perfect split), else sequential.
     #[default]
     Auto,
 }

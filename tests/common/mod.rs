@@ -5,6 +5,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod gpu;
+
 use plasticity::data::Dataset;
 use plasticity::{Activation, LayerSpec, Loss, Network};
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,43 @@
+//! Helpers for the GPU tests: a backend or a loud skip, random data, a CPU-vs-GPU
+//! comparison with the tolerance the parity tests state.
+
+use plasticity::backend::GpuBackend;
+use plasticity::data::Dataset;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A GPU backend, or `None` (after saying so loudly) when this machine has no adapter.
+pub fn gpu() -> Option<GpuBackend> {
+    match GpuBackend::new() {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("PLASTICITY_REQUIRE_GPU=1 but no GPU backend: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU adapter ({e}); set PLASTICITY_REQUIRE_GPU=1 to fail");
+            None
+        }
+    }
+}
+
+pub fn random_dataset(n: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let x: Vec<f32> = (0..n * dim).map(|_| r.random_range(-1.0..1.0)).collect();
+    let y: Vec<u32> = (0..n).map(|_| r.random_range(0..classes as u32)).collect();
+    Dataset::new(x, y, dim, classes).unwrap()
+}
+
+/// Asserts `|g - c| <= 2e-6 + 1e-5 |c|`; returns the largest `|g - c|`.
+pub fn assert_close(c: &[f32], g: &[f32], what: &str) -> f32 {
+    assert_eq!(c.len(), g.len(), "{what}: lengths");
+    let mut worst = 0.0f32;
+    for (i, (&c, &g)) in c.iter().zip(g).enumerate() {
+        let diff = (c - g).abs();
+        assert!(
+            diff <= 2e-6 + 1e-5 * c.abs(),
+            "{what}: element {i}: cpu {c} gpu {g}"
+        );
+        worst = worst.max(diff);
+    }
+    worst
+}
