@@ -16,6 +16,8 @@ use plasticity::{
     Activation, Device, Error, Network, Optimizer, Result, Rule, TrainConfig, Trainer,
 };
 
+mod common;
+
 const USAGE: &str = "\
 usage: compare_rules [options]
   --rules R1,R2,...   rules (default: all of bp,fa,dfa,ifa,usf,brsf,frsf,drtp,last)
@@ -37,13 +39,11 @@ struct Args {
 }
 
 fn bad(msg: &str) -> Error {
-    Error::InvalidConfig(format!("{msg}\n{USAGE}"))
+    common::bad(USAGE, msg)
 }
 
 fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
-    value
-        .parse()
-        .map_err(|_| bad(&format!("{flag}: cannot parse '{value}'")))
+    common::parse(USAGE, flag, value)
 }
 
 impl Args {
@@ -57,15 +57,7 @@ impl Args {
             seed: 1,
             out: "out/compare_rules.csv".into(),
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = it
-                .next()
-                .ok_or_else(|| bad(&format!("{flag} needs a value")))?;
+        for (flag, value) in common::flag_pairs(USAGE)? {
             match flag.as_str() {
                 "--rules" => {
                     args.rules = value

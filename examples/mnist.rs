@@ -16,6 +16,8 @@ use plasticity::{
     Trainer, WeightInit,
 };
 
+mod common;
+
 const USAGE: &str = "\
 usage: mnist [options]
   --rule bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last   learning rule    (default dfa)
@@ -81,15 +83,7 @@ impl Args {
             save: None,
             resume: None,
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            if flag == "--help" || flag == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = it
-                .next()
-                .ok_or_else(|| bad(&format!("{flag} needs a value")))?;
+        for (flag, value) in common::flag_pairs(USAGE)? {
             match flag.as_str() {
                 "--rule" => {
                     args.rule = Rule::from_name(&value)
@@ -152,13 +146,11 @@ impl Args {
 }
 
 fn bad(msg: &str) -> Error {
-    Error::InvalidConfig(format!("{msg}\n{USAGE}"))
+    common::bad(USAGE, msg)
 }
 
 fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
-    value
-        .parse()
-        .map_err(|_| bad(&format!("{flag}: cannot parse '{value}'")))
+    common::parse(USAGE, flag, value)
 }
 
 fn parse_list(value: &str) -> Result<Vec<usize>> {
@@ -169,7 +161,11 @@ fn parse_list(value: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    common::main_with(run)
+}
+
+fn run() -> Result<()> {
     let args = Args::parse()?;
     let dir = args
         .data

@@ -1,0 +1,47 @@
+//! Command-line parsing shared by the examples (`--flag value` pairs; no parser crate).
+
+// Each example uses a different subset.
+#![allow(dead_code)]
+
+use plasticity::{Error, Result};
+
+/// An [`Error::InvalidConfig`] carrying `msg` followed by the usage text.
+pub fn bad(usage: &str, msg: &str) -> Error {
+    Error::InvalidConfig(format!("{msg}\n{usage}"))
+}
+
+/// Parses the `value` given to `flag`.
+pub fn parse<T: std::str::FromStr>(usage: &str, flag: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| bad(usage, &format!("{flag}: cannot parse '{value}'")))
+}
+
+/// The command line's `--flag value` pairs, in order; prints `usage` and exits on `--help`.
+pub fn flag_pairs(usage: &str) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| bad(usage, &format!("{flag} needs a value")))?;
+        pairs.push((flag, value));
+    }
+    Ok(pairs)
+}
+
+/// Runs an example's body and reports a failure by its message (not its debug form)
+/// with exit status 1.
+pub fn main_with(body: impl FnOnce() -> Result<()>) -> std::process::ExitCode {
+    match body() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
