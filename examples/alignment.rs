@@ -37,64 +37,29 @@ usage: alignment [options]
   --seed S            seed (default 1)
   --out PATH          output prefix: PATH.csv and PATH.svg (default out/alignment)";
 
-struct Args {
-    rules: Vec<Rule>,
-    hidden: Vec<usize>,
-    epochs: usize,
-    train_limit: Option<usize>,
-    probe: usize,
-    seed: u64,
-    out: String,
-}
+type Args = common::RuleStudyArgs;
 
 fn bad(msg: &str) -> Error {
     common::bad(USAGE, msg)
 }
 
-fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
-    common::parse(USAGE, flag, value)
-}
-
-impl Args {
-    fn parse() -> Result<Args> {
-        let mut args = Args {
-            rules: vec![Rule::FeedbackAlignment, Rule::DirectFeedbackAlignment],
-            hidden: vec![800, 800],
-            epochs: 3,
-            train_limit: None,
-            probe: 512,
-            seed: 1,
-            out: "out/alignment".into(),
-        };
-        for (flag, value) in common::flag_pairs(USAGE)? {
-            match flag.as_str() {
-                "--rules" => {
-                    args.rules = value
-                        .split(',')
-                        .map(|r| Rule::from_name(r).ok_or_else(|| bad(&format!("rule {r}?"))))
-                        .collect::<Result<_>>()?
-                }
-                "--hidden" => {
-                    args.hidden = value
-                        .split(',')
-                        .map(|w| parse(&flag, w))
-                        .collect::<Result<_>>()?
-                }
-                "--epochs" => args.epochs = parse(&flag, &value)?,
-                "--train-limit" => args.train_limit = Some(parse(&flag, &value)?),
-                "--probe" => args.probe = parse(&flag, &value)?,
-                "--seed" => args.seed = parse(&flag, &value)?,
-                "--out" => args.out = value,
-                _ => return Err(bad(&format!("unknown option {flag}"))),
-            }
-        }
-        if args.rules.is_empty() || args.probe == 0 {
-            return Err(bad(
-                "need at least one rule and a probe of at least one image",
-            ));
-        }
-        Ok(args)
+fn parse_args() -> Result<Args> {
+    let defaults = Args {
+        rules: vec![Rule::FeedbackAlignment, Rule::DirectFeedbackAlignment],
+        hidden: vec![800, 800],
+        epochs: 3,
+        train_limit: None,
+        probe: 512,
+        seed: 1,
+        out: "out/alignment".into(),
+    };
+    let args = Args::parse(USAGE, defaults)?;
+    if args.rules.is_empty() || args.probe == 0 {
+        return Err(bad(
+            "need at least one rule and a probe of at least one image",
+        ));
     }
+    Ok(args)
 }
 
 /// One measurement point of one rule.
@@ -321,7 +286,7 @@ fn plot(points: &[Point], rules: &[Rule], epochs: usize, path: &str) -> AnyResul
 }
 
 fn main() -> AnyResult<()> {
-    let args = Args::parse()?;
+    let args = parse_args()?;
     let mnist = Mnist::load(Mnist::bundled_dir())?;
     let train = match args.train_limit {
         Some(n) => mnist.train.take(n)?,

@@ -28,64 +28,29 @@ usage: compare_rules [options]
   --seed S            seed (default 1)
   --out PATH          CSV output (default out/compare_rules.csv)";
 
-struct Args {
-    rules: Vec<Rule>,
-    hidden: Vec<usize>,
-    epochs: usize,
-    train_limit: Option<usize>,
-    probe: usize,
-    seed: u64,
-    out: String,
-}
+type Args = common::RuleStudyArgs;
 
 fn bad(msg: &str) -> Error {
     common::bad(USAGE, msg)
 }
 
-fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
-    common::parse(USAGE, flag, value)
-}
-
-impl Args {
-    fn parse() -> Result<Args> {
-        let mut args = Args {
-            rules: Rule::ALL.to_vec(),
-            hidden: vec![800, 800],
-            epochs: 20,
-            train_limit: None,
-            probe: 512,
-            seed: 1,
-            out: "out/compare_rules.csv".into(),
-        };
-        for (flag, value) in common::flag_pairs(USAGE)? {
-            match flag.as_str() {
-                "--rules" => {
-                    args.rules = value
-                        .split(',')
-                        .map(|r| Rule::from_name(r).ok_or_else(|| bad(&format!("rule {r}?"))))
-                        .collect::<Result<_>>()?
-                }
-                "--hidden" => {
-                    args.hidden = value
-                        .split(',')
-                        .map(|w| parse(&flag, w))
-                        .collect::<Result<_>>()?
-                }
-                "--epochs" => args.epochs = parse(&flag, &value)?,
-                "--train-limit" => args.train_limit = Some(parse(&flag, &value)?),
-                "--probe" => args.probe = parse(&flag, &value)?,
-                "--seed" => args.seed = parse(&flag, &value)?,
-                "--out" => args.out = value,
-                _ => return Err(bad(&format!("unknown option {flag}"))),
-            }
-        }
-        if args.epochs == 0 || args.probe == 0 {
-            return Err(bad(
-                "need at least one epoch and a probe of at least one image",
-            ));
-        }
-        Ok(args)
+fn parse_args() -> Result<Args> {
+    let defaults = Args {
+        rules: Rule::ALL.to_vec(),
+        hidden: vec![800, 800],
+        epochs: 20,
+        train_limit: None,
+        probe: 512,
+        seed: 1,
+        out: "out/compare_rules.csv".into(),
+    };
+    let args = Args::parse(USAGE, defaults)?;
+    if args.epochs == 0 || args.probe == 0 {
+        return Err(bad(
+            "need at least one epoch and a probe of at least one image",
+        ));
     }
+    Ok(args)
 }
 
 const BATCH: usize = 64;
@@ -146,7 +111,7 @@ fn run(args: &Args, rule: Rule, train: &Dataset, test: &Dataset) -> Result<Row> 
 }
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse()?;
+    let args = parse_args()?;
     let mnist = Mnist::load(Mnist::bundled_dir())?;
     let train = match args.train_limit {
         Some(n) => mnist.train.take(n)?,

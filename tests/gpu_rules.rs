@@ -106,12 +106,7 @@ struct Case {
 }
 
 fn net(case: &Case, inputs: usize, outputs: usize) -> Network {
-    Network::builder(inputs)
-        .hidden(case.hidden, case.activation)
-        .dense(outputs, Activation::Identity)
-        .seed(11)
-        .build()
-        .unwrap()
+    common::gpu::seeded_net(inputs, case.hidden, case.activation, outputs)
 }
 
 #[test]

@@ -45,3 +45,54 @@ pub fn main_with(body: impl FnOnce() -> Result<()>) -> std::process::ExitCode {
         }
     }
 }
+
+/// The options of the examples that train several rules side by side
+/// (`alignment`, `compare_rules`): same flags, each example its own defaults.
+pub struct RuleStudyArgs {
+    /// `--rules R1,R2,...`
+    pub rules: Vec<plasticity::Rule>,
+    /// `--hidden W1,W2,...`
+    pub hidden: Vec<usize>,
+    /// `--epochs N`
+    pub epochs: usize,
+    /// `--train-limit N`
+    pub train_limit: Option<usize>,
+    /// `--probe N`: training images alignment angles are averaged over.
+    pub probe: usize,
+    /// `--seed S`
+    pub seed: u64,
+    /// `--out PATH`
+    pub out: String,
+}
+
+impl RuleStudyArgs {
+    /// Overrides `defaults` with the command line's flags.
+    pub fn parse(usage: &str, mut args: RuleStudyArgs) -> Result<RuleStudyArgs> {
+        for (flag, value) in flag_pairs(usage)? {
+            match flag.as_str() {
+                "--rules" => {
+                    args.rules = value
+                        .split(',')
+                        .map(|r| {
+                            plasticity::Rule::from_name(r)
+                                .ok_or_else(|| bad(usage, &format!("rule {r}?")))
+                        })
+                        .collect::<Result<_>>()?
+                }
+                "--hidden" => {
+                    args.hidden = value
+                        .split(',')
+                        .map(|w| parse(usage, &flag, w))
+                        .collect::<Result<_>>()?
+                }
+                "--epochs" => args.epochs = parse(usage, &flag, &value)?,
+                "--train-limit" => args.train_limit = Some(parse(usage, &flag, &value)?),
+                "--probe" => args.probe = parse(usage, &flag, &value)?,
+                "--seed" => args.seed = parse(usage, &flag, &value)?,
+                "--out" => args.out = value,
+                _ => return Err(bad(usage, &format!("unknown option {flag}"))),
+            }
+        }
+        Ok(args)
+    }
+}

@@ -3,6 +3,7 @@
 
 use plasticity::backend::GpuBackend;
 use plasticity::data::Dataset;
+use plasticity::{Activation, Network};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -40,4 +41,19 @@ pub fn assert_close(c: &[f32], g: &[f32], what: &str) -> f32 {
         worst = worst.max(diff);
     }
     worst
+}
+
+/// `inputs - hidden... - outputs` with identity outputs and the parity tests' seed (11).
+pub fn seeded_net(
+    inputs: usize,
+    hidden: &[usize],
+    activation: Activation,
+    outputs: usize,
+) -> Network {
+    Network::builder(inputs)
+        .hidden(hidden, activation)
+        .dense(outputs, Activation::Identity)
+        .seed(11)
+        .build()
+        .unwrap()
 }
