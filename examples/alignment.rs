@@ -13,9 +13,13 @@
 //! Writes `<out>.csv` (one row per rule, point and layer) and `<out>.svg` (the hidden
 //! layers' update angles and the test accuracy against epochs).
 
+mod common;
+
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use common::{replace_file, AnyResult};
 use plasticity::data::{Dataset, Mnist};
 use plasticity::{
     Activation, Device, Error, LayerAlignment, Network, Optimizer, Result, Rule, TrainConfig,
@@ -24,8 +28,6 @@ use plasticity::{
 use plotters::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-
-mod common;
 
 const USAGE: &str = "\
 usage: alignment [options]
@@ -192,16 +194,20 @@ fn csv(points: &[Point]) -> String {
     s
 }
 
-/// Errors of the example's own I/O and plotting, beside the crate's.
-type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
 fn plot_error(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     format!("plot: {e}").into()
 }
 
 /// Hidden layers' update angles (left) and test accuracy (right) against epochs.
-fn plot(points: &[Point], rules: &[Rule], epochs: usize, path: &str) -> AnyResult<()> {
-    let root = SVGBackend::new(path, (960, 400)).into_drawing_area();
+fn plot(points: &[Point], rules: &[Rule], epochs: usize, path: &Path) -> AnyResult<()> {
+    common::plot::load_font()?;
+    let mut svg = String::new();
+    draw(points, rules, epochs, &mut svg)?;
+    replace_file(path, |tmp| Ok(std::fs::write(tmp, &svg)?))
+}
+
+fn draw(points: &[Point], rules: &[Rule], epochs: usize, svg: &mut String) -> AnyResult<()> {
+    let root = SVGBackend::with_string(svg, (960, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let (left, right) = root.split_horizontally(560);
     let x_max = epochs.max(1) as f64;
@@ -299,13 +305,11 @@ fn main() -> AnyResult<()> {
     if let Some(dir) = std::path::Path::new(&args.out).parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(format!("{}.csv", args.out), csv(&points))?;
-    plot(
-        &points,
-        &args.rules,
-        args.epochs,
-        &format!("{}.svg", args.out),
-    )?;
+    let table = csv(&points);
+    let csv_path = PathBuf::from(format!("{}.csv", args.out));
+    replace_file(&csv_path, |tmp| Ok(std::fs::write(tmp, &table)?))?;
+    let svg_path = PathBuf::from(format!("{}.svg", args.out));
+    plot(&points, &args.rules, args.epochs, &svg_path)?;
     println!("wrote {0}.csv and {0}.svg", args.out);
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
+use plasticity::bench::Timing;
 use plasticity::data::Dataset;
 use plasticity::{
     Activation, Device, Error, Network, Optimizer, Result, Rule, TrainConfig, Trainer,
@@ -116,25 +117,6 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
-struct Timing {
-    median: Duration,
-    min: Duration,
-}
-
-fn summarize(mut samples: Vec<Duration>) -> Timing {
-    samples.sort();
-    let n = samples.len();
-    let median = if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        (samples[n / 2 - 1] + samples[n / 2]) / 2
-    };
-    Timing {
-        median,
-        min: samples[0],
-    }
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -150,7 +132,7 @@ fn time(warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Res
         f()?;
         samples.push(start.elapsed());
     }
-    Ok(summarize(samples))
+    Timing::from_samples(samples).ok_or_else(|| bad("--repeats must be positive"))
 }
 
 fn random_data(batch: usize, rng: &mut ChaCha8Rng) -> Result<Dataset> {

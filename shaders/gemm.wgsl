@@ -1,5 +1,7 @@
 // C = alpha * op(A) op(B) + beta * C on row-major regions at element offsets.
 // Prefixed with gemm_tile.wgsl. One workgroup per 64x64 tile of C.
+// `vec_a` / `vec_b` (set by the host when that factor's offset and leading dimension
+// are multiples of 4) select the vec4 global-load path for that factor.
 
 struct Params {
     m: u32,
@@ -15,9 +17,9 @@ struct Params {
     ldc: u32,
     alpha: f32,
     beta: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    vec_a: u32,
+    vec_b: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -26,10 +28,18 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> c_buf: array<f32>;
 @group(0) @binding(2) var<storage, read_write> a_buf: array<f32>;
 @group(0) @binding(3) var<storage, read_write> b_buf: array<f32>;
+// The buffers of bindings 2 and 3 again, as vec4s (for the vector load path).
+@group(0) @binding(4) var<storage, read_write> a_vec: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> b_vec: array<vec4<f32>>;
 
 @compute @workgroup_size(16, 16)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let t = Tile(p.m, p.n, p.k, p.a_off, p.lda, p.trans_a, p.b_off, p.ldb, p.trans_b, NO_COL);
+    let t = Tile(
+        p.m, p.n, p.k,
+        p.a_off, p.lda, p.trans_a,
+        p.b_off, p.ldb, p.trans_b,
+        NO_COL, p.vec_a, p.vec_b,
+    );
     let row0 = wg.y * TILE_M;
     let col0 = wg.x * TILE_N;
     tile_product(t, row0, col0, lid);

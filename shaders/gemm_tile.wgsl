@@ -4,10 +4,31 @@
 // 4x4 block of it (rows 4 ty .. 4 ty + 3, columns 4 tx .. 4 tx + 3), kept in four
 // vec4 registers. K advances 16 at a time through workgroup memory, where both tiles
 // are stored k-major as vec4s so each step of the inner loop is two vector loads and
-// four vector FMAs. Every global load is bounds-checked, so any M, N, K and any
-// element offset works; out-of-range elements read as 0.
+// four vector FMAs.
 //
-// The module that includes this declares `a_buf` and `b_buf`.
+// Global loads (one 64x16 slice of each factor per K step, 256 invocations) take one
+// of two paths per factor, chosen by the host (`Tile::vec_a`, `Tile::vec_b`: per
+// dispatch in gemm, per layer in layer_grads):
+// - vector: when the factor's element offset and leading dimension are multiples of 4,
+//   every run of 4 floats along the stored matrix's rows that starts at a multiple of 4
+//   is 16-byte aligned, and each invocation loads exactly one such run per factor as a
+//   `vec4<f32>` from the same buffer bound a second time as `array<vec4<f32>>`. Runs
+//   follow whichever direction is contiguous in memory: k for op(A) = A and for
+//   op(B) = B^T, whose vec4s hold 4 consecutive k and are spread over four k-rows of
+//   workgroup memory; m for op(A) = A^T and n for op(B) = B, whose vec4s hold 4
+//   consecutive rows (columns) at one k and are stored as they are. Runs outside the
+//   matrix are skipped; a run that straddles the end of its dimension (possible only
+//   if that dimension were not the leading one) is loaded whole (buffer sizes are
+//   rounded up to a multiple of 4 floats, so it stays inside the binding) and its
+//   lanes past the end are replaced by 0 with `select`.
+// - scalar: otherwise, four bounds-checked scalar loads per invocation per factor, so
+//   any M, N, K and any element offset works.
+// Out-of-range elements read as 0 on both paths. Both put the same values in
+// workgroup memory and share the inner loop, so results do not depend on the path,
+// bit for bit.
+//
+// The module that includes this declares `a_buf` and `b_buf` (array<f32>) and `a_vec`
+// and `b_vec` (the same buffers as array<vec4<f32>>).
 
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
@@ -30,6 +51,10 @@ struct Tile {
     // Column of op(B) that reads as all ones: appending it to the input turns the
     // bias gradient (row sums of the delta) into one more output column.
     ones_col: u32,
+    // Nonzero: load A (B) through `a_vec` (`b_vec`); the host guarantees that its
+    // offset and leading dimension are multiples of 4.
+    vec_a: u32,
+    vec_b: u32,
 }
 
 // Stored k-major: tile_a[kk * 16 + i / 4][i % 4] = op(A)[row0 + i, k0 + kk].
@@ -42,6 +67,7 @@ var<private> acc1: vec4<f32>;
 var<private> acc2: vec4<f32>;
 var<private> acc3: vec4<f32>;
 
+// Scalar path: four bounds-checked loads per invocation.
 fn load_a(t: Tile, row0: u32, k0: u32, flat: u32) {
     for (var r = 0u; r < 4u; r++) {
         let e = flat + r * THREADS;
@@ -94,6 +120,89 @@ fn load_b(t: Tile, col0: u32, k0: u32, flat: u32) {
     }
 }
 
+// Which lanes of the run of 4 starting at index `g` of a dimension of extent `n` lie
+// inside it.
+fn lanes(g: u32, n: u32) -> vec4<bool> {
+    return vec4<u32>(g) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(n);
+}
+
+// Vector path of `load_a`: one aligned vec4 per invocation.
+fn load_a_vec(t: Tile, row0: u32, k0: u32, flat: u32) {
+    if (t.trans_a == 0u) {
+        // A is m x k: runs go along k, 4 per tile row; consecutive invocations read
+        // consecutive runs of a row.
+        let i = flat / 4u;
+        let kq = flat % 4u;
+        let gi = row0 + i;
+        let gk = k0 + 4u * kq;
+        var v = vec4<f32>(0.0);
+        if (gi < t.m && gk < t.k) {
+            let at = (t.a_off + gi * t.lda + gk) / 4u;
+            v = select(vec4<f32>(0.0), a_vec[at], lanes(gk, t.k));
+        }
+        let s = 4u * kq * 16u + i / 4u;
+        let c = i % 4u;
+        tile_a[s][c] = v.x;
+        tile_a[s + 16u][c] = v.y;
+        tile_a[s + 32u][c] = v.z;
+        tile_a[s + 48u][c] = v.w;
+    } else {
+        // A is stored k x m: runs go along m, already the layout of workgroup memory.
+        let kk = flat / 16u;
+        let iq = flat % 16u;
+        let gi = row0 + 4u * iq;
+        let gk = k0 + kk;
+        var v = vec4<f32>(0.0);
+        if (gk < t.k && gi < t.m) {
+            let at = (t.a_off + gk * t.lda + gi) / 4u;
+            v = select(vec4<f32>(0.0), a_vec[at], lanes(gi, t.m));
+        }
+        tile_a[kk * 16u + iq] = v;
+    }
+}
+
+// Vector path of `load_b`: one aligned vec4 per invocation.
+fn load_b_vec(t: Tile, col0: u32, k0: u32, flat: u32) {
+    if (t.trans_b == 0u) {
+        // B is k x n: runs go along n, already the layout of workgroup memory.
+        let kk = flat / 16u;
+        let jq = flat % 16u;
+        let gj = col0 + 4u * jq;
+        let gk = k0 + kk;
+        var v = vec4<f32>(0.0);
+        if (gk < t.k) {
+            if (gj < t.n) {
+                let at = (t.b_off + gk * t.ldb + gj) / 4u;
+                v = select(vec4<f32>(0.0), b_vec[at], lanes(gj, t.n));
+            }
+            let ones = vec4<u32>(gj) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(t.ones_col);
+            v = select(v, vec4<f32>(1.0), ones);
+        }
+        tile_b[kk * 16u + jq] = v;
+    } else {
+        // B is stored n x k: runs go along k, 4 per tile column.
+        let j = flat / 4u;
+        let kq = flat % 4u;
+        let gj = col0 + j;
+        let gk = k0 + 4u * kq;
+        var v = vec4<f32>(0.0);
+        if (gk < t.k) {
+            if (gj == t.ones_col) {
+                v = select(vec4<f32>(0.0), vec4<f32>(1.0), lanes(gk, t.k));
+            } else if (gj < t.n) {
+                let at = (t.b_off + gj * t.ldb + gk) / 4u;
+                v = select(vec4<f32>(0.0), b_vec[at], lanes(gk, t.k));
+            }
+        }
+        let s = 4u * kq * 16u + j / 4u;
+        let c = j % 4u;
+        tile_b[s][c] = v.x;
+        tile_b[s + 16u][c] = v.y;
+        tile_b[s + 32u][c] = v.z;
+        tile_b[s + 48u][c] = v.w;
+    }
+}
+
 // Accumulates this invocation's block of the tile at (row0, col0) into acc0..acc3.
 // Must be called by the whole workgroup (it synchronises).
 fn tile_product(t: Tile, row0: u32, col0: u32, lid: vec3<u32>) {
@@ -103,8 +212,16 @@ fn tile_product(t: Tile, row0: u32, col0: u32, lid: vec3<u32>) {
     acc3 = vec4<f32>(0.0);
     let flat = lid.y * 16u + lid.x;
     for (var k0 = 0u; k0 < t.k; k0 += TILE_K) {
-        load_a(t, row0, k0, flat);
-        load_b(t, col0, k0, flat);
+        if (t.vec_a != 0u) {
+            load_a_vec(t, row0, k0, flat);
+        } else {
+            load_a(t, row0, k0, flat);
+        }
+        if (t.vec_b != 0u) {
+            load_b_vec(t, col0, k0, flat);
+        } else {
+            load_b(t, col0, k0, flat);
+        }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
             let a = tile_a[kk * 16u + lid.y];

@@ -7,7 +7,9 @@
 // all activations another, all gradients a third (bound twice, for weights and
 // biases); the table gives each layer's
 // offsets and shape. The grid is the largest layer's; workgroups outside a smaller
-// layer's extent return at once.
+// layer's extent return at once. Each layer's `flags` pick the vec4 global-load path
+// for its delta (bit 0) and its input (bit 1), set by the host when that region's
+// offset and the batch (both factors' leading dimension) are multiples of 4.
 
 struct Layer {
     delta_off: u32,
@@ -17,7 +19,7 @@ struct Layer {
     outputs: u32,
     inputs: u32,
     batch: u32,
-    _pad: u32,
+    flags: u32,
 }
 
 struct Table {
@@ -34,6 +36,9 @@ struct Table {
 @group(0) @binding(3) var<storage, read_write> b_buf: array<f32>; // activations
 // Usually the same buffer as grad_w (the trainer's gradient arena).
 @group(0) @binding(4) var<storage, read_write> grad_b: array<f32>;
+// The buffers of bindings 2 and 3 again, as vec4s (for the vector load path).
+@group(0) @binding(5) var<storage, read_write> a_vec: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> b_vec: array<vec4<f32>>;
 
 @compute @workgroup_size(16, 16)
 fn layer_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -48,7 +53,12 @@ fn layer_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         return;
     }
     // delta (outputs x batch) times input^T (batch x inputs), plus the ones column.
-    let t = Tile(l.outputs, l.inputs, l.batch, l.delta_off, l.batch, 0u, l.input_off, l.batch, 1u, l.inputs);
+    let t = Tile(
+        l.outputs, l.inputs, l.batch,
+        l.delta_off, l.batch, 0u,
+        l.input_off, l.batch, 1u,
+        l.inputs, l.flags & 1u, (l.flags >> 1u) & 1u,
+    );
     tile_product(t, row0, col0, lid);
     for (var r = 0u; r < 4u; r++) {
         let i = row0 + 4u * lid.y + r;

@@ -127,6 +127,10 @@ pub enum Error {
     /// The GPU device was lost (driver reset, removal, or a fatal error).
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
+
+    /// The device ran out of memory (every buffer fit its limits, but not all at once).
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -38,6 +38,7 @@
 
 pub mod activation;
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

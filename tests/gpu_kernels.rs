@@ -319,27 +319,254 @@ fn layer_grads_grouped_over_layers_of_different_shapes() {
         let (da, _) = pair.both(deltas);
         let (aa, _) = pair.both(acts);
         let (c, g) = pair.both(grads);
-        let mut bounds = vec![0.0; c.len()];
-        for l in &layers {
-            let w = Gemm::new(l.grad_w, l.delta, false, l.input, true);
-            for (i, b) in gemm_bounds(&w, &da, &aa, &c)
-                .into_iter()
-                .enumerate()
-                .skip(l.grad_w.offset)
-                .take(l.grad_w.len())
-            {
-                bounds[i] = b;
-            }
-            for r in 0..l.delta.rows {
-                let s: f64 = (0..batch)
-                    .map(|j| (da[l.delta.offset + r * batch + j] as f64).abs())
-                    .sum();
-                bounds[l.grad_b.offset + r] = 2.0 * (batch as f64 + 2.0) * EPS * s + 1e-30;
+        // The 3 leading floats are no layer's: they must keep their value.
+        let bounds = layer_grad_bounds(&layers, &da, &aa, c.len());
+        assert_within(&c, &g, &bounds, &format!("layer_grads batch {batch}"));
+    }
+}
+
+/// Per-element bounds of `layer_grads` over a gradient buffer of `len` floats (all
+/// layers' deltas in `da`, inputs in `aa`): the GEMM bound for weights, the same for
+/// the bias row sums, 0 (exact: untouched) elsewhere.
+fn layer_grad_bounds(layers: &[LayerGrad], da: &[f32], aa: &[f32], len: usize) -> Vec<f64> {
+    let mut bounds = vec![0.0; len];
+    let zeros = vec![0.0; len];
+    for l in layers {
+        let batch = l.delta.cols;
+        let w = Gemm::new(l.grad_w, l.delta, false, l.input, true);
+        for (i, b) in gemm_bounds(&w, da, aa, &zeros)
+            .into_iter()
+            .enumerate()
+            .skip(l.grad_w.offset)
+            .take(l.grad_w.len())
+        {
+            bounds[i] = b;
+        }
+        for r in 0..l.delta.rows {
+            let s: f64 = (0..batch)
+                .map(|j| (da[l.delta.offset + r * batch + j] as f64).abs())
+                .sum();
+            bounds[l.grad_b.offset + r] = 2.0 * (batch as f64 + 2.0) * EPS * s + 1e-30;
+        }
+    }
+    bounds
+}
+
+/// `[NaN; before] ++ data ++ [NaN; 5]`: a region at offset `before` whose
+/// surroundings poison any result that reads them.
+fn nan_padded(before: usize, data: &[f32]) -> Vec<f32> {
+    let mut v = vec![f32::NAN; before];
+    v.extend_from_slice(data);
+    v.extend_from_slice(&[f32::NAN; 5]);
+    v
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// One GEMM (`alpha` 1.5, `beta` 0.5) with each operand in its own NaN-padded buffer
+/// at its own element offset (offsets and leading dimensions that are multiples of 4
+/// select the vec4 load path for that factor, others the scalar one), checked against
+/// the CPU; returns the GPU's C region.
+fn gemm_at(
+    pair: &mut Pair,
+    (m, n, k): (usize, usize, usize),
+    (trans_a, trans_b): (bool, bool),
+    (off_a, off_b, off_c): (usize, usize, usize),
+    (a, b, c0): (&[f32], &[f32], &[f32]),
+) -> Vec<f32> {
+    let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
+    let (br, bc) = if trans_b { (n, k) } else { (k, n) };
+    let (a_data, b_data) = (nan_padded(off_a, a), nan_padded(off_b, b));
+    let a_buf = pair.buffer(&a_data);
+    let b_buf = pair.buffer(&b_data);
+    let c_buf = pair.buffer(&nan_padded(off_c, c0));
+    let op = Gemm {
+        c: Mat::new(c_buf, off_c, m, n),
+        a: Mat::new(a_buf, off_a, ar, ac),
+        trans_a,
+        b: Mat::new(b_buf, off_b, br, bc),
+        trans_b,
+        alpha: 1.5,
+        beta: 0.5,
+    };
+    let (c_old, _) = pair.both(c_buf);
+    pair.run(|be| be.gemm(&op));
+    let (c, g) = pair.both(c_buf);
+    let bounds = gemm_bounds(&op, &a_data, &b_data, &c_old);
+    let what =
+        format!("gemm {m}x{n}x{k} ta={trans_a} tb={trans_b} offsets a={off_a} b={off_b} c={off_c}");
+    let worst = assert_within(&c, &g, &bounds, &what);
+    pair.worst = pair.worst.max(worst);
+    g[off_c..off_c + m * n].to_vec()
+}
+
+const TRANSPOSES: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
+
+#[test]
+fn gemm_vec4_loads_aligned_sizes_match_scalar_loads_bitwise() {
+    let Some(mut pair) = Pair::new(10) else {
+        return;
+    };
+    // Every m, n, k in {4, 64, 68, 260}, each in every position.
+    let sizes = [
+        (4, 4, 4),
+        (64, 64, 64),
+        (68, 4, 260),
+        (4, 260, 68),
+        (260, 68, 4),
+        (64, 260, 68),
+        (260, 64, 64),
+        (68, 68, 260),
+    ];
+    for (m, n, k) in sizes {
+        for trans in TRANSPOSES {
+            let a = pair.random(m * k, -1.0, 1.0);
+            let b = pair.random(k * n, -1.0, 1.0);
+            let c0 = pair.random(m * n, -1.0, 1.0);
+            let data = (&a[..], &b[..], &c0[..]);
+            let what = format!("gemm {m}x{n}x{k} {trans:?}");
+            // (offsets, label): both factors vectorized, one of them, neither.
+            let vector = gemm_at(&mut pair, (m, n, k), trans, (0, 4, 8), data);
+            for (offsets, path) in [
+                ((8, 0, 4), "vector, other offsets"),
+                ((4, 3, 0), "vector A, scalar B"),
+                ((5, 8, 1), "scalar A, vector B"),
+                ((1, 3, 5), "scalar"),
+            ] {
+                let other = gemm_at(&mut pair, (m, n, k), trans, offsets, data);
+                assert_eq!(
+                    bits(&other),
+                    bits(&vector),
+                    "{what}: {path} loads differ from vector loads"
+                );
             }
         }
-        // The 3 leading floats are no layer's: they must keep their value.
-        bounds[..3].iter_mut().for_each(|b| *b = 0.0);
-        assert_within(&c, &g, &bounds, &format!("layer_grads batch {batch}"));
+    }
+}
+
+#[test]
+fn gemm_unaligned_sizes_and_offsets_all_transposes() {
+    let Some(mut pair) = Pair::new(11) else {
+        return;
+    };
+    // Sizes from {1, 7, 33, 257}, some mixed with multiples of 4 so one factor's
+    // leading dimension is aligned and the other's is not. Odd offsets put every
+    // factor on the scalar path; offsets 0 and 4 put a factor with an aligned leading
+    // dimension on the vector path, and the results must not change.
+    let sizes = [
+        (1, 1, 1),
+        (7, 1, 33),
+        (1, 33, 7),
+        (33, 257, 7),
+        (257, 7, 33),
+        (7, 33, 4),
+        (4, 7, 257),
+        (257, 4, 33),
+        (33, 64, 68),
+    ];
+    for size in sizes {
+        for trans in TRANSPOSES {
+            let (m, n, k) = size;
+            let a = pair.random(m * k, -1.0, 1.0);
+            let b = pair.random(k * n, -1.0, 1.0);
+            let c0 = pair.random(m * n, -1.0, 1.0);
+            let data = (&a[..], &b[..], &c0[..]);
+            let first = gemm_at(&mut pair, size, trans, (1, 3, 7), data);
+            let second = gemm_at(&mut pair, size, trans, (0, 4, 2), data);
+            assert_eq!(
+                bits(&first),
+                bits(&second),
+                "gemm {m}x{n}x{k} {trans:?}: odd and multiple-of-4 offsets differ"
+            );
+        }
+    }
+}
+
+/// `layer_grads` over `shapes` (outputs, inputs) at `batch`, with all deltas in one
+/// NaN-padded buffer, all inputs in another and all gradients in a third; layer `l`'s
+/// delta and input start `gaps[l]` floats after the previous layer's end. Checked
+/// against the CPU; returns the GPU's gradient buffer.
+fn layer_grads_at(
+    pair: &mut Pair,
+    shapes: &[(usize, usize)],
+    batch: usize,
+    gaps: &[usize],
+    (deltas, inputs, grads0): (&[Vec<f32>], &[Vec<f32>], &[f32]),
+) -> Vec<f32> {
+    let (mut d_data, mut a_data) = (Vec::new(), Vec::new());
+    let mut regions = Vec::new();
+    for (l, &gap) in gaps.iter().enumerate() {
+        d_data.extend(std::iter::repeat_n(f32::NAN, gap));
+        a_data.extend(std::iter::repeat_n(f32::NAN, gap));
+        regions.push((d_data.len(), a_data.len()));
+        d_data.extend_from_slice(&deltas[l]);
+        a_data.extend_from_slice(&inputs[l]);
+    }
+    d_data.extend_from_slice(&[f32::NAN; 5]);
+    a_data.extend_from_slice(&[f32::NAN; 5]);
+    let d_buf = pair.buffer(&d_data);
+    let a_buf = pair.buffer(&a_data);
+    let g_buf = pair.buffer(grads0);
+    let mut layers = Vec::new();
+    let mut p_off = 3;
+    for (&(o, i), &(d_off, a_off)) in shapes.iter().zip(&regions) {
+        layers.push(LayerGrad {
+            delta: Mat::new(d_buf, d_off, o, batch),
+            input: Mat::new(a_buf, a_off, i, batch),
+            grad_w: Mat::new(g_buf, p_off, o, i),
+            grad_b: Mat::new(g_buf, p_off + o * i, o, 1),
+        });
+        p_off += o * (i + 1);
+    }
+    let before = pair.gpu.dispatch_count();
+    pair.run(|be| be.layer_grads(&layers));
+    assert_eq!(
+        pair.gpu.dispatch_count() - before,
+        1,
+        "one grouped dispatch"
+    );
+    let (c, g) = pair.both(g_buf);
+    let bounds = layer_grad_bounds(&layers, &d_data, &a_data, c.len());
+    let what = format!("layer_grads {shapes:?} batch {batch} gaps {gaps:?}");
+    let worst = assert_within(&c, &g, &bounds, &what);
+    pair.worst = pair.worst.max(worst);
+    g
+}
+
+#[test]
+fn layer_grads_vec4_loads_per_layer_match_scalar_loads_bitwise() {
+    let Some(mut pair) = Pair::new(12) else {
+        return;
+    };
+    let shapes = [(64, 68), (4, 64), (260, 4), (7, 260), (33, 7), (1, 33)];
+    for batch in [1, 4, 7, 33, 64, 68, 257, 260] {
+        let deltas: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|&(o, _)| pair.random(o * batch, -1.0, 1.0))
+            .collect();
+        let inputs: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|&(_, i)| pair.random(i * batch, -1.0, 1.0))
+            .collect();
+        let params: usize = shapes.iter().map(|(o, i)| o * (i + 1)).sum();
+        let grads0 = pair.random(params + 3, -1.0, 1.0);
+        let data = (&deltas[..], &inputs[..], &grads0[..]);
+        // With a batch that is a multiple of 4: every layer's regions aligned, every
+        // other layer's, none; otherwise every layer takes the scalar path.
+        let aligned = layer_grads_at(&mut pair, &shapes, batch, &[0, 4, 8, 0, 4, 0], data);
+        for (gaps, path) in [
+            ([4, 1, 3, 0, 1, 0], "mixed"),
+            ([1, 0, 0, 0, 0, 0], "scalar"),
+        ] {
+            let other = layer_grads_at(&mut pair, &shapes, batch, &gaps, data);
+            assert_eq!(
+                bits(&other),
+                bits(&aligned),
+                "layer_grads batch {batch}: {path} loads differ from aligned ones"
+            );
+        }
     }
 }
 
@@ -536,30 +763,54 @@ fn gemm_throughput() {
         (1024, 1024, 1024),
         (64, 784, 256),
     ] {
-        let a = gpu.alloc(m * k).unwrap();
-        let b = gpu.alloc(k * n).unwrap();
-        let c = gpu.alloc(m * n).unwrap();
-        let op = Gemm::new(
-            Mat::new(c, 0, m, n),
-            Mat::new(a, 0, m, k),
-            false,
-            Mat::new(b, 0, k, n),
-            false,
-        );
-        gpu.gemm(&op).unwrap();
-        gpu.read(c, 0, 1).unwrap();
-        let reps = 10;
-        let start = std::time::Instant::now();
-        for _ in 0..reps {
+        // Offsets 0 let both factors take the vec4 load path, offsets 1 force the
+        // scalar one (on a multiple-of-4 K and N).
+        for (path, off) in [("vec4", 0), ("scalar", 1)] {
+            let a = gpu.alloc(m * k + off).unwrap();
+            let b = gpu.alloc(k * n + off).unwrap();
+            let c = gpu.alloc(m * n).unwrap();
+            let op = Gemm::new(
+                Mat::new(c, 0, m, n),
+                Mat::new(a, off, m, k),
+                false,
+                Mat::new(b, off, k, n),
+                false,
+            );
             gpu.gemm(&op).unwrap();
+            gpu.read(c, 0, 1).unwrap();
+            let reps = 10;
+            let cpu_start = process_cpu_secs();
+            let start = std::time::Instant::now();
+            for _ in 0..reps {
+                gpu.gemm(&op).unwrap();
+            }
+            gpu.read(c, 0, 1).unwrap();
+            let secs = start.elapsed().as_secs_f64() / reps as f64;
+            // On a software adapter sharing its cores with other work, CPU time per
+            // GEMM is steadier than wall time.
+            let cpu = match (cpu_start, process_cpu_secs()) {
+                (Some(s), Some(e)) => {
+                    format!(", {:.2} ms CPU (all threads)", (e - s) / reps as f64 * 1e3)
+                }
+                _ => String::new(),
+            };
+            eprintln!(
+                "gemm {m}x{n}x{k} {path} loads on {}: {:.2} ms, {:.1} GFLOP/s{cpu}",
+                gpu.adapter_name(),
+                secs * 1e3,
+                op.flops() as f64 / secs / 1e9
+            );
         }
-        gpu.read(c, 0, 1).unwrap();
-        let secs = start.elapsed().as_secs_f64() / reps as f64;
-        eprintln!(
-            "gemm {m}x{n}x{k} on {}: {:.2} ms, {:.1} GFLOP/s",
-            gpu.adapter_name(),
-            secs * 1e3,
-            op.flops() as f64 / secs / 1e9
-        );
     }
+}
+
+/// CPU time this process has used, all threads (a software adapter's workers
+/// included), from `/proc/self/stat` in USER_HZ (1/100 s) ticks; `None` off Linux.
+fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name start at field 3 (the state).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

@@ -3,7 +3,28 @@
 // Each example uses a different subset.
 #![allow(dead_code)]
 
+pub mod plot;
+
+use std::path::Path;
+
 use plasticity::{Error, Result};
+
+/// Errors of an example's own I/O and plotting, beside the crate's.
+pub type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Writes `path` through `write(tmp)` on a temporary file beside it, then renames the
+/// temporary over `path`: readers see the old file or the whole new one, never half.
+/// The temporary keeps `path`'s extension (image encoders pick the format by it).
+pub fn replace_file(path: &Path, write: impl FnOnce(&Path) -> AnyResult<()>) -> AnyResult<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("tmp");
+    let tmp = path.with_file_name(format!(".{name}.tmp.{ext}"));
+    let result = write(&tmp).and_then(|()| Ok(std::fs::rename(&tmp, path)?));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| format!("{}: {e}", path.display()).into())
+}
 
 /// An [`Error::InvalidConfig`] carrying `msg` followed by the usage text.
 pub fn bad(usage: &str, msg: &str) -> Error {
@@ -19,12 +40,21 @@ pub fn parse<T: std::str::FromStr>(usage: &str, flag: &str, value: &str) -> Resu
 
 /// The command line's `--flag value` pairs, in order; prints `usage` and exits on `--help`.
 pub fn flag_pairs(usage: &str) -> Result<Vec<(String, String)>> {
+    flag_pairs_with_switches(usage, &[])
+}
+
+/// Like [`flag_pairs`], where the flags in `switches` take no value (paired with "").
+pub fn flag_pairs_with_switches(usage: &str, switches: &[&str]) -> Result<Vec<(String, String)>> {
     let mut pairs = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             println!("{usage}");
             std::process::exit(0);
+        }
+        if switches.contains(&flag.as_str()) {
+            pairs.push((flag, String::new()));
+            continue;
         }
         let value = it
             .next()

@@ -14,6 +14,7 @@
 pub mod cpu;
 pub mod gpu;
 mod regions;
+pub mod trace;
 
 use crate::activation::Activation;
 use crate::error::Result;
@@ -22,6 +23,7 @@ use crate::optim::UpdateStep;
 
 pub use cpu::CpuBackend;
 pub use gpu::GpuBackend;
+pub use trace::{OpKind, Trace, TraceSummary, TracedOp, TracingBackend};
 
 /// Names a buffer of `f32` owned by a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -335,4 +337,11 @@ pub trait Backend: Send {
 
     /// Runs everything recorded so far (a no-op for backends that run eagerly).
     fn flush(&mut self) -> Result<()>;
+
+    /// Runs everything recorded and waits until the device has finished it, so a
+    /// timer stopped afterwards measures the work itself. Eager backends are done
+    /// when each call returns: the default only flushes.
+    fn synchronize(&mut self) -> Result<()> {
+        self.flush()
+    }
 }

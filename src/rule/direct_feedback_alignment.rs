@@ -3,7 +3,7 @@
 //! matrix and the hidden deltas into one `Σ hidden x batch` matrix, so all layers'
 //! deltas come from ONE product, and no layer waits on another.
 
-use super::{apply_derivatives, FeedbackShape, StepViews};
+use super::{apply_all_derivatives, FeedbackShape, StepViews};
 use crate::backend::{Backend, Gemm};
 use crate::error::Result;
 use crate::network::LayerSpec;
@@ -37,8 +37,5 @@ pub(super) fn hidden_deltas(
         false,
     );
     backend.gemm(&product)?;
-    for l in 0..layers - 1 {
-        apply_derivatives(backend, views, batch, l)?;
-    }
-    Ok(())
+    apply_all_derivatives(backend, views, batch)
 }

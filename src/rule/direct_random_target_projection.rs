@@ -6,7 +6,7 @@
 //! update `-δ h^T` moves each layer's output towards `B_l t`. `1/batch` matches the
 //! batch-mean scaling of the output error, so SGD learning rates carry over.
 
-use super::{apply_derivatives, StepViews};
+use super::{apply_all_derivatives, StepViews};
 use crate::backend::{Backend, Gemm};
 use crate::error::Result;
 
@@ -28,8 +28,5 @@ pub(super) fn hidden_deltas(
     );
     product.alpha = -1.0 / batch as f32;
     backend.gemm(&product)?;
-    for l in 0..layers - 1 {
-        apply_derivatives(backend, views, batch, l)?;
-    }
-    Ok(())
+    apply_all_derivatives(backend, views, batch)
 }

@@ -225,6 +225,9 @@ pub(crate) trait StepViews {
     fn delta(&self, l: usize, batch: usize) -> Mat;
     /// The hidden deltas of all hidden layers stacked (`Σ hidden x batch`).
     fn hidden_deltas(&self, batch: usize) -> Mat;
+    /// The outputs of all hidden layers stacked, in the same row order as
+    /// [`StepViews::hidden_deltas`] (`Σ hidden x batch`).
+    fn hidden_outputs(&self, batch: usize) -> Mat;
     /// Weights of layer `l`.
     fn weights(&self, l: usize) -> Mat;
     /// Feedback matrix `i` of the rule.
@@ -301,6 +304,26 @@ fn sequential_chain(
         apply_derivatives(backend, views, batch, l)?;
     }
     Ok(())
+}
+
+/// Multiplies every hidden delta by its layer's activation derivative once all of
+/// them are formed: one pass over the stacked deltas when the hidden layers share an
+/// activation (one dispatch instead of one per layer), else one per layer.
+fn apply_all_derivatives(
+    backend: &mut dyn Backend,
+    views: &dyn StepViews,
+    batch: usize,
+) -> Result<()> {
+    let hidden = &views.layers()[..views.layers().len() - 1];
+    match hidden.first() {
+        Some(first) if hidden.iter().all(|l| l.activation == first.activation) => backend
+            .activation_grad(
+                views.hidden_deltas(batch),
+                views.hidden_outputs(batch),
+                first.activation,
+            ),
+        _ => (0..hidden.len()).try_for_each(|l| apply_derivatives(backend, views, batch, l)),
+    }
 }
 
 /// Multiplies each hidden delta by its layer's activation derivative.

@@ -161,6 +161,11 @@ impl StepViews for DeviceBuffers {
         )
     }
 
+    fn hidden_outputs(&self, batch: usize) -> Mat {
+        let hidden_rows = self.delta_rows[self.layers.len() - 1];
+        Mat::new(self.acts, self.act_rows[1] * batch, hidden_rows, batch)
+    }
+
     fn weights(&self, l: usize) -> Mat {
         let r = self.layout.weights(l);
         Mat::new(

@@ -223,6 +223,12 @@ impl Trainer {
         self.backend.name()
     }
 
+    /// Waits until the device has finished every step taken so far (steps on a GPU
+    /// return once recorded and submitted). Call it before stopping a timer.
+    pub fn synchronize(&mut self) -> Result<()> {
+        self.backend.synchronize()
+    }
+
     /// Optimizer steps taken so far.
     pub fn steps(&self) -> u64 {
         self.steps

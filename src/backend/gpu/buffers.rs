@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 /// Bytes per element: every buffer holds `f32`.
 pub(crate) const F32: u64 = 4;
 
+/// Bytes of a `vec4<f32>`: every buffer's size is a multiple of it.
+const VEC4: u64 = 16;
+
 /// One allocation.
 pub(crate) struct GpuBuf {
     pub buffer: wgpu::Buffer,
@@ -25,8 +28,14 @@ pub(crate) struct Buffers {
 impl Buffers {
     /// Allocates a zeroed buffer of `len` floats, checked against the device's limits.
     pub fn alloc(&mut self, ctx: &Context, len: usize) -> Result<BufId> {
-        // Zero-sized bindings are invalid: keep at least one element.
-        let bytes = (len.max(1) as u64).saturating_mul(F32);
+        // Zero-sized bindings are invalid: keep at least one element. Round up to a
+        // multiple of 16 bytes so the GEMM family can bind any buffer as
+        // `array<vec4<f32>>` too, and a vec4 holding a region's last float lies inside.
+        let bytes = (len.max(1) as u64)
+            .saturating_mul(F32)
+            .saturating_add(VEC4 - 1)
+            / VEC4
+            * VEC4;
         let what = || format!("a buffer of {len} floats");
         let limits = [
             ("max_buffer_size", ctx.limits.max_buffer_size),

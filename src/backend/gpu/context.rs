@@ -103,7 +103,7 @@ impl ErrorSink {
 /// Converts a wgpu error into this crate's.
 pub(crate) fn convert(error: wgpu::Error) -> Error {
     match error {
-        wgpu::Error::OutOfMemory { .. } => Error::Backend("the GPU is out of memory".into()),
+        wgpu::Error::OutOfMemory { source } => Error::OutOfMemory(source.to_string()),
         wgpu::Error::Validation { description, .. } => {
             Error::Backend(format!("GPU validation error: {description}"))
         }

@@ -21,6 +21,13 @@ const GROUP: usize = 256;
 /// Elementwise grids stop growing here; each invocation then strides over the rest.
 const MAX_ELEMENTWISE_GROUPS: usize = 4096;
 
+/// Whether the GEMM family may load a factor at element `offset` with leading
+/// dimension `ld` as aligned `vec4<f32>`s (see `shaders/gemm_tile.wgsl`): every run of
+/// 4 floats it reads then starts at a multiple of 4 floats, i.e. 16 bytes.
+fn vec4_loadable(offset: usize, ld: usize) -> bool {
+    offset % 4 == 0 && ld % 4 == 0
+}
+
 fn activation_code(a: Activation) -> u32 {
     match a {
         Activation::Identity => 0,
@@ -77,7 +84,9 @@ impl GpuBackend {
                 .u(idx(g.grad_b.offset)?)
                 .u(idx(g.delta.rows)?)
                 .u(idx(g.input.rows)?)
-                .u(idx(g.delta.cols)?);
+                .u(idx(g.delta.cols)?)
+                .u(u32::from(vec4_loadable(g.delta.offset, g.delta.cols))
+                    | (u32::from(vec4_loadable(g.input.offset, g.input.cols)) << 1));
             table.extend_from_slice(&entry.bytes()[..32]);
             // One extra output column holds the bias gradient.
             gx = gx.max((g.input.rows + 1).div_ceil(TILE));
@@ -85,11 +94,14 @@ impl GpuBackend {
         }
         table.resize(TABLE_BYTES as usize, 0);
         let first = layers[0];
+        // Deltas and inputs are bound again as vec4 views (bindings 5 and 6).
         let bufs = [
             first.grad_w.buf,
             first.delta.buf,
             first.input.buf,
             first.grad_b.buf,
+            first.delta.buf,
+            first.input.buf,
         ];
         self.dispatch(Kernel::LayerGrads, &bufs, &table, [gx, gy, layers.len()])
     }
@@ -172,9 +184,12 @@ impl Backend for GpuBackend {
             .u(idx(op.c.offset)?)
             .u(idx(op.c.cols)?)
             .f(op.alpha)
-            .f(op.beta);
+            .f(op.beta)
+            .u(u32::from(vec4_loadable(op.a.offset, op.a.cols)))
+            .u(u32::from(vec4_loadable(op.b.offset, op.b.cols)));
         let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
-        let bufs = [op.c.buf, op.a.buf, op.b.buf];
+        // A and B are bound again as vec4 views (bindings 4 and 5).
+        let bufs = [op.c.buf, op.a.buf, op.b.buf, op.a.buf, op.b.buf];
         self.dispatch(Kernel::Gemm, &bufs, params.bytes(), groups)
     }
 
@@ -363,5 +378,10 @@ impl Backend for GpuBackend {
 
     fn flush(&mut self) -> Result<()> {
         self.submit()
+    }
+
+    fn synchronize(&mut self) -> Result<()> {
+        self.submit()?;
+        self.wait_idle()
     }
 }

@@ -99,6 +99,15 @@ impl GpuBackend {
         self.ctx.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// Blocks until every submitted command buffer has finished.
+    fn wait_idle(&self) -> Result<()> {
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
+        self.ctx.errors.take()
+    }
+
     fn submit(&mut self) -> Result<()> {
         self.ctx.errors.take()?;
         self.rec.flush(&self.ctx, &self.pipelines, &self.bufs)
@@ -139,11 +148,7 @@ impl GpuBackend {
             // The receiver outlives the poll below; a send error cannot happen.
             let _ = tx.send(r);
         });
-        self.ctx
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
-        self.ctx.errors.take()?;
+        self.wait_idle()?;
         rx.recv()
             .map_err(|_| Error::Backend("read-back was never completed".into()))?
             .map_err(|e| Error::Backend(format!("cannot map the read-back buffer: {e}")))?;

@@ -2,11 +2,12 @@
 //!
 //! Every kernel binds, in group 0, its parameter block at binding 0 (a uniform with a
 //! dynamic offset, see [`params`](super::params)) and its buffers at bindings
-//! `1..=n`, all as read-write storage so one buffer may appear in several bindings.
+//! `1..=n`, all as read-write storage so one buffer may appear in several bindings
+//! (the GEMM family binds its factors twice: as `array<f32>` and `array<vec4<f32>>`).
 
 use super::context::Context;
 use super::params::{BLOCK_BYTES, TABLE_BYTES};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 const GEMM_TILE: &str = include_str!("../../../shaders/gemm_tile.wgsl");
 const GEMM: &str = include_str!("../../../shaders/gemm.wgsl");
@@ -68,8 +69,12 @@ impl Kernel {
             Kernel::Fill => 1,
             Kernel::BiasActivation | Kernel::ActivationGrad => 2,
             Kernel::GradNorm | Kernel::GradScale => 2,
-            Kernel::Gemm | Kernel::SignFeedback => 3,
-            Kernel::LayerGrads | Kernel::Loss | Kernel::Optimizer => 4,
+            Kernel::SignFeedback => 3,
+            Kernel::Loss | Kernel::Optimizer => 4,
+            // C, A, B, then A and B again as vec4 views.
+            Kernel::Gemm => 5,
+            // grad_w, deltas, inputs, grad_b, then deltas and inputs as vec4 views.
+            Kernel::LayerGrads => 6,
         }
     }
 
@@ -119,6 +124,17 @@ pub(crate) struct Pipelines {
 impl Pipelines {
     /// Compiles every shader and builds every pipeline.
     pub fn build(ctx: &Context) -> Result<Pipelines> {
+        let allowed = ctx.limits.max_storage_buffers_per_shader_stage as usize;
+        if let Some(kernel) = Kernel::ALL
+            .into_iter()
+            .find(|k| k.storage_bindings() > allowed)
+        {
+            return Err(Error::Backend(format!(
+                "{kernel:?} binds {} storage buffers, more than the device's \
+                 max_storage_buffers_per_shader_stage of {allowed}",
+                kernel.storage_bindings()
+            )));
+        }
         ctx.scoped(|| {
             let modules: Vec<wgpu::ShaderModule> = (0..MODULES.len())
                 .map(|i| {

@@ -1,0 +1,478 @@
+//! What DFA's layer-parallel updates buy over sequential backprop: one training step
+//! of BP, FA and DFA timed over a grid of network shapes, on the CPU or a GPU.
+//!
+//! ```text
+//! cargo run --release --example bench_rules -- --device cpu --quick
+//! cargo run --release --example bench_rules -- --device gpu --widths 256,1024,4096 \
+//!     --depths 2,4,8,16 --batch 128 --json bench.json --plot speedup.svg
+//! cargo run --release --example bench_rules -- --device gpu --gemm 1024,2048,4096
+//! ```
+//!
+//! A shape (see `plasticity::bench`) is `width` inputs, `depth` tanh hidden layers of
+//! `width` units and 10 outputs under softmax cross-entropy, plain SGD, random data.
+//! One row per shape: the median step time of each rule (after warm-up, every sample
+//! waiting for the device to finish), DFA's speedup over BP, samples/s, the step's
+//! GEMM throughput (GEMM FLOPs / median time), and the operations on the step's
+//! critical path (dependent dispatches on a GPU; from a dry run of the same step).
+//! `--gemm N,...` times the bare GEMM (NN, TN, NT) at square sizes instead.
+//! The reference scripts in `benches/reference/` time the same steps in NumPy and
+//! PyTorch.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::plot::{LineChart, Series};
+use common::{bad, flag_pairs_with_switches, parse, replace_file, AnyResult};
+use plasticity::backend::{Backend, Gemm, Mat};
+use plasticity::bench::{time_steps, StepShape};
+use plasticity::{Device, Error, Result, Rule};
+use serde::Serialize;
+
+const USAGE: &str = "usage: bench_rules [--device auto|cpu|gpu|gpu:N] [--quick] \
+[--widths 256,1024,4096] [--depths 2,4,8,16] [--batch 128] [--rules bp,fa,dfa] \
+[--warmup 2] [--repeats 30] [--budget-ms 1500] [--inner 1] [--json FILE] \
+[--plot FILE.svg|FILE.png] [--gemm N1,N2,...]";
+
+struct Args {
+    device: Device,
+    widths: Vec<usize>,
+    depths: Vec<usize>,
+    batches: Vec<usize>,
+    rules: Vec<Rule>,
+    warmup: usize,
+    /// Most timed samples per rule and shape.
+    repeats: usize,
+    /// Time to aim for per rule and shape: slow shapes take fewer samples (at least 3).
+    budget: Duration,
+    inner: usize,
+    json: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    gemm: Vec<usize>,
+}
+
+fn list<T: std::str::FromStr>(flag: &str, value: &str) -> Result<Vec<T>> {
+    value
+        .split(',')
+        .map(|v| parse(USAGE, flag, v.trim()))
+        .collect()
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        device: Device::Cpu,
+        widths: vec![256, 1024, 4096],
+        depths: vec![2, 4, 8, 16],
+        batches: vec![128],
+        rules: vec![
+            Rule::Backprop,
+            Rule::FeedbackAlignment,
+            Rule::DirectFeedbackAlignment,
+        ],
+        warmup: 2,
+        repeats: 30,
+        budget: Duration::from_millis(1500),
+        inner: 1,
+        json: None,
+        plot: None,
+        gemm: Vec::new(),
+    };
+    let pairs = flag_pairs_with_switches(USAGE, &["--quick"])?;
+    // Probing for adapters only when the command line does not name a device.
+    let named_device = pairs.iter().any(|(flag, _)| flag == "--device");
+    if !named_device {
+        args.device = Device::auto()?;
+    }
+    // `--quick` sets defaults that the other flags may then override.
+    if pairs.iter().any(|(flag, _)| flag == "--quick") {
+        args.widths = vec![256];
+        args.depths = vec![2, 4, 8];
+        args.batches = vec![32];
+        args.warmup = 1;
+        args.repeats = 10;
+        args.budget = Duration::from_millis(300);
+    }
+    for (flag, value) in pairs {
+        match flag.as_str() {
+            "--quick" => {}
+            "--device" => args.device = Device::from_name(&value)?,
+            "--widths" => args.widths = list(&flag, &value)?,
+            "--depths" => args.depths = list(&flag, &value)?,
+            "--batch" => args.batches = list(&flag, &value)?,
+            "--rules" => {
+                args.rules = value
+                    .split(',')
+                    .map(|r| {
+                        Rule::from_name(r.trim()).ok_or_else(|| bad(USAGE, &format!("rule {r}?")))
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--warmup" => args.warmup = parse(USAGE, &flag, &value)?,
+            "--repeats" => args.repeats = parse(USAGE, &flag, &value)?,
+            "--budget-ms" => args.budget = Duration::from_millis(parse(USAGE, &flag, &value)?),
+            "--inner" => args.inner = parse(USAGE, &flag, &value)?,
+            "--json" => args.json = Some(value.into()),
+            "--plot" => args.plot = Some(value.into()),
+            "--gemm" => args.gemm = list(&flag, &value)?,
+            _ => return Err(bad(USAGE, &format!("unknown option {flag}"))),
+        }
+    }
+    let sizes = args.widths.iter().chain(&args.depths).chain(&args.batches);
+    if sizes.chain(&args.gemm).any(|&n| n == 0) || args.repeats == 0 || args.inner == 0 {
+        return Err(bad(USAGE, "sizes, --repeats and --inner must be positive"));
+    }
+    if args.rules.is_empty() || args.widths.is_empty() || args.depths.is_empty() {
+        return Err(bad(USAGE, "nothing to run"));
+    }
+    if let Some(p) = &args.plot {
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !matches!(ext.to_ascii_lowercase().as_str(), "svg" | "png") {
+            return Err(bad(USAGE, "--plot wants a .svg or .png file"));
+        }
+    }
+    Ok(args)
+}
+
+/// One rule's measurement at one shape.
+#[derive(Serialize)]
+struct RuleResult {
+    median_ms: f64,
+    min_ms: f64,
+    repeats: usize,
+    samples_per_s: f64,
+    gemm_gflops: f64,
+    gflop_per_step: f64,
+    dispatches: usize,
+    critical_path: usize,
+}
+
+#[derive(Serialize)]
+struct Row {
+    width: usize,
+    depth: usize,
+    batch: usize,
+    /// Median ms per rule name, as the reference scripts write it.
+    ms: BTreeMap<String, f64>,
+    min_ms: BTreeMap<String, f64>,
+    samples_per_s: BTreeMap<String, f64>,
+    dfa_speedup: Option<f64>,
+    rules: BTreeMap<String, RuleResult>,
+}
+
+#[derive(Serialize)]
+struct Skipped {
+    width: usize,
+    depth: usize,
+    batch: usize,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct GemmResult {
+    n: usize,
+    variant: &'static str,
+    median_ms: f64,
+    gflops: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    tool: &'static str,
+    device: String,
+    threads: Option<usize>,
+    rows: Vec<Row>,
+    skipped: Vec<Skipped>,
+    gemm: Vec<GemmResult>,
+}
+
+/// Errors that mean "this shape does not fit this device", not "the run failed".
+fn does_not_fit(e: &Error) -> bool {
+    matches!(e, Error::BufferTooLarge { .. } | Error::OutOfMemory(_))
+}
+
+/// Bytes of memory the CPU can give (`MemAvailable`), when the OS tells.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn measure(args: &Args, shape: StepShape, rule: Rule) -> Result<RuleResult> {
+    let profile = shape.profile(rule)?;
+    let mut trainer = shape.trainer(rule, args.device)?;
+    let data = shape.data(4, 7)?;
+    // A first (warm) step sizes the run: slow shapes get fewer samples.
+    let probe = time_steps(&mut trainer, &data, args.warmup, 1, 1)?;
+    let per_step = probe.median.max(Duration::from_micros(1));
+    let affordable = (args.budget.as_secs_f64() / per_step.as_secs_f64()) as usize;
+    let repeats = affordable.clamp(3, args.repeats.max(3));
+    let t = time_steps(&mut trainer, &data, 0, repeats, args.inner)?;
+    let seconds = t.median.as_secs_f64();
+    Ok(RuleResult {
+        median_ms: t.median_ms(),
+        min_ms: t.min_ms(),
+        repeats,
+        samples_per_s: shape.batch as f64 / seconds,
+        gemm_gflops: profile.gemm_flops as f64 / seconds / 1e9,
+        gflop_per_step: profile.gemm_flops as f64 / 1e9,
+        dispatches: profile.ops,
+        critical_path: profile.critical_path,
+    })
+}
+
+fn run_shape(args: &Args, shape: StepShape) -> Result<std::result::Result<Row, String>> {
+    if args.device == Device::Cpu {
+        if let Some(free) = available_memory() {
+            if shape.device_bytes() > free / 2 {
+                return Ok(Err(format!(
+                    "needs {} MiB, over half the {} MiB available",
+                    shape.device_bytes() >> 20,
+                    free >> 20
+                )));
+            }
+        }
+    }
+    let mut row = Row {
+        width: shape.width,
+        depth: shape.depth,
+        batch: shape.batch,
+        ms: BTreeMap::new(),
+        min_ms: BTreeMap::new(),
+        samples_per_s: BTreeMap::new(),
+        dfa_speedup: None,
+        rules: BTreeMap::new(),
+    };
+    for &rule in &args.rules {
+        let r = match measure(args, shape, rule) {
+            Ok(r) => r,
+            Err(e) if does_not_fit(&e) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e),
+        };
+        let name = rule.name().to_string();
+        row.ms.insert(name.clone(), r.median_ms);
+        row.min_ms.insert(name.clone(), r.min_ms);
+        row.samples_per_s.insert(name.clone(), r.samples_per_s);
+        row.rules.insert(name, r);
+    }
+    let bp = Rule::Backprop.name();
+    let dfa = Rule::DirectFeedbackAlignment.name();
+    if let (Some(b), Some(d)) = (row.ms.get(bp), row.ms.get(dfa)) {
+        row.dfa_speedup = Some(b / d);
+    }
+    Ok(Ok(row))
+}
+
+/// `a/b/c` of each rule's value, in the order of `--rules`.
+fn per_rule(args: &Args, row: &Row, f: impl Fn(&RuleResult) -> String) -> String {
+    args.rules
+        .iter()
+        .filter_map(|r| row.rules.get(r.name()).map(&f))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn print_header(args: &Args) {
+    let names: Vec<String> = args.rules.iter().map(|r| r.name().to_uppercase()).collect();
+    let cols: Vec<String> = names.iter().map(|n| format!("{n} ms")).collect();
+    println!(
+        "| width | depth | batch | {} | DFA speedup | samples/s ({}) | GEMM GFLOP/s ({}) | critical path ({}) |",
+        cols.join(" | "),
+        names.join(" / "),
+        names.join(" / "),
+        names.join(" / "),
+    );
+    let rule_cols = "|---:".repeat(args.rules.len());
+    println!("|---:|---:|---:{rule_cols}|---:|---:|---:|---:|");
+}
+
+fn print_row(args: &Args, row: &Row) {
+    let times: Vec<String> = args
+        .rules
+        .iter()
+        .map(|r| {
+            row.rules
+                .get(r.name())
+                .map_or("-".into(), |x| format!("{:.3}", x.median_ms))
+        })
+        .collect();
+    let speedup = row.dfa_speedup.map_or("-".into(), |s| format!("{s:.2}x"));
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} |",
+        row.width,
+        row.depth,
+        row.batch,
+        times.join(" | "),
+        speedup,
+        per_rule(args, row, |r| format!("{:.0}", r.samples_per_s)),
+        per_rule(args, row, |r| format!("{:.1}", r.gemm_gflops)),
+        per_rule(args, row, |r| r.critical_path.to_string()),
+    );
+}
+
+/// Times `reps` products of one transpose variant at `n x n x n`.
+fn time_gemm(backend: &mut dyn Backend, n: usize, trans: (bool, bool), reps: usize) -> Result<f64> {
+    let a = backend.alloc(n * n)?;
+    let b = backend.alloc(n * n)?;
+    let c = backend.alloc(n * n)?;
+    let values: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    backend.write(a, 0, &values)?;
+    backend.write(b, 0, &values)?;
+    let op = Gemm::new(
+        Mat::new(c, 0, n, n),
+        Mat::new(a, 0, n, n),
+        trans.0,
+        Mat::new(b, 0, n, n),
+        trans.1,
+    );
+    backend.gemm(&op)?;
+    backend.synchronize()?;
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        backend.gemm(&op)?;
+        backend.synchronize()?;
+        samples.push(start.elapsed());
+    }
+    let t = plasticity::bench::Timing::from_samples(samples)
+        .ok_or_else(|| bad(USAGE, "--repeats must be positive"))?;
+    Ok(t.median_ms())
+}
+
+fn run_gemm(args: &Args, report: &mut Report) -> Result<()> {
+    println!("| n | variant | median ms | GFLOP/s |\n|---:|---|---:|---:|");
+    for &n in &args.gemm {
+        // A fresh backend per size keeps earlier sizes' buffers out of memory.
+        let mut backend = args.device.backend()?;
+        for (variant, trans) in [
+            ("NN", (false, false)),
+            ("TN", (true, false)),
+            ("NT", (false, true)),
+        ] {
+            let ms = match time_gemm(&mut *backend, n, trans, args.repeats.min(20)) {
+                Ok(ms) => ms,
+                Err(e) if does_not_fit(&e) => {
+                    println!("| {n} | {variant} | skipped: {e} | |");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let gflops = 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9;
+            println!("| {n} | {variant} | {ms:.3} | {gflops:.1} |");
+            report.gemm.push(GemmResult {
+                n,
+                variant,
+                median_ms: ms,
+                gflops,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn speedup_chart(report: &Report, device: &str) -> LineChart {
+    let mut groups: BTreeMap<(usize, usize), Vec<(f64, f64)>> = BTreeMap::new();
+    for row in &report.rows {
+        if let Some(s) = row.dfa_speedup {
+            groups
+                .entry((row.width, row.batch))
+                .or_default()
+                .push((row.depth as f64, s));
+        }
+    }
+    let batches: std::collections::BTreeSet<usize> = report.rows.iter().map(|r| r.batch).collect();
+    let series = groups
+        .into_iter()
+        .map(|((width, batch), mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let label = if batches.len() > 1 {
+                format!("width {width}, batch {batch}")
+            } else {
+                format!("width {width}")
+            };
+            Series { label, points }
+        })
+        .collect();
+    LineChart {
+        title: format!("DFA step speedup over BP ({device})"),
+        x_label: "hidden layers (depth)".into(),
+        y_label: "BP time / DFA time".into(),
+        series,
+        reference_y: Some(1.0),
+        log2_x: true,
+    }
+}
+
+fn run(args: &Args) -> AnyResult<()> {
+    let probe = args.device.backend()?;
+    let device = probe.name();
+    drop(probe);
+    let threads = (args.device == Device::Cpu).then(rayon::current_num_threads);
+    println!("device: {device}");
+    let mut report = Report {
+        tool: "plasticity",
+        device: device.clone(),
+        threads,
+        rows: Vec::new(),
+        skipped: Vec::new(),
+        gemm: Vec::new(),
+    };
+    if !args.gemm.is_empty() {
+        run_gemm(args, &mut report)?;
+    } else {
+        print_header(args);
+        for &batch in &args.batches {
+            for &width in &args.widths {
+                for &depth in &args.depths {
+                    let shape = StepShape {
+                        width,
+                        depth,
+                        batch,
+                    };
+                    match run_shape(args, shape)? {
+                        Ok(row) => {
+                            print_row(args, &row);
+                            report.rows.push(row);
+                        }
+                        Err(reason) => {
+                            println!("| {width} | {depth} | {batch} | skipped: {reason} |");
+                            report.skipped.push(Skipped {
+                                width,
+                                depth,
+                                batch,
+                                reason,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        replace_file(path, |tmp| Ok(std::fs::write(tmp, text)?))?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        speedup_chart(&report, &device).write(path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let outcome = parse_args()
+        .map_err(|e| -> Box<dyn std::error::Error> { e.into() })
+        .and_then(|args| run(&args));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Timing training steps: the networks, data and measurements behind the benchmarks
+//! (`examples/bench_rules.rs`, `benches/`) and the reference scripts in
+//! `benches/reference/`, which build the same networks.
+//!
+//! A [`StepShape`] names a benchmark network: `width` inputs, `depth` hidden tanh
+//! layers of `width` units, [`CLASSES`] identity outputs under softmax cross-entropy,
+//! trained with plain SGD on `batch` samples of random data. Only the time matters.
+//!
+//! ```
+//! use plasticity::bench::{time_steps, StepShape};
+//! use plasticity::{Device, Rule};
+//!
+//! let shape = StepShape { width: 64, depth: 4, batch: 32 };
+//! let profile = shape.profile(Rule::DirectFeedbackAlignment)?;
+//! assert_eq!(profile.critical_path, 2 * 5 + 5);
+//! let mut trainer = shape.trainer(Rule::DirectFeedbackAlignment, Device::Cpu)?;
+//! let data = shape.data(2, 7)?;
+//! let timing = time_steps(&mut trainer, &data, 1, 5, 1)?;
+//! assert_eq!(timing.samples, 5);
+//! assert!(timing.min <= timing.median);
+//! # Ok::<(), plasticity::Error>(())
+//! ```
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::{TraceSummary, TracingBackend};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::{Activation, Device, Network, Optimizer, Rule, TrainConfig, Trainer};
+
+/// Output classes of every benchmark network.
+pub const CLASSES: usize = 10;
+
+/// Learning rate of the benchmarks' plain SGD (small, so long runs stay finite).
+pub const LEARNING_RATE: f32 = 1e-3;
+
+/// A benchmark network and batch; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StepShape {
+    /// Input features and hidden units per layer.
+    pub width: usize,
+    /// Hidden layers.
+    pub depth: usize,
+    /// Samples per step.
+    pub batch: usize,
+}
+
+impl StepShape {
+    /// Checks every dimension is positive.
+    pub fn validate(&self) -> Result<()> {
+        if self.width == 0 || self.depth == 0 || self.batch == 0 {
+            return Err(Error::config(format!(
+                "benchmark shape needs positive width, depth and batch, got {self}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The network, its weights drawn from `seed`.
+    pub fn network(&self, seed: u64) -> Result<Network> {
+        self.validate()?;
+        Network::builder(self.width)
+            .hidden(&vec![self.width; self.depth], Activation::Tanh)
+            .dense(CLASSES, Activation::Identity)
+            .seed(seed)
+            .build()
+    }
+
+    /// How the benchmarks train it with `rule`: plain SGD at [`LEARNING_RATE`].
+    pub fn config(&self, rule: Rule) -> TrainConfig {
+        TrainConfig {
+            rule,
+            optimizer: Optimizer::sgd(LEARNING_RATE),
+            batch_size: self.batch,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// A trainer for `rule` on `device` (network seed 1).
+    pub fn trainer(&self, rule: Rule, device: Device) -> Result<Trainer> {
+        Trainer::new(self.network(1)?, self.config(rule), device)
+    }
+
+    /// `batches` batches of standard-normal inputs with uniform labels, from `seed`.
+    pub fn data(&self, batches: usize, seed: u64) -> Result<Dataset> {
+        self.validate()?;
+        let n = batches.max(1) * self.batch;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let normal = rand_distr::StandardNormal;
+        let features = (0..n * self.width)
+            .map(|_| rng.sample::<f32, _>(normal))
+            .collect();
+        let labels = (0..n)
+            .map(|_| rng.random_range(0..CLASSES as u32))
+            .collect();
+        Dataset::new(features, labels, self.width, CLASSES)
+    }
+
+    /// Parameters of the network.
+    pub fn params(&self) -> usize {
+        let w = self.width;
+        self.depth * (w * w + w) + CLASSES * (w + 1)
+    }
+
+    /// Bytes a trainer keeps on its device: parameters, gradients and two optimizer
+    /// state arenas, activations, deltas and (for feedback rules) the feedback.
+    pub fn device_bytes(&self) -> u64 {
+        let hidden = (self.depth * self.width) as u64;
+        let arenas = 4 * self.params() as u64;
+        let acts = (self.width as u64 + hidden + CLASSES as u64) * self.batch as u64;
+        let deltas = (hidden + CLASSES as u64) * self.batch as u64;
+        let feedback = 2 * hidden * self.width.max(CLASSES) as u64;
+        4 * (arenas + acts + deltas + feedback)
+    }
+
+    /// The operations of one `rule` step, their critical path and GEMM work, from a
+    /// dry run (nothing is computed, so any size is free).
+    pub fn profile(&self, rule: Rule) -> Result<TraceSummary> {
+        let tracer = TracingBackend::dry();
+        let trace = tracer.trace();
+        let mut trainer =
+            Trainer::with_backend(self.network(1)?, self.config(rule), Box::new(tracer))?;
+        let data = self.data(1, 0)?;
+        let indices: Vec<usize> = (0..self.batch).collect();
+        trace.clear();
+        trainer.train_batch(&data, &indices)?;
+        Ok(trace.summary())
+    }
+}
+
+impl std::fmt::Display for StepShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "width {} depth {} batch {}",
+            self.width, self.depth, self.batch
+        )
+    }
+}
+
+/// Wall-clock times of repeated samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// The median sample.
+    pub median: Duration,
+    /// The fastest sample.
+    pub min: Duration,
+    /// How many samples were taken.
+    pub samples: usize,
+}
+
+impl Timing {
+    /// Median and minimum of `samples`; `None` when there are none.
+    pub fn from_samples(mut samples: Vec<Duration>) -> Option<Timing> {
+        samples.sort();
+        let n = samples.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => samples[n / 2],
+            _ => (samples[n / 2 - 1] + samples[n / 2]) / 2,
+        };
+        Some(Timing {
+            median,
+            min: samples[0],
+            samples: n,
+        })
+    }
+
+    /// The median in milliseconds.
+    pub fn median_ms(&self) -> f64 {
+        self.median.as_secs_f64() * 1e3
+    }
+
+    /// The minimum in milliseconds.
+    pub fn min_ms(&self) -> f64 {
+        self.min.as_secs_f64() * 1e3
+    }
+}
+
+/// Times training steps of `trainer` on consecutive batches of `data`: `warmup`
+/// untimed steps, then `repeats` samples of `inner` steps each, every sample ending
+/// when the device has finished ([`Trainer::synchronize`]). Sample times are per step.
+pub fn time_steps(
+    trainer: &mut Trainer,
+    data: &Dataset,
+    warmup: usize,
+    repeats: usize,
+    inner: usize,
+) -> Result<Timing> {
+    let batch = trainer.config().batch_size;
+    if data.len() < batch {
+        return Err(Error::config(format!(
+            "timing needs at least one batch of {batch} samples, the data has {}",
+            data.len()
+        )));
+    }
+    let batches = data.len() / batch;
+    let inner = inner.max(1);
+    let mut next = 0;
+    let mut step = |trainer: &mut Trainer| {
+        let indices: Vec<usize> = (next * batch..(next + 1) * batch).collect();
+        next = (next + 1) % batches;
+        trainer.train_batch(data, &indices)
+    };
+    for _ in 0..warmup {
+        step(trainer)?;
+    }
+    trainer.synchronize()?;
+    let mut samples = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        for _ in 0..inner {
+            step(trainer)?;
+        }
+        trainer.synchronize()?;
+        samples.push(start.elapsed() / inner as u32);
+    }
+    Timing::from_samples(samples).ok_or_else(|| Error::config("timing needs repeats >= 1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_count_what_the_gpu_would_dispatch() {
+        // L = depth + 1 layers: BP/FA 4L + 1 operations all in one chain; DFA 2L + 5.
+        let shape = StepShape {
+            width: 16,
+            depth: 7,
+            batch: 4,
+        };
+        let layers = shape.depth + 1;
+        for (rule, ops) in [
+            (Rule::Backprop, 4 * layers + 1),
+            (Rule::FeedbackAlignment, 4 * layers + 1),
+            (Rule::DirectFeedbackAlignment, 2 * layers + 5),
+        ] {
+            let p = shape.profile(rule).unwrap();
+            assert_eq!((p.ops, p.critical_path), (ops, ops), "{rule}");
+        }
+        // Forward + weight gradients are the same for all; BP adds the W^T δ chain.
+        let bp = shape.profile(Rule::Backprop).unwrap().gemm_flops;
+        let dfa = shape
+            .profile(Rule::DirectFeedbackAlignment)
+            .unwrap()
+            .gemm_flops;
+        let (w, b, k) = (16u64, 4u64, CLASSES as u64);
+        assert_eq!(bp - dfa, 2 * b * (6 * w * w + k * w) - 2 * b * (7 * w * k));
+    }
+
+    #[test]
+    fn bad_shapes_and_short_data_are_errors() {
+        let zero = StepShape {
+            width: 0,
+            depth: 2,
+            batch: 4,
+        };
+        assert!(zero.network(1).is_err());
+        let shape = StepShape {
+            width: 8,
+            depth: 1,
+            batch: 4,
+        };
+        let mut t = shape.trainer(Rule::Backprop, Device::Cpu).unwrap();
+        let short = StepShape { batch: 2, ..shape }.data(1, 1).unwrap();
+        assert!(time_steps(&mut t, &short, 0, 1, 1).is_err());
+        assert!(time_steps(&mut t, &shape.data(1, 1).unwrap(), 0, 0, 1).is_err());
+    }
+}
