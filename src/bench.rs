@@ -12,7 +12,7 @@
 //!
 //! let shape = StepShape { width: 64, depth: 4, batch: 32 };
 //! let profile = shape.profile(Rule::DirectFeedbackAlignment)?;
-//! assert_eq!(profile.critical_path, 2 * 5 + 5);
+//! assert_eq!(profile.critical_path, 5 + 4);
 //! let mut trainer = shape.trainer(Rule::DirectFeedbackAlignment, Device::Cpu)?;
 //! let data = shape.data(2, 7)?;
 //! let timing = time_steps(&mut trainer, &data, 1, 5, 1)?;
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn profiles_count_what_the_gpu_would_dispatch() {
-        // L = depth + 1 layers: BP/FA 4L + 1 operations all in one chain; DFA 2L + 5.
+        // L = depth + 1 layers: BP/FA 2L + 2 operations all in one chain; DFA L + 4.
         let shape = StepShape {
             width: 16,
             depth: 7,
@@ -235,9 +235,9 @@ mod tests {
         };
         let layers = shape.depth + 1;
         for (rule, ops) in [
-            (Rule::Backprop, 4 * layers + 1),
-            (Rule::FeedbackAlignment, 4 * layers + 1),
-            (Rule::DirectFeedbackAlignment, 2 * layers + 5),
+            (Rule::Backprop, 2 * layers + 2),
+            (Rule::FeedbackAlignment, 2 * layers + 2),
+            (Rule::DirectFeedbackAlignment, layers + 4),
         ] {
             let p = shape.profile(rule).unwrap();
             assert_eq!((p.ops, p.critical_path), (ops, ops), "{rule}");

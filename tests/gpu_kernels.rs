@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use plasticity::backend::{
-    Backend, BufId, CpuBackend, Gemm, GpuBackend, LayerGrad, LossGrad, Mat, OptimizerPass,
+    Backend, BufId, CpuBackend, Epilogue, Gemm, GpuBackend, LayerGrad, LossGrad, Mat, OptimizerPass,
 };
 use plasticity::{Activation, Error, Loss, Optimizer};
 use rand::{Rng, SeedableRng};
@@ -281,6 +281,97 @@ fn activation_grad_every_activation() {
         let hm = Mat::new(buf, 3 + len, rows, cols);
         pair.run(|be| be.activation_grad(delta, hm, act));
         pair.assert_close(buf, &format!("activation_grad {act}"));
+    }
+}
+
+/// A product with its elementwise epilogue fused (one GPU dispatch) against the CPU's
+/// product then separate pass. Every activation has `|f'| <= 1`, so the GEMM's bound
+/// carries through `f` and `f'`; the elementwise tolerance is added on top.
+#[test]
+fn gemm_then_fuses_bias_activation_and_derivative_in_one_dispatch() {
+    let Some(mut pair) = Pair::new(11) else {
+        return;
+    };
+    let mut worst = 0.0f64;
+    for act in Activation::ALL {
+        for (m, n, k) in [(7, 33, 257), (33, 7, 1), (65, 63, 64), (1, 1, 1)] {
+            for (trans_a, derivative) in [(false, false), (true, false), (false, true)] {
+                let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
+                let factors = pair.random_buffer(m * k + k * n + 3);
+                let c_buf = pair.random_buffer(m * n + 5);
+                let op = Gemm::new(
+                    Mat::new(c_buf, 5, m, n),
+                    Mat::new(factors, 1, ar, ac),
+                    trans_a,
+                    Mat::new(factors, 2 + m * k, k, n),
+                    false,
+                );
+                // The operand: a bias, or layer outputs as `act` would produce them.
+                let then = if derivative {
+                    let z = pair.random(m * n, -4.0, 4.0);
+                    let mut h = vec![0.5; 2];
+                    h.extend(z.iter().map(|&v| act.apply(v)));
+                    let h_buf = pair.buffer(&h);
+                    Epilogue::ActivationGrad {
+                        h: Mat::new(h_buf, 2, m, n),
+                        activation: act,
+                    }
+                } else {
+                    let bias = pair.random_buffer(m + 4);
+                    Epilogue::BiasActivation {
+                        bias: Mat::new(bias, 4, m, 1),
+                        activation: act,
+                    }
+                };
+                let (ab, _) = pair.both(factors);
+                let (c_old, _) = pair.both(c_buf);
+                let before = pair.gpu.dispatch_count();
+                pair.run(|be| be.gemm_then(&op, then));
+                assert_eq!(pair.gpu.dispatch_count() - before, 1, "fused: one dispatch");
+                let (c, g) = pair.both(c_buf);
+                let bounds: Vec<f64> = gemm_bounds(&op, &ab, &ab, &c_old)
+                    .iter()
+                    .zip(&c)
+                    .map(|(b, &v)| b + 1e-6 + 1e-5 * (v as f64).abs())
+                    .collect();
+                let what = format!("gemm_then {act} {m}x{n}x{k} ta={trans_a} deriv={derivative}");
+                worst = worst.max(assert_within(&c, &g, &bounds, &what));
+            }
+        }
+    }
+    eprintln!("gemm_then: worst |gpu - cpu| / bound = {worst:.3}");
+}
+
+#[test]
+fn gemm_then_rejects_a_misshapen_operand() {
+    let Some(mut pair) = Pair::new(12) else {
+        return;
+    };
+    let buf = pair.random_buffer(64);
+    let op = Gemm::new(
+        Mat::new(buf, 0, 4, 4),
+        Mat::new(buf, 16, 4, 4),
+        false,
+        Mat::new(buf, 32, 4, 4),
+        false,
+    );
+    let short_bias = Epilogue::BiasActivation {
+        bias: Mat::new(buf, 48, 3, 1),
+        activation: Activation::Tanh,
+    };
+    let overlapping_h = Epilogue::ActivationGrad {
+        h: Mat::new(buf, 2, 4, 4),
+        activation: Activation::Tanh,
+    };
+    for then in [short_bias, overlapping_h] {
+        assert!(
+            pair.cpu.gemm_then(&op, then).is_err(),
+            "{then:?} on the CPU"
+        );
+        assert!(
+            pair.gpu.gemm_then(&op, then).is_err(),
+            "{then:?} on the GPU"
+        );
     }
 }
 

@@ -140,6 +140,54 @@ impl Gemm {
     }
 }
 
+/// Elementwise work on a product's output that a backend may fuse into the product
+/// ([`Backend::gemm_then`]): one GPU dispatch instead of two.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Epilogue {
+    /// A layer's forward pass: `c = f(c + bias)`, `bias` (`rows x 1`) broadcast along
+    /// the batch (as [`Backend::bias_activation`]).
+    BiasActivation {
+        /// The layer's bias.
+        bias: Mat,
+        /// Its activation `f`.
+        activation: Activation,
+    },
+    /// A hidden delta: `c *= f'(h)` with `h = f(z)` the layer's output, same shape as
+    /// `c` (as [`Backend::activation_grad`]).
+    ActivationGrad {
+        /// The layer's output.
+        h: Mat,
+        /// Its activation `f`.
+        activation: Activation,
+    },
+}
+
+impl Epilogue {
+    /// Checks the operand fits the product's output `c` and does not overlap it.
+    pub fn check(&self, c: Mat) -> Result<()> {
+        match *self {
+            Epilogue::BiasActivation { bias, .. } => check_bias(c, bias)?,
+            Epilogue::ActivationGrad { h, .. } => check_same_shape("activation_grad", c, h)?,
+        }
+        let (o, written) = (self.operand().range(), c.range());
+        if self.operand().buf == c.buf && o.start < written.end && written.start < o.end {
+            return Err(crate::Error::Backend(format!(
+                "epilogue operand {o:?} overlaps the product's output {written:?} in buffer {}",
+                c.buf.0
+            )));
+        }
+        Ok(())
+    }
+
+    /// The region it reads besides `c`.
+    pub fn operand(&self) -> Mat {
+        match *self {
+            Epilogue::BiasActivation { bias, .. } => bias,
+            Epilogue::ActivationGrad { h, .. } => h,
+        }
+    }
+}
+
 /// One layer's parameter gradients: `grad_w = delta * input^T`, `grad_b = Σ_batch delta`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerGrad {
@@ -295,6 +343,19 @@ pub trait Backend: Send {
 
     /// One matrix product.
     fn gemm(&mut self, op: &Gemm) -> Result<()>;
+
+    /// The product `op` followed by `then` on its output. The default runs them one
+    /// after the other; a GPU fuses them into one dispatch.
+    fn gemm_then(&mut self, op: &Gemm, then: Epilogue) -> Result<()> {
+        then.check(op.c)?;
+        self.gemm(op)?;
+        match then {
+            Epilogue::BiasActivation { bias, activation } => {
+                self.bias_activation(op.c, bias, activation)
+            }
+            Epilogue::ActivationGrad { h, activation } => self.activation_grad(op.c, h, activation),
+        }
+    }
 
     /// `z = f(z + bias)` with `bias` (`rows x 1`) broadcast along the batch.
     fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()>;

@@ -7,7 +7,7 @@
 //! wrote, or writes what that one read or wrote). On a GPU each operation is one
 //! dispatch, so the critical path is the number of dispatches a step must issue one
 //! after another however wide the device is; it is where DFA's parallelism shows:
-//! backprop's is `4L + 1` for `L` layers, DFA's `2L + 5`.
+//! backprop's is `2L + 2` for `L` layers, DFA's `L + 4`.
 //!
 //! ```
 //! use plasticity::backend::TracingBackend;
@@ -25,14 +25,15 @@
 //!     trainer.train_step(&vec![0.0; 32 * 16], &[0; 16])?;
 //!     depth.push(trace.summary().critical_path);
 //! }
-//! assert_eq!(depth, [4 * 9 + 1, 2 * 9 + 5]);
+//! assert_eq!(depth, [2 * 9 + 2, 9 + 4]);
 //! # Ok::<(), plasticity::Error>(())
 //! ```
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    check_bias, check_same_shape, Backend, BufId, Gemm, LayerGrad, LossGrad, Mat, OptimizerPass,
+    check_bias, check_same_shape, Backend, BufId, Epilogue, Gemm, LayerGrad, LossGrad, Mat,
+    OptimizerPass,
 };
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -44,6 +45,8 @@ pub enum OpKind {
     Fill,
     /// [`Backend::gemm`].
     Gemm,
+    /// [`Backend::gemm_then`]: a product with fused elementwise work.
+    FusedGemm,
     /// [`Backend::bias_activation`].
     BiasActivation,
     /// [`Backend::activation_grad`].
@@ -286,6 +289,18 @@ impl Backend for TracingBackend {
             reads.push(op.c);
         }
         self.record(OpKind::Gemm, reads, vec![op.c], op.flops(), |b| b.gemm(op))
+    }
+
+    fn gemm_then(&mut self, op: &Gemm, then: Epilogue) -> Result<()> {
+        op.check()?;
+        then.check(op.c)?;
+        let mut reads = vec![op.a, op.b, then.operand()];
+        if op.beta != 0.0 {
+            reads.push(op.c);
+        }
+        self.record(OpKind::FusedGemm, reads, vec![op.c], op.flops(), |b| {
+            b.gemm_then(op, then)
+        })
     }
 
     fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {

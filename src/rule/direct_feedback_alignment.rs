@@ -3,7 +3,7 @@
 //! matrix and the hidden deltas into one `Σ hidden x batch` matrix, so all layers'
 //! deltas come from ONE product, and no layer waits on another.
 
-use super::{apply_all_derivatives, FeedbackShape, StepViews};
+use super::{stacked_hidden_deltas, FeedbackShape, StepViews};
 use crate::backend::{Backend, Gemm};
 use crate::error::Result;
 use crate::network::LayerSpec;
@@ -36,6 +36,5 @@ pub(super) fn hidden_deltas(
         views.delta(layers - 1, batch),
         false,
     );
-    backend.gemm(&product)?;
-    apply_all_derivatives(backend, views, batch)
+    stacked_hidden_deltas(backend, views, batch, &product)
 }

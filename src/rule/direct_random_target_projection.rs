@@ -6,7 +6,7 @@
 //! update `-δ h^T` moves each layer's output towards `B_l t`. `1/batch` matches the
 //! batch-mean scaling of the output error, so SGD learning rates carry over.
 
-use super::{apply_all_derivatives, StepViews};
+use super::{stacked_hidden_deltas, StepViews};
 use crate::backend::{Backend, Gemm};
 use crate::error::Result;
 
@@ -27,6 +27,5 @@ pub(super) fn hidden_deltas(
         false,
     );
     product.alpha = -1.0 / batch as f32;
-    backend.gemm(&product)?;
-    apply_all_derivatives(backend, views, batch)
+    stacked_hidden_deltas(backend, views, batch, &product)
 }

@@ -2,7 +2,7 @@
 //! one fixed random `B` (`hidden_1 x outputs`), `δ_1 = (B e) ⊙ f'(h_1)`, and is then
 //! carried up through the forward weights, `δ_{l+1} = (W_{l+1} δ_l) ⊙ f'(h_{l+1})`.
 
-use super::{apply_derivatives, FeedbackShape, StepViews};
+use super::{layer_delta, FeedbackShape, StepViews};
 use crate::backend::{Backend, Gemm};
 use crate::error::Result;
 use crate::network::LayerSpec;
@@ -29,24 +29,24 @@ pub(super) fn hidden_deltas(
         return Ok(());
     }
     let error = views.delta(layers - 1, batch);
-    backend.gemm(&Gemm::new(
+    let first = Gemm::new(
         views.delta(0, batch),
         views.feedback(0),
         false,
         error,
         false,
-    ))?;
-    apply_derivatives(backend, views, batch, 0)?;
+    );
+    layer_delta(backend, views, batch, 0, &first)?;
     // Upwards through the forward weights: layer l's delta feeds layer l + 1's.
     for l in 1..layers - 1 {
-        backend.gemm(&Gemm::new(
+        let product = Gemm::new(
             views.delta(l, batch),
             views.weights(l),
             false,
             views.delta(l - 1, batch),
             false,
-        ))?;
-        apply_derivatives(backend, views, batch, l)?;
+        );
+        layer_delta(backend, views, batch, l, &product)?;
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ mod sign_symmetry;
 
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Backend, Gemm, Mat};
+use crate::backend::{Backend, Epilogue, Gemm, Mat};
 use crate::error::Result;
 use crate::init::FeedbackInit;
 use crate::network::LayerSpec;
@@ -300,39 +300,51 @@ fn sequential_chain(
             views.delta(l + 1, batch),
             false,
         );
-        backend.gemm(&product)?;
-        apply_derivatives(backend, views, batch, l)?;
+        layer_delta(backend, views, batch, l, &product)?;
     }
     Ok(())
 }
 
-/// Multiplies every hidden delta by its layer's activation derivative once all of
-/// them are formed: one pass over the stacked deltas when the hidden layers share an
-/// activation (one dispatch instead of one per layer), else one per layer.
-fn apply_all_derivatives(
+/// Forms every hidden delta with one product into the stacked hidden deltas, times
+/// each layer's activation derivative: fused into the product when the hidden layers
+/// share an activation (one dispatch in all), else one derivative pass per layer.
+fn stacked_hidden_deltas(
     backend: &mut dyn Backend,
     views: &dyn StepViews,
     batch: usize,
+    product: &Gemm,
 ) -> Result<()> {
     let hidden = &views.layers()[..views.layers().len() - 1];
     match hidden.first() {
-        Some(first) if hidden.iter().all(|l| l.activation == first.activation) => backend
-            .activation_grad(
-                views.hidden_deltas(batch),
-                views.hidden_outputs(batch),
-                first.activation,
-            ),
-        _ => (0..hidden.len()).try_for_each(|l| apply_derivatives(backend, views, batch, l)),
+        Some(first) if hidden.iter().all(|l| l.activation == first.activation) => {
+            let then = Epilogue::ActivationGrad {
+                h: views.hidden_outputs(batch),
+                activation: first.activation,
+            };
+            backend.gemm_then(product, then)
+        }
+        _ => {
+            backend.gemm(product)?;
+            (0..hidden.len()).try_for_each(|l| {
+                let activation = views.layers()[l].activation;
+                backend.activation_grad(views.delta(l, batch), views.output(l, batch), activation)
+            })
+        }
     }
 }
 
-/// Multiplies each hidden delta by its layer's activation derivative.
-fn apply_derivatives(
+/// Layer `l`'s delta from `product` (which writes it) times its activation
+/// derivative, fused.
+fn layer_delta(
     backend: &mut dyn Backend,
     views: &dyn StepViews,
     batch: usize,
     l: usize,
+    product: &Gemm,
 ) -> Result<()> {
-    let activation = views.layers()[l].activation;
-    backend.activation_grad(views.delta(l, batch), views.output(l, batch), activation)
+    let then = Epilogue::ActivationGrad {
+        h: views.output(l, batch),
+        activation: views.layers()[l].activation,
+    };
+    backend.gemm_then(product, then)
 }

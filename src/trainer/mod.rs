@@ -7,7 +7,7 @@ mod checkpoint;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Backend, Gemm, LayerGrad, LossGrad, OptimizerPass};
+use crate::backend::{Backend, Epilogue, Gemm, LayerGrad, LossGrad, OptimizerPass};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -481,9 +481,11 @@ impl Trainer {
             let out = self.bufs.activation(l + 1, batch);
             let input = self.bufs.activation(l, batch);
             let product = Gemm::new(out, self.bufs.weights(l), false, input, false);
-            self.backend.gemm(&product)?;
-            self.backend
-                .bias_activation(out, self.bufs.bias(l), layer.activation)?;
+            let then = Epilogue::BiasActivation {
+                bias: self.bufs.bias(l),
+                activation: layer.activation,
+            };
+            self.backend.gemm_then(&product, then)?;
         }
         Ok(())
     }

@@ -8,7 +8,8 @@ use super::pipelines::Kernel;
 use super::GpuBackend;
 use crate::activation::Activation;
 use crate::backend::{
-    check_bias, check_same_shape, Backend, BufId, Gemm, LayerGrad, LossGrad, Mat, OptimizerPass,
+    check_bias, check_same_shape, Backend, BufId, Epilogue, Gemm, LayerGrad, LossGrad, Mat,
+    OptimizerPass,
 };
 use crate::error::{Error, Result};
 use crate::loss::Loss;
@@ -65,6 +66,58 @@ impl GpuBackend {
             groups: groups.map(|g| g as u32),
         });
         Ok(())
+    }
+
+    /// Records `op`, with `then` fused into its epilogue (see `shaders/gemm.wgsl`).
+    fn gemm_dispatch(&mut self, op: &Gemm, then: Option<Epilogue>) -> Result<()> {
+        op.check()?;
+        let mut reads = vec![op.a, op.b];
+        if let Some(e) = then {
+            e.check(op.c)?;
+            reads.push(e.operand());
+        }
+        self.check(&[op.c], &reads)?;
+        let (epilogue, operand) = match then {
+            None => (0, op.c),
+            Some(Epilogue::BiasActivation { bias, activation }) => {
+                (1 | activation_code(activation) << 8, bias)
+            }
+            Some(Epilogue::ActivationGrad { h, activation }) => {
+                (2 | activation_code(activation) << 8, h)
+            }
+        };
+        let (m, k) = op.a.shape(op.trans_a);
+        let n = op.c.cols;
+        let params = Block::default()
+            .u(idx(m)?)
+            .u(idx(n)?)
+            .u(idx(k)?)
+            .u(idx(op.a.offset)?)
+            .u(idx(op.a.cols)?)
+            .u(u32::from(op.trans_a))
+            .u(idx(op.b.offset)?)
+            .u(idx(op.b.cols)?)
+            .u(u32::from(op.trans_b))
+            .u(idx(op.c.offset)?)
+            .u(idx(op.c.cols)?)
+            .f(op.alpha)
+            .f(op.beta)
+            .u(u32::from(vec4_loadable(op.a.offset, op.a.cols)))
+            .u(u32::from(vec4_loadable(op.b.offset, op.b.cols)))
+            .u(epilogue)
+            .u(idx(operand.offset)?);
+        let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
+        // A and B are bound again as vec4 views (bindings 4 and 5), then the
+        // epilogue's operand (binding 6; C's buffer when there is none).
+        let bufs = [
+            op.c.buf,
+            op.a.buf,
+            op.b.buf,
+            op.a.buf,
+            op.b.buf,
+            operand.buf,
+        ];
+        self.dispatch(Kernel::Gemm, &bufs, params.bytes(), groups)
     }
 
     fn elementwise_groups(len: usize) -> [usize; 3] {
@@ -167,30 +220,11 @@ impl Backend for GpuBackend {
     }
 
     fn gemm(&mut self, op: &Gemm) -> Result<()> {
-        op.check()?;
-        self.check(&[op.c], &[op.a, op.b])?;
-        let (m, k) = op.a.shape(op.trans_a);
-        let n = op.c.cols;
-        let params = Block::default()
-            .u(idx(m)?)
-            .u(idx(n)?)
-            .u(idx(k)?)
-            .u(idx(op.a.offset)?)
-            .u(idx(op.a.cols)?)
-            .u(u32::from(op.trans_a))
-            .u(idx(op.b.offset)?)
-            .u(idx(op.b.cols)?)
-            .u(u32::from(op.trans_b))
-            .u(idx(op.c.offset)?)
-            .u(idx(op.c.cols)?)
-            .f(op.alpha)
-            .f(op.beta)
-            .u(u32::from(vec4_loadable(op.a.offset, op.a.cols)))
-            .u(u32::from(vec4_loadable(op.b.offset, op.b.cols)));
-        let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
-        // A and B are bound again as vec4 views (bindings 4 and 5).
-        let bufs = [op.c.buf, op.a.buf, op.b.buf, op.a.buf, op.b.buf];
-        self.dispatch(Kernel::Gemm, &bufs, params.bytes(), groups)
+        self.gemm_dispatch(op, None)
+    }
+
+    fn gemm_then(&mut self, op: &Gemm, then: Epilogue) -> Result<()> {
+        self.gemm_dispatch(op, Some(then))
     }
 
     fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {

@@ -9,8 +9,9 @@
 
 use crate::error::{Error, Result};
 
-/// Bytes of an ordinary kernel's parameter block: sixteen 32-bit words.
-pub(crate) const BLOCK_BYTES: u64 = 64;
+/// Bytes of an ordinary kernel's parameter block: up to thirty-two 32-bit words (the
+/// WGSL `Params` structs are 16 or 32 words; the slots are 256-byte aligned anyway).
+pub(crate) const BLOCK_BYTES: u64 = 128;
 
 /// Layers one grouped layer-gradient dispatch can hold (its table fills one slot).
 pub(crate) const MAX_GROUPED_LAYERS: usize = 64;
@@ -18,10 +19,10 @@ pub(crate) const MAX_GROUPED_LAYERS: usize = 64;
 /// Bytes of the layer-gradient table: a 16-byte header and 32 bytes per layer.
 pub(crate) const TABLE_BYTES: u64 = 16 + 32 * MAX_GROUPED_LAYERS as u64;
 
-/// Sixteen words written as the WGSL `Params` structs read them.
+/// Words written as the WGSL `Params` structs read them.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Block {
-    words: [u32; 16],
+    words: [u32; BLOCK_BYTES as usize / 4],
     len: usize,
 }
 

@@ -9,6 +9,7 @@ use super::context::Context;
 use super::params::{BLOCK_BYTES, TABLE_BYTES};
 use crate::error::{Error, Result};
 
+const ACTIVATION: &str = include_str!("../../../shaders/activation.wgsl");
 const GEMM_TILE: &str = include_str!("../../../shaders/gemm_tile.wgsl");
 const GEMM: &str = include_str!("../../../shaders/gemm.wgsl");
 const LAYER_GRADS: &str = include_str!("../../../shaders/layer_grads.wgsl");
@@ -71,10 +72,9 @@ impl Kernel {
             Kernel::GradNorm | Kernel::GradScale => 2,
             Kernel::SignFeedback => 3,
             Kernel::Loss | Kernel::Optimizer => 4,
-            // C, A, B, then A and B again as vec4 views.
-            Kernel::Gemm => 5,
+            // C, A, B, A and B again as vec4 views, the epilogue's operand.
             // grad_w, deltas, inputs, grad_b, then deltas and inputs as vec4 views.
-            Kernel::LayerGrads => 6,
+            Kernel::Gemm | Kernel::LayerGrads => 6,
         }
     }
 
@@ -100,9 +100,9 @@ const MODULES: [&str; 7] = [
 
 fn module_source(index: usize) -> String {
     match index {
-        0 => format!("{GEMM_TILE}\n{GEMM}"),
+        0 => format!("{ACTIVATION}\n{GEMM_TILE}\n{GEMM}"),
         1 => format!("{GEMM_TILE}\n{LAYER_GRADS}"),
-        2 => ELEMENTWISE.to_string(),
+        2 => format!("{ACTIVATION}\n{ELEMENTWISE}"),
         3 => LOSS.to_string(),
         4 => OPTIMIZER.to_string(),
         5 => FEEDBACK.to_string(),
