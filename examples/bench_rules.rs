@@ -101,7 +101,7 @@ fn parse_args() -> Result<Args> {
             "--widths" => args.widths = list(&flag, &value)?,
             "--depths" => args.depths = list(&flag, &value)?,
             "--batch" => args.batches = list(&flag, &value)?,
-            "--rules" => {
+            "--rules" | "--rule" => {
                 args.rules = value
                     .split(',')
                     .map(|r| {

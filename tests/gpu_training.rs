@@ -14,7 +14,7 @@
 //! by the gradient's magnitude, so near-zero gradients turn ulp differences into
 //! step-sized ones.
 
-use plasticity::backend::{Backend, CpuBackend};
+use plasticity::backend::{Backend, CpuBackend, TracingBackend};
 use plasticity::data::Mnist;
 use plasticity::{Activation, Device, Error, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
 
@@ -135,10 +135,16 @@ fn dispatches_per_step_by_rule() {
     // L = 3 layers: forward L (each GEMM with its bias and activation fused), loss 1,
     // layer gradients 1 (grouped), optimizer 1; BP and FA add a GEMM per hidden layer
     // (its derivative fused, L - 1), DFA one GEMM for all hidden deltas (derivative
-    // fused: the hidden layers share tanh).
+    // fused: the hidden layers share tanh). A dry-run trace of the same step (what
+    // `bench_rules` reports) must count the same dispatches, all on its critical path.
     let (inputs, outputs, batch) = (12, 4, 8);
     let data = random_dataset(batch, inputs, outputs, 6);
     let indices: Vec<usize> = (0..batch).collect();
+    let net = Network::builder(inputs)
+        .hidden(&[10, 10], Activation::Tanh)
+        .dense(outputs, Activation::Identity)
+        .build()
+        .unwrap();
     for (rule, expected) in [
         (Rule::Backprop, 8),
         (Rule::FeedbackAlignment, 8),
@@ -146,21 +152,25 @@ fn dispatches_per_step_by_rule() {
     ] {
         let Some(gpu) = gpu() else { return };
         let counters = gpu.counters();
-        let net = Network::builder(inputs)
-            .hidden(&[10, 10], Activation::Tanh)
-            .dense(outputs, Activation::Identity)
-            .build()
-            .unwrap();
         let config = TrainConfig {
             rule,
             batch_size: batch,
             ..Default::default()
         };
-        let mut t = Trainer::with_backend(net, config, Box::new(gpu)).unwrap();
+        let mut t = Trainer::with_backend(net.clone(), config, Box::new(gpu)).unwrap();
         let (d0, s0) = (counters.dispatches(), counters.submits());
         t.train_batch(&data, &indices).unwrap();
         assert_eq!(counters.dispatches() - d0, expected, "{rule}");
         assert_eq!(counters.submits() - s0, 1, "{rule}");
+
+        let tracer = TracingBackend::dry();
+        let trace = tracer.trace();
+        let mut dry = Trainer::with_backend(net.clone(), config, Box::new(tracer)).unwrap();
+        trace.clear();
+        dry.train_batch(&data, &indices).unwrap();
+        let summary = trace.summary();
+        assert_eq!(summary.ops as u64, expected, "{rule}: traced ops");
+        assert_eq!(summary.critical_path as u64, expected, "{rule}: critical path");
     }
 }
 
