@@ -170,7 +170,10 @@ fn dispatches_per_step_by_rule() {
         dry.train_batch(&data, &indices).unwrap();
         let summary = trace.summary();
         assert_eq!(summary.ops as u64, expected, "{rule}: traced ops");
-        assert_eq!(summary.critical_path as u64, expected, "{rule}: critical path");
+        assert_eq!(
+            summary.critical_path as u64, expected,
+            "{rule}: critical path"
+        );
     }
 }
 
