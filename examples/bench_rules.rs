@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::plot::{LineChart, Series};
 use common::{bad, flag_pairs_with_switches, parse, replace_file, AnyResult};
-use plasticity::backend::{Backend, Gemm, Mat};
+use plasticity::backend::{Backend, Gemm, GpuBackend, Mat};
 use plasticity::bench::{time_steps, StepShape};
 use plasticity::{Device, Error, Result, Rule};
 use serde::Serialize;
@@ -173,6 +173,7 @@ struct Skipped {
 struct GemmResult {
     n: usize,
     variant: &'static str,
+    kernel: &'static str,
     median_ms: f64,
     gflops: f64,
 }
@@ -343,32 +344,56 @@ fn time_gemm(backend: &mut dyn Backend, n: usize, trans: (bool, bool), reps: usi
     Ok(t.median_ms())
 }
 
+/// A fresh backend for `--gemm`: on a GPU, with its GEMM kernel forced (`Some(true)`
+/// the 128x128-tile kernel, `Some(false)` the 64x64 one) or picked by size (`None`).
+fn gemm_backend(device: Device, wide: Option<bool>) -> Result<Box<dyn Backend>> {
+    let mut gpu = match device {
+        Device::Cpu => return device.backend(),
+        Device::Gpu => GpuBackend::new()?,
+        Device::GpuAdapter(i) => GpuBackend::with_adapter(i)?,
+    };
+    gpu.force_gemm_kernel(wide);
+    Ok(Box::new(gpu))
+}
+
 fn run_gemm(args: &Args, report: &mut Report) -> Result<()> {
-    println!("| n | variant | median ms | GFLOP/s |\n|---:|---|---:|---:|");
+    // On a GPU, both kernels at every size: the data behind the size rule that picks one.
+    let kernels: &[(Option<bool>, &'static str)] = match args.device {
+        Device::Cpu => &[(None, "faer")],
+        _ => &[
+            (None, "auto"),
+            (Some(false), "64x64"),
+            (Some(true), "128x128"),
+        ],
+    };
+    println!("| n | variant | kernel | median ms | GFLOP/s |\n|---:|---|---|---:|---:|");
     for &n in &args.gemm {
-        // A fresh backend per size keeps earlier sizes' buffers out of memory.
-        let mut backend = args.device.backend()?;
-        for (variant, trans) in [
-            ("NN", (false, false)),
-            ("TN", (true, false)),
-            ("NT", (false, true)),
-        ] {
-            let ms = match time_gemm(&mut *backend, n, trans, args.repeats.min(20)) {
-                Ok(ms) => ms,
-                Err(e) if does_not_fit(&e) => {
-                    println!("| {n} | {variant} | skipped: {e} | |");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let gflops = 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9;
-            println!("| {n} | {variant} | {ms:.3} | {gflops:.1} |");
-            report.gemm.push(GemmResult {
-                n,
-                variant,
-                median_ms: ms,
-                gflops,
-            });
+        for &(wide, kernel) in kernels {
+            // A fresh backend per size and kernel keeps earlier buffers out of memory.
+            let mut backend = gemm_backend(args.device, wide)?;
+            for (variant, trans) in [
+                ("NN", (false, false)),
+                ("TN", (true, false)),
+                ("NT", (false, true)),
+            ] {
+                let ms = match time_gemm(&mut *backend, n, trans, args.repeats.min(20)) {
+                    Ok(ms) => ms,
+                    Err(e) if does_not_fit(&e) => {
+                        println!("| {n} | {variant} | {kernel} | skipped: {e} | |");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let gflops = 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9;
+                println!("| {n} | {variant} | {kernel} | {ms:.3} | {gflops:.1} |");
+                report.gemm.push(GemmResult {
+                    n,
+                    variant,
+                    kernel,
+                    median_ms: ms,
+                    gflops,
+                });
+            }
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 // The activation functions and their derivatives, shared by the elementwise kernels
-// and the GEMM's fused epilogue (prepended to elementwise.wgsl and gemm.wgsl).
+// and the GEMM kernels' fused epilogue (prepended to the elementwise module and to
+// both GEMM modules).
 // Activation codes: 0 identity, 1 relu, 2 leaky relu, 3 tanh, 4 sigmoid.
 
 const LEAKY_RELU_SLOPE: f32 = 0.01f;

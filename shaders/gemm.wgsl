@@ -1,66 +1,8 @@
-// C = epilogue(alpha * op(A) op(B) + beta * C) on row-major regions at element
-// offsets. Prefixed with activation.wgsl and gemm_tile.wgsl. One workgroup per 64x64
-// tile of C. `vec_a` / `vec_b` (set by the host when that factor's offset and leading
-// dimension are multiples of 4) select the vec4 global-load path for that factor.
-//
-// The epilogue fuses the elementwise pass that follows a product in a training step,
-// saving a dispatch (and a round trip of C through memory):
-// - 0: none;
-// - 1: a layer's forward pass, C = f(C + bias[row]), bias at `e_off`;
-// - 2: a hidden delta, C *= f'(H) with H = f(Z) the layer's output, same shape as C
-//   and contiguous, at `e_off`.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_off: u32,
-    lda: u32,
-    trans_a: u32,
-    b_off: u32,
-    ldb: u32,
-    trans_b: u32,
-    c_off: u32,
-    ldc: u32,
-    alpha: f32,
-    beta: f32,
-    vec_a: u32,
-    vec_b: u32,
-    // Epilogue (0 none, 1 bias + activation, 2 activation derivative) in the low
-    // byte, the activation code above it.
-    epilogue: u32,
-    e_off: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-    _pad5: u32,
-    _pad6: u32,
-    _pad7: u32,
-    _pad8: u32,
-    _pad9: u32,
-    _pad10: u32,
-    _pad11: u32,
-    _pad12: u32,
-    _pad13: u32,
-    _pad14: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-// Bound read_write even when only read: the same buffer may hold C and a factor
-// (disjoint regions), and wgpu forbids read-only and read-write uses together.
-@group(0) @binding(1) var<storage, read_write> c_buf: array<f32>;
-@group(0) @binding(2) var<storage, read_write> a_buf: array<f32>;
-@group(0) @binding(3) var<storage, read_write> b_buf: array<f32>;
-// The buffers of bindings 2 and 3 again, as vec4s (for the vector load path).
-@group(0) @binding(4) var<storage, read_write> a_vec: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> b_vec: array<vec4<f32>>;
-// The epilogue's operand: the bias or the layer output H (unused with epilogue 0).
-@group(0) @binding(6) var<storage, read_write> e_buf: array<f32>;
-
-const EPILOGUE_BIAS_ACTIVATION: u32 = 1u;
-const EPILOGUE_DERIVATIVE: u32 = 2u;
+// The GEMM for small and medium products: one workgroup of 16x16 invocations per
+// 64x64 tile of C, each invocation owning a 4x4 block (see gemm_tile.wgsl, which
+// layer_grads.wgsl shares). Prefixed with activation.wgsl, gemm_tile.wgsl and
+// gemm_common.wgsl (parameters, bindings, alpha/beta and the fused epilogue). Large
+// products go to gemm_wide.wgsl instead; the host picks (`gemm_dispatch`).
 
 @compute @workgroup_size(16, 16)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -73,26 +15,10 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let row0 = wg.y * TILE_M;
     let col0 = wg.x * TILE_N;
     tile_product(t, row0, col0, lid);
-    let epilogue = p.epilogue & 0xffu;
-    let act = p.epilogue >> 8u;
-    for (var r = 0u; r < 4u; r++) {
-        let i = row0 + 4u * lid.y + r;
-        for (var c = 0u; c < 4u; c++) {
-            let j = col0 + 4u * lid.x + c;
-            if (i < p.m && j < p.n) {
-                let at = p.c_off + i * p.ldc + j;
-                var v = p.alpha * acc_at(r, c);
-                // beta == 0 overwrites without reading (C may hold garbage or NaN).
-                if (p.beta != 0.0) {
-                    v += p.beta * c_buf[at];
-                }
-                if (epilogue == EPILOGUE_BIAS_ACTIVATION) {
-                    v = activate(act, v + e_buf[p.e_off + i]);
-                } else if (epilogue == EPILOGUE_DERIVATIVE) {
-                    v *= derivative(act, e_buf[p.e_off + i * p.n + j]);
-                }
-                c_buf[at] = v;
-            }
-        }
-    }
+    let i = row0 + 4u * lid.y;
+    let j = col0 + 4u * lid.x;
+    store_c4(i, j, acc0);
+    store_c4(i + 1u, j, acc1);
+    store_c4(i + 2u, j, acc2);
+    store_c4(i + 3u, j, acc3);
 }

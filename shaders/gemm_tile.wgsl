@@ -1,4 +1,6 @@
-// Shared tile loop of the GEMM family (prepended to gemm.wgsl and layer_grads.wgsl).
+// Tile loop shared by the 64x64 GEMM kernel and the grouped weight gradients
+// (prepended to gemm.wgsl and layer_grads.wgsl). Large products use gemm_wide.wgsl,
+// which follows the same scheme with 128x128 tiles and 8x8 outputs per invocation.
 //
 // A workgroup of 16x16 invocations computes a 64x64 tile of C; each invocation owns a
 // 4x4 block of it (rows 4 ty .. 4 ty + 3, columns 4 tx .. 4 tx + 3), kept in four
@@ -28,7 +30,8 @@
 // bit for bit.
 //
 // The module that includes this declares `a_buf` and `b_buf` (array<f32>) and `a_vec`
-// and `b_vec` (the same buffers as array<vec4<f32>>).
+// and `b_vec` (the same buffers as array<vec4<f32>>): gemm_common.wgsl for the GEMM,
+// layer_grads.wgsl itself for the gradients.
 
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;

@@ -294,52 +294,82 @@ fn gemm_then_fuses_bias_activation_and_derivative_in_one_dispatch() {
     };
     let mut worst = 0.0f64;
     for act in Activation::ALL {
-        for (m, n, k) in [(7, 33, 257), (33, 7, 1), (65, 63, 64), (1, 1, 1)] {
+        for size in [(7, 33, 257), (33, 7, 1), (65, 63, 64), (1, 1, 1)] {
             for (trans_a, derivative) in [(false, false), (true, false), (false, true)] {
-                let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
-                let factors = pair.random_buffer(m * k + k * n + 3);
-                let c_buf = pair.random_buffer(m * n + 5);
-                let op = Gemm::new(
-                    Mat::new(c_buf, 5, m, n),
-                    Mat::new(factors, 1, ar, ac),
-                    trans_a,
-                    Mat::new(factors, 2 + m * k, k, n),
-                    false,
-                );
-                // The operand: a bias, or layer outputs as `act` would produce them.
-                let then = if derivative {
-                    let z = pair.random(m * n, -4.0, 4.0);
-                    let mut h = vec![0.5; 2];
-                    h.extend(z.iter().map(|&v| act.apply(v)));
-                    let h_buf = pair.buffer(&h);
-                    Epilogue::ActivationGrad {
-                        h: Mat::new(h_buf, 2, m, n),
-                        activation: act,
-                    }
-                } else {
-                    let bias = pair.random_buffer(m + 4);
-                    Epilogue::BiasActivation {
-                        bias: Mat::new(bias, 4, m, 1),
-                        activation: act,
-                    }
-                };
-                let (ab, _) = pair.both(factors);
-                let (c_old, _) = pair.both(c_buf);
-                let before = pair.gpu.dispatch_count();
-                pair.run(|be| be.gemm_then(&op, then));
-                assert_eq!(pair.gpu.dispatch_count() - before, 1, "fused: one dispatch");
-                let (c, g) = pair.both(c_buf);
-                let bounds: Vec<f64> = gemm_bounds(&op, &ab, &ab, &c_old)
-                    .iter()
-                    .zip(&c)
-                    .map(|(b, &v)| b + 1e-6 + 1e-5 * (v as f64).abs())
-                    .collect();
-                let what = format!("gemm_then {act} {m}x{n}x{k} ta={trans_a} deriv={derivative}");
-                worst = worst.max(assert_within(&c, &g, &bounds, &what));
+                let w = check_gemm_then(&mut pair, size, trans_a, derivative, act, &[None]);
+                worst = worst.max(w);
             }
         }
     }
     eprintln!("gemm_then: worst |gpu - cpu| / bound = {worst:.3}");
+}
+
+/// One fused product (`then` a bias + `act`, or with `derivative` the derivative of
+/// `act`) on both backends, run on the GPU once per entry of `kernels` (see
+/// `GpuBackend::force_gemm_kernel`), each run in one dispatch, within bounds of the
+/// CPU and bitwise equal to the first run. Returns the worst `|gpu - cpu| / bound`.
+fn check_gemm_then(
+    pair: &mut Pair,
+    (m, n, k): (usize, usize, usize),
+    trans_a: bool,
+    derivative: bool,
+    act: Activation,
+    kernels: &[Option<bool>],
+) -> f64 {
+    let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
+    let factors = pair.random_buffer(m * k + k * n + 3);
+    let c_buf = pair.random_buffer(m * n + 5);
+    let op = Gemm::new(
+        Mat::new(c_buf, 5, m, n),
+        Mat::new(factors, 1, ar, ac),
+        trans_a,
+        Mat::new(factors, 2 + m * k, k, n),
+        false,
+    );
+    // The operand: a bias, or layer outputs as `act` would produce them.
+    let then = if derivative {
+        let z = pair.random(m * n, -4.0, 4.0);
+        let mut h = vec![0.5; 2];
+        h.extend(z.iter().map(|&v| act.apply(v)));
+        let h_buf = pair.buffer(&h);
+        Epilogue::ActivationGrad {
+            h: Mat::new(h_buf, 2, m, n),
+            activation: act,
+        }
+    } else {
+        let bias = pair.random_buffer(m + 4);
+        Epilogue::BiasActivation {
+            bias: Mat::new(bias, 4, m, 1),
+            activation: act,
+        }
+    };
+    let (ab, _) = pair.both(factors);
+    let (c_old, _) = pair.both(c_buf);
+    pair.cpu.gemm_then(&op, then).unwrap();
+    let what = format!("gemm_then {act} {m}x{n}x{k} ta={trans_a} deriv={derivative}");
+    let mut worst = 0.0f64;
+    let mut first: Option<Vec<f32>> = None;
+    for &kernel in kernels {
+        pair.gpu.force_gemm_kernel(kernel);
+        let before = pair.gpu.dispatch_count();
+        // beta is 0: each run overwrites C.
+        pair.gpu.gemm_then(&op, then).unwrap();
+        assert_eq!(pair.gpu.dispatch_count() - before, 1, "fused: one dispatch");
+        let (c, g) = pair.both(c_buf);
+        let bounds: Vec<f64> = gemm_bounds(&op, &ab, &ab, &c_old)
+            .iter()
+            .zip(&c)
+            .map(|(b, &v)| b + 1e-6 + 1e-5 * (v as f64).abs())
+            .collect();
+        let what = format!("{what} kernel {kernel:?}");
+        worst = worst.max(assert_within(&c, &g, &bounds, &what));
+        match &first {
+            None => first = Some(g),
+            Some(f) => assert_eq!(bits(&g), bits(f), "{what}: differs from {:?}", kernels[0]),
+        }
+    }
+    pair.gpu.force_gemm_kernel(None);
+    worst
 }
 
 #[test]
@@ -573,6 +603,163 @@ fn gemm_unaligned_sizes_and_offsets_all_transposes() {
             );
         }
     }
+}
+
+/// The wide GEMM kernel (128x128 tiles), forced on sizes small enough to be quick on a
+/// software adapter and awkward against its tile (1, 7, 33, 129, 130, 257 and
+/// multiples of 4 mixed in), on every load path, against the CPU and bitwise against
+/// the 64x64 kernel: both chain the same FMAs over k for every output.
+#[test]
+fn gemm_wide_kernel_matches_the_small_one_bitwise() {
+    let Some(mut pair) = Pair::new(13) else {
+        return;
+    };
+    let sizes = [
+        (1, 1, 1),
+        (7, 33, 17),
+        (129, 130, 17),
+        (130, 129, 68),
+        (257, 131, 33),
+        (33, 257, 7),
+        (128, 128, 16),
+        (4, 260, 68),
+        (260, 4, 4),
+    ];
+    for size in sizes {
+        for trans in TRANSPOSES {
+            let (m, n, k) = size;
+            let a = pair.random(m * k, -1.0, 1.0);
+            let b = pair.random(k * n, -1.0, 1.0);
+            let c0 = pair.random(m * n, -1.0, 1.0);
+            let data = (&a[..], &b[..], &c0[..]);
+            pair.gpu.force_gemm_kernel(Some(false));
+            let small = gemm_at(&mut pair, size, trans, (1, 3, 7), data);
+            pair.gpu.force_gemm_kernel(Some(true));
+            // Scalar loads, then vec4 loads wherever the leading dimension allows.
+            for offsets in [(1, 3, 7), (0, 4, 8), (4, 3, 0), (5, 8, 1)] {
+                let wide = gemm_at(&mut pair, size, trans, offsets, data);
+                assert_eq!(
+                    bits(&wide),
+                    bits(&small),
+                    "gemm {m}x{n}x{k} {trans:?} offsets {offsets:?}: wide and 64x64 kernels differ"
+                );
+            }
+            pair.gpu.force_gemm_kernel(None);
+        }
+    }
+}
+
+/// Sizes above the wide kernel's threshold (512 rows and columns), picked by size
+/// alone, awkward against its 128x128 tile and 16-deep K step.
+#[test]
+fn gemm_above_the_wide_threshold_awkward_sizes() {
+    let Some(mut pair) = Pair::new(14) else {
+        return;
+    };
+    let mut worst = 0.0f64;
+    // Odd offsets: scalar loads, C unaligned.
+    let cases = [
+        ((513, 517, 33), &[(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)][..]),
+        ((640, 515, 129), &[(1.0, 0.5)][..]),
+        ((1025, 513, 7), &[(-0.5, 1.0)][..]),
+    ];
+    for (size, scales) in cases {
+        for trans in TRANSPOSES {
+            for &scale in scales {
+                worst = worst.max(check_gemm(&mut pair, size, trans, scale, false));
+            }
+        }
+    }
+    // C in the factors' buffer, after them.
+    let shared = check_gemm(&mut pair, (513, 517, 33), (true, false), (1.0, 0.5), true);
+    worst = worst.max(shared);
+    eprintln!("wide gemm: worst |gpu - cpu| / bound = {worst:.3}");
+    // Multiple-of-4 leading dimensions: offsets 0 and 4 take the vec4 path, odd ones
+    // the scalar path, with the same result.
+    for size in [(516, 520, 36), (520, 516, 129)] {
+        for trans in TRANSPOSES {
+            let (m, n, k) = size;
+            let a = pair.random(m * k, -1.0, 1.0);
+            let b = pair.random(k * n, -1.0, 1.0);
+            let c0 = pair.random(m * n, -1.0, 1.0);
+            let data = (&a[..], &b[..], &c0[..]);
+            let vector = gemm_at(&mut pair, size, trans, (0, 4, 8), data);
+            let scalar = gemm_at(&mut pair, size, trans, (1, 3, 5), data);
+            assert_eq!(
+                bits(&vector),
+                bits(&scalar),
+                "gemm {m}x{n}x{k} {trans:?}: vec4 and scalar loads differ"
+            );
+        }
+    }
+}
+
+/// beta = 0 must not read C on the wide kernel either: C all NaN, padding included.
+#[test]
+fn gemm_wide_beta_zero_ignores_nan_in_c() {
+    let Some(mut pair) = Pair::new(15) else {
+        return;
+    };
+    // (size, offsets of A, B and C): unaligned throughout (scalar loads), then
+    // multiples of 4 throughout (vec4 loads).
+    let cases = [
+        ((513, 517, 33), (1, 513 * 33 + 4, 3)),
+        ((516, 520, 36), (0, 516 * 36 + 4, 0)),
+    ];
+    for ((m, n, k), (off_a, off_b, off_c)) in cases {
+        for trans in TRANSPOSES {
+            let (ar, ac) = if trans.0 { (k, m) } else { (m, k) };
+            let (br, bc) = if trans.1 { (n, k) } else { (k, n) };
+            let factors = pair.random_buffer(off_b + k * n + 1);
+            let c_buf = pair.buffer(&vec![f32::NAN; m * n + 8]);
+            let op = Gemm {
+                c: Mat::new(c_buf, off_c, m, n),
+                a: Mat::new(factors, off_a, ar, ac),
+                trans_a: trans.0,
+                b: Mat::new(factors, off_b, br, bc),
+                trans_b: trans.1,
+                alpha: -0.5,
+                beta: 0.0,
+            };
+            pair.run(|be| be.gemm(&op));
+            let (ab, _) = pair.both(factors);
+            let (c, g) = pair.both(c_buf);
+            let region = off_c..off_c + m * n;
+            assert!(
+                g[region.clone()].iter().all(|v| v.is_finite()),
+                "gemm {trans:?} beta=0 over NaN: non-finite output"
+            );
+            let bounds = gemm_bounds(&op, &ab, &ab, &vec![0.0; c.len()]);
+            let what = format!("gemm {m}x{n}x{k} {trans:?} beta=0 over NaN, C at {off_c}");
+            assert_within(
+                &c[region.clone()],
+                &g[region.clone()],
+                &bounds[region],
+                &what,
+            );
+        }
+    }
+}
+
+/// Both fused epilogues on the wide kernel: forced on a small size (bitwise against
+/// the 64x64 kernel) and picked by size above the threshold.
+#[test]
+fn gemm_then_on_the_wide_kernel() {
+    let Some(mut pair) = Pair::new(16) else {
+        return;
+    };
+    let mut worst = 0.0f64;
+    for act in Activation::ALL {
+        for (trans_a, derivative) in [(false, false), (true, false), (false, true)] {
+            let small = [Some(false), Some(true)];
+            let w = check_gemm_then(&mut pair, (129, 130, 17), trans_a, derivative, act, &small);
+            worst = worst.max(w);
+            let big = [None, Some(false)];
+            let w = check_gemm_then(&mut pair, (513, 517, 9), trans_a, derivative, act, &big);
+            worst = worst.max(w);
+        }
+    }
+    eprintln!("wide gemm_then: worst |gpu - cpu| / bound = {worst:.3}");
 }
 
 /// `layer_grads` over `shapes` (outputs, inputs) at `batch`, with all deltas in one
@@ -854,45 +1041,51 @@ fn gemm_throughput() {
         (1024, 1024, 1024),
         (64, 784, 256),
     ] {
-        // Offsets 0 let both factors take the vec4 load path, offsets 1 force the
-        // scalar one (on a multiple-of-4 K and N).
-        for (path, off) in [("vec4", 0), ("scalar", 1)] {
-            let a = gpu.alloc(m * k + off).unwrap();
-            let b = gpu.alloc(k * n + off).unwrap();
-            let c = gpu.alloc(m * n).unwrap();
-            let op = Gemm::new(
-                Mat::new(c, 0, m, n),
-                Mat::new(a, off, m, k),
-                false,
-                Mat::new(b, off, k, n),
-                false,
-            );
-            gpu.gemm(&op).unwrap();
-            gpu.read(c, 0, 1).unwrap();
-            let reps = 10;
-            let cpu_start = process_cpu_secs();
-            let start = std::time::Instant::now();
-            for _ in 0..reps {
+        // Both kernels at every size (the default picks the wide one from 512x512).
+        for (kernel, wide) in [("64x64", false), ("128x128", true)] {
+            gpu.force_gemm_kernel(Some(wide));
+            // Offsets 0 let both factors take the vec4 load path, offsets 1 force the
+            // scalar one (on a multiple-of-4 K and N).
+            for (path, off) in [("vec4", 0), ("scalar", 1)] {
+                let a = gpu.alloc(m * k + off).unwrap();
+                let b = gpu.alloc(k * n + off).unwrap();
+                let c = gpu.alloc(m * n).unwrap();
+                let op = Gemm::new(
+                    Mat::new(c, 0, m, n),
+                    Mat::new(a, off, m, k),
+                    false,
+                    Mat::new(b, off, k, n),
+                    false,
+                );
                 gpu.gemm(&op).unwrap();
-            }
-            gpu.read(c, 0, 1).unwrap();
-            let secs = start.elapsed().as_secs_f64() / reps as f64;
-            // On a software adapter sharing its cores with other work, CPU time per
-            // GEMM is steadier than wall time.
-            let cpu = match (cpu_start, process_cpu_secs()) {
-                (Some(s), Some(e)) => {
-                    format!(", {:.2} ms CPU (all threads)", (e - s) / reps as f64 * 1e3)
+                gpu.read(c, 0, 1).unwrap();
+                // Fewer repetitions of the products that take seconds on a CPU adapter.
+                let reps = if op.flops() > 1 << 30 { 3 } else { 10 };
+                let cpu_start = process_cpu_secs();
+                let start = std::time::Instant::now();
+                for _ in 0..reps {
+                    gpu.gemm(&op).unwrap();
                 }
-                _ => String::new(),
-            };
-            eprintln!(
-                "gemm {m}x{n}x{k} {path} loads on {}: {:.2} ms, {:.1} GFLOP/s{cpu}",
-                gpu.adapter_name(),
-                secs * 1e3,
-                op.flops() as f64 / secs / 1e9
-            );
+                gpu.read(c, 0, 1).unwrap();
+                let secs = start.elapsed().as_secs_f64() / reps as f64;
+                // On a software adapter sharing its cores with other work, CPU time per
+                // GEMM is steadier than wall time.
+                let cpu = match (cpu_start, process_cpu_secs()) {
+                    (Some(s), Some(e)) => {
+                        format!(", {:.2} ms CPU (all threads)", (e - s) / reps as f64 * 1e3)
+                    }
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "gemm {m}x{n}x{k} {kernel} kernel, {path} loads on {}: {:.2} ms, {:.1} GFLOP/s{cpu}",
+                    gpu.adapter_name(),
+                    secs * 1e3,
+                    op.flops() as f64 / secs / 1e9
+                );
+            }
         }
     }
+    gpu.force_gemm_kernel(None);
 }
 
 /// CPU time this process has used, all threads (a software adapter's workers

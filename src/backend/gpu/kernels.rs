@@ -15,8 +15,21 @@ use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::optim::UpdateStep;
 
-/// Output tile of the GEMM family (see `shaders/gemm_tile.wgsl`).
+/// Output tile of the 64x64 GEMM kernel and of `layer_grads` (see `shaders/gemm_tile.wgsl`).
 const TILE: usize = 64;
+/// Output tile of the wide GEMM kernel (see `shaders/gemm_wide.wgsl`).
+const WIDE_TILE: usize = 128;
+/// Products whose output is at least this many rows AND columns use the wide GEMM
+/// kernel (128x128 tiles, 8x8 outputs per invocation), smaller ones the 64x64 kernel.
+/// The wide kernel does four times the work per workgroup at twice the arithmetic per
+/// float of workgroup memory read, so it wins once there are enough of its tiles to
+/// occupy the device: at 512x512 there are 16 of them (64 of the small kernel's),
+/// which already keeps a CPU adapter's cores and a small GPU busy, and from 1024x1024
+/// (64 wide tiles) a big one's compute units too. Below 512 on either side the
+/// small kernel's four times as many workgroups spread better, and 128-wide tiles
+/// waste more of their edge tiles. Tests reach both kernels through sizes on either
+/// side of this (or force one with `GpuBackend::force_gemm_kernel`).
+const WIDE_GEMM_MIN: usize = 512;
 /// Invocations per workgroup of the elementwise kernels.
 const GROUP: usize = 256;
 /// Elementwise grids stop growing here; each invocation then strides over the rest.
@@ -68,7 +81,8 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Records `op`, with `then` fused into its epilogue (see `shaders/gemm.wgsl`).
+    /// Records `op`, with `then` fused into its epilogue (see `shaders/gemm_common.wgsl`),
+    /// on the wide kernel for large outputs (see [`WIDE_GEMM_MIN`]), else the 64x64 one.
     fn gemm_dispatch(&mut self, op: &Gemm, then: Option<Epilogue>) -> Result<()> {
         op.check()?;
         let mut reads = vec![op.a, op.b];
@@ -106,7 +120,15 @@ impl GpuBackend {
             .u(u32::from(vec4_loadable(op.b.offset, op.b.cols)))
             .u(epilogue)
             .u(idx(operand.offset)?);
-        let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
+        let wide = self
+            .gemm_override
+            .unwrap_or(m >= WIDE_GEMM_MIN && n >= WIDE_GEMM_MIN);
+        let (kernel, tile) = if wide {
+            (Kernel::GemmWide, WIDE_TILE)
+        } else {
+            (Kernel::Gemm, TILE)
+        };
+        let groups = [n.div_ceil(tile), m.div_ceil(tile), 1];
         // A and B are bound again as vec4 views (bindings 4 and 5), then the
         // epilogue's operand (binding 6; C's buffer when there is none).
         let bufs = [
@@ -117,7 +139,7 @@ impl GpuBackend {
             op.b.buf,
             operand.buf,
         ];
-        self.dispatch(Kernel::Gemm, &bufs, params.bytes(), groups)
+        self.dispatch(kernel, &bufs, params.bytes(), groups)
     }
 
     fn elementwise_groups(len: usize) -> [usize; 3] {

@@ -36,6 +36,8 @@ pub struct GpuBackend {
     rec: Recorder,
     /// Read-back buffer, grown to the largest read so far.
     staging: Option<wgpu::Buffer>,
+    /// Forces the wide (`Some(true)`) or the 64x64 (`Some(false)`) GEMM kernel.
+    gemm_override: Option<bool>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -69,6 +71,7 @@ impl GpuBackend {
             bufs: Buffers::default(),
             rec,
             staging: None,
+            gemm_override: None,
         })
     }
 
@@ -76,6 +79,14 @@ impl GpuBackend {
     /// by the steps taken for dispatches per step).
     pub fn dispatch_count(&self) -> u64 {
         self.rec.counters.dispatches()
+    }
+
+    /// Testing and benchmarking knob: `Some(true)` runs every GEMM on the wide kernel
+    /// (128x128 output tiles), `Some(false)` on the 64x64 one, `None` (the default)
+    /// picks by output size. Results are the same, bit for bit, on either kernel.
+    #[doc(hidden)]
+    pub fn force_gemm_kernel(&mut self, wide: Option<bool>) {
+        self.gemm_override = wide;
     }
 
     /// Command buffers submitted since the backend was created.

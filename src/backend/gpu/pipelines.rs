@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 
 const ACTIVATION: &str = include_str!("../../../shaders/activation.wgsl");
 const GEMM_TILE: &str = include_str!("../../../shaders/gemm_tile.wgsl");
+const GEMM_COMMON: &str = include_str!("../../../shaders/gemm_common.wgsl");
 const GEMM: &str = include_str!("../../../shaders/gemm.wgsl");
+const GEMM_WIDE: &str = include_str!("../../../shaders/gemm_wide.wgsl");
 const LAYER_GRADS: &str = include_str!("../../../shaders/layer_grads.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 const LOSS: &str = include_str!("../../../shaders/loss.wgsl");
@@ -22,7 +24,10 @@ const CLIP: &str = include_str!("../../../shaders/clip.wgsl");
 /// One compute kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Kernel {
+    /// 64x64 output tiles (`shaders/gemm.wgsl`).
     Gemm,
+    /// 128x128 output tiles, for large products (`shaders/gemm_wide.wgsl`).
+    GemmWide,
     LayerGrads,
     Fill,
     BiasActivation,
@@ -35,8 +40,9 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    const ALL: [Kernel; 10] = [
+    const ALL: [Kernel; 11] = [
         Kernel::Gemm,
+        Kernel::GemmWide,
         Kernel::LayerGrads,
         Kernel::Fill,
         Kernel::BiasActivation,
@@ -52,15 +58,16 @@ impl Kernel {
     fn source(self) -> (usize, &'static str) {
         match self {
             Kernel::Gemm => (0, "gemm"),
-            Kernel::LayerGrads => (1, "layer_grads"),
-            Kernel::Fill => (2, "fill"),
-            Kernel::BiasActivation => (2, "bias_activation"),
-            Kernel::ActivationGrad => (2, "activation_grad"),
-            Kernel::Loss => (3, "loss_grad"),
-            Kernel::Optimizer => (4, "optimizer_step"),
-            Kernel::SignFeedback => (5, "sign_feedback"),
-            Kernel::GradNorm => (6, "grad_norm"),
-            Kernel::GradScale => (6, "grad_scale"),
+            Kernel::GemmWide => (1, "gemm_wide"),
+            Kernel::LayerGrads => (2, "layer_grads"),
+            Kernel::Fill => (3, "fill"),
+            Kernel::BiasActivation => (3, "bias_activation"),
+            Kernel::ActivationGrad => (3, "activation_grad"),
+            Kernel::Loss => (4, "loss_grad"),
+            Kernel::Optimizer => (5, "optimizer_step"),
+            Kernel::SignFeedback => (6, "sign_feedback"),
+            Kernel::GradNorm => (7, "grad_norm"),
+            Kernel::GradScale => (7, "grad_scale"),
         }
     }
 
@@ -74,7 +81,7 @@ impl Kernel {
             Kernel::Loss | Kernel::Optimizer => 4,
             // C, A, B, A and B again as vec4 views, the epilogue's operand.
             // grad_w, deltas, inputs, grad_b, then deltas and inputs as vec4 views.
-            Kernel::Gemm | Kernel::LayerGrads => 6,
+            Kernel::Gemm | Kernel::GemmWide | Kernel::LayerGrads => 6,
         }
     }
 
@@ -87,9 +94,13 @@ impl Kernel {
     }
 }
 
-/// Shader modules by name; the GEMM family shares its tile loop.
-const MODULES: [&str; 7] = [
+/// Shader modules by name. The two GEMM kernels share their parameters, bindings and
+/// epilogue (`gemm_common.wgsl`) but not their tile loops, so each gets its own module
+/// and declares only its own workgroup memory; `gemm` and `layer_grads` share the
+/// 64x64 tile loop (`gemm_tile.wgsl`).
+const MODULES: [&str; 8] = [
     "gemm",
+    "gemm_wide",
     "layer_grads",
     "elementwise",
     "loss",
@@ -100,12 +111,13 @@ const MODULES: [&str; 7] = [
 
 fn module_source(index: usize) -> String {
     match index {
-        0 => format!("{ACTIVATION}\n{GEMM_TILE}\n{GEMM}"),
-        1 => format!("{GEMM_TILE}\n{LAYER_GRADS}"),
-        2 => format!("{ACTIVATION}\n{ELEMENTWISE}"),
-        3 => LOSS.to_string(),
-        4 => OPTIMIZER.to_string(),
-        5 => FEEDBACK.to_string(),
+        0 => format!("{ACTIVATION}\n{GEMM_TILE}\n{GEMM_COMMON}\n{GEMM}"),
+        1 => format!("{ACTIVATION}\n{GEMM_COMMON}\n{GEMM_WIDE}"),
+        2 => format!("{GEMM_TILE}\n{LAYER_GRADS}"),
+        3 => format!("{ACTIVATION}\n{ELEMENTWISE}"),
+        4 => LOSS.to_string(),
+        5 => OPTIMIZER.to_string(),
+        6 => FEEDBACK.to_string(),
         _ => CLIP.to_string(),
     }
 }
