@@ -28,44 +28,30 @@ time is sample time / inner; the median and the minimum are reported. Random dat
 seeded (a few distinct batches cycled through): only the time matters.
 """
 
-import argparse
-import json
 import os
 import sys
 
+# grid.py (shared with the other reference script) sits beside this file.
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import grid  # noqa: E402  (pure Python: imports neither numpy nor torch)
+from grid import CLASSES, GRID_BATCH, GRID_DEPTHS, GRID_WIDTHS  # noqa: E402
+
 INPUTS = 784
-CLASSES = 10
-RULES = ("bp", "fa", "dfa")
-# Grid defaults (the same as torch_step.py and bench_rules).
-GRID_WIDTHS, GRID_DEPTHS, GRID_BATCH = "256,1024,4096", "2,4,8,16", "32,128,512"
-
-
-def int_list(p, flag, text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        p.error(f"{flag} wants comma-separated integers, got {text!r}")
-    if not values or min(values) < 1:
-        p.error(f"{flag} wants positive integers, got {text!r}")
-    return values
 
 
 def parse_args():
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p = grid.parser(__doc__)
     p.add_argument("--hidden", default=None,
                    help="fixed-net mode: comma-separated hidden widths, 784 inputs "
                         "(default 1024,1024,1024)")
-    p.add_argument("--widths", default=None,
-                   help=f"grid mode: comma-separated widths (grid default {GRID_WIDTHS})")
-    p.add_argument("--depths", default=None,
-                   help=f"grid mode: comma-separated hidden-layer counts "
-                        f"(grid default {GRID_DEPTHS})")
-    p.add_argument("--batch", default=None,
-                   help=f"comma-separated batch sizes (default 128 for --hidden, "
-                        f"{GRID_BATCH} for the grid)")
+    grid.add_grid_args(
+        p,
+        widths_help=f"grid mode: comma-separated widths (grid default {GRID_WIDTHS})",
+        depths_help=f"grid mode: comma-separated hidden-layer counts "
+                    f"(grid default {GRID_DEPTHS})",
+        batch_help=f"comma-separated batch sizes (default 128 for --hidden, "
+                   f"{GRID_BATCH} for the grid)")
     p.add_argument("--quick", action="store_true",
                    help="grid mode, small: widths 256, depths 2,4, batch 32, few repeats")
     p.add_argument("--repeats", type=int, default=None,
@@ -76,8 +62,8 @@ def parse_args():
     p.add_argument("--inner", type=int, default=1, help="steps per timed sample (default 1)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="BLAS threads (default: all cores)")
-    p.add_argument("--rule", default="all", help="bp, fa, dfa, a comma list of them, or all")
-    p.add_argument("--lr", type=float, default=1e-3)
+    grid.add_rule_arg(p)
+    grid.add_lr_arg(p)
     p.add_argument("--json", default=None, metavar="FILE",
                    help="grid mode: also write the results as JSON to FILE")
     args = p.parse_args()
@@ -88,28 +74,17 @@ def parse_args():
     if args.json and not args.grid:
         p.error("--json needs grid mode (--widths/--depths or --quick)")
     if args.grid:
-        quick = args.quick
-        args.widths = int_list(p, "--widths", args.widths or ("256" if quick else GRID_WIDTHS))
-        args.depths = int_list(p, "--depths", args.depths or ("2,4" if quick else GRID_DEPTHS))
-        args.batch = int_list(p, "--batch", args.batch or ("32" if quick else GRID_BATCH))
-        if args.repeats is None:
-            args.repeats = 10 if quick else 20
-        if args.warmup is None:
-            args.warmup = 3 if quick else 5
+        grid.set_grid(p, args)
     else:
-        args.hidden = int_list(p, "--hidden", args.hidden or "1024,1024,1024")
-        args.batch = int_list(p, "--batch", args.batch or "128")
+        args.hidden = grid.int_list(p, "--hidden", args.hidden or "1024,1024,1024")
+        args.batch = grid.int_list(p, "--batch", args.batch or "128")
         if args.repeats is None:
             args.repeats = 50
         if args.warmup is None:
             args.warmup = 5
     if args.repeats < 1 or args.warmup < 0 or args.inner < 1 or args.threads < 1:
         p.error("--repeats, --inner and --threads must be positive, --warmup not negative")
-    args.rules = list(RULES) if args.rule == "all" else args.rule.split(",")
-    for r in args.rules:
-        if r not in RULES:
-            p.error(f"unknown rule {r!r}")
-    args.rules = [r for r in RULES if r in args.rules]  # fixed order, no duplicates
+    grid.set_rules(p, args)
     return args
 
 
@@ -117,8 +92,6 @@ ARGS = parse_args()
 # The BLAS reads its thread count when it is loaded: set it before importing numpy.
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
-
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -208,30 +181,6 @@ def blas_summary():
         return "see above"
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def available_bytes():
-    """MemAvailable from /proc/meminfo, or None where there is none."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def step_bytes(dims, batch, rule):
     """A generous estimate of the bytes one step of `rule` holds at its peak."""
     weights = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
@@ -247,22 +196,11 @@ def step_bytes(dims, batch, rule):
 def time_steps(net, xs, ys, args):
     """Median and minimum seconds per step, and the last loss."""
     batches = len(xs)
-    i = 0
-    loss = float("nan")
-    for _ in range(args.warmup):
-        loss = net.step(xs[i % batches], ys[i % batches], args.lr)
-        i += 1
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        for _ in range(args.inner):
-            loss = net.step(xs[i % batches], ys[i % batches], args.lr)
-            i += 1
-        times.append((time.perf_counter() - start) / args.inner)
+    med, best, loss = grid.time_loop(
+        lambda i: net.step(xs[i % batches], ys[i % batches], args.lr), args)
     net.check_dtypes()  # the step kept everything float32
-    if not np.isfinite(loss):
-        sys.exit(f"{net.rule}: loss diverged ({loss})")
-    return float(np.median(times)), float(min(times)), loss
+    grid.check_loss(net.rule, loss)
+    return med, best, loss
 
 
 def make_data(rng, batch, width, batches=4, normal=True):
@@ -302,79 +240,36 @@ def run_fixed(args):
                   f"{batch / med:>18.0f} |", flush=True)
 
 
-def cell(row, rule):
-    if rule not in row["ms"]:
-        return "-"
-    return f"{row['ms'][rule]:.3f} ({row['min_ms'][rule]:.3f})"
-
-
-def table_header():
-    print("| width | depth | batch | BP ms (min) | FA ms (min) | DFA ms (min) "
-          "| DFA speedup | samples/s (DFA) |")
-    print("|------:|------:|------:|------------:|------------:|-------------:"
-          "|------------:|----------------:|")
-
-
-def table_row(row):
-    speedup = "-" if row["dfa_speedup"] is None else f"{row['dfa_speedup']:.2f}x"
-    sps = row["samples_per_s"].get("dfa")
-    sps = "-" if sps is None else f"{sps:.0f}"
-    print(f"| {row['width']} | {row['depth']} | {row['batch']} | {cell(row, 'bp')} | "
-          f"{cell(row, 'fa')} | {cell(row, 'dfa')} | {speedup} | {sps} |", flush=True)
-
-
 def run_grid(args):
-    device = cpu_name()
-    print(f"grid: widths {args.widths} x depths {args.depths} x batch {args.batch} | "
-          f"rules {','.join(args.rules)} | sgd lr {args.lr:g} | BLAS threads "
-          f"{blas_threads_text()} | {args.repeats} repeats x {args.inner} steps after "
-          f"{args.warmup} warmup")
-    print(f"device: {device}")
-    print("net: w inputs, d hidden layers of w (tanh), 10 classes (softmax CE); "
-          "ms = median step time (min)")
-    print()
-    table_header()
+    device = grid.cpu_name()
+    grid.print_intro(args, f" | BLAS threads {blas_threads_text()}", device=device)
     rows, skipped = [], []
-    avail = available_bytes()
+    avail = grid.available_bytes()
     for width in args.widths:
         for depth in args.depths:
             dims = [width] * (depth + 1) + [CLASSES]
             for batch in args.batch:
                 xs, ys = make_data(np.random.default_rng(0), batch, width)
-                row = {"width": width, "depth": depth, "batch": batch,
-                       "ms": {}, "min_ms": {}, "dfa_speedup": None, "samples_per_s": {}}
+                row = grid.new_row(width, depth, batch)
                 for rule in args.rules:
                     need = step_bytes(dims, batch, rule) + xs.nbytes
-                    if avail is not None and need > 0.8 * avail:
-                        skipped.append(f"w={width} d={depth} b={batch} {rule}: needs about "
-                                       f"{need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB "
-                                       "available")
+                    note = grid.memory_note(row, rule, need, avail, 0.8, "available")
+                    if note:
+                        skipped.append(note)
                         continue
                     try:
                         net = Mlp(dims, rule, np.random.default_rng(1))
                         med, best, _ = time_steps(net, xs, ys, args)
                     except MemoryError:
-                        skipped.append(f"w={width} d={depth} b={batch} {rule}: out of memory")
+                        skipped.append(grid.oom_note(row, rule))
                         continue
                     finally:
                         net = None
-                    row["ms"][rule] = round(med * 1e3, 5)
-                    row["min_ms"][rule] = round(best * 1e3, 5)
-                    row["samples_per_s"][rule] = round(batch / med, 1)
-                if not row["ms"]:
-                    continue
-                if "bp" in row["ms"] and "dfa" in row["ms"]:
-                    row["dfa_speedup"] = round(row["ms"]["bp"] / row["ms"]["dfa"], 4)
-                rows.append(row)
-                table_row(row)
-    for note in skipped:
-        print(f"skipped (memory): {note}")
+                    grid.record(row, rule, med, best)
+                grid.finish_row(row, rows)
+    grid.print_skipped(skipped)
     if args.json:
-        doc = {"tool": "numpy", "device": device, "threads": args.threads, "rows": rows}
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.json}")
+        grid.write_json(args.json, grid.report("numpy", device, args.threads, rows))
 
 
 def main():

@@ -31,40 +31,27 @@ distinct batches cycled through) is made once and is already on the device. TF32
 unless --tf32: FP32 throughout.
 """
 
-import argparse
-import json
 import math
 import os
 import sys
-import time
 
-RULES = ("bp", "fa", "dfa")
-CLASSES = 10
-GRID_WIDTHS, GRID_DEPTHS, GRID_BATCH = "256,1024,4096", "2,4,8,16", "32,128,512"
-
-
-def int_list(p, flag, text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        p.error(f"{flag} wants comma-separated integers, got {text!r}")
-    if not values or min(values) < 1:
-        p.error(f"{flag} wants positive integers, got {text!r}")
-    return values
+# grid.py (shared with the other reference script) sits beside this file.
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import grid  # noqa: E402
+from grid import CLASSES, GRID_BATCH, GRID_DEPTHS, GRID_WIDTHS  # noqa: E402
 
 
 def parse_args():
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p = grid.parser(__doc__)
     p.add_argument("--device", default=None,
                    help="cuda, cuda:N or cpu (default: cuda if available)")
-    p.add_argument("--widths", default=None, help=f"comma list (default {GRID_WIDTHS})")
-    p.add_argument("--depths", default=None,
-                   help=f"comma list of hidden-layer counts (default {GRID_DEPTHS})")
-    p.add_argument("--batch", default=None, help=f"comma list (default {GRID_BATCH})")
-    p.add_argument("--rule", default="all", help="bp, fa, dfa, a comma list of them, or all")
+    grid.add_grid_args(
+        p,
+        widths_help=f"comma list (default {GRID_WIDTHS})",
+        depths_help=f"comma list of hidden-layer counts (default {GRID_DEPTHS})",
+        batch_help=f"comma list (default {GRID_BATCH})")
+    grid.add_rule_arg(p)
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed steps first (default 5, 3 with --quick)")
     p.add_argument("--repeats", type=int, default=None,
@@ -73,7 +60,7 @@ def parse_args():
                    help="steps per timed sample, then one synchronize (default 1)")
     p.add_argument("--quick", action="store_true",
                    help="widths 256, depths 2,4, batch 32, few repeats")
-    p.add_argument("--lr", type=float, default=1e-3)
+    grid.add_lr_arg(p)
     p.add_argument("--threads", type=int, default=None,
                    help="CPU only: torch.set_num_threads (default: torch's own choice)")
     p.add_argument("--tf32", action="store_true",
@@ -86,24 +73,13 @@ def parse_args():
                         "(DFA with B = W_out on one hidden layer, FA with B = W) and exit")
     p.add_argument("--json", default=None, metavar="FILE", help="write the results to FILE")
     args = p.parse_args()
-    quick = args.quick
-    args.widths = int_list(p, "--widths", args.widths or ("256" if quick else GRID_WIDTHS))
-    args.depths = int_list(p, "--depths", args.depths or ("2,4" if quick else GRID_DEPTHS))
-    args.batch = int_list(p, "--batch", args.batch or ("32" if quick else GRID_BATCH))
-    args.matmul = int_list(p, "--matmul", args.matmul) if args.matmul else None
-    if args.repeats is None:
-        args.repeats = 10 if quick else 20
-    if args.warmup is None:
-        args.warmup = 3 if quick else 5
+    grid.set_grid(p, args)
+    args.matmul = grid.int_list(p, "--matmul", args.matmul) if args.matmul else None
     if args.repeats < 1 or args.warmup < 0 or args.inner < 1:
         p.error("--repeats and --inner must be positive, --warmup not negative")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be positive")
-    args.rules = list(RULES) if args.rule == "all" else args.rule.split(",")
-    for r in args.rules:
-        if r not in RULES:
-            p.error(f"unknown rule {r!r}")
-    args.rules = [r for r in RULES if r in args.rules]  # fixed order, no duplicates
+    grid.set_rules(p, args)
     return args
 
 
@@ -223,15 +199,7 @@ def pick_device(name):
 def device_name(dev):
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine() or "cpu"
+    return grid.cpu_name()
 
 
 def set_precision(tf32):
@@ -248,14 +216,7 @@ def sync(dev):
 def free_bytes(dev):
     if dev.type == "cuda":
         return torch.cuda.mem_get_info(dev)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
+    return grid.available_bytes()
 
 
 def step_bytes(width, depth, batch, rule):
@@ -291,26 +252,11 @@ def time_steps(net, data, args, dev):
     """Median and minimum seconds per step."""
     xs, ys, onehots = data
     n = len(xs)
-    i = 0
-    loss = None
-    for _ in range(args.warmup):
-        loss = net.step(xs[i % n], ys[i % n], onehots[i % n])
-        i += 1
-    sync(dev)
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        for _ in range(args.inner):
-            loss = net.step(xs[i % n], ys[i % n], onehots[i % n])
-            i += 1
-        sync(dev)
-        times.append((time.perf_counter() - start) / args.inner)
-    if loss is not None and not math.isfinite(float(loss)):
-        sys.exit(f"{net.rule}: loss diverged ({float(loss)})")
-    times.sort()
-    mid = len(times) // 2
-    median = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
-    return median, times[0]
+    med, best, loss = grid.time_loop(
+        lambda i: net.step(xs[i % n], ys[i % n], onehots[i % n]), args,
+        sync=lambda: sync(dev))
+    grid.check_loss(net.rule, loss)
+    return med, best
 
 
 def release(dev):
@@ -322,36 +268,19 @@ def release(dev):
 # Modes
 
 
-def cell(row, rule):
-    if rule not in row["ms"]:
-        return "-"
-    return f"{row['ms'][rule]:.3f} ({row['min_ms'][rule]:.3f})"
-
-
 def run_grid(args, dev, name, threads):
-    print(f"grid: widths {args.widths} x depths {args.depths} x batch {args.batch} | "
-          f"rules {','.join(args.rules)} | sgd lr {args.lr:g} (foreach) | "
-          f"{args.repeats} repeats x {args.inner} steps after {args.warmup} warmup")
-    print("net: w inputs, d hidden layers of w (tanh), 10 classes (softmax CE); "
-          "ms = median step time (min)")
-    print()
-    print("| width | depth | batch | BP ms (min) | FA ms (min) | DFA ms (min) "
-          "| DFA speedup | samples/s (DFA) |")
-    print("|------:|------:|------:|------------:|------------:|-------------:"
-          "|------------:|----------------:|")
+    grid.print_intro(args, " (foreach)")
     rows, skipped = [], []
     for width in args.widths:
         for depth in args.depths:
             for batch in args.batch:
-                row = {"width": width, "depth": depth, "batch": batch,
-                       "ms": {}, "min_ms": {}, "dfa_speedup": None, "samples_per_s": {}}
+                row = grid.new_row(width, depth, batch)
                 data = None
                 for rule in args.rules:
                     need = step_bytes(width, depth, batch, rule)
-                    free = free_bytes(dev)
-                    if free is not None and need > 0.9 * free:
-                        skipped.append(f"w={width} d={depth} b={batch} {rule}: needs about "
-                                       f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free")
+                    note = grid.memory_note(row, rule, need, free_bytes(dev), 0.9, "free")
+                    if note:
+                        skipped.append(note)
                         continue
                     net = None
                     try:
@@ -362,30 +291,17 @@ def run_grid(args, dev, name, threads):
                     except Exception as err:  # noqa: BLE001 - only OOM is handled
                         if not is_oom(err):
                             raise
-                        skipped.append(f"w={width} d={depth} b={batch} {rule}: out of memory")
+                        skipped.append(grid.oom_note(row, rule))
                         continue
                     finally:
                         del net
                         release(dev)
-                    row["ms"][rule] = round(med * 1e3, 5)
-                    row["min_ms"][rule] = round(best * 1e3, 5)
-                    row["samples_per_s"][rule] = round(batch / med, 1)
+                    grid.record(row, rule, med, best)
                 data = None
                 release(dev)
-                if not row["ms"]:
-                    continue
-                if "bp" in row["ms"] and "dfa" in row["ms"]:
-                    row["dfa_speedup"] = round(row["ms"]["bp"] / row["ms"]["dfa"], 4)
-                rows.append(row)
-                speedup = "-" if row["dfa_speedup"] is None else f"{row['dfa_speedup']:.2f}x"
-                sps = row["samples_per_s"].get("dfa")
-                sps = "-" if sps is None else f"{sps:.0f}"
-                print(f"| {width} | {depth} | {batch} | {cell(row, 'bp')} | "
-                      f"{cell(row, 'fa')} | {cell(row, 'dfa')} | {speedup} | {sps} |",
-                      flush=True)
-    for note in skipped:
-        print(f"skipped (memory): {note}")
-    return {"tool": "torch", "device": name, "threads": threads, "rows": rows}
+                grid.finish_row(row, rows)
+    grid.print_skipped(skipped)
+    return grid.report("torch", name, threads, rows)
 
 
 def run_matmul(args, dev, name, threads):
@@ -407,16 +323,8 @@ def run_matmul(args, dev, name, threads):
             a = torch.randn(n, n, generator=gen).to(dev)
             b = torch.randn(n, n, generator=gen).to(dev)
             c = torch.empty(n, n, device=dev)
-            for _ in range(args.warmup):
-                torch.matmul(a, b, out=c)
-            sync(dev)
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                for _ in range(args.inner):
-                    torch.matmul(a, b, out=c)
-                sync(dev)
-                times.append((time.perf_counter() - start) / args.inner)
+            med, best, _ = grid.time_loop(lambda i: torch.matmul(a, b, out=c), args,
+                                          sync=lambda: sync(dev))
         except Exception as err:  # noqa: BLE001
             if not is_oom(err):
                 raise
@@ -425,18 +333,14 @@ def run_matmul(args, dev, name, threads):
         finally:
             a = b = c = None
             release(dev)
-        times.sort()
-        mid = len(times) // 2
-        med = times[mid] if len(times) % 2 else (times[mid - 1] + times[mid]) / 2
         flop = 2.0 * n ** 3
-        row = {"n": n, "ms": round(med * 1e3, 5), "min_ms": round(times[0] * 1e3, 5),
+        row = {"n": n, "ms": round(med * 1e3, 5), "min_ms": round(best * 1e3, 5),
                "gflops": round(flop / med / 1e9, 2),
-               "gflops_best": round(flop / times[0] / 1e9, 2)}
+               "gflops_best": round(flop / best / 1e9, 2)}
         results.append(row)
         print(f"| {n} | {row['ms']:.3f} ({row['min_ms']:.3f}) | {row['gflops']:.1f} | "
               f"{row['gflops_best']:.1f} |", flush=True)
-    return {"tool": "torch", "device": name, "threads": threads, "rows": [],
-            "matmul": results}
+    return grid.report("torch", name, threads, [], matmul=results)
 
 
 def run_check(dev):
@@ -526,10 +430,7 @@ def main():
     else:
         doc = run_grid(args, dev, name, threads)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.json}")
+        grid.write_json(args.json, doc)
 
 
 if __name__ == "__main__":
