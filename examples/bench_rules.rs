@@ -80,11 +80,7 @@ fn parse_args() -> Result<Args> {
         gemm: Vec::new(),
     };
     let pairs = flag_pairs_with_switches(USAGE, &["--quick"])?;
-    // Probing for adapters only when the command line does not name a device.
     let named_device = pairs.iter().any(|(flag, _)| flag == "--device");
-    if !named_device {
-        args.device = Device::auto()?;
-    }
     // `--quick` sets defaults that the other flags may then override.
     if pairs.iter().any(|(flag, _)| flag == "--quick") {
         args.widths = vec![256];
@@ -131,6 +127,17 @@ fn parse_args() -> Result<Args> {
         if !matches!(ext.to_ascii_lowercase().as_str(), "svg" | "png") {
             return Err(bad(USAGE, "--plot wants a .svg or .png file"));
         }
+    }
+    // Outputs are written after the run: a missing folder should not cost it.
+    for path in args.json.iter().chain(&args.plot) {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(bad(USAGE, &format!("{}: no such folder", path.display())));
+        }
+    }
+    // Probing for adapters only once the command line is known good and names no device.
+    if !named_device {
+        args.device = Device::auto()?;
     }
     Ok(args)
 }
