@@ -54,7 +54,10 @@ run() {
   done
 
   echo "== GEMM GFLOP/s: WGSL vs torch.matmul (FP32, TF32 off)"
-  "$dir/bench_rules" --device gpu --gemm "$sizes" --json "$out/gemm.json"
+  # Square sizes (against cuBLAS), then the skinny shapes of a batch-128 step, each on
+  # every GPU kernel: the data for the rule that picks one by size.
+  "$dir/bench_rules" --device gpu --gemm "$sizes,256x128x256,1024x128x1024,4096x128x4096" \
+      --json "$out/gemm.json"
   if [ "$have_torch" = 1 ]; then
     python3 benches/reference/torch_step.py --matmul "$sizes" --json "$out/torch_matmul.json"
   fi

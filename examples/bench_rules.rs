@@ -5,7 +5,7 @@
 //! cargo run --release --example bench_rules -- --device cpu --quick
 //! cargo run --release --example bench_rules -- --device gpu --widths 256,1024,4096 \
 //!     --depths 2,4,8,16 --batch 128 --json bench.json --plot speedup.svg
-//! cargo run --release --example bench_rules -- --device gpu --gemm 1024,2048,4096
+//! cargo run --release --example bench_rules -- --device gpu --gemm 1024,2048,4096,1024x128x1024
 //! ```
 //!
 //! A shape (see `plasticity::bench`) is `width` inputs, `depth` tanh hidden layers of
@@ -14,7 +14,8 @@
 //! waiting for the device to finish), DFA's speedup over BP, samples/s, the step's
 //! GEMM throughput (GEMM FLOPs / median time), and the operations on the step's
 //! critical path (dependent dispatches on a GPU; from a dry run of the same step).
-//! `--gemm N,...` times the bare GEMM (NN, TN, NT) at square sizes instead.
+//! `--gemm N,MxNxK,...` times the bare GEMM (NN, TN, NT) at square sizes or given
+//! shapes instead (on a GPU, each of its kernels too).
 //! The reference scripts in `benches/reference/` time the same steps in NumPy and
 //! PyTorch.
 
@@ -34,7 +35,7 @@ use serde::Serialize;
 const USAGE: &str = "usage: bench_rules [--device auto|cpu|gpu|gpu:N] [--quick] \
 [--widths 256,1024,4096] [--depths 2,4,8,16] [--batch 128] [--rules bp,fa,dfa] \
 [--warmup 2] [--repeats 30] [--budget-ms 1500] [--inner 1] [--json FILE] \
-[--plot FILE.svg|FILE.png] [--gemm N1,N2,...]";
+[--plot FILE.svg|FILE.png] [--gemm N,MxNxK,...]";
 
 struct Args {
     device: Device,
@@ -50,7 +51,8 @@ struct Args {
     inner: usize,
     json: Option<PathBuf>,
     plot: Option<PathBuf>,
-    gemm: Vec<usize>,
+    /// `--gemm`: square sizes or `MxNxK` shapes.
+    gemm: Vec<GemmShape>,
 }
 
 fn list<T: std::str::FromStr>(flag: &str, value: &str) -> Result<Vec<T>> {
@@ -116,7 +118,8 @@ fn parse_args() -> Result<Args> {
         }
     }
     let sizes = args.widths.iter().chain(&args.depths).chain(&args.batches);
-    if sizes.chain(&args.gemm).any(|&n| n == 0) || args.repeats == 0 || args.inner == 0 {
+    let empty_gemm = args.gemm.iter().any(GemmShape::is_empty);
+    if sizes.copied().any(|n| n == 0) || empty_gemm || args.repeats == 0 || args.inner == 0 {
         return Err(bad(USAGE, "sizes, --repeats and --inner must be positive"));
     }
     if args.rules.is_empty() || args.widths.is_empty() || args.depths.is_empty() {
@@ -178,7 +181,9 @@ struct Skipped {
 
 #[derive(Serialize)]
 struct GemmResult {
+    m: usize,
     n: usize,
+    k: usize,
     variant: &'static str,
     kernel: &'static str,
     median_ms: f64,
@@ -320,21 +325,66 @@ fn print_row(args: &Args, row: &Row) {
     );
 }
 
-/// Times `reps` products of one transpose variant at `n x n x n`.
-fn time_gemm(backend: &mut dyn Backend, n: usize, trans: (bool, bool), reps: usize) -> Result<f64> {
-    let a = backend.alloc(n * n)?;
-    let b = backend.alloc(n * n)?;
-    let c = backend.alloc(n * n)?;
-    let values: Vec<f32> = (0..n * n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect();
-    backend.write(a, 0, &values)?;
-    backend.write(b, 0, &values)?;
+/// A product's size: `op(A)` is `m x k`, `op(B)` `k x n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GemmShape {
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+impl std::str::FromStr for GemmShape {
+    type Err = ();
+
+    /// `N` (square) or `MxNxK`.
+    fn from_str(s: &str) -> std::result::Result<Self, ()> {
+        let dims: Vec<usize> = s
+            .split('x')
+            .map(|d| d.trim().parse().map_err(|_| ()))
+            .collect::<std::result::Result<_, ()>>()?;
+        match dims[..] {
+            [n] => Ok(GemmShape { m: n, n, k: n }),
+            [m, n, k] => Ok(GemmShape { m, n, k }),
+            _ => Err(()),
+        }
+    }
+}
+
+impl GemmShape {
+    fn is_empty(&self) -> bool {
+        self.m == 0 || self.n == 0 || self.k == 0
+    }
+
+    fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+/// Times `reps` products of one transpose variant of `shape`.
+fn time_gemm(
+    backend: &mut dyn Backend,
+    shape: GemmShape,
+    trans: (bool, bool),
+    reps: usize,
+) -> Result<f64> {
+    let GemmShape { m, n, k } = shape;
+    let (ar, ac) = if trans.0 { (k, m) } else { (m, k) };
+    let (br, bc) = if trans.1 { (n, k) } else { (k, n) };
+    let a = backend.alloc(m * k)?;
+    let b = backend.alloc(k * n)?;
+    let c = backend.alloc(m * n)?;
+    let values = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    };
+    backend.write(a, 0, &values(m * k))?;
+    backend.write(b, 0, &values(k * n))?;
     let op = Gemm::new(
-        Mat::new(c, 0, n, n),
-        Mat::new(a, 0, n, n),
+        Mat::new(c, 0, m, n),
+        Mat::new(a, 0, ar, ac),
         trans.0,
-        Mat::new(b, 0, n, n),
+        Mat::new(b, 0, br, bc),
         trans.1,
     );
     backend.gemm(&op)?;
@@ -373,8 +423,9 @@ fn run_gemm(args: &Args, report: &mut Report) -> Result<()> {
             (Some(true), "128x128"),
         ],
     };
-    println!("| n | variant | kernel | median ms | GFLOP/s |\n|---:|---|---|---:|---:|");
-    for &n in &args.gemm {
+    println!("| m x n x k | variant | kernel | median ms | GFLOP/s |\n|---|---|---|---:|---:|");
+    for &shape in &args.gemm {
+        let size = format!("{}x{}x{}", shape.m, shape.n, shape.k);
         for &(wide, kernel) in kernels {
             // A fresh backend per size and kernel keeps earlier buffers out of memory.
             let mut backend = gemm_backend(args.device, wide)?;
@@ -383,18 +434,20 @@ fn run_gemm(args: &Args, report: &mut Report) -> Result<()> {
                 ("TN", (true, false)),
                 ("NT", (false, true)),
             ] {
-                let ms = match time_gemm(&mut *backend, n, trans, args.repeats.min(20)) {
+                let ms = match time_gemm(&mut *backend, shape, trans, args.repeats.min(20)) {
                     Ok(ms) => ms,
                     Err(e) if does_not_fit(&e) => {
-                        println!("| {n} | {variant} | {kernel} | skipped: {e} | |");
+                        println!("| {size} | {variant} | {kernel} | skipped: {e} | |");
                         continue;
                     }
                     Err(e) => return Err(e),
                 };
-                let gflops = 2.0 * (n as f64).powi(3) / (ms * 1e-3) / 1e9;
-                println!("| {n} | {variant} | {kernel} | {ms:.3} | {gflops:.1} |");
+                let gflops = shape.flops() / (ms * 1e-3) / 1e9;
+                println!("| {size} | {variant} | {kernel} | {ms:.3} | {gflops:.1} |");
                 report.gemm.push(GemmResult {
-                    n,
+                    m: shape.m,
+                    n: shape.n,
+                    k: shape.k,
                     variant,
                     kernel,
                     median_ms: ms,
