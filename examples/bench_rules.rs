@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::plot::{LineChart, Series};
 use common::{bad, flag_pairs_with_switches, parse, replace_file, AnyResult};
+use plasticity::backend::gpu::GemmKernel;
 use plasticity::backend::{Backend, Gemm, GpuBackend, Mat};
 use plasticity::bench::{time_steps, StepShape};
 use plasticity::{Device, Error, Result, Rule};
@@ -401,34 +402,35 @@ fn time_gemm(
     Ok(t.median_ms())
 }
 
-/// A fresh backend for `--gemm`: on a GPU, with its GEMM kernel forced (`Some(true)`
-/// the 128x128-tile kernel, `Some(false)` the 64x64 one) or picked by size (`None`).
-fn gemm_backend(device: Device, wide: Option<bool>) -> Result<Box<dyn Backend>> {
+/// A fresh backend for `--gemm`: on a GPU, with its GEMM kernel forced (`Some`) or
+/// picked by size (`None`).
+fn gemm_backend(device: Device, kernel: Option<GemmKernel>) -> Result<Box<dyn Backend>> {
     let mut gpu = match device {
         Device::Cpu => return device.backend(),
         Device::Gpu => GpuBackend::new()?,
         Device::GpuAdapter(i) => GpuBackend::with_adapter(i)?,
     };
-    gpu.force_gemm_kernel(wide);
+    gpu.force_gemm_kernel(kernel);
     Ok(Box::new(gpu))
 }
 
 fn run_gemm(args: &Args, report: &mut Report) -> Result<()> {
-    // On a GPU, both kernels at every size: the data behind the size rule that picks one.
-    let kernels: &[(Option<bool>, &'static str)] = match args.device {
+    // On a GPU, every kernel at every size: the data behind the size rule that picks one.
+    let kernels: &[(Option<GemmKernel>, &'static str)] = match args.device {
         Device::Cpu => &[(None, "faer")],
         _ => &[
             (None, "auto"),
-            (Some(false), "64x64"),
-            (Some(true), "128x128"),
+            (Some(GemmKernel::Tile32), "32x32"),
+            (Some(GemmKernel::Tile64), "64x64"),
+            (Some(GemmKernel::Tile128), "128x128"),
         ],
     };
     println!("| m x n x k | variant | kernel | median ms | GFLOP/s |\n|---|---|---|---:|---:|");
     for &shape in &args.gemm {
         let size = format!("{}x{}x{}", shape.m, shape.n, shape.k);
-        for &(wide, kernel) in kernels {
+        for &(forced, kernel) in kernels {
             // A fresh backend per size and kernel keeps earlier buffers out of memory.
-            let mut backend = gemm_backend(args.device, wide)?;
+            let mut backend = gemm_backend(args.device, forced)?;
             for (variant, trans) in [
                 ("NN", (false, false)),
                 ("TN", (true, false)),

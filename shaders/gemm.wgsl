@@ -1,10 +1,13 @@
-// The GEMM for small and medium products: one workgroup of 16x16 invocations per
-// 64x64 tile of C, each invocation owning a 4x4 block (see gemm_tile.wgsl, which
-// layer_grads.wgsl shares). Prefixed with activation.wgsl, gemm_tile.wgsl and
-// gemm_common.wgsl (parameters, bindings, alpha/beta and the fused epilogue). Large
-// products go to gemm_wide.wgsl instead; the host picks (`gemm_dispatch`).
+// The GEMM for small, medium and skinny products: one workgroup of (TILE / 4) x
+// (TILE / 4) invocations per TILE x TILE tile of C, each invocation owning a 4x4 block
+// (see gemm_tile.wgsl, which layer_grads.wgsl shares). Compiled twice, as two kernels:
+// with TILE = 64 (16x16 invocations) and with TILE = 32 (8x8 invocations, for products
+// whose 64x64 grid would leave much of a GPU idle). Prefixed with that `TILE` constant,
+// activation.wgsl, gemm_tile.wgsl and gemm_common.wgsl (parameters, bindings,
+// alpha/beta and the fused epilogue). Large products go to gemm_wide.wgsl instead; the
+// host picks (`gemm_dispatch`).
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(TILE_Q, TILE_Q)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let t = Tile(
         p.m, p.n, p.k,

@@ -1,8 +1,9 @@
-// Parameters, bindings and output stage shared by the two GEMM kernels: gemm.wgsl
-// (64x64 tiles, via gemm_tile.wgsl) and gemm_wide.wgsl (128x128 tiles). Each is
-// compiled as its own module: activation.wgsl, its tile loop, this file, its entry.
+// Parameters, bindings and output stage shared by the three GEMM kernels: gemm.wgsl
+// compiled with 32x32 and with 64x64 tiles (via gemm_tile.wgsl), and gemm_wide.wgsl
+// (128x128 tiles). Each is compiled as its own module: activation.wgsl, its tile loop,
+// this file, its entry.
 //
-// Both compute C = epilogue(alpha * op(A) op(B) + beta * C) on row-major regions at
+// All three compute C = epilogue(alpha * op(A) op(B) + beta * C) on row-major regions at
 // element offsets. `vec_a` / `vec_b` (set by the host when that factor's offset and
 // leading dimension are multiples of 4) select the vec4 global-load path for that
 // factor.

@@ -1,42 +1,66 @@
-// Tile loop shared by the 64x64 GEMM kernel and the grouped weight gradients
-// (prepended to gemm.wgsl and layer_grads.wgsl). Large products use gemm_wide.wgsl,
-// which follows the same scheme with 128x128 tiles and 8x8 outputs per invocation.
+// Tile loop shared by the 64x64 and 32x32 GEMM kernels and the grouped weight
+// gradients (prepended to gemm.wgsl and layer_grads.wgsl). Large products use
+// gemm_wide.wgsl, which follows the same scheme with 128x128 tiles and 8x8 outputs per
+// invocation.
 //
-// A workgroup of 16x16 invocations computes a 64x64 tile of C; each invocation owns a
-// 4x4 block of it (rows 4 ty .. 4 ty + 3, columns 4 tx .. 4 tx + 3), kept in four
-// vec4 registers. K advances 16 at a time through workgroup memory, where both tiles
-// are stored k-major as vec4s so each step of the inner loop is two vector loads and
-// four vector FMAs.
+// The tile size is the module's `TILE` (64 or 32), a constant the host prepends to the
+// module source (`module_source` in src/backend/gpu/pipelines.rs); everything below
+// derives from it. A workgroup of (TILE / 4) x (TILE / 4) invocations (16x16 at 64,
+// 8x8 at 32) computes a TILE x TILE tile of C; each invocation owns a 4x4 block of it
+// (rows 4 ty .. 4 ty + 3, columns 4 tx .. 4 tx + 3), kept in four vec4 registers. K
+// advances TILE_K = 16 at a time through workgroup memory, where both tiles are
+// stored k-major as vec4s so each step of the inner loop is two vector loads and four
+// vector FMAs, whatever the tile size.
 //
-// Global loads (one 64x16 slice of each factor per K step, 256 invocations) take one
-// of two paths per factor, chosen by the host (`Tile::vec_a`, `Tile::vec_b`: per
-// dispatch in gemm, per layer in layer_grads):
+// Why a 32x32 tile: training-step products are often skinny (a 1024x1024 weight times
+// a 1024x128 batch has a 1024x128 output: 32 tiles of 64x64), and a GPU with a hundred
+// or more compute units needs at least as many workgroups to be busy. The 32x32 tile
+// makes four times as many, at the price of twice the loads (global and workgroup
+// memory) per FMA, for the host to pick when 64x64 tiles would be too few
+// (`NARROW_GEMM_MAX_TILES` in src/backend/gpu/kernels.rs). It keeps 4x4 outputs per
+// invocation (8x8 invocations, two warps of 32) rather than 2x2 per invocation of
+// 16x16: that keeps the inner loop, its vec4 reads of workgroup memory and its FMA
+// order, and so the code and the bits, shared with the 64x64 kernel.
+//
+// Global loads (one TILE x 16 slice of each factor per K step) take one of two paths
+// per factor, chosen by the host (`Tile::vec_a`, `Tile::vec_b`: per dispatch in gemm,
+// per layer in layer_grads):
 // - vector: when the factor's element offset and leading dimension are multiples of 4,
 //   every run of 4 floats along the stored matrix's rows that starts at a multiple of 4
-//   is 16-byte aligned, and each invocation loads exactly one such run per factor as a
-//   `vec4<f32>` from the same buffer bound a second time as `array<vec4<f32>>`. Runs
-//   follow whichever direction is contiguous in memory: k for op(A) = A and for
-//   op(B) = B^T, whose vec4s hold 4 consecutive k and are spread over four k-rows of
-//   workgroup memory; m for op(A) = A^T and n for op(B) = B, whose vec4s hold 4
-//   consecutive rows (columns) at one k and are stored as they are. Runs outside the
-//   matrix are skipped; a run that straddles the end of its dimension (possible only
-//   if that dimension were not the leading one) is loaded whole (buffer sizes are
-//   rounded up to a multiple of 4 floats, so it stays inside the binding) and its
-//   lanes past the end are replaced by 0 with `select`.
-// - scalar: otherwise, four bounds-checked scalar loads per invocation per factor, so
-//   any M, N, K and any element offset works.
+//   is 16-byte aligned, and each invocation loads TILE_VECS such runs per factor (1 at
+//   64, 2 at 32) as `vec4<f32>` from the same buffer bound a second time as
+//   `array<vec4<f32>>`. Runs follow whichever direction is contiguous in memory: k for
+//   op(A) = A and for op(B) = B^T, whose vec4s hold 4 consecutive k and are spread over
+//   four k-rows of workgroup memory; m for op(A) = A^T and n for op(B) = B, whose
+//   vec4s hold 4 consecutive rows (columns) at one k and are stored as they are. Runs
+//   outside the matrix are skipped; a run that straddles the end of its dimension
+//   (possible only if that dimension were not the leading one) is loaded whole (buffer
+//   sizes are rounded up to a multiple of 4 floats, so it stays inside the binding)
+//   and its lanes past the end are replaced by 0 with `select`.
+// - scalar: otherwise, TILE_SCALARS (4 at 64, 8 at 32) bounds-checked scalar loads per
+//   invocation per factor, so any M, N, K and any element offset works.
 // Out-of-range elements read as 0 on both paths. Both put the same values in
 // workgroup memory and share the inner loop, so results do not depend on the path,
-// bit for bit.
+// bit for bit; nor on the tile size (or gemm_wide.wgsl), since every output is the
+// same chain of FMAs over k = 0, 1, .. (zero-padded to a multiple of 16).
 //
-// The module that includes this declares `a_buf` and `b_buf` (array<f32>) and `a_vec`
-// and `b_vec` (the same buffers as array<vec4<f32>>): gemm_common.wgsl for the GEMM,
-// layer_grads.wgsl itself for the gradients.
+// Besides `TILE` (prepended by the host), the module that includes this declares
+// `a_buf` and `b_buf` (array<f32>) and `a_vec` and `b_vec` (the same buffers as
+// array<vec4<f32>>): gemm_common.wgsl for the GEMM, layer_grads.wgsl itself for the
+// gradients (which is written for TILE = 64: 16x16 invocations).
 
-const TILE_M: u32 = 64u;
-const TILE_N: u32 = 64u;
+const TILE_M: u32 = TILE;
+const TILE_N: u32 = TILE;
 const TILE_K: u32 = 16u;
-const THREADS: u32 = 256u;
+// vec4s per k-row of a tile, and invocations per side of the workgroup.
+const TILE_Q: u32 = TILE / 4u;
+const THREADS: u32 = TILE_Q * TILE_Q;
+// Scalar loads per invocation per factor per K step (TILE * TILE_K / THREADS).
+const TILE_SCALARS: u32 = TILE * TILE_K / THREADS;
+// vec4 loads per invocation per factor per K step.
+const TILE_VECS: u32 = TILE_SCALARS / 4u;
+// Runs of 4 k per row of a tile, for factors stored k-contiguous.
+const TILE_KQ: u32 = TILE_K / 4u;
 // `Tile::ones_col` value meaning "no column of ones".
 const NO_COL: u32 = 0xffffffffu;
 
@@ -60,19 +84,19 @@ struct Tile {
     vec_b: u32,
 }
 
-// Stored k-major: tile_a[kk * 16 + i / 4][i % 4] = op(A)[row0 + i, k0 + kk].
-var<workgroup> tile_a: array<vec4<f32>, 256>;
-// tile_b[kk * 16 + j / 4][j % 4] = op(B)[k0 + kk, col0 + j].
-var<workgroup> tile_b: array<vec4<f32>, 256>;
+// Stored k-major: tile_a[kk * TILE_Q + i / 4][i % 4] = op(A)[row0 + i, k0 + kk].
+var<workgroup> tile_a: array<vec4<f32>, TILE_Q * TILE_K>;
+// tile_b[kk * TILE_Q + j / 4][j % 4] = op(B)[k0 + kk, col0 + j].
+var<workgroup> tile_b: array<vec4<f32>, TILE_Q * TILE_K>;
 // This invocation's outputs: acc_r[c] = C[4 ty + r, 4 tx + c] (before alpha/beta).
 var<private> acc0: vec4<f32>;
 var<private> acc1: vec4<f32>;
 var<private> acc2: vec4<f32>;
 var<private> acc3: vec4<f32>;
 
-// Scalar path: four bounds-checked loads per invocation.
+// Scalar path: TILE_SCALARS bounds-checked loads per invocation.
 fn load_a(t: Tile, row0: u32, k0: u32, flat: u32) {
-    for (var r = 0u; r < 4u; r++) {
+    for (var r = 0u; r < TILE_SCALARS; r++) {
         let e = flat + r * THREADS;
         // Walk the stored matrix along its rows so consecutive invocations read
         // consecutive addresses.
@@ -92,12 +116,12 @@ fn load_a(t: Tile, row0: u32, k0: u32, flat: u32) {
                 v = a_buf[t.a_off + gk * t.lda + gi];
             }
         }
-        tile_a[kk * 16u + i / 4u][i % 4u] = v;
+        tile_a[kk * TILE_Q + i / 4u][i % 4u] = v;
     }
 }
 
 fn load_b(t: Tile, col0: u32, k0: u32, flat: u32) {
-    for (var r = 0u; r < 4u; r++) {
+    for (var r = 0u; r < TILE_SCALARS; r++) {
         let e = flat + r * THREADS;
         var j = e % TILE_N;
         var kk = e / TILE_N;
@@ -119,7 +143,7 @@ fn load_b(t: Tile, col0: u32, k0: u32, flat: u32) {
                 }
             }
         }
-        tile_b[kk * 16u + j / 4u][j % 4u] = v;
+        tile_b[kk * TILE_Q + j / 4u][j % 4u] = v;
     }
 }
 
@@ -129,80 +153,88 @@ fn lanes(g: u32, n: u32) -> vec4<bool> {
     return vec4<u32>(g) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(n);
 }
 
-// Vector path of `load_a`: one aligned vec4 per invocation.
+// Vector path of `load_a`: TILE_VECS aligned vec4s per invocation.
 fn load_a_vec(t: Tile, row0: u32, k0: u32, flat: u32) {
-    if (t.trans_a == 0u) {
-        // A is m x k: runs go along k, 4 per tile row; consecutive invocations read
-        // consecutive runs of a row.
-        let i = flat / 4u;
-        let kq = flat % 4u;
-        let gi = row0 + i;
-        let gk = k0 + 4u * kq;
-        var v = vec4<f32>(0.0);
-        if (gi < t.m && gk < t.k) {
-            let at = (t.a_off + gi * t.lda + gk) / 4u;
-            v = select(vec4<f32>(0.0), a_vec[at], lanes(gk, t.k));
+    for (var r = 0u; r < TILE_VECS; r++) {
+        let e = flat + r * THREADS;
+        if (t.trans_a == 0u) {
+            // A is m x k: runs go along k, TILE_KQ per tile row; consecutive
+            // invocations read consecutive runs of a row.
+            let i = e / TILE_KQ;
+            let kq = e % TILE_KQ;
+            let gi = row0 + i;
+            let gk = k0 + 4u * kq;
+            var v = vec4<f32>(0.0);
+            if (gi < t.m && gk < t.k) {
+                let at = (t.a_off + gi * t.lda + gk) / 4u;
+                v = select(vec4<f32>(0.0), a_vec[at], lanes(gk, t.k));
+            }
+            // The 4 k of the run go to four k-rows of the tile.
+            let s = 4u * kq * TILE_Q + i / 4u;
+            let c = i % 4u;
+            tile_a[s][c] = v.x;
+            tile_a[s + TILE_Q][c] = v.y;
+            tile_a[s + 2u * TILE_Q][c] = v.z;
+            tile_a[s + 3u * TILE_Q][c] = v.w;
+        } else {
+            // A is stored k x m: runs go along m, already the layout of workgroup
+            // memory.
+            let kk = e / TILE_Q;
+            let iq = e % TILE_Q;
+            let gi = row0 + 4u * iq;
+            let gk = k0 + kk;
+            var v = vec4<f32>(0.0);
+            if (gk < t.k && gi < t.m) {
+                let at = (t.a_off + gk * t.lda + gi) / 4u;
+                v = select(vec4<f32>(0.0), a_vec[at], lanes(gi, t.m));
+            }
+            tile_a[kk * TILE_Q + iq] = v;
         }
-        let s = 4u * kq * 16u + i / 4u;
-        let c = i % 4u;
-        tile_a[s][c] = v.x;
-        tile_a[s + 16u][c] = v.y;
-        tile_a[s + 32u][c] = v.z;
-        tile_a[s + 48u][c] = v.w;
-    } else {
-        // A is stored k x m: runs go along m, already the layout of workgroup memory.
-        let kk = flat / 16u;
-        let iq = flat % 16u;
-        let gi = row0 + 4u * iq;
-        let gk = k0 + kk;
-        var v = vec4<f32>(0.0);
-        if (gk < t.k && gi < t.m) {
-            let at = (t.a_off + gk * t.lda + gi) / 4u;
-            v = select(vec4<f32>(0.0), a_vec[at], lanes(gi, t.m));
-        }
-        tile_a[kk * 16u + iq] = v;
     }
 }
 
-// Vector path of `load_b`: one aligned vec4 per invocation.
+// Vector path of `load_b`: TILE_VECS aligned vec4s per invocation.
 fn load_b_vec(t: Tile, col0: u32, k0: u32, flat: u32) {
-    if (t.trans_b == 0u) {
-        // B is k x n: runs go along n, already the layout of workgroup memory.
-        let kk = flat / 16u;
-        let jq = flat % 16u;
-        let gj = col0 + 4u * jq;
-        let gk = k0 + kk;
-        var v = vec4<f32>(0.0);
-        if (gk < t.k) {
-            if (gj < t.n) {
-                let at = (t.b_off + gk * t.ldb + gj) / 4u;
-                v = select(vec4<f32>(0.0), b_vec[at], lanes(gj, t.n));
+    for (var r = 0u; r < TILE_VECS; r++) {
+        let e = flat + r * THREADS;
+        if (t.trans_b == 0u) {
+            // B is k x n: runs go along n, already the layout of workgroup memory.
+            let kk = e / TILE_Q;
+            let jq = e % TILE_Q;
+            let gj = col0 + 4u * jq;
+            let gk = k0 + kk;
+            var v = vec4<f32>(0.0);
+            if (gk < t.k) {
+                if (gj < t.n) {
+                    let at = (t.b_off + gk * t.ldb + gj) / 4u;
+                    v = select(vec4<f32>(0.0), b_vec[at], lanes(gj, t.n));
+                }
+                let ones = vec4<u32>(gj) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(t.ones_col);
+                v = select(v, vec4<f32>(1.0), ones);
             }
-            let ones = vec4<u32>(gj) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(t.ones_col);
-            v = select(v, vec4<f32>(1.0), ones);
-        }
-        tile_b[kk * 16u + jq] = v;
-    } else {
-        // B is stored n x k: runs go along k, 4 per tile column.
-        let j = flat / 4u;
-        let kq = flat % 4u;
-        let gj = col0 + j;
-        let gk = k0 + 4u * kq;
-        var v = vec4<f32>(0.0);
-        if (gk < t.k) {
-            if (gj == t.ones_col) {
-                v = select(vec4<f32>(0.0), vec4<f32>(1.0), lanes(gk, t.k));
-            } else if (gj < t.n) {
-                let at = (t.b_off + gj * t.ldb + gk) / 4u;
-                v = select(vec4<f32>(0.0), b_vec[at], lanes(gk, t.k));
+            tile_b[kk * TILE_Q + jq] = v;
+        } else {
+            // B is stored n x k: runs go along k, TILE_KQ per tile column.
+            let j = e / TILE_KQ;
+            let kq = e % TILE_KQ;
+            let gj = col0 + j;
+            let gk = k0 + 4u * kq;
+            var v = vec4<f32>(0.0);
+            if (gk < t.k) {
+                if (gj == t.ones_col) {
+                    v = select(vec4<f32>(0.0), vec4<f32>(1.0), lanes(gk, t.k));
+                } else if (gj < t.n) {
+                    let at = (t.b_off + gj * t.ldb + gk) / 4u;
+                    v = select(vec4<f32>(0.0), b_vec[at], lanes(gk, t.k));
+                }
             }
+            let s = 4u * kq * TILE_Q + j / 4u;
+            let c = j % 4u;
+            tile_b[s][c] = v.x;
+            tile_b[s + TILE_Q][c] = v.y;
+            tile_b[s + 2u * TILE_Q][c] = v.z;
+            tile_b[s + 3u * TILE_Q][c] = v.w;
         }
-        let s = 4u * kq * 16u + j / 4u;
-        let c = j % 4u;
-        tile_b[s][c] = v.x;
-        tile_b[s + 16u][c] = v.y;
-        tile_b[s + 32u][c] = v.z;
-        tile_b[s + 48u][c] = v.w;
     }
 }
 
@@ -213,7 +245,7 @@ fn tile_product(t: Tile, row0: u32, col0: u32, lid: vec3<u32>) {
     acc1 = vec4<f32>(0.0);
     acc2 = vec4<f32>(0.0);
     acc3 = vec4<f32>(0.0);
-    let flat = lid.y * 16u + lid.x;
+    let flat = lid.y * TILE_Q + lid.x;
     for (var k0 = 0u; k0 < t.k; k0 += TILE_K) {
         if (t.vec_a != 0u) {
             load_a_vec(t, row0, k0, flat);
@@ -227,8 +259,8 @@ fn tile_product(t: Tile, row0: u32, col0: u32, lid: vec3<u32>) {
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let a = tile_a[kk * 16u + lid.y];
-            let b = tile_b[kk * 16u + lid.x];
+            let a = tile_a[kk * TILE_Q + lid.y];
+            let b = tile_b[kk * TILE_Q + lid.x];
             acc0 = fma(vec4<f32>(a.x), b, acc0);
             acc1 = fma(vec4<f32>(a.y), b, acc1);
             acc2 = fma(vec4<f32>(a.z), b, acc2);

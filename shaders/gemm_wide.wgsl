@@ -1,8 +1,8 @@
 // The GEMM for large products: one workgroup of 16x16 invocations per 128x128 tile of
 // C, each invocation owning 8x8 outputs. Prefixed with activation.wgsl and
 // gemm_common.wgsl (parameters, bindings, alpha/beta and the fused epilogue, shared
-// with gemm.wgsl, so both kernels have the same semantics). The host picks this kernel
-// for outputs at least `WIDE_GEMM_MIN` on both sides (`gemm_dispatch`).
+// with gemm.wgsl, so all three kernels have the same semantics). The host picks this
+// kernel for outputs at least `WIDE_GEMM_MIN` on both sides (`gemm_dispatch`).
 //
 // Why: with 4x4 outputs per invocation (gemm_tile.wgsl) each step of the inner loop
 // reads 8 floats of workgroup memory for 16 FMAs, so on a GPU the loop is bound by
@@ -33,7 +33,7 @@
 // Out-of-range elements read as 0 on both paths, which fill workgroup memory
 // identically. Every output is the same chain of FMAs over k = 0, 1, .. (zero-padded
 // to a multiple of 16) as in gemm.wgsl, so both kernels and both load paths give the
-// same result, bit for bit.
+// same result, bit for bit (and likewise gemm.wgsl's 32x32-tile build).
 
 const WIDE_M: u32 = 128u;
 const WIDE_N: u32 = 128u;

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use plasticity::backend::gpu::GemmKernel;
 use plasticity::backend::{
     Backend, BufId, CpuBackend, Epilogue, Gemm, GpuBackend, LayerGrad, LossGrad, Mat, OptimizerPass,
 };
@@ -231,22 +232,27 @@ fn gemm_all_transposes_awkward_sizes_and_offsets() {
     eprintln!("gemm: worst |gpu - cpu| / bound = {worst:.3}");
 }
 
+/// On every kernel (see also `gemm_wide_beta_zero_ignores_nan_in_c` for larger sizes).
 #[test]
 fn gemm_beta_zero_ignores_nan_in_c() {
     let Some(mut pair) = Pair::new(2) else { return };
     let a = pair.random_buffer(6);
-    let c = pair.buffer(&[f32::NAN; 4]);
-    let op = Gemm::new(
-        Mat::new(c, 0, 2, 2),
-        Mat::new(a, 0, 2, 3),
-        false,
-        Mat::new(a, 0, 3, 2),
-        false,
-    );
-    pair.run(|be| be.gemm(&op));
-    let (_, g) = pair.both(c);
-    assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
-    pair.assert_close(c, "gemm beta=0 over NaN");
+    for kernel in KERNELS {
+        pair.gpu.force_gemm_kernel(kernel);
+        let c = pair.buffer(&[f32::NAN; 4]);
+        let op = Gemm::new(
+            Mat::new(c, 0, 2, 2),
+            Mat::new(a, 0, 2, 3),
+            false,
+            Mat::new(a, 0, 3, 2),
+            false,
+        );
+        pair.run(|be| be.gemm(&op));
+        let (_, g) = pair.both(c);
+        assert!(g.iter().all(|v| v.is_finite()), "{kernel:?}: {g:?}");
+        pair.assert_close(c, &format!("gemm beta=0 over NaN, kernel {kernel:?}"));
+    }
+    pair.gpu.force_gemm_kernel(None);
 }
 
 #[test]
@@ -314,7 +320,7 @@ fn check_gemm_then(
     trans_a: bool,
     derivative: bool,
     act: Activation,
-    kernels: &[Option<bool>],
+    kernels: &[Option<GemmKernel>],
 ) -> f64 {
     let (ar, ac) = if trans_a { (k, m) } else { (m, k) };
     let factors = pair.random_buffer(m * k + k * n + 3);
@@ -525,6 +531,14 @@ fn gemm_at(
 
 const TRANSPOSES: [(bool, bool); 4] = [(false, false), (true, false), (false, true), (true, true)];
 
+/// Picked by size, then each GEMM kernel forced.
+const KERNELS: [Option<GemmKernel>; 4] = [
+    None,
+    Some(GemmKernel::Tile32),
+    Some(GemmKernel::Tile64),
+    Some(GemmKernel::Tile128),
+];
+
 #[test]
 fn gemm_vec4_loads_aligned_sizes_match_scalar_loads_bitwise() {
     let Some(mut pair) = Pair::new(10) else {
@@ -632,9 +646,9 @@ fn gemm_wide_kernel_matches_the_small_one_bitwise() {
             let b = pair.random(k * n, -1.0, 1.0);
             let c0 = pair.random(m * n, -1.0, 1.0);
             let data = (&a[..], &b[..], &c0[..]);
-            pair.gpu.force_gemm_kernel(Some(false));
+            pair.gpu.force_gemm_kernel(Some(GemmKernel::Tile64));
             let small = gemm_at(&mut pair, size, trans, (1, 3, 7), data);
-            pair.gpu.force_gemm_kernel(Some(true));
+            pair.gpu.force_gemm_kernel(Some(GemmKernel::Tile128));
             // Scalar loads, then vec4 loads wherever the leading dimension allows.
             for offsets in [(1, 3, 7), (0, 4, 8), (4, 3, 0), (5, 8, 1)] {
                 let wide = gemm_at(&mut pair, size, trans, offsets, data);
@@ -751,15 +765,137 @@ fn gemm_then_on_the_wide_kernel() {
     let mut worst = 0.0f64;
     for act in Activation::ALL {
         for (trans_a, derivative) in [(false, false), (true, false), (false, true)] {
-            let small = [Some(false), Some(true)];
+            let small = [Some(GemmKernel::Tile64), Some(GemmKernel::Tile128)];
             let w = check_gemm_then(&mut pair, (129, 130, 17), trans_a, derivative, act, &small);
             worst = worst.max(w);
-            let big = [None, Some(false)];
+            let big = [None, Some(GemmKernel::Tile64)];
             let w = check_gemm_then(&mut pair, (513, 517, 9), trans_a, derivative, act, &big);
             worst = worst.max(w);
         }
     }
     eprintln!("wide gemm_then: worst |gpu - cpu| / bound = {worst:.3}");
+}
+
+/// The 32x32 GEMM kernel, forced on sizes awkward against its tile and against the
+/// 64x64 one (1, 7, 33, 65, 129, 257 and multiples of 4 mixed in), every transpose and
+/// every load path (both factors scalar, both vec4, one of each), against the CPU and
+/// bitwise against the 64x64 and 128x128 kernels: all chain the same FMAs over k.
+#[test]
+fn gemm_narrow_kernel_matches_the_others_bitwise() {
+    let Some(mut pair) = Pair::new(17) else {
+        return;
+    };
+    let sizes = [
+        (1, 1, 1),
+        (7, 33, 17),
+        (33, 7, 65),
+        (65, 129, 7),
+        (129, 65, 33),
+        (257, 33, 4),
+        (33, 257, 68),
+        (4, 68, 36),
+        (68, 4, 129),
+        (36, 260, 16),
+    ];
+    for size in sizes {
+        for trans in TRANSPOSES {
+            let (m, n, k) = size;
+            let a = pair.random(m * k, -1.0, 1.0);
+            let b = pair.random(k * n, -1.0, 1.0);
+            let c0 = pair.random(m * n, -1.0, 1.0);
+            let data = (&a[..], &b[..], &c0[..]);
+            let what = format!("gemm {m}x{n}x{k} {trans:?}");
+            pair.gpu.force_gemm_kernel(Some(GemmKernel::Tile64));
+            let reference = gemm_at(&mut pair, size, trans, (1, 3, 7), data);
+            pair.gpu.force_gemm_kernel(Some(GemmKernel::Tile128));
+            let wide = gemm_at(&mut pair, size, trans, (0, 4, 8), data);
+            assert_eq!(
+                bits(&wide),
+                bits(&reference),
+                "{what}: 128x128 and 64x64 differ"
+            );
+            pair.gpu.force_gemm_kernel(Some(GemmKernel::Tile32));
+            // Scalar loads, then vec4 loads wherever the leading dimension allows.
+            for offsets in [(1, 3, 7), (0, 4, 8), (4, 3, 0), (5, 8, 1)] {
+                let narrow = gemm_at(&mut pair, size, trans, offsets, data);
+                assert_eq!(
+                    bits(&narrow),
+                    bits(&reference),
+                    "{what} offsets {offsets:?}: 32x32 and 64x64 kernels differ"
+                );
+            }
+            pair.gpu.force_gemm_kernel(None);
+        }
+    }
+}
+
+/// Training-step shapes picked by size alone: skinny outputs that take the 32x32 kernel
+/// (fewer than 128 tiles of 64x64: 1024x128, 128x1024, 256x128, 10x1024) and one just
+/// past the threshold that takes the 64x64 kernel (2048x256: 128 tiles), with odd
+/// offsets (scalar loads) and C in its own buffer or after the factors.
+#[test]
+fn gemm_skinny_training_shapes_picked_by_size() {
+    let Some(mut pair) = Pair::new(18) else {
+        return;
+    };
+    let mut worst = 0.0f64;
+    let cases = [
+        // Forward W (width x width) . H (width x batch).
+        ((1024, 128, 64), (false, false), (1.0, 0.0), false),
+        // Backward W^T . delta.
+        ((256, 128, 256), (true, false), (1.0, 0.0), true),
+        // Weight gradient delta . H^T, accumulated.
+        ((128, 1024, 33), (false, true), (-0.5, 1.0), false),
+        ((10, 1024, 129), (true, true), (2.0, 0.25), false),
+        ((2048, 256, 9), (false, false), (1.0, 0.5), false),
+    ];
+    for (size, trans, scale, c_with_a) in cases {
+        worst = worst.max(check_gemm(&mut pair, size, trans, scale, c_with_a));
+    }
+    eprintln!("skinny gemm: worst |gpu - cpu| / bound = {worst:.3}");
+    // Multiple-of-4 leading dimensions: vec4 and scalar loads agree.
+    for (size, trans) in [
+        ((1024, 128, 36), (false, false)),
+        ((256, 128, 68), (true, true)),
+    ] {
+        let (m, n, k) = size;
+        let a = pair.random(m * k, -1.0, 1.0);
+        let b = pair.random(k * n, -1.0, 1.0);
+        let c0 = pair.random(m * n, -1.0, 1.0);
+        let data = (&a[..], &b[..], &c0[..]);
+        let vector = gemm_at(&mut pair, size, trans, (0, 4, 8), data);
+        let scalar = gemm_at(&mut pair, size, trans, (1, 3, 5), data);
+        assert_eq!(
+            bits(&vector),
+            bits(&scalar),
+            "gemm {m}x{n}x{k} {trans:?}: vec4 and scalar loads differ"
+        );
+    }
+}
+
+/// Both fused epilogues on the 32x32 kernel: forced (bitwise against the other two)
+/// and picked by size on a skinny product.
+#[test]
+fn gemm_then_on_the_narrow_kernel() {
+    let Some(mut pair) = Pair::new(19) else {
+        return;
+    };
+    let mut worst = 0.0f64;
+    let forced = [
+        Some(GemmKernel::Tile32),
+        Some(GemmKernel::Tile64),
+        Some(GemmKernel::Tile128),
+    ];
+    for act in Activation::ALL {
+        for (trans_a, derivative) in [(false, false), (true, false), (false, true)] {
+            let w = check_gemm_then(&mut pair, (65, 33, 17), trans_a, derivative, act, &forced);
+            worst = worst.max(w);
+            let skinny = [None, Some(GemmKernel::Tile32)];
+            let w = check_gemm_then(&mut pair, (257, 64, 9), trans_a, derivative, act, &skinny);
+            worst = worst.max(w);
+        }
+    }
+    eprintln!("narrow gemm_then: worst |gpu - cpu| / bound = {worst:.3}");
 }
 
 /// `layer_grads` over `shapes` (outputs, inputs) at `batch`, with all deltas in one
@@ -1040,10 +1176,18 @@ fn gemm_throughput() {
         (512, 512, 512),
         (1024, 1024, 1024),
         (64, 784, 256),
+        // Skinny training-step products (width x batch output): the 32x32 kernel's case.
+        (256, 128, 256),
+        (1024, 128, 1024),
     ] {
-        // Both kernels at every size (the default picks the wide one from 512x512).
-        for (kernel, wide) in [("64x64", false), ("128x128", true)] {
-            gpu.force_gemm_kernel(Some(wide));
+        // Every kernel at every size (the default picks the wide one from 512x512, the
+        // 32x32 one below 128 tiles of 64x64).
+        for (kernel, forced) in [
+            ("32x32", GemmKernel::Tile32),
+            ("64x64", GemmKernel::Tile64),
+            ("128x128", GemmKernel::Tile128),
+        ] {
+            gpu.force_gemm_kernel(Some(forced));
             // Offsets 0 let both factors take the vec4 load path, offsets 1 force the
             // scalar one (on a multiple-of-4 K and N).
             for (path, off) in [("vec4", 0), ("scalar", 1)] {

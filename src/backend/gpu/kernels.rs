@@ -4,8 +4,8 @@
 use super::buffers::{idx, F32};
 use super::encode::Op;
 use super::params::{Block, MAX_GROUPED_LAYERS, TABLE_BYTES};
-use super::pipelines::Kernel;
-use super::GpuBackend;
+use super::pipelines::{Kernel, NARROW_TILE, TILE};
+use super::{GemmKernel, GpuBackend};
 use crate::activation::Activation;
 use crate::backend::{
     check_bias, check_same_shape, Backend, BufId, Epilogue, Gemm, LayerGrad, LossGrad, Mat,
@@ -15,12 +15,11 @@ use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::optim::UpdateStep;
 
-/// Output tile of the 64x64 GEMM kernel and of `layer_grads` (see `shaders/gemm_tile.wgsl`).
-const TILE: usize = 64;
 /// Output tile of the wide GEMM kernel (see `shaders/gemm_wide.wgsl`).
 const WIDE_TILE: usize = 128;
 /// Products whose output is at least this many rows AND columns use the wide GEMM
-/// kernel (128x128 tiles, 8x8 outputs per invocation), smaller ones the 64x64 kernel.
+/// kernel (128x128 tiles, 8x8 outputs per invocation), smaller ones the 64x64 or the
+/// 32x32 kernel (see [`NARROW_GEMM_MAX_TILES`]).
 /// The wide kernel does four times the work per workgroup at twice the arithmetic per
 /// float of workgroup memory read, so it wins once there are enough of its tiles to
 /// occupy the device: at 512x512 there are 16 of them (64 of the small kernel's),
@@ -30,6 +29,22 @@ const WIDE_TILE: usize = 128;
 /// waste more of their edge tiles. Tests reach both kernels through sizes on either
 /// side of this (or force one with `GpuBackend::force_gemm_kernel`).
 const WIDE_GEMM_MIN: usize = 512;
+/// Products below [`WIDE_GEMM_MIN`] whose output would make fewer than this many
+/// 64x64 tiles use the 32x32 kernel (four times as many workgroups of a quarter the
+/// size), the others the 64x64 one.
+///
+/// Training-step products are skinny: at width 1024 and batch 128 the forward product
+/// has a 1024x128 output, 32 tiles of 64x64 (and at width 256, 8), where a large GPU
+/// has around 128 compute units (132 on an H100) to fill, and each of those few
+/// workgroups walks all of K alone. The 32x32 kernel turns 32 workgroups into 128 with
+/// a quarter of the work each: on a device with that many idle compute units, up to
+/// four times the speed. It pays for this with twice the loads per FMA (global and
+/// workgroup memory), so once the 64x64 grid reaches about one workgroup per compute
+/// unit of a large GPU (128), the 64x64 kernel's grid is big enough and its better
+/// reuse wins. Smaller devices (and CPU adapters) are saturated sooner and then lose
+/// that factor on the loads (about 15% on lavapipe), but only on products this small.
+/// Tests reach it through sizes on either side of this (or force it).
+const NARROW_GEMM_MAX_TILES: usize = 128;
 /// Invocations per workgroup of the elementwise kernels.
 const GROUP: usize = 256;
 /// Elementwise grids stop growing here; each invocation then strides over the rest.
@@ -40,6 +55,18 @@ const MAX_ELEMENTWISE_GROUPS: usize = 4096;
 /// 4 floats it reads then starts at a multiple of 4 floats, i.e. 16 bytes.
 fn vec4_loadable(offset: usize, ld: usize) -> bool {
     offset % 4 == 0 && ld % 4 == 0
+}
+
+/// The GEMM kernel for an `m` x `n` output (see [`WIDE_GEMM_MIN`] and
+/// [`NARROW_GEMM_MAX_TILES`]).
+fn gemm_kernel(m: usize, n: usize) -> GemmKernel {
+    if m >= WIDE_GEMM_MIN && n >= WIDE_GEMM_MIN {
+        GemmKernel::Tile128
+    } else if m.div_ceil(TILE) * n.div_ceil(TILE) < NARROW_GEMM_MAX_TILES {
+        GemmKernel::Tile32
+    } else {
+        GemmKernel::Tile64
+    }
 }
 
 fn activation_code(a: Activation) -> u32 {
@@ -82,7 +109,9 @@ impl GpuBackend {
     }
 
     /// Records `op`, with `then` fused into its epilogue (see `shaders/gemm_common.wgsl`),
-    /// on the wide kernel for large outputs (see [`WIDE_GEMM_MIN`]), else the 64x64 one.
+    /// on the wide kernel for large outputs (see [`WIDE_GEMM_MIN`]), else on the 32x32
+    /// one when the 64x64 grid would be small (see [`NARROW_GEMM_MAX_TILES`]), else on
+    /// the 64x64 one.
     fn gemm_dispatch(&mut self, op: &Gemm, then: Option<Epilogue>) -> Result<()> {
         op.check()?;
         let mut reads = vec![op.a, op.b];
@@ -120,13 +149,10 @@ impl GpuBackend {
             .u(u32::from(vec4_loadable(op.b.offset, op.b.cols)))
             .u(epilogue)
             .u(idx(operand.offset)?);
-        let wide = self
-            .gemm_override
-            .unwrap_or(m >= WIDE_GEMM_MIN && n >= WIDE_GEMM_MIN);
-        let (kernel, tile) = if wide {
-            (Kernel::GemmWide, WIDE_TILE)
-        } else {
-            (Kernel::Gemm, TILE)
+        let (kernel, tile) = match self.gemm_override.unwrap_or_else(|| gemm_kernel(m, n)) {
+            GemmKernel::Tile32 => (Kernel::GemmNarrow, NARROW_TILE),
+            GemmKernel::Tile64 => (Kernel::Gemm, TILE),
+            GemmKernel::Tile128 => (Kernel::GemmWide, WIDE_TILE),
         };
         let groups = [n.div_ceil(tile), m.div_ceil(tile), 1];
         // A and B are bound again as vec4 views (bindings 4 and 5), then the
@@ -439,5 +465,32 @@ impl Backend for GpuBackend {
     fn synchronize(&mut self) -> Result<()> {
         self.submit()?;
         self.wait_idle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_kernel_by_size() {
+        // Large on both sides: the wide kernel, whatever the grid.
+        assert_eq!(gemm_kernel(512, 512), GemmKernel::Tile128);
+        assert_eq!(gemm_kernel(4096, 512), GemmKernel::Tile128);
+        // Skinny training-step products: 32 and 8 tiles of 64x64, and small ones.
+        assert_eq!(gemm_kernel(1024, 128), GemmKernel::Tile32);
+        assert_eq!(gemm_kernel(128, 1024), GemmKernel::Tile32);
+        assert_eq!(gemm_kernel(256, 128), GemmKernel::Tile32);
+        assert_eq!(gemm_kernel(10, 784), GemmKernel::Tile32);
+        assert_eq!(gemm_kernel(1, 1), GemmKernel::Tile32);
+        // 127 and 126 tiles of 64x64: still the narrow kernel.
+        assert_eq!(gemm_kernel(127 * 64, 64), GemmKernel::Tile32);
+        assert_eq!(gemm_kernel(4032, 128), GemmKernel::Tile32);
+        // From 128 tiles up (partial tiles count), the 64x64 kernel.
+        assert_eq!(gemm_kernel(128 * 64, 64), GemmKernel::Tile64);
+        assert_eq!(gemm_kernel(4033, 128), GemmKernel::Tile64);
+        assert_eq!(gemm_kernel(4096, 128), GemmKernel::Tile64);
+        assert_eq!(gemm_kernel(8192, 511), GemmKernel::Tile64);
+        assert_eq!(gemm_kernel(511, 1024), GemmKernel::Tile64);
     }
 }

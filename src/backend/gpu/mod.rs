@@ -36,8 +36,23 @@ pub struct GpuBackend {
     rec: Recorder,
     /// Read-back buffer, grown to the largest read so far.
     staging: Option<wgpu::Buffer>,
-    /// Forces the wide (`Some(true)`) or the 64x64 (`Some(false)`) GEMM kernel.
-    gemm_override: Option<bool>,
+    /// Forces one GEMM kernel (see [`GpuBackend::force_gemm_kernel`]).
+    gemm_override: Option<GemmKernel>,
+}
+
+/// The GEMM kernels, by output tile (see `gemm_dispatch` in `kernels.rs` for which one
+/// a product gets). Only for [`GpuBackend::force_gemm_kernel`]: tests and benchmarks.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GemmKernel {
+    /// 32x32 output tiles, 8x8 invocations of 4x4 outputs (`shaders/gemm.wgsl`, for
+    /// skinny and small products).
+    Tile32,
+    /// 64x64 output tiles, 16x16 invocations of 4x4 outputs (`shaders/gemm.wgsl`).
+    Tile64,
+    /// 128x128 output tiles, 16x16 invocations of 8x8 outputs
+    /// (`shaders/gemm_wide.wgsl`, for large products).
+    Tile128,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -81,12 +96,12 @@ impl GpuBackend {
         self.rec.counters.dispatches()
     }
 
-    /// Testing and benchmarking knob: `Some(true)` runs every GEMM on the wide kernel
-    /// (128x128 output tiles), `Some(false)` on the 64x64 one, `None` (the default)
-    /// picks by output size. Results are the same, bit for bit, on either kernel.
+    /// Testing and benchmarking knob: `Some(kernel)` runs every GEMM on that kernel,
+    /// `None` (the default) picks by output size. Results are the same, bit for bit,
+    /// on every kernel.
     #[doc(hidden)]
-    pub fn force_gemm_kernel(&mut self, wide: Option<bool>) {
-        self.gemm_override = wide;
+    pub fn force_gemm_kernel(&mut self, kernel: Option<GemmKernel>) {
+        self.gemm_override = kernel;
     }
 
     /// Command buffers submitted since the backend was created.

@@ -24,8 +24,11 @@ const CLIP: &str = include_str!("../../../shaders/clip.wgsl");
 /// One compute kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Kernel {
-    /// 64x64 output tiles (`shaders/gemm.wgsl`).
+    /// 64x64 output tiles (`shaders/gemm.wgsl` with `TILE` 64).
     Gemm,
+    /// 32x32 output tiles, for skinny and small products (`shaders/gemm.wgsl` with
+    /// `TILE` 32).
+    GemmNarrow,
     /// 128x128 output tiles, for large products (`shaders/gemm_wide.wgsl`).
     GemmWide,
     LayerGrads,
@@ -40,8 +43,9 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    const ALL: [Kernel; 11] = [
+    const ALL: [Kernel; 12] = [
         Kernel::Gemm,
+        Kernel::GemmNarrow,
         Kernel::GemmWide,
         Kernel::LayerGrads,
         Kernel::Fill,
@@ -58,16 +62,17 @@ impl Kernel {
     fn source(self) -> (usize, &'static str) {
         match self {
             Kernel::Gemm => (0, "gemm"),
-            Kernel::GemmWide => (1, "gemm_wide"),
-            Kernel::LayerGrads => (2, "layer_grads"),
-            Kernel::Fill => (3, "fill"),
-            Kernel::BiasActivation => (3, "bias_activation"),
-            Kernel::ActivationGrad => (3, "activation_grad"),
-            Kernel::Loss => (4, "loss_grad"),
-            Kernel::Optimizer => (5, "optimizer_step"),
-            Kernel::SignFeedback => (6, "sign_feedback"),
-            Kernel::GradNorm => (7, "grad_norm"),
-            Kernel::GradScale => (7, "grad_scale"),
+            Kernel::GemmNarrow => (1, "gemm"),
+            Kernel::GemmWide => (2, "gemm_wide"),
+            Kernel::LayerGrads => (3, "layer_grads"),
+            Kernel::Fill => (4, "fill"),
+            Kernel::BiasActivation => (4, "bias_activation"),
+            Kernel::ActivationGrad => (4, "activation_grad"),
+            Kernel::Loss => (5, "loss_grad"),
+            Kernel::Optimizer => (6, "optimizer_step"),
+            Kernel::SignFeedback => (7, "sign_feedback"),
+            Kernel::GradNorm => (8, "grad_norm"),
+            Kernel::GradScale => (8, "grad_scale"),
         }
     }
 
@@ -81,7 +86,7 @@ impl Kernel {
             Kernel::Loss | Kernel::Optimizer => 4,
             // C, A, B, A and B again as vec4 views, the epilogue's operand.
             // grad_w, deltas, inputs, grad_b, then deltas and inputs as vec4 views.
-            Kernel::Gemm | Kernel::GemmWide | Kernel::LayerGrads => 6,
+            Kernel::Gemm | Kernel::GemmNarrow | Kernel::GemmWide | Kernel::LayerGrads => 6,
         }
     }
 
@@ -94,12 +99,16 @@ impl Kernel {
     }
 }
 
-/// Shader modules by name. The two GEMM kernels share their parameters, bindings and
-/// epilogue (`gemm_common.wgsl`) but not their tile loops, so each gets its own module
-/// and declares only its own workgroup memory; `gemm` and `layer_grads` share the
-/// 64x64 tile loop (`gemm_tile.wgsl`).
-const MODULES: [&str; 8] = [
+/// Shader modules by name. The three GEMM kernels share their parameters, bindings and
+/// epilogue (`gemm_common.wgsl`) but not their tile sizes, so each gets its own module
+/// and declares only its own workgroup memory. `gemm` (64x64), `gemm_narrow` (32x32)
+/// and `layer_grads` (64x64) share one tile loop (`gemm_tile.wgsl`), sized by the
+/// `TILE` constant that [`module_source`] prepends; `gemm` and `gemm_narrow` also share
+/// their entry point (`gemm.wgsl`). `gemm_wide` has its own loop (8x8 outputs per
+/// invocation).
+const MODULES: [&str; 9] = [
     "gemm",
+    "gemm_narrow",
     "gemm_wide",
     "layer_grads",
     "elementwise",
@@ -109,15 +118,31 @@ const MODULES: [&str; 8] = [
     "clip",
 ];
 
+/// Output tile side of the `gemm` kernel and of `layer_grads` (`TILE` in
+/// `gemm_tile.wgsl`; `layer_grads.wgsl` assumes 64).
+pub(crate) const TILE: usize = 64;
+/// Output tile side of the `gemm_narrow` kernel.
+pub(crate) const NARROW_TILE: usize = 32;
+
+/// `gemm_tile.wgsl` sized for `TILE` x `TILE` output tiles (64 or 32: the workgroup is
+/// `TILE / 4` invocations square and must divide the loads evenly).
+fn tile_loop(tile: usize) -> String {
+    format!("const TILE: u32 = {tile}u;\n{GEMM_TILE}")
+}
+
 fn module_source(index: usize) -> String {
     match index {
-        0 => format!("{ACTIVATION}\n{GEMM_TILE}\n{GEMM_COMMON}\n{GEMM}"),
-        1 => format!("{ACTIVATION}\n{GEMM_COMMON}\n{GEMM_WIDE}"),
-        2 => format!("{GEMM_TILE}\n{LAYER_GRADS}"),
-        3 => format!("{ACTIVATION}\n{ELEMENTWISE}"),
-        4 => LOSS.to_string(),
-        5 => OPTIMIZER.to_string(),
-        6 => FEEDBACK.to_string(),
+        0 => format!("{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}", tile_loop(TILE)),
+        1 => format!(
+            "{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}",
+            tile_loop(NARROW_TILE)
+        ),
+        2 => format!("{ACTIVATION}\n{GEMM_COMMON}\n{GEMM_WIDE}"),
+        3 => format!("{}\n{LAYER_GRADS}", tile_loop(TILE)),
+        4 => format!("{ACTIVATION}\n{ELEMENTWISE}"),
+        5 => LOSS.to_string(),
+        6 => OPTIMIZER.to_string(),
+        7 => FEEDBACK.to_string(),
         _ => CLIP.to_string(),
     }
 }
