@@ -492,6 +492,28 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// Random factors and initial C of an `m x n x k` product, as host data.
+struct Operands {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c0: Vec<f32>,
+}
+
+impl Operands {
+    fn random(pair: &mut Pair, (m, n, k): (usize, usize, usize)) -> Operands {
+        Operands {
+            a: pair.random(m * k, -1.0, 1.0),
+            b: pair.random(k * n, -1.0, 1.0),
+            c0: pair.random(m * n, -1.0, 1.0),
+        }
+    }
+
+    /// `(a, b, c0)` for [`gemm_at`].
+    fn data(&self) -> (&[f32], &[f32], &[f32]) {
+        (&self.a, &self.b, &self.c0)
+    }
+}
+
 /// One GEMM (`alpha` 1.5, `beta` 0.5) with each operand in its own NaN-padded buffer
 /// at its own element offset (offsets and leading dimensions that are multiples of 4
 /// select the vec4 load path for that factor, others the scalar one), checked against
@@ -557,10 +579,8 @@ fn gemm_vec4_loads_aligned_sizes_match_scalar_loads_bitwise() {
     ];
     for (m, n, k) in sizes {
         for trans in TRANSPOSES {
-            let a = pair.random(m * k, -1.0, 1.0);
-            let b = pair.random(k * n, -1.0, 1.0);
-            let c0 = pair.random(m * n, -1.0, 1.0);
-            let data = (&a[..], &b[..], &c0[..]);
+            let operands = Operands::random(&mut pair, (m, n, k));
+            let data = operands.data();
             let what = format!("gemm {m}x{n}x{k} {trans:?}");
             // (offsets, label): both factors vectorized, one of them, neither.
             let vector = gemm_at(&mut pair, (m, n, k), trans, (0, 4, 8), data);
@@ -604,10 +624,8 @@ fn gemm_unaligned_sizes_and_offsets_all_transposes() {
     for size in sizes {
         for trans in TRANSPOSES {
             let (m, n, k) = size;
-            let a = pair.random(m * k, -1.0, 1.0);
-            let b = pair.random(k * n, -1.0, 1.0);
-            let c0 = pair.random(m * n, -1.0, 1.0);
-            let data = (&a[..], &b[..], &c0[..]);
+            let operands = Operands::random(&mut pair, (m, n, k));
+            let data = operands.data();
             let first = gemm_at(&mut pair, size, trans, (1, 3, 7), data);
             let second = gemm_at(&mut pair, size, trans, (0, 4, 2), data);
             assert_eq!(
@@ -642,10 +660,8 @@ fn gemm_wide_kernel_matches_the_small_one_bitwise() {
     for size in sizes {
         for trans in TRANSPOSES {
             let (m, n, k) = size;
-            let a = pair.random(m * k, -1.0, 1.0);
-            let b = pair.random(k * n, -1.0, 1.0);
-            let c0 = pair.random(m * n, -1.0, 1.0);
-            let data = (&a[..], &b[..], &c0[..]);
+            let operands = Operands::random(&mut pair, (m, n, k));
+            let data = operands.data();
             pair.gpu.force_gemm_kernel(Some(GemmKernel::Tile64));
             let small = gemm_at(&mut pair, size, trans, (1, 3, 7), data);
             pair.gpu.force_gemm_kernel(Some(GemmKernel::Tile128));
@@ -693,10 +709,8 @@ fn gemm_above_the_wide_threshold_awkward_sizes() {
     for size in [(516, 520, 36), (520, 516, 129)] {
         for trans in TRANSPOSES {
             let (m, n, k) = size;
-            let a = pair.random(m * k, -1.0, 1.0);
-            let b = pair.random(k * n, -1.0, 1.0);
-            let c0 = pair.random(m * n, -1.0, 1.0);
-            let data = (&a[..], &b[..], &c0[..]);
+            let operands = Operands::random(&mut pair, (m, n, k));
+            let data = operands.data();
             let vector = gemm_at(&mut pair, size, trans, (0, 4, 8), data);
             let scalar = gemm_at(&mut pair, size, trans, (1, 3, 5), data);
             assert_eq!(
@@ -800,10 +814,8 @@ fn gemm_narrow_kernel_matches_the_others_bitwise() {
     for size in sizes {
         for trans in TRANSPOSES {
             let (m, n, k) = size;
-            let a = pair.random(m * k, -1.0, 1.0);
-            let b = pair.random(k * n, -1.0, 1.0);
-            let c0 = pair.random(m * n, -1.0, 1.0);
-            let data = (&a[..], &b[..], &c0[..]);
+            let operands = Operands::random(&mut pair, (m, n, k));
+            let data = operands.data();
             let what = format!("gemm {m}x{n}x{k} {trans:?}");
             pair.gpu.force_gemm_kernel(Some(GemmKernel::Tile64));
             let reference = gemm_at(&mut pair, size, trans, (1, 3, 7), data);
@@ -859,10 +871,8 @@ fn gemm_skinny_training_shapes_picked_by_size() {
         ((256, 128, 68), (true, true)),
     ] {
         let (m, n, k) = size;
-        let a = pair.random(m * k, -1.0, 1.0);
-        let b = pair.random(k * n, -1.0, 1.0);
-        let c0 = pair.random(m * n, -1.0, 1.0);
-        let data = (&a[..], &b[..], &c0[..]);
+        let operands = Operands::random(&mut pair, (m, n, k));
+        let data = operands.data();
         let vector = gemm_at(&mut pair, size, trans, (0, 4, 8), data);
         let scalar = gemm_at(&mut pair, size, trans, (1, 3, 5), data);
         assert_eq!(
