@@ -6,8 +6,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::gpu::gpu;
 use common::{build_net, random_dataset};
-use plasticity::backend::{CpuBackend, GpuBackend};
+use plasticity::backend::CpuBackend;
 use plasticity::checkpoint::Checkpoint;
 use plasticity::data::Dataset;
 use plasticity::schedule::Schedule;
@@ -267,19 +268,6 @@ fn a_crash_mid_save_leaves_the_old_checkpoint() {
     // A successful save replaces it whole.
     t.save_checkpoint(&path).unwrap();
     assert_eq!(Checkpoint::load(&path).unwrap().steps, 2);
-}
-
-fn gpu() -> Option<GpuBackend> {
-    match GpuBackend::new() {
-        Ok(b) => Some(b),
-        Err(e) if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("PLASTICITY_REQUIRE_GPU=1 but no GPU backend: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no GPU adapter ({e}); set PLASTICITY_REQUIRE_GPU=1 to fail");
-            None
-        }
-    }
 }
 
 #[test]

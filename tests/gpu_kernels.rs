@@ -14,8 +14,11 @@
 //!   differing only in the last ulps of the GPU's exp, log, division and sqrt and in
 //!   fused multiply-adds). Measured on lavapipe: at most 15% of it (bias + tanh).
 
+mod common;
+
 use std::collections::HashMap;
 
+use common::gpu::gpu;
 use plasticity::backend::gpu::GemmKernel;
 use plasticity::backend::{
     Backend, BufId, CpuBackend, Epilogue, Gemm, GpuBackend, LayerGrad, LossGrad, Mat, OptimizerPass,
@@ -25,20 +28,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const EPS: f64 = f32::EPSILON as f64;
-
-/// A GPU backend, or `None` (after saying so loudly) when this machine has no adapter.
-fn gpu() -> Option<GpuBackend> {
-    match GpuBackend::new() {
-        Ok(b) => Some(b),
-        Err(e) if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("PLASTICITY_REQUIRE_GPU=1 but no GPU backend: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no GPU adapter ({e}); set PLASTICITY_REQUIRE_GPU=1 to fail");
-            None
-        }
-    }
-}
 
 /// The same buffers on both backends.
 struct Pair {

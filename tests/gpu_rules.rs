@@ -16,7 +16,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
-use common::gpu::{assert_close, gpu, random_dataset};
+use common::gpu::{assert_close, gpu};
+use common::random_dataset;
 
 /// Runs `sign_feedback` on a fresh backend: `w` and `m` at odd offsets in one buffer,
 /// the output in another; returns the output.

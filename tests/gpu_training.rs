@@ -19,7 +19,8 @@ use plasticity::data::Mnist;
 use plasticity::{Activation, Device, Error, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
 
 mod common;
-use common::gpu::{assert_close, gpu, random_dataset};
+use common::gpu::{assert_close, gpu};
+use common::random_dataset;
 
 struct Case {
     rule: Rule,

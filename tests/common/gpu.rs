@@ -1,11 +1,8 @@
-//! Helpers for the GPU tests: a backend or a loud skip, random data, a CPU-vs-GPU
+//! Helpers for the GPU tests: a backend or a loud skip, seeded networks, a CPU-vs-GPU
 //! comparison with the tolerance the parity tests state.
 
 use plasticity::backend::GpuBackend;
-use plasticity::data::Dataset;
 use plasticity::{Activation, Network};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 /// A GPU backend, or `None` (after saying so loudly) when this machine has no adapter.
 pub fn gpu() -> Option<GpuBackend> {
@@ -19,13 +16,6 @@ pub fn gpu() -> Option<GpuBackend> {
             None
         }
     }
-}
-
-pub fn random_dataset(n: usize, dim: usize, classes: usize, seed: u64) -> Dataset {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let x: Vec<f32> = (0..n * dim).map(|_| r.random_range(-1.0..1.0)).collect();
-    let y: Vec<u32> = (0..n).map(|_| r.random_range(0..classes as u32)).collect();
-    Dataset::new(x, y, dim, classes).unwrap()
 }
 
 /// Asserts `|g - c| <= 2e-6 + 1e-5 |c|`; returns the largest `|g - c|`.
