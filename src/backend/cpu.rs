@@ -6,7 +6,8 @@ use rayon::prelude::*;
 
 use super::regions::borrow;
 use super::{
-    check_bias, check_same_shape, Backend, BufId, Gemm, LayerGrad, LossGrad, Mat, OptimizerPass,
+    check_bias, check_same_shape, check_sign_feedback, Backend, BufId, Gemm, LayerGrad, LossGrad,
+    Mat, OptimizerPass,
 };
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -155,11 +156,7 @@ impl Backend for CpuBackend {
         magnitude: Option<Mat>,
         scale: f32,
     ) -> Result<()> {
-        check_same_shape("sign_feedback", out, w)?;
-        let reads: Vec<Mat> = std::iter::once(w).chain(magnitude).collect();
-        if let Some(m) = magnitude {
-            check_same_shape("sign_feedback magnitude", out, m)?;
-        }
+        let reads = check_sign_feedback(out, w, magnitude)?;
         let (mut o, r) = borrow(&mut self.bufs, &[out], &reads)?;
         for (i, b) in o[0].iter_mut().enumerate() {
             let m = r.get(1).map_or(1.0, |m| m[i].abs());

@@ -73,6 +73,14 @@ impl Mat {
         Mat::new(self.buf, self.offset + start * self.cols, count, self.cols)
     }
 
+    /// Whether the two share at least one element (empty regions share none).
+    pub fn overlaps(&self, other: &Mat) -> bool {
+        let (a, b) = (self.range(), other.range());
+        self.buf == other.buf && !self.is_empty() && !other.is_empty() && {
+            a.start < b.end && b.start < a.end
+        }
+    }
+
     /// `(rows, cols)` after an optional transpose.
     pub fn shape(&self, transposed: bool) -> (usize, usize) {
         if transposed {
@@ -169,10 +177,11 @@ impl Epilogue {
             Epilogue::BiasActivation { bias, .. } => check_bias(c, bias)?,
             Epilogue::ActivationGrad { h, .. } => check_same_shape("activation_grad", c, h)?,
         }
-        let (o, written) = (self.operand().range(), c.range());
-        if self.operand().buf == c.buf && o.start < written.end && written.start < o.end {
+        if self.operand().overlaps(&c) {
             return Err(crate::Error::Backend(format!(
-                "epilogue operand {o:?} overlaps the product's output {written:?} in buffer {}",
+                "epilogue operand {:?} overlaps the product's output {:?} in buffer {}",
+                self.operand().range(),
+                c.range(),
                 c.buf.0
             )));
         }
@@ -239,6 +248,16 @@ pub fn check_same_shape(context: &str, a: Mat, b: Mat) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Checks the regions of [`Backend::sign_feedback`] share one shape; returns the
+/// regions it reads (`w`, then `magnitude` when given).
+pub fn check_sign_feedback(out: Mat, w: Mat, magnitude: Option<Mat>) -> Result<Vec<Mat>> {
+    check_same_shape("sign_feedback", out, w)?;
+    if let Some(m) = magnitude {
+        check_same_shape("sign_feedback magnitude", out, m)?;
+    }
+    Ok(std::iter::once(w).chain(magnitude).collect())
 }
 
 /// The output error of a batch and its loss statistics.

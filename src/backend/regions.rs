@@ -82,7 +82,7 @@ pub(crate) fn validate(
         }
     }
     for (i, w) in writes.iter().enumerate() {
-        if let Some(o) = writes[i + 1..].iter().chain(reads).find(|o| overlaps(w, o)) {
+        if let Some(o) = writes[i + 1..].iter().chain(reads).find(|o| w.overlaps(o)) {
             return Err(Error::Backend(format!(
                 "written region {:?} overlaps region {:?} of the same call",
                 w.range(),
@@ -91,13 +91,6 @@ pub(crate) fn validate(
         }
     }
     Ok(())
-}
-
-fn overlaps(a: &Mat, b: &Mat) -> bool {
-    a.buf == b.buf && !a.is_empty() && !b.is_empty() && {
-        let (ra, rb) = (a.range(), b.range());
-        ra.start < rb.end && rb.start < ra.end
-    }
 }
 
 #[cfg(test)]

@@ -32,11 +32,11 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    check_bias, check_same_shape, Backend, BufId, Epilogue, Gemm, LayerGrad, LossGrad, Mat,
-    OptimizerPass,
+    check_bias, check_same_shape, check_sign_feedback, regions, Backend, BufId, Epilogue, Gemm,
+    LayerGrad, LossGrad, Mat, OptimizerPass,
 };
 use crate::activation::Activation;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What a traced operation was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,17 +80,10 @@ impl TracedOp {
     /// Whether `later` must wait for `self`: read-after-write, write-after-write or
     /// write-after-read on overlapping regions.
     pub fn must_precede(&self, later: &TracedOp) -> bool {
-        let hits = |xs: &[Mat], ys: &[Mat]| xs.iter().any(|x| ys.iter().any(|y| overlap(*x, *y)));
+        let hits = |xs: &[Mat], ys: &[Mat]| xs.iter().any(|x| ys.iter().any(|y| x.overlaps(y)));
         hits(&self.writes, &later.reads)
             || hits(&self.writes, &later.writes)
             || hits(&self.reads, &later.writes)
-    }
-}
-
-fn overlap(a: Mat, b: Mat) -> bool {
-    a.buf == b.buf && !a.is_empty() && !b.is_empty() && {
-        let (ra, rb) = (a.range(), b.range());
-        ra.start < rb.end && rb.start < ra.end
     }
 }
 
@@ -216,26 +209,12 @@ impl TracingBackend {
         Ok(())
     }
 
+    /// Bounds of a dry run's regions, checked as every backend checks them.
     fn check_dry(&self, reads: &[Mat], writes: &[Mat]) -> Result<()> {
-        for m in reads.iter().chain(writes) {
-            let len = self.dry_len(m.buf)?;
-            if m.offset + m.len() > len {
-                return Err(Error::Backend(format!(
-                    "region {}..{} is outside buffer {} of {len} floats",
-                    m.offset,
-                    m.offset + m.len(),
-                    m.buf.0
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn dry_len(&self, buf: BufId) -> Result<usize> {
-        self.dry_lens
-            .get(buf.0)
-            .copied()
-            .ok_or_else(|| Error::Backend(format!("no buffer {}", buf.0)))
+        // Only the bounds: `reads` may repeat a written region (C of a GEMM with
+        // beta != 0) to record the dependency.
+        let all: Vec<Mat> = reads.iter().chain(writes).copied().collect();
+        regions::validate(&[], &all, |id| self.dry_lens.get(id.0).copied())
     }
 }
 
@@ -335,7 +314,7 @@ impl Backend for TracingBackend {
         magnitude: Option<Mat>,
         scale: f32,
     ) -> Result<()> {
-        let reads = std::iter::once(w).chain(magnitude).collect();
+        let reads = check_sign_feedback(out, w, magnitude)?;
         self.record(OpKind::SignFeedback, reads, vec![out], 0, |b| {
             b.sign_feedback(out, w, magnitude, scale)
         })

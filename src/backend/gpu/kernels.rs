@@ -8,8 +8,8 @@ use super::pipelines::{Kernel, NARROW_TILE, TILE};
 use super::{GemmKernel, GpuBackend};
 use crate::activation::Activation;
 use crate::backend::{
-    check_bias, check_same_shape, Backend, BufId, Epilogue, Gemm, LayerGrad, LossGrad, Mat,
-    OptimizerPass,
+    check_bias, check_same_shape, check_sign_feedback, Backend, BufId, Epilogue, Gemm, LayerGrad,
+    LossGrad, Mat, OptimizerPass,
 };
 use crate::error::{Error, Result};
 use crate::loss::Loss;
@@ -320,11 +320,7 @@ impl Backend for GpuBackend {
         magnitude: Option<Mat>,
         scale: f32,
     ) -> Result<()> {
-        check_same_shape("sign_feedback", out, w)?;
-        if let Some(m) = magnitude {
-            check_same_shape("sign_feedback magnitude", out, m)?;
-        }
-        let reads: Vec<Mat> = std::iter::once(w).chain(magnitude).collect();
+        let reads = check_sign_feedback(out, w, magnitude)?;
         self.check(&[out], &reads)?;
         // Without magnitudes the kernel ignores its third binding; bind `w` there.
         let m = magnitude.unwrap_or(w);
