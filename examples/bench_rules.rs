@@ -23,13 +23,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::plot::{LineChart, Series};
 use common::{bad, flag_pairs_with_switches, parse, replace_file, AnyResult};
 use plasticity::backend::gpu::GemmKernel;
 use plasticity::backend::{Backend, Gemm, GpuBackend, Mat};
-use plasticity::bench::{time_steps, StepShape};
+use plasticity::bench::{available_memory, time_repeated, time_steps, StepShape};
 use plasticity::{Device, Error, Result, Rule};
 use serde::Serialize;
 
@@ -206,14 +206,6 @@ fn does_not_fit(e: &Error) -> bool {
     matches!(e, Error::BufferTooLarge { .. } | Error::OutOfMemory(_))
 }
 
-/// Bytes of memory the CPU can give (`MemAvailable`), when the OS tells.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn measure(args: &Args, shape: StepShape, rule: Rule) -> Result<RuleResult> {
     let profile = shape.profile(rule)?;
     let mut trainer = shape.trainer(rule, args.device)?;
@@ -388,17 +380,10 @@ fn time_gemm(
         Mat::new(b, 0, br, bc),
         trans.1,
     );
-    backend.gemm(&op)?;
-    backend.synchronize()?;
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = Instant::now();
+    let t = time_repeated(1, reps, || {
         backend.gemm(&op)?;
-        backend.synchronize()?;
-        samples.push(start.elapsed());
-    }
-    let t = plasticity::bench::Timing::from_samples(samples)
-        .ok_or_else(|| bad(USAGE, "--repeats must be positive"))?;
+        backend.synchronize()
+    })?;
     Ok(t.median_ms())
 }
 

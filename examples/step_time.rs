@@ -11,11 +11,11 @@
 //! step's matrix products as bare faer GEMMs (same shapes, layout and threading as the
 //! CPU backend) and its elementwise passes, to show where a step's time goes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use plasticity::bench::Timing;
+use plasticity::bench::{time_repeated, Timing};
 use plasticity::data::Dataset;
 use plasticity::{
     Activation, Device, Error, Network, Optimizer, Result, Rule, TrainConfig, Trainer,
@@ -121,20 +121,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Runs `f` `warmup` times untimed, then `repeats` times timed.
-fn time(warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    let mut samples = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let start = Instant::now();
-        f()?;
-        samples.push(start.elapsed());
-    }
-    Timing::from_samples(samples).ok_or_else(|| bad("--repeats must be positive"))
-}
-
 fn random_data(batch: usize, rng: &mut ChaCha8Rng) -> Result<Dataset> {
     let n = batch * DATA_BATCHES;
     let features: Vec<f32> = (0..n * INPUTS).map(|_| rng.random::<f32>()).collect();
@@ -161,7 +147,7 @@ fn time_rule(args: &Args, rule: Rule, data: &Dataset) -> Result<Timing> {
         .map(|b| (b * args.batch..(b + 1) * args.batch).collect())
         .collect();
     let mut step = 0;
-    time(args.warmup, args.repeats, || {
+    time_repeated(args.warmup, args.repeats, || {
         step += 1;
         trainer.train_batch(data, &batches[step % DATA_BATCHES])
     })
@@ -357,7 +343,7 @@ fn breakdown(args: &Args) -> Result<()> {
         for p in products {
             let mut o = Operands::new(p, &mut rng);
             let par = par_of(p);
-            let t = time(warmup, repeats, || {
+            let t = time_repeated(warmup, repeats, || {
                 p.run(&mut o.c, &o.a, &o.b, par);
                 Ok(())
             })?;
@@ -374,7 +360,7 @@ fn breakdown(args: &Args) -> Result<()> {
     // The backend's default (`LayerParallelism::Auto`) runs the gradient products one per
     // thread when there are at least as many layers as threads.
     let mut ops: Vec<Operands> = grads.iter().map(|p| Operands::new(p, &mut rng)).collect();
-    let across = time(warmup, repeats, || {
+    let across = time_repeated(warmup, repeats, || {
         ops.par_iter_mut().zip(&grads).for_each(|(o, p)| {
             p.run(&mut o.c, &o.a, &o.b, Par::Seq);
         });
@@ -395,7 +381,7 @@ fn breakdown(args: &Args) -> Result<()> {
         .map(|_| rng.random_range(-2.0f32..2.0))
         .collect();
     let mut z = vec![0.0f32; hidden_len];
-    let tanh = time(warmup, repeats, || {
+    let tanh = time_repeated(warmup, repeats, || {
         z.par_chunks_mut(1 << 14)
             .zip(h.par_chunks(1 << 14))
             .for_each(|(z, h)| {
@@ -411,7 +397,7 @@ fn breakdown(args: &Args) -> Result<()> {
         None,
     );
     let hz = z.clone();
-    let dtanh = time(warmup, repeats, || {
+    let dtanh = time_repeated(warmup, repeats, || {
         z.par_iter_mut()
             .zip(hz.par_iter())
             .for_each(|(d, h)| *d = 0.5 * Activation::Tanh.derivative_from_output(*h));
@@ -425,7 +411,7 @@ fn breakdown(args: &Args) -> Result<()> {
     let params: usize = (0..layers).map(|l| dims[l + 1] * (dims[l] + 1)).sum();
     let mut w: Vec<f32> = vec![0.5; params];
     let g: Vec<f32> = vec![1e-3; params];
-    let sgd = time(warmup, repeats, || {
+    let sgd = time_repeated(warmup, repeats, || {
         w.par_chunks_mut(1 << 14)
             .zip(g.par_chunks(1 << 14))
             .for_each(|(w, g)| w.iter_mut().zip(g).for_each(|(w, g)| *w -= 0.01 * g));
@@ -437,7 +423,7 @@ fn breakdown(args: &Args) -> Result<()> {
     // two state buffers and the gradient, with a finiteness check folded in.
     let step = Optimizer::sgd(0.01).step_params(1);
     let (mut s0, mut s1) = (vec![0.0f32; params], vec![0.0f32; params]);
-    let backend_sgd = time(warmup, repeats, || {
+    let backend_sgd = time_repeated(warmup, repeats, || {
         const CHUNK: usize = 1 << 14;
         let finite = w
             .par_chunks_mut(CHUNK)

@@ -144,6 +144,15 @@ impl std::fmt::Display for StepShape {
     }
 }
 
+/// Bytes of memory the host can still give (`MemAvailable` of `/proc/meminfo`), where
+/// the OS tells; benchmarks skip shapes whose [`StepShape::device_bytes`] would not fit.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Wall-clock times of repeated samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
@@ -212,14 +221,34 @@ pub fn time_steps(
         step(trainer)?;
     }
     trainer.synchronize()?;
-    let mut samples = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let start = Instant::now();
+    let t = time_repeated(0, repeats, || {
         for _ in 0..inner {
             step(trainer)?;
         }
-        trainer.synchronize()?;
-        samples.push(start.elapsed() / inner as u32);
+        trainer.synchronize()
+    })?;
+    Ok(Timing {
+        median: t.median / inner as u32,
+        min: t.min / inner as u32,
+        samples: t.samples,
+    })
+}
+
+/// Calls `f` `warmup` times untimed, then times `repeats` calls of it (each call must
+/// finish its work itself: synchronize a device inside it).
+pub fn time_repeated(
+    warmup: usize,
+    repeats: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Timing> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        f()?;
+        samples.push(start.elapsed());
     }
     Timing::from_samples(samples).ok_or_else(|| Error::config("timing needs repeats >= 1"))
 }

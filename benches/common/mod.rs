@@ -113,15 +113,7 @@ pub fn cpu_budget_bytes() -> u64 {
     {
         return (gib * GIB) as u64;
     }
-    mem_available().unwrap_or(8 << 30) / 2
-}
-
-/// `MemAvailable` of `/proc/meminfo`, in bytes.
-fn mem_available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    plasticity::bench::available_memory().unwrap_or(8 << 30) / 2
 }
 
 /// Formats bytes for messages, in MiB below a GiB.
