@@ -35,7 +35,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use plasticity::bench::StepShape;
+use plasticity::bench::{BatchCycle, StepShape};
 use plasticity::data::Dataset;
 use plasticity::{Device, Rule, Trainer};
 
@@ -65,9 +65,7 @@ const DATA_SEED: u64 = 7;
 struct Steps {
     trainer: Trainer,
     data: Dataset,
-    /// Sample indices of each batch of `data`.
-    batches: Vec<Vec<usize>>,
-    next: usize,
+    cycle: BatchCycle,
 }
 
 impl Steps {
@@ -91,14 +89,11 @@ impl Steps {
             .trainer(rule, device)
             .unwrap_or_else(|e| common::skip(id, format!("cannot build the trainer: {e}")));
         let data = shape.data(DATA_BATCHES, DATA_SEED).expect("benchmark data");
-        let batches = (0..DATA_BATCHES)
-            .map(|i| (i * shape.batch..(i + 1) * shape.batch).collect())
-            .collect();
+        let cycle = BatchCycle::new(shape.batch, data.len());
         Steps {
             trainer,
             data,
-            batches,
-            next: 0,
+            cycle,
         }
     }
 
@@ -106,10 +101,8 @@ impl Steps {
     fn time(&mut self, iters: u64) -> Duration {
         let start = Instant::now();
         for _ in 0..iters {
-            let indices = &self.batches[self.next];
-            self.next = (self.next + 1) % self.batches.len();
-            self.trainer
-                .train_batch(&self.data, indices)
+            self.cycle
+                .step(&mut self.trainer, &self.data)
                 .expect("training step failed");
         }
         self.trainer.synchronize().expect("synchronize failed");

@@ -209,21 +209,15 @@ pub fn time_steps(
             data.len()
         )));
     }
-    let batches = data.len() / batch;
     let inner = inner.max(1);
-    let mut next = 0;
-    let mut step = |trainer: &mut Trainer| {
-        let indices: Vec<usize> = (next * batch..(next + 1) * batch).collect();
-        next = (next + 1) % batches;
-        trainer.train_batch(data, &indices)
-    };
+    let mut cycle = BatchCycle::new(batch, data.len());
     for _ in 0..warmup {
-        step(trainer)?;
+        cycle.step(trainer, data)?;
     }
     trainer.synchronize()?;
     let t = time_repeated(0, repeats, || {
         for _ in 0..inner {
-            step(trainer)?;
+            cycle.step(trainer, data)?;
         }
         trainer.synchronize()
     })?;
@@ -232,6 +226,38 @@ pub fn time_steps(
         min: t.min / inner as u32,
         samples: t.samples,
     })
+}
+
+/// Steps a trainer on consecutive batches of a dataset, from the first again after the
+/// last (so timed steps see several batches, not one cached one).
+#[derive(Debug, Clone)]
+pub struct BatchCycle {
+    batch: usize,
+    batches: usize,
+    next: usize,
+    /// The current batch's sample indices, refilled in place (no allocation per step).
+    indices: Vec<usize>,
+}
+
+impl BatchCycle {
+    /// Cycles through the `samples / batch` whole batches of a dataset of `samples`.
+    pub fn new(batch: usize, samples: usize) -> BatchCycle {
+        BatchCycle {
+            batch,
+            batches: (samples / batch.max(1)).max(1),
+            next: 0,
+            indices: Vec::with_capacity(batch),
+        }
+    }
+
+    /// One training step on the next batch of `data`.
+    pub fn step(&mut self, trainer: &mut Trainer, data: &Dataset) -> Result<()> {
+        let start = self.next * self.batch;
+        self.next = (self.next + 1) % self.batches;
+        self.indices.clear();
+        self.indices.extend(start..start + self.batch);
+        trainer.train_batch(data, &self.indices)
+    }
 }
 
 /// Calls `f` `warmup` times untimed, then times `repeats` calls of it (each call must
