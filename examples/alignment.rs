@@ -21,10 +21,7 @@ use std::time::Instant;
 
 use common::{replace_file, AnyResult};
 use plasticity::data::{Dataset, Mnist};
-use plasticity::{
-    Activation, Device, Error, LayerAlignment, Network, Optimizer, Result, Rule, TrainConfig,
-    Trainer,
-};
+use plasticity::{Error, LayerAlignment, Result, Rule, Trainer};
 use plotters::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -72,7 +69,7 @@ struct Point {
     layers: Vec<LayerAlignment>,
 }
 
-const BATCH: usize = 64;
+const BATCH: usize = Args::BATCH;
 
 /// Mean of the per-batch measurements over the probe (angles of defined layers only).
 fn probe_alignment(
@@ -110,18 +107,7 @@ fn probe_alignment(
 }
 
 fn run_rule(args: &Args, rule: Rule, train: &Dataset, test: &Dataset) -> Result<Vec<Point>> {
-    let net = Network::builder(train.dim())
-        .hidden(&args.hidden, Activation::Tanh)
-        .dense(train.classes(), Activation::Identity)
-        .seed(args.seed)
-        .build()?;
-    let config = TrainConfig {
-        rule,
-        optimizer: Optimizer::adam(1e-3),
-        batch_size: BATCH,
-        ..TrainConfig::default()
-    };
-    let mut t = Trainer::new(net, config, Device::Cpu)?;
+    let mut t = args.trainer(rule, train)?;
     let probe: Vec<usize> = (0..args.probe.min(train.len())).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let batches = train.len().div_ceil(BATCH);

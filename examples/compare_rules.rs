@@ -12,9 +12,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use plasticity::data::{Dataset, Mnist};
-use plasticity::{
-    Activation, Device, Error, Network, Optimizer, Result, Rule, TrainConfig, Trainer,
-};
+use plasticity::{Error, Result, Rule, Trainer};
 
 mod common;
 
@@ -53,7 +51,7 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
-const BATCH: usize = 64;
+const BATCH: usize = Args::BATCH;
 
 struct Row {
     rule: Rule,
@@ -81,18 +79,7 @@ fn mean_hidden_angle(t: &mut Trainer, data: &Dataset, probe: usize) -> Result<Op
 }
 
 fn run(args: &Args, rule: Rule, train: &Dataset, test: &Dataset) -> Result<Row> {
-    let net = Network::builder(train.dim())
-        .hidden(&args.hidden, Activation::Tanh)
-        .dense(train.classes(), Activation::Identity)
-        .seed(args.seed)
-        .build()?;
-    let config = TrainConfig {
-        rule,
-        optimizer: Optimizer::adam(1e-3),
-        batch_size: BATCH,
-        ..TrainConfig::default()
-    };
-    let mut t = Trainer::new(net, config, Device::Cpu)?;
+    let mut t = args.trainer(rule, train)?;
     let start = Instant::now();
     for _ in 0..args.epochs {
         t.train_epoch(train, |_, _| {})?;

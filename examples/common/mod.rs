@@ -96,6 +96,31 @@ pub struct RuleStudyArgs {
 }
 
 impl RuleStudyArgs {
+    /// Mini-batch size of both rule studies.
+    pub const BATCH: usize = 64;
+
+    /// A CPU trainer for `rule` on `train`'s shape: `--hidden` tanh layers, identity
+    /// outputs, Adam at 1e-3, batch [`Self::BATCH`], weights from `--seed`.
+    pub fn trainer(
+        &self,
+        rule: plasticity::Rule,
+        train: &plasticity::data::Dataset,
+    ) -> Result<plasticity::Trainer> {
+        use plasticity::{Activation, Device, Network, Optimizer, TrainConfig, Trainer};
+        let net = Network::builder(train.dim())
+            .hidden(&self.hidden, Activation::Tanh)
+            .dense(train.classes(), Activation::Identity)
+            .seed(self.seed)
+            .build()?;
+        let config = TrainConfig {
+            rule,
+            optimizer: Optimizer::adam(1e-3),
+            batch_size: Self::BATCH,
+            ..TrainConfig::default()
+        };
+        Trainer::new(net, config, Device::Cpu)
+    }
+
     /// Overrides `defaults` with the command line's flags.
     pub fn parse(usage: &str, mut args: RuleStudyArgs) -> Result<RuleStudyArgs> {
         for (flag, value) in flag_pairs(usage)? {
