@@ -3,8 +3,8 @@
 //! matrix and the hidden deltas into one `Σ hidden x batch` matrix, so all layers'
 //! deltas come from ONE product, and no layer waits on another.
 
-use super::{stacked_hidden_deltas, FeedbackShape, StepViews};
-use crate::backend::{Backend, Gemm};
+use super::{project_to_hidden, FeedbackShape, StepViews};
+use crate::backend::Backend;
 use crate::error::Result;
 use crate::network::LayerSpec;
 
@@ -25,16 +25,6 @@ pub(super) fn hidden_deltas(
     views: &dyn StepViews,
     batch: usize,
 ) -> Result<()> {
-    let layers = views.layers().len();
-    if layers < 2 {
-        return Ok(());
-    }
-    let product = Gemm::new(
-        views.hidden_deltas(batch),
-        views.feedback_stacked(),
-        false,
-        views.delta(layers - 1, batch),
-        false,
-    );
-    stacked_hidden_deltas(backend, views, batch, &product)
+    let error = views.delta(views.layers().len() - 1, batch);
+    project_to_hidden(backend, views, batch, error, 1.0)
 }

@@ -6,8 +6,8 @@
 //! update `-δ h^T` moves each layer's output towards `B_l t`. `1/batch` matches the
 //! batch-mean scaling of the output error, so SGD learning rates carry over.
 
-use super::{stacked_hidden_deltas, StepViews};
-use crate::backend::{Backend, Gemm};
+use super::{project_to_hidden, StepViews};
+use crate::backend::Backend;
 use crate::error::Result;
 
 pub(super) fn hidden_deltas(
@@ -15,17 +15,6 @@ pub(super) fn hidden_deltas(
     views: &dyn StepViews,
     batch: usize,
 ) -> Result<()> {
-    let layers = views.layers().len();
-    if layers < 2 {
-        return Ok(());
-    }
-    let mut product = Gemm::new(
-        views.hidden_deltas(batch),
-        views.feedback_stacked(),
-        false,
-        views.targets(batch),
-        false,
-    );
-    product.alpha = -1.0 / batch as f32;
-    stacked_hidden_deltas(backend, views, batch, &product)
+    let targets = views.targets(batch);
+    project_to_hidden(backend, views, batch, targets, -1.0 / batch as f32)
 }

@@ -305,26 +305,40 @@ fn sequential_chain(
     Ok(())
 }
 
-/// Forms every hidden delta with one product into the stacked hidden deltas, times
-/// each layer's activation derivative: fused into the product when the hidden layers
-/// share an activation (one dispatch in all), else one derivative pass per layer.
-fn stacked_hidden_deltas(
+/// Every hidden delta from ONE product of the stacked feedback with `source`
+/// (`outputs x batch`), scaled by `alpha`, times each layer's activation derivative:
+/// fused into the product when the hidden layers share an activation (one dispatch in
+/// all), else one derivative pass per layer. The direct rules (DFA, DRTP) differ only
+/// in what they project.
+fn project_to_hidden(
     backend: &mut dyn Backend,
     views: &dyn StepViews,
     batch: usize,
-    product: &Gemm,
+    source: Mat,
+    alpha: f32,
 ) -> Result<()> {
     let hidden = &views.layers()[..views.layers().len() - 1];
+    if hidden.is_empty() {
+        return Ok(());
+    }
+    let mut product = Gemm::new(
+        views.hidden_deltas(batch),
+        views.feedback_stacked(),
+        false,
+        source,
+        false,
+    );
+    product.alpha = alpha;
     match hidden.first() {
         Some(first) if hidden.iter().all(|l| l.activation == first.activation) => {
             let then = Epilogue::ActivationGrad {
                 h: views.hidden_outputs(batch),
                 activation: first.activation,
             };
-            backend.gemm_then(product, then)
+            backend.gemm_then(&product, then)
         }
         _ => {
-            backend.gemm(product)?;
+            backend.gemm(&product)?;
             (0..hidden.len()).try_for_each(|l| {
                 let activation = views.layers()[l].activation;
                 backend.activation_grad(views.delta(l, batch), views.output(l, batch), activation)
