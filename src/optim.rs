@@ -204,8 +204,10 @@ pub enum UpdateStep {
 }
 
 impl UpdateStep {
-    /// Updates one parameter `w` with direction `g` and its optimizer state `(s0, s1)`.
-    /// The CPU backend runs this per element; the GPU shader is its transcription.
+    /// Updates one parameter `w` with direction `g` and its optimizer state `(s0, s1)`:
+    /// the plain per-element statement of the update, which the GPU shader transcribes
+    /// and the vectorised [`UpdateStep::apply_slice`] (what the CPU backend runs) is
+    /// tested against.
     #[inline(always)]
     pub fn apply(&self, w: &mut f32, g: f32, s0: &mut f32, s1: &mut f32) {
         match *self {
