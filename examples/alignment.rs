@@ -19,7 +19,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{replace_file, AnyResult};
+use common::AnyResult;
+use plasticity::checkpoint::write_atomic;
 use plasticity::data::{Dataset, Mnist};
 use plasticity::{Error, LayerAlignment, Result, Rule, Trainer};
 use plotters::prelude::*;
@@ -189,7 +190,7 @@ fn plot(points: &[Point], rules: &[Rule], epochs: usize, path: &Path) -> AnyResu
     common::plot::load_font()?;
     let mut svg = String::new();
     draw(points, rules, epochs, &mut svg)?;
-    replace_file(path, |tmp| Ok(std::fs::write(tmp, &svg)?))
+    Ok(write_atomic(path, svg.as_bytes())?)
 }
 
 fn draw(points: &[Point], rules: &[Rule], epochs: usize, svg: &mut String) -> AnyResult<()> {
@@ -293,7 +294,7 @@ fn main() -> AnyResult<()> {
     }
     let table = csv(&points);
     let csv_path = PathBuf::from(format!("{}.csv", args.out));
-    replace_file(&csv_path, |tmp| Ok(std::fs::write(tmp, &table)?))?;
+    write_atomic(&csv_path, table.as_bytes())?;
     let svg_path = PathBuf::from(format!("{}.svg", args.out));
     plot(&points, &args.rules, args.epochs, &svg_path)?;
     println!("wrote {0}.csv and {0}.svg", args.out);

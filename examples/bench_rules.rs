@@ -26,10 +26,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::plot::{LineChart, Series};
-use common::{bad, flag_pairs_with_switches, parse, replace_file, AnyResult};
+use common::{bad, flag_pairs_with_switches, parse, AnyResult};
 use plasticity::backend::gpu::GemmKernel;
 use plasticity::backend::{Backend, Gemm, GpuBackend, Mat};
 use plasticity::bench::{available_memory, time_repeated, time_steps, StepShape};
+use plasticity::checkpoint::write_atomic;
 use plasticity::{Device, Error, Result, Rule};
 use serde::Serialize;
 
@@ -526,7 +527,7 @@ fn run(args: &Args) -> AnyResult<()> {
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
-        replace_file(path, |tmp| Ok(std::fs::write(tmp, text)?))?;
+        write_atomic(path, text.as_bytes())?;
         println!("wrote {}", path.display());
     }
     if let Some(path) = &args.plot {

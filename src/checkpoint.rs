@@ -523,7 +523,7 @@ fn with_path(e: Error, path: &Path) -> Error {
 /// `bytes`, never a mix: temporary file in the same directory, fsync, rename, then
 /// fsync of the directory so the rename itself survives a power cut.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source: std::io::Error| Error::Io {
+    let io = |source: std::io::Error| Error::Write {
         path: path.to_path_buf(),
         source,
     };

@@ -35,6 +35,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A file could not be written (or replaced) whole.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A file was read but its content is not what its format requires.
     #[error("{path}: {reason}")]
     CorruptFile {

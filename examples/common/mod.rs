@@ -14,7 +14,9 @@ pub type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Writes `path` through `write(tmp)` on a temporary file beside it, then renames the
 /// temporary over `path`: readers see the old file or the whole new one, never half.
-/// The temporary keeps `path`'s extension (image encoders pick the format by it).
+/// For writers that need a path of their own (image encoders, which pick the format by
+/// the extension the temporary keeps); bytes in memory go through
+/// `plasticity::checkpoint::write_atomic`.
 pub fn replace_file(path: &Path, write: impl FnOnce(&Path) -> AnyResult<()>) -> AnyResult<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("tmp");

@@ -10,6 +10,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::register_font;
 
+use plasticity::checkpoint::write_atomic;
+
 use super::{replace_file, AnyResult};
 
 /// Environment variable naming a `.ttf` file for PNG text.
@@ -58,7 +60,7 @@ impl LineChart {
                 load_font()?;
                 let mut svg = String::new();
                 self.draw(SVGBackend::with_string(&mut svg, SIZE).into_drawing_area())?;
-                replace_file(path, |tmp| Ok(std::fs::write(tmp, &svg)?))
+                Ok(write_atomic(path, svg.as_bytes())?)
             }
             Some("png") => {
                 load_font()?;
