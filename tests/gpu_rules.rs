@@ -11,12 +11,12 @@
 //! more). The sign-feedback kernel is exact: one product of exact factors per element.
 
 use plasticity::backend::{Backend, CpuBackend, Mat};
-use plasticity::{Activation, Error, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
+use plasticity::{Activation, Error, Loss, Optimizer, Rule, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
-use common::gpu::{assert_close, gpu};
+use common::gpu::{gpu, step_parity, Case, Parity};
 use common::random_dataset;
 
 /// Runs `sign_feedback` on a fresh backend: `w` and `m` at odd offsets in one buffer,
@@ -98,18 +98,6 @@ fn sign_feedback_rejects_bad_regions_on_both_backends() {
     }
 }
 
-struct Case {
-    rule: Rule,
-    hidden: &'static [usize],
-    activation: Activation,
-    loss: Loss,
-    optimizer: Optimizer,
-}
-
-fn net(case: &Case, inputs: usize, outputs: usize) -> Network {
-    common::gpu::seeded_net(inputs, case.hidden, case.activation, outputs)
-}
-
 #[test]
 fn every_new_rule_matches_the_cpu_step_for_step() {
     let momentum = Optimizer::momentum(0.1, 0.9);
@@ -163,44 +151,19 @@ fn every_new_rule_matches_the_cpu_step_for_step() {
             },
         },
     ];
-    let (inputs, outputs, batch) = (21, 5, 16);
-    let data = random_dataset(70, inputs, outputs, 5);
+    let batch = 16;
+    let data = random_dataset(70, 21, 5, 5);
     for case in &cases {
         let Some(gpu) = gpu() else { return };
-        let config = TrainConfig {
-            rule: case.rule,
-            optimizer: case.optimizer,
-            loss: case.loss,
-            batch_size: batch,
-            ..Default::default()
-        };
-        let what = format!(
-            "{} {:?} {} {}",
-            case.rule, case.hidden, case.activation, case.loss
-        );
-        let start = net(case, inputs, outputs);
-        let mut cpu_t =
-            Trainer::with_backend(start.clone(), config, Box::new(CpuBackend::new())).unwrap();
-        let mut gpu_t = Trainer::with_backend(start.clone(), config, Box::new(gpu)).unwrap();
-
-        let first: Vec<usize> = (0..batch).collect();
-        let dc = cpu_t.update_direction(&data, &first).unwrap();
-        let dg = gpu_t.update_direction(&data, &first).unwrap();
-        let worst_dir = assert_close(&dc, &dg, &format!("{what}: update direction"));
-        for i in 0..cpu_t.feedback_shapes().len() {
-            let (fc, fg) = (cpu_t.feedback(i).unwrap(), gpu_t.feedback(i).unwrap());
-            assert_close(&fc, &fg, &format!("{what}: feedback {i}"));
-        }
-
-        for step in 0..6 {
-            let size = if step == 5 { 7 } else { batch };
-            let indices: Vec<usize> = (0..size).map(|i| (step * 11 + i * 3) % 70).collect();
-            cpu_t.train_batch(&data, &indices).unwrap();
-            gpu_t.train_batch(&data, &indices).unwrap();
-        }
-        let pc = cpu_t.network().unwrap();
+        let what = case.name();
+        let Parity {
+            gpu: mut gpu_t,
+            start,
+            worst_direction: worst_dir,
+            worst_params: worst,
+            ..
+        } = step_parity(case, gpu, &data, batch);
         let pg = gpu_t.network().unwrap();
-        let worst = assert_close(pc.params(), pg.params(), &format!("{what}: params"));
         assert_ne!(pg.params(), start.params(), "{what}: training did nothing");
         if case.rule == Rule::LastLayerOnly {
             for l in 0..case.hidden.len() {
@@ -231,7 +194,7 @@ fn alignment_angles_match_the_cpu() {
             batch_size: batch,
             ..Default::default()
         };
-        let n = net(&case, inputs, outputs);
+        let n = case.net(inputs, outputs);
         let mut c = Trainer::with_backend(n.clone(), config, Box::new(CpuBackend::new())).unwrap();
         let mut g = Trainer::with_backend(n, config, Box::new(gpu)).unwrap();
         let ac = c.alignment(&data, &indices).unwrap();

@@ -14,108 +14,67 @@
 //! by the gradient's magnitude, so near-zero gradients turn ulp differences into
 //! step-sized ones.
 
-use plasticity::backend::{Backend, CpuBackend, TracingBackend};
+use plasticity::backend::{Backend, TracingBackend};
 use plasticity::data::Mnist;
 use plasticity::{Activation, Device, Error, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
 
 mod common;
-use common::gpu::{assert_close, gpu};
+use common::gpu::{gpu, step_parity, Case, Parity};
 use common::random_dataset;
-
-struct Case {
-    rule: Rule,
-    hidden: &'static [usize],
-    activation: Activation,
-    loss: Loss,
-}
-
-fn net(case: &Case, inputs: usize, outputs: usize) -> Network {
-    common::gpu::seeded_net(inputs, case.hidden, case.activation, outputs)
-}
 
 #[test]
 fn every_rule_matches_the_cpu_step_for_step() {
+    let momentum = Optimizer::momentum(0.1, 0.9);
     let cases = [
         Case {
             rule: Rule::Backprop,
             hidden: &[33, 17],
             activation: Activation::Tanh,
             loss: Loss::SoftmaxCrossEntropy,
+            optimizer: momentum,
         },
         Case {
             rule: Rule::FeedbackAlignment,
             hidden: &[33, 17],
             activation: Activation::LeakyRelu,
             loss: Loss::SoftmaxCrossEntropy,
+            optimizer: momentum,
         },
         Case {
             rule: Rule::DirectFeedbackAlignment,
             hidden: &[33, 17, 9],
             activation: Activation::Tanh,
             loss: Loss::SoftmaxCrossEntropy,
+            optimizer: momentum,
         },
         Case {
             rule: Rule::Backprop,
             hidden: &[65],
             activation: Activation::Sigmoid,
             loss: Loss::MeanSquaredError,
+            optimizer: momentum,
         },
         Case {
             rule: Rule::DirectFeedbackAlignment,
             hidden: &[20, 20],
             activation: Activation::Relu,
             loss: Loss::MeanSquaredError,
+            optimizer: momentum,
         },
     ];
-    let (inputs, outputs, batch) = (21, 5, 16);
-    let data = random_dataset(70, inputs, outputs, 5);
+    let batch = 16;
+    let data = random_dataset(70, 21, 5, 5);
     for case in &cases {
         let Some(gpu) = gpu() else { return };
-        let counters = gpu.counters();
-        let config = TrainConfig {
-            rule: case.rule,
-            optimizer: Optimizer::momentum(0.1, 0.9),
-            loss: case.loss,
-            batch_size: batch,
-            ..Default::default()
-        };
-        let what = format!(
-            "{} {:?} {} {}",
-            case.rule, case.hidden, case.activation, case.loss
-        );
-        let mut cpu_t = Trainer::with_backend(
-            net(case, inputs, outputs),
-            config,
-            Box::new(CpuBackend::new()),
-        )
-        .unwrap();
-        let mut gpu_t =
-            Trainer::with_backend(net(case, inputs, outputs), config, Box::new(gpu)).unwrap();
-
-        let first: Vec<usize> = (0..batch).collect();
-        let dc = cpu_t.update_direction(&data, &first).unwrap();
-        let dg = gpu_t.update_direction(&data, &first).unwrap();
-        let worst_dir = assert_close(&dc, &dg, &format!("{what}: update direction"));
-
-        let (d0, s0) = (counters.dispatches(), counters.submits());
-        let steps = 6;
-        for step in 0..steps {
-            // A last, smaller batch exercises the packing for other batch sizes.
-            let size = if step == steps - 1 { 7 } else { batch };
-            let indices: Vec<usize> = (0..size).map(|i| (step * 11 + i * 3) % 70).collect();
-            cpu_t.train_batch(&data, &indices).unwrap();
-            gpu_t.train_batch(&data, &indices).unwrap();
-        }
-        let per_step = (counters.dispatches() - d0) as f64 / steps as f64;
-        assert_eq!(
-            counters.submits() - s0,
-            steps as u64,
-            "{what}: one submit per step"
-        );
-        let pc = cpu_t.network().unwrap();
-        let pg = gpu_t.network().unwrap();
-        let worst_params = assert_close(pc.params(), pg.params(), &format!("{what}: params"));
-
+        let what = case.name();
+        let Parity {
+            cpu: mut cpu_t,
+            gpu: mut gpu_t,
+            worst_direction: worst_dir,
+            worst_params,
+            dispatches_per_step: per_step,
+            ..
+        } = step_parity(case, gpu, &data, batch);
         let ec = cpu_t.evaluate(&data).unwrap();
         let eg = gpu_t.evaluate(&data).unwrap();
         assert!(

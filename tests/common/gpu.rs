@@ -1,8 +1,9 @@
 //! Helpers for the GPU tests: a backend or a loud skip, seeded networks, a CPU-vs-GPU
 //! comparison with the tolerance the parity tests state.
 
-use plasticity::backend::GpuBackend;
-use plasticity::{Activation, Network};
+use plasticity::backend::{CpuBackend, GpuBackend};
+use plasticity::data::Dataset;
+use plasticity::{Activation, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
 
 /// A GPU backend, or `None` (after saying so loudly) when this machine has no adapter.
 pub fn gpu() -> Option<GpuBackend> {
@@ -46,4 +47,98 @@ pub fn seeded_net(
         .seed(11)
         .build()
         .unwrap()
+}
+
+/// A training configuration whose CPU and GPU steps are compared.
+pub struct Case {
+    pub rule: Rule,
+    pub hidden: &'static [usize],
+    pub activation: Activation,
+    pub loss: Loss,
+    pub optimizer: Optimizer,
+}
+
+impl Case {
+    /// The case's seeded net (see [`seeded_net`]).
+    pub fn net(&self, inputs: usize, outputs: usize) -> Network {
+        seeded_net(inputs, self.hidden, self.activation, outputs)
+    }
+
+    /// Rule, widths, activation and loss, for messages.
+    pub fn name(&self) -> String {
+        format!(
+            "{} {:?} {} {}",
+            self.rule, self.hidden, self.activation, self.loss
+        )
+    }
+}
+
+/// Both trainers after [`step_parity`], for the checks a test adds.
+pub struct Parity {
+    pub cpu: Trainer,
+    pub gpu: Trainer,
+    /// The parameters both started from.
+    pub start: Network,
+    /// Largest `|gpu - cpu|` of the first update direction.
+    pub worst_direction: f32,
+    /// Largest `|gpu - cpu|` of the parameters after the steps.
+    pub worst_params: f32,
+    /// GPU dispatches per training step.
+    pub dispatches_per_step: f64,
+}
+
+/// Trains `case`'s net from the same start on the CPU and on `gpu` with batches of
+/// `batch` samples of `data` (70 samples), and asserts, within [`assert_close`]'s
+/// tolerance: the first update direction and every feedback matrix agree; after 6
+/// steps (the last on a batch of 7, exercising the packing for other sizes), taken
+/// with one submit each on the GPU, the parameters agree.
+pub fn step_parity(case: &Case, gpu: GpuBackend, data: &Dataset, batch: usize) -> Parity {
+    let counters = gpu.counters();
+    let config = TrainConfig {
+        rule: case.rule,
+        optimizer: case.optimizer,
+        loss: case.loss,
+        batch_size: batch,
+        ..Default::default()
+    };
+    let what = case.name();
+    let start = case.net(data.dim(), data.classes());
+    let mut cpu_t =
+        Trainer::with_backend(start.clone(), config, Box::new(CpuBackend::new())).unwrap();
+    let mut gpu_t = Trainer::with_backend(start.clone(), config, Box::new(gpu)).unwrap();
+
+    let first: Vec<usize> = (0..batch).collect();
+    let dc = cpu_t.update_direction(data, &first).unwrap();
+    let dg = gpu_t.update_direction(data, &first).unwrap();
+    let worst_direction = assert_close(&dc, &dg, &format!("{what}: update direction"));
+    for i in 0..cpu_t.feedback_shapes().len() {
+        let (fc, fg) = (cpu_t.feedback(i).unwrap(), gpu_t.feedback(i).unwrap());
+        assert_close(&fc, &fg, &format!("{what}: feedback {i}"));
+    }
+
+    let (d0, s0) = (counters.dispatches(), counters.submits());
+    let steps = 6;
+    for step in 0..steps {
+        let size = if step == steps - 1 { 7 } else { batch };
+        let indices: Vec<usize> = (0..size).map(|i| (step * 11 + i * 3) % 70).collect();
+        cpu_t.train_batch(data, &indices).unwrap();
+        gpu_t.train_batch(data, &indices).unwrap();
+    }
+    let dispatches_per_step = (counters.dispatches() - d0) as f64 / steps as f64;
+    assert_eq!(
+        counters.submits() - s0,
+        steps as u64,
+        "{what}: one submit per step"
+    );
+    let pc = cpu_t.network().unwrap();
+    let pg = gpu_t.network().unwrap();
+    let worst_params = assert_close(pc.params(), pg.params(), &format!("{what}: params"));
+    Parity {
+        cpu: cpu_t,
+        gpu: gpu_t,
+        start,
+        worst_direction,
+        worst_params,
+        dispatches_per_step,
+    }
 }
