@@ -211,14 +211,14 @@ fn run() -> Result<()> {
     };
     let config = *trainer.config();
     let shape: Vec<String> = std::iter::once(train.dim())
-        .chain(trainer.layers().iter().map(|l| l.outputs))
+        .chain(trainer.layers().iter().map(|l| l.outputs()))
         .map(|w| w.to_string())
         .collect();
     println!(
         "rule {} | net {} {} | {} | batch {} | seed {} | {} train / {} test images | device {}",
         config.rule,
         shape.join("-"),
-        trainer.layers()[0].activation,
+        trainer.layers()[0].activation(),
         config.optimizer,
         config.batch_size,
         args.seed,

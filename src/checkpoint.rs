@@ -4,12 +4,15 @@
 //!
 //! | name | shape | what |
 //! |------|-------|------|
-//! | `layers.{l}.weight` | `[outputs, inputs]` | layer `l`'s weights (PyTorch's `nn.Linear` layout) |
-//! | `layers.{l}.bias` | `[outputs]` | layer `l`'s bias |
+//! | `layers.{m}.weight` | `[outputs, inputs]` or `[out, in, k, k]` | a dense or convolutional layer's weights (PyTorch's `nn.Linear` / `nn.Conv2d` layout) |
+//! | `layers.{m}.bias` | `[outputs]` | its bias |
 //! | `feedback.{i}` | `[rows, cols]` | the rule's feedback matrix `i` |
 //! | `optimizer.state0`, `optimizer.state1` | `[parameters]` | optimizer moments, laid out like the parameters |
 //!
-//! so `safetensors.torch.load_file(path)` gives a PyTorch user the weights directly.
+//! where `m` is the layer's index in the `nn.Sequential` PyTorch would build for the
+//! same network, each non-identity activation a module of its own after its layer
+//! ([`torch_index`]): `safetensors.torch.load_file(path)` is then a `state_dict` that
+//! such a model, held as `self.layers`, loads directly.
 //! The architecture, the [`TrainConfig`], the step and epoch counts and the shuffle
 //! generator's state are strings in the file's metadata (floats written with Rust's
 //! shortest round-trip formatting, so they read back bit for bit).
@@ -29,15 +32,15 @@ use safetensors::{Dtype, SafeTensors};
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::init::FeedbackInit;
+use crate::layer::{LayerKind, LayerSpec, Shape};
 use crate::loss::Loss;
-use crate::network::LayerSpec;
 use crate::optim::Optimizer;
 use crate::rule::{FeedbackShape, Rule};
 use crate::schedule::{Decay, Schedule};
 use crate::trainer::TrainConfig;
 
 /// The value of the `format` metadata key this version writes and reads.
-pub const FORMAT: &str = "plasticity-checkpoint-1";
+pub const FORMAT: &str = "plasticity-checkpoint-2";
 
 /// The state of a ChaCha8 generator (seed, stream and position), enough to resume it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +91,10 @@ impl Checkpoint {
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         let mut offset = 0;
         for (l, layer) in self.layers.iter().enumerate() {
-            let (w, b) = (layer.inputs.saturating_mul(layer.outputs), layer.outputs);
+            let Some(shape) = layer.weight_shape() else {
+                continue;
+            };
+            let (w, b) = (shape.len(), shape.rows);
             let slice = |start: usize, len: usize| {
                 self.params
                     .get(start..start.saturating_add(len))
@@ -97,12 +103,13 @@ impl Checkpoint {
             let weights = slice(offset, w)?;
             let bias = slice(offset.saturating_add(w), b)?;
             offset = offset.saturating_add(w).saturating_add(b);
+            let m = torch_index(&self.layers, l);
             tensors.push((
-                format!("layers.{l}.weight"),
-                vec![layer.outputs, layer.inputs],
+                format!("layers.{m}.weight"),
+                shape.torch_shape(),
                 le_bytes(weights),
             ));
-            tensors.push((format!("layers.{l}.bias"), vec![b], le_bytes(bias)));
+            tensors.push((format!("layers.{m}.bias"), vec![b], le_bytes(bias)));
         }
         if offset != self.params.len() {
             return Err(bad(format!(
@@ -187,19 +194,20 @@ impl Checkpoint {
             .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
         let layers = meta.layers()?;
         let mut params = Vec::new();
+        let mut weighted = 0;
         for (l, layer) in layers.iter().enumerate() {
+            let Some(shape) = layer.weight_shape() else {
+                continue;
+            };
+            weighted += 1;
+            let m = torch_index(&layers, l);
             let w = read_tensor(
                 &tensors,
-                &format!("layers.{l}.weight"),
-                &[layer.outputs, layer.inputs],
+                &format!("layers.{m}.weight"),
+                &shape.torch_shape(),
                 path,
             )?;
-            let b = read_tensor(
-                &tensors,
-                &format!("layers.{l}.bias"),
-                &[layer.outputs],
-                path,
-            )?;
+            let b = read_tensor(&tensors, &format!("layers.{m}.bias"), &[shape.rows], path)?;
             params.extend_from_slice(&w);
             params.extend_from_slice(&b);
         }
@@ -221,7 +229,7 @@ impl Checkpoint {
             read_tensor(&tensors, "optimizer.state0", &[n], path)?,
             read_tensor(&tensors, "optimizer.state1", &[n], path)?,
         ];
-        let expected = 2 * layers.len() + feedback.len() + magnitudes.len() + 2;
+        let expected = 2 * weighted + feedback.len() + magnitudes.len() + 2;
         if tensors.len() != expected {
             return Err(bad(format!(
                 "{} tensors, expected {expected}: {:?}",
@@ -253,12 +261,14 @@ impl Checkpoint {
         put("format", FORMAT.into());
         put(
             "inputs",
-            self.layers.first().map_or(0, |l| l.inputs).to_string(),
+            self.layers
+                .first()
+                .map_or("0".into(), |l| l.input_shape().to_string()),
         );
         let layers: Vec<String> = self
             .layers
             .iter()
-            .map(|l| format!("{}:{}", l.outputs, l.activation.name()))
+            .map(|l| format!("{}:{}", l.kind().describe(), l.activation().name()))
             .collect();
         put("layers", layers.join(","));
         put("rule", c.rule.name().into());
@@ -330,6 +340,24 @@ impl Checkpoint {
     }
 }
 
+/// Layer `l`'s index in the `nn.Sequential` PyTorch would build for `layers`, where
+/// each non-identity activation is a module of its own right after its layer.
+///
+/// ```
+/// use plasticity::checkpoint::torch_index;
+/// use plasticity::{Activation, Network};
+/// let net = Network::builder(4).dense(8, Activation::Tanh).dense(2, Activation::Identity).build()?;
+/// // nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+/// assert_eq!(torch_index(net.layers(), 1), 2);
+/// # Ok::<(), plasticity::Error>(())
+/// ```
+pub fn torch_index(layers: &[LayerSpec], l: usize) -> usize {
+    layers[..l.min(layers.len())]
+        .iter()
+        .map(|layer| 1 + usize::from(layer.activation() != Activation::Identity))
+        .sum()
+}
+
 /// The most layers a checkpoint may declare (a forged header cannot make us loop long).
 const MAX_LAYERS: usize = 4096;
 
@@ -385,30 +413,30 @@ impl Meta<'_> {
     }
 
     fn layers(&self) -> Result<Vec<LayerSpec>> {
-        let mut inputs: usize = self.parse("inputs")?;
+        let mut input: Shape = self
+            .get("inputs")?
+            .parse()
+            .map_err(|e: String| self.bad(e))?;
         let text = self.get("layers")?;
         let mut layers = Vec::new();
         for part in text.split(',') {
             if layers.len() >= MAX_LAYERS {
                 return Err(self.bad(format!("more than {MAX_LAYERS} layers")));
             }
-            let (width, act) = part
+            let (kind, act) = part
                 .split_once(':')
-                .ok_or_else(|| self.bad(format!("layer {part:?} is not WIDTH:ACTIVATION")))?;
-            let outputs: usize = width
-                .parse()
-                .map_err(|_| self.bad(format!("layer width {width:?} does not parse")))?;
+                .ok_or_else(|| self.bad(format!("layer {part:?} is not KIND:ACTIVATION")))?;
+            let kind = LayerKind::parse(kind)
+                .ok_or_else(|| self.bad(format!("layer {kind:?} does not parse")))?;
             let activation = Activation::from_name(act)
                 .ok_or_else(|| self.bad(format!("unknown activation {act:?}")))?;
-            if inputs == 0 || outputs == 0 {
-                return Err(self.bad(format!("layer {} has a zero width", layers.len())));
+            if input.is_empty() {
+                return Err(self.bad(format!("layer {} has an empty input", layers.len())));
             }
-            layers.push(LayerSpec {
-                inputs,
-                outputs,
-                activation,
-            });
-            inputs = outputs;
+            let layer = LayerSpec::new(kind, input, activation)
+                .map_err(|why| self.bad(format!("layer {}: {why}", layers.len())))?;
+            input = layer.output_shape();
+            layers.push(layer);
         }
         Ok(layers)
     }

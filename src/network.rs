@@ -5,18 +5,8 @@ use std::ops::Range;
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::init::{rng_for, Stream, WeightInit};
-
-/// Shape and nonlinearity of one dense layer: `h = f(W x + b)` with `W` of shape
-/// `outputs x inputs` (row-major, the layout PyTorch's `nn.Linear` uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayerSpec {
-    /// Width of the layer's input.
-    pub inputs: usize,
-    /// Width of the layer's output.
-    pub outputs: usize,
-    /// Nonlinearity applied to `W x + b`.
-    pub activation: Activation,
-}
+pub use crate::layer::LayerSpec;
+use crate::layer::{Conv2d, Dense, Flatten, LayerKind, Pool2d, Shape};
 
 /// Where each layer's weights and bias sit inside one flat parameter vector.
 ///
@@ -36,10 +26,11 @@ impl ParamLayout {
         let mut weights = Vec::with_capacity(layers.len());
         let mut biases = Vec::with_capacity(layers.len());
         for layer in layers {
-            weights.push(offset..offset + layer.inputs * layer.outputs);
-            offset += layer.inputs * layer.outputs;
-            biases.push(offset..offset + layer.outputs);
-            offset += layer.outputs;
+            let (w, b) = layer.weight_shape().map_or((0, 0), |s| (s.len(), s.rows));
+            weights.push(offset..offset + w);
+            offset += w;
+            biases.push(offset..offset + b);
+            offset += b;
         }
         ParamLayout {
             weights,
@@ -48,7 +39,8 @@ impl ParamLayout {
         }
     }
 
-    /// Range of layer `l`'s weights (`outputs x inputs`, row-major).
+    /// Range of layer `l`'s weights (row-major, shaped by
+    /// [`LayerSpec::weight_shape`]; empty for weightless layers).
     pub fn weights(&self, l: usize) -> Range<usize> {
         self.weights[l].clone()
     }
@@ -64,7 +56,8 @@ impl ParamLayout {
     }
 }
 
-/// A multilayer perceptron: layer shapes plus all parameters in one flat vector.
+/// A network: its layers (dense, convolutional, pooling, flatten) plus all parameters
+/// in one flat vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network {
     layers: Vec<LayerSpec>,
@@ -84,14 +77,47 @@ impl Network {
         &self.layers
     }
 
+    /// Starts describing a network whose inputs have shape `input` (an image for a
+    /// conv net).
+    pub fn builder_for(input: Shape) -> NetworkBuilder {
+        NetworkBuilder::with_input(input)
+    }
+
     /// Number of input features.
     pub fn input_size(&self) -> usize {
-        self.layers[0].inputs
+        self.layers[0].inputs()
+    }
+
+    /// Shape of one input sample.
+    pub fn input_shape(&self) -> Shape {
+        self.layers[0].input_shape()
     }
 
     /// Number of outputs (classes, for a classifier).
     pub fn output_size(&self) -> usize {
-        self.layers[self.layers.len() - 1].outputs
+        self.layers[self.layers.len() - 1].outputs()
+    }
+
+    /// A network with `layers` and zero parameters (fill them with
+    /// [`Network::set_params`]); checks that each layer's input is the previous one's
+    /// output.
+    pub fn from_layers(layers: Vec<LayerSpec>, seed: u64) -> Result<Network> {
+        let first = layers
+            .first()
+            .ok_or_else(|| Error::config("a network needs at least one layer"))?;
+        let mut builder = NetworkBuilder::with_input(first.input_shape())
+            .seed(seed)
+            .init(WeightInit::Zeros);
+        for l in &layers {
+            builder = builder.layer(l.kind(), l.activation());
+        }
+        let net = builder.build()?;
+        if net.layers != layers {
+            return Err(Error::config(
+                "layers do not chain: an input is not the previous output",
+            ));
+        }
+        Ok(net)
     }
 
     /// Where each layer's parameters sit in [`Network::params`].
@@ -194,10 +220,36 @@ fn copy_checked(dst: &mut [f32], src: &[f32], what: &str) -> Result<()> {
 /// assert_eq!(net.params().len(), 784 * 100 + 100 + 100 * 10 + 10);
 /// # Ok::<(), plasticity::Error>(())
 /// ```
+///
+/// A conv net takes an image input; every layer's shape is checked at build time:
+///
+/// ```
+/// use plasticity::layer::{Conv2d, Shape};
+/// use plasticity::{Activation, Network};
+/// let lenet = Network::builder_for(Shape::image(1, 28, 28))
+///     .conv2d(Conv2d::new(6, 5).padding(2), Activation::Relu)
+///     .max_pool2d(2)
+///     .conv2d(Conv2d::new(16, 5), Activation::Relu)
+///     .max_pool2d(2)
+///     .conv2d(Conv2d::new(120, 5), Activation::Relu)
+///     .flatten()
+///     .dense(84, Activation::Relu)
+///     .dense(10, Activation::Identity)
+///     .build()?;
+/// assert_eq!(lenet.layers()[4].output_shape(), Shape::image(120, 1, 1));
+/// // A missing flatten is named with its layer:
+/// let err = Network::builder_for(Shape::image(1, 28, 28))
+///     .conv2d(Conv2d::new(6, 5), Activation::Relu)
+///     .dense(10, Activation::Identity)
+///     .build()
+///     .unwrap_err();
+/// assert!(err.to_string().contains("layer 1 (dense)"));
+/// # Ok::<(), plasticity::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct NetworkBuilder {
-    inputs: usize,
-    layers: Vec<(usize, Activation)>,
+    input: Shape,
+    layers: Vec<(LayerKind, Activation)>,
     init: WeightInit,
     seed: u64,
 }
@@ -205,25 +257,60 @@ pub struct NetworkBuilder {
 impl NetworkBuilder {
     /// A network whose inputs have `inputs` features, Xavier init, seed 0.
     pub fn new(inputs: usize) -> Self {
+        Self::with_input(Shape::Vector(inputs))
+    }
+
+    /// A network whose inputs have shape `input`, Xavier init, seed 0.
+    pub fn with_input(input: Shape) -> Self {
         NetworkBuilder {
-            inputs,
+            input,
             layers: Vec::new(),
             init: WeightInit::Xavier,
             seed: 0,
         }
     }
 
-    /// Appends a dense layer of `outputs` units followed by `activation`.
-    pub fn dense(mut self, outputs: usize, activation: Activation) -> Self {
-        self.layers.push((outputs, activation));
+    /// Appends a layer of any kind followed by `activation`.
+    pub fn layer(mut self, kind: LayerKind, activation: Activation) -> Self {
+        self.layers.push((kind, activation));
         self
     }
 
+    /// Appends a dense layer of `outputs` units followed by `activation`.
+    pub fn dense(self, outputs: usize, activation: Activation) -> Self {
+        self.layer(LayerKind::Dense(Dense { outputs }), activation)
+    }
+
     /// Appends hidden layers of the given widths, all with `activation`.
-    pub fn hidden(mut self, widths: &[usize], activation: Activation) -> Self {
-        self.layers
-            .extend(widths.iter().map(|&width| (width, activation)));
-        self
+    pub fn hidden(self, widths: &[usize], activation: Activation) -> Self {
+        widths
+            .iter()
+            .fold(self, |b, &width| b.dense(width, activation))
+    }
+
+    /// Appends a convolution followed by `activation`.
+    pub fn conv2d(self, conv: Conv2d, activation: Activation) -> Self {
+        self.layer(LayerKind::Conv2d(conv), activation)
+    }
+
+    /// Appends `kernel x kernel` max pooling, stride `kernel`.
+    pub fn max_pool2d(self, kernel: usize) -> Self {
+        self.pool2d(Pool2d::max(kernel))
+    }
+
+    /// Appends `kernel x kernel` average pooling, stride `kernel`.
+    pub fn avg_pool2d(self, kernel: usize) -> Self {
+        self.pool2d(Pool2d::avg(kernel))
+    }
+
+    /// Appends a pooling layer with any settings.
+    pub fn pool2d(self, pool: Pool2d) -> Self {
+        self.layer(LayerKind::Pool2d(pool), Activation::Identity)
+    }
+
+    /// Appends a flatten (image to vector).
+    pub fn flatten(self) -> Self {
+        self.layer(LayerKind::Flatten(Flatten), Activation::Identity)
     }
 
     /// How weights are drawn (default [`WeightInit::Xavier`]).
@@ -239,41 +326,48 @@ impl NetworkBuilder {
         self
     }
 
-    /// Checks the description and draws the parameters.
+    /// Checks every layer's shape and draws the parameters.
     pub fn build(self) -> Result<Network> {
-        if self.inputs == 0 {
+        if self.input.is_empty() {
             return Err(Error::config("a network needs at least one input feature"));
         }
         if self.layers.is_empty() {
             return Err(Error::config("a network needs at least one layer"));
         }
-        if let Some(i) = self.layers.iter().position(|&(width, _)| width == 0) {
-            return Err(Error::config(format!("layer {i} has zero units")));
+        let mut input = self.input;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, &(kind, activation)) in self.layers.iter().enumerate() {
+            let spec = LayerSpec::new(kind, input, activation).map_err(|why| {
+                Error::config(format!("layer {i} ({}): {why}", kind.layer().name()))
+            })?;
+            if !spec.has_weights() && activation != Activation::Identity {
+                return Err(Error::config(format!(
+                    "layer {i} ({}) has no weights, so it takes no activation",
+                    kind.layer().name()
+                )));
+            }
+            input = spec.output_shape();
+            layers.push(spec);
         }
-        let mut inputs = self.inputs;
-        let layers: Vec<LayerSpec> = self
-            .layers
-            .iter()
-            .map(|&(outputs, activation)| {
-                let spec = LayerSpec {
-                    inputs,
-                    outputs,
-                    activation,
-                };
-                inputs = outputs;
-                spec
-            })
-            .collect();
+        let last = layers.len() - 1;
+        if !matches!(layers[last].kind(), LayerKind::Dense(_)) {
+            return Err(Error::config(format!(
+                "layer {last} ({}): the last layer must be dense (it produces the outputs the loss reads)",
+                layers[last].layer().name()
+            )));
+        }
         let layout = ParamLayout::new(&layers);
         let mut params = vec![0.0; layout.total()];
         let mut rng = rng_for(self.seed, Stream::Weights);
         for (l, layer) in layers.iter().enumerate() {
-            self.init.fill(
-                &mut params[layout.weights(l)],
-                layer.inputs,
-                layer.outputs,
-                &mut rng,
-            )?;
+            if let Some(shape) = layer.weight_shape() {
+                self.init.fill(
+                    &mut params[layout.weights(l)],
+                    shape.fan_in,
+                    shape.fan_out,
+                    &mut rng,
+                )?;
+            }
         }
         Ok(Network {
             layers,

@@ -81,21 +81,24 @@ fn checkpoints_use_pytorch_names_shapes_and_f32() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let n = net();
     for (l, spec) in n.layers().iter().enumerate() {
-        let w = st.tensor(&format!("layers.{l}.weight")).unwrap();
-        assert_eq!(w.shape(), [spec.outputs, spec.inputs]);
+        // nn.Sequential(Linear, Tanh, Linear, Tanh, Linear): linear layers at 0, 2, 4.
+        let m = plasticity::checkpoint::torch_index(n.layers(), l);
+        assert_eq!(m, 2 * l);
+        let w = st.tensor(&format!("layers.{m}.weight")).unwrap();
+        assert_eq!(w.shape(), [spec.outputs(), spec.inputs()]);
         assert_eq!(w.dtype(), Dtype::F32);
         let first = f32::from_le_bytes(w.data()[..4].try_into().unwrap());
         assert_eq!(first, n.weights(l).unwrap()[0]);
         assert_eq!(
-            st.tensor(&format!("layers.{l}.bias")).unwrap().shape(),
-            [spec.outputs]
+            st.tensor(&format!("layers.{m}.bias")).unwrap().shape(),
+            [spec.outputs()]
         );
     }
     assert_eq!(st.tensor("feedback.0").unwrap().shape(), [7, 9]); // shaped like W_1
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().as_ref().unwrap();
     assert_eq!(meta["rule"], "fa");
-    assert_eq!(meta["layers"], "9:tanh,7:tanh,4:identity");
+    assert_eq!(meta["layers"], "dense/9:tanh,dense/7:tanh,dense/4:identity");
 }
 
 fn expect_checkpoint_error(bytes: &[u8], needle: &str) {
@@ -161,13 +164,13 @@ fn bad_files_give_typed_errors_naming_the_problem() {
     expect_checkpoint_error(&longer, "safetensors");
     // A wrong dtype.
     let f16 = rewrite(&good, |n, d, s, b| {
-        if n == "layers.1.bias" {
+        if n == "layers.2.bias" {
             Some((Dtype::I32, s, b))
         } else {
             Some((d, s, b))
         }
     });
-    expect_checkpoint_error(&f16, "layers.1.bias has dtype I32");
+    expect_checkpoint_error(&f16, "layers.2.bias has dtype I32");
     // A wrong shape (transposed weights).
     let transposed = rewrite(&good, |n, d, mut s, b| {
         if n == "layers.0.weight" {
@@ -181,7 +184,7 @@ fn bad_files_give_typed_errors_naming_the_problem() {
     expect_checkpoint_error(&missing, "feedback.1 is missing");
     // A NaN in the weights.
     let nan = rewrite(&good, |n, d, s, mut b| {
-        if n == "layers.2.weight" {
+        if n == "layers.4.weight" {
             b[..4].copy_from_slice(&f32::NAN.to_le_bytes());
         }
         Some((d, s, b))

@@ -128,9 +128,9 @@ fn describe(net: &Network, p: usize) -> String {
         let spec = net.layers()[l];
         if p >= w && p < b {
             let k = p - w;
-            return format!("W_{l}[{}, {}]", k / spec.inputs, k % spec.inputs);
+            return format!("W_{l}[{}, {}]", k / spec.inputs(), k % spec.inputs());
         }
-        if p >= b && p < b + spec.outputs {
+        if p >= b && p < b + spec.outputs() {
             return format!("b_{l}[{}]", p - b);
         }
     }

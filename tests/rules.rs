@@ -48,7 +48,7 @@ fn sync_fa_feedback(fa: &mut Trainer) {
 /// Parameter range of layer `l` (weights then bias), in the documented layout.
 fn layer_range(net: &Network, l: usize) -> std::ops::Range<usize> {
     let (w, b) = offsets(net.layers())[l];
-    w..b + net.layers()[l].outputs
+    w..b + net.layers()[l].outputs()
 }
 
 /// The rule's update direction computed by hand in f64 from the formulas in the
@@ -81,7 +81,7 @@ fn reference_update(
         deltas[last] = sample_loss_grad(loss, trace.output(), label)
             .iter()
             .zip(&trace.zs[last])
-            .map(|(g, &z)| g / batch * act_deriv(layers[last].activation, z))
+            .map(|(g, &z)| g / batch * act_deriv(layers[last].activation(), z))
             .collect();
         // IFA carries its delta upwards, every other rule downwards (or not at all).
         let order: Vec<usize> = match rule {
@@ -89,7 +89,7 @@ fn reference_update(
             _ => (0..last).rev().collect(),
         };
         for l in order {
-            let width = layers[l].outputs;
+            let width = layers[l].outputs();
             let back: Vec<f64> = match rule {
                 Rule::Backprop
                 | Rule::FeedbackAlignment
@@ -134,7 +134,7 @@ fn reference_update(
                 }
                 Rule::DirectRandomTargetProjection => {
                     let b = widen(&feedback[l]);
-                    let classes = layers[last].outputs;
+                    let classes = layers[last].outputs();
                     (0..width)
                         .map(|i| -b[i * classes + label] / batch)
                         .collect()
@@ -144,15 +144,15 @@ fn reference_update(
             deltas[l] = back
                 .iter()
                 .zip(&trace.zs[l])
-                .map(|(d, &z)| d * act_deriv(layers[l].activation, z))
+                .map(|(d, &z)| d * act_deriv(layers[l].activation(), z))
                 .collect();
         }
         for (l, spec) in layers.iter().enumerate() {
             let (w0, b0) = offs[l];
-            for i in 0..spec.outputs {
+            for i in 0..spec.outputs() {
                 grad[b0 + i] += deltas[l][i];
-                for m in 0..spec.inputs {
-                    grad[w0 + i * spec.inputs + m] += deltas[l][i] * trace.hs[l][m];
+                for m in 0..spec.inputs() {
+                    grad[w0 + i * spec.inputs() + m] += deltas[l][i] * trace.hs[l][m];
                 }
             }
         }

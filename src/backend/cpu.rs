@@ -5,6 +5,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::regions::borrow;
+use super::spatial::{self, Im2Col, Pool, PoolMode};
 use super::{
     check_bias, check_same_shape, check_sign_feedback, Backend, BufId, Gemm, LayerGrad, LossGrad,
     Mat, OptimizerPass,
@@ -267,6 +268,53 @@ impl Backend for CpuBackend {
         check_same_shape("clip norm", norm, Mat::new(norm.buf, 0, 1, 1))?;
         let (mut w, _) = borrow(&mut self.bufs, &[grads, norm], &[])?;
         w[1][0] = super::clip_in_place(w[0], max_norm);
+        Ok(())
+    }
+
+    fn im2col(&mut self, op: &Im2Col) -> Result<()> {
+        op.check()?;
+        let (mut w, r) = borrow(&mut self.bufs, &[op.patches], &[op.image])?;
+        spatial::host::im2col(&op.window, r[0], w[0]);
+        Ok(())
+    }
+
+    fn col2im(&mut self, op: &Im2Col) -> Result<()> {
+        op.check()?;
+        let (mut w, r) = borrow(&mut self.bufs, &[op.image], &[op.patches])?;
+        spatial::host::col2im(&op.window, r[0], w[0]);
+        Ok(())
+    }
+
+    fn pool(&mut self, op: &Pool) -> Result<()> {
+        op.check()?;
+        let mut scratch = Vec::new();
+        match op.mode {
+            PoolMode::Max => {
+                let (mut w, r) = borrow(&mut self.bufs, &[op.output, op.argmax], &[op.input])?;
+                let (out, argmax) = w.split_at_mut(1);
+                spatial::host::pool(&op.window, op.mode, r[0], out[0], argmax[0]);
+            }
+            PoolMode::MaxAt => {
+                let (mut w, r) = borrow(&mut self.bufs, &[op.output], &[op.input, op.argmax])?;
+                scratch.extend_from_slice(r[1]);
+                spatial::host::pool(&op.window, op.mode, r[0], w[0], &mut scratch);
+            }
+            PoolMode::Avg => {
+                let (mut w, r) = borrow(&mut self.bufs, &[op.output], &[op.input])?;
+                spatial::host::pool(&op.window, op.mode, r[0], w[0], &mut scratch);
+            }
+        }
+        Ok(())
+    }
+
+    fn unpool(&mut self, op: &Pool) -> Result<()> {
+        op.check()?;
+        let reads: Vec<Mat> = std::iter::once(op.output)
+            .chain(op.argmax_reads())
+            .collect();
+        let (mut w, r) = borrow(&mut self.bufs, &[op.input], &reads)?;
+        let argmax = r.get(1).copied().unwrap_or(&[]);
+        spatial::host::unpool(&op.window, op.mode, r[0], argmax, w[0]);
         Ok(())
     }
 

@@ -14,6 +14,7 @@
 pub mod cpu;
 pub mod gpu;
 mod regions;
+pub mod spatial;
 pub mod trace;
 
 use crate::activation::Activation;
@@ -23,6 +24,7 @@ use crate::optim::UpdateStep;
 
 pub use cpu::CpuBackend;
 pub use gpu::GpuBackend;
+pub use spatial::{Im2Col, Pool, PoolMode, Window};
 pub use trace::{OpKind, Trace, TraceSummary, TracedOp, TracingBackend};
 
 /// Names a buffer of `f32` owned by a backend.
@@ -79,6 +81,12 @@ impl Mat {
         self.buf == other.buf && !self.is_empty() && !other.is_empty() && {
             a.start < b.end && b.start < a.end
         }
+    }
+
+    /// The same region viewed as `rows x cols` (which must hold as many elements;
+    /// a mismatch is caught by the operation that uses the view).
+    pub fn reshape(&self, rows: usize, cols: usize) -> Mat {
+        Mat::new(self.buf, self.offset, rows, cols)
     }
 
     /// `(rows, cols)` after an optional transpose.
@@ -413,6 +421,56 @@ pub trait Backend: Send {
         let n = clip_in_place(&mut g, max_norm);
         self.write(grads.buf, grads.offset, &g)?;
         self.write(norm.buf, norm.offset, &[n])
+    }
+
+    /// Unfolds image patches into columns so a convolution is one GEMM (see
+    /// [`spatial`]). The default runs the host reference on read-back data.
+    fn im2col(&mut self, op: &Im2Col) -> Result<()> {
+        op.check()?;
+        let image = self.read(op.image.buf, op.image.offset, op.image.len())?;
+        let mut patches = vec![0.0; op.patches.len()];
+        spatial::host::im2col(&op.window, &image, &mut patches);
+        self.write(op.patches.buf, op.patches.offset, &patches)
+    }
+
+    /// Folds patch columns back into images (overwriting them), summing overlaps: the
+    /// adjoint of [`Backend::im2col`], a convolution's input gradient.
+    fn col2im(&mut self, op: &Im2Col) -> Result<()> {
+        op.check()?;
+        let patches = self.read(op.patches.buf, op.patches.offset, op.patches.len())?;
+        let mut image = vec![0.0; op.image.len()];
+        spatial::host::col2im(&op.window, &patches, &mut image);
+        self.write(op.image.buf, op.image.offset, &image)
+    }
+
+    /// Pools `op.input` into `op.output` (max pooling records its argmax).
+    fn pool(&mut self, op: &Pool) -> Result<()> {
+        op.check()?;
+        let input = self.read(op.input.buf, op.input.offset, op.input.len())?;
+        let mut output = vec![0.0; op.output.len()];
+        let mut argmax = match op.mode {
+            PoolMode::MaxAt => self.read(op.argmax.buf, op.argmax.offset, op.argmax.len())?,
+            _ => vec![0.0; op.argmax.len()],
+        };
+        spatial::host::pool(&op.window, op.mode, &input, &mut output, &mut argmax);
+        self.write(op.output.buf, op.output.offset, &output)?;
+        if op.mode == PoolMode::Max {
+            self.write(op.argmax.buf, op.argmax.offset, &argmax)?;
+        }
+        Ok(())
+    }
+
+    /// The input gradient of pooling: `op.input` (overwritten) from `op.output`.
+    fn unpool(&mut self, op: &Pool) -> Result<()> {
+        op.check()?;
+        let d_out = self.read(op.output.buf, op.output.offset, op.output.len())?;
+        let argmax = match op.mode {
+            PoolMode::Avg => Vec::new(),
+            _ => self.read(op.argmax.buf, op.argmax.offset, op.argmax.len())?,
+        };
+        let mut d_in = vec![0.0; op.input.len()];
+        spatial::host::unpool(&op.window, op.mode, &d_out, &argmax, &mut d_in);
+        self.write(op.input.buf, op.input.offset, &d_in)
     }
 
     /// Runs everything recorded so far (a no-op for backends that run eagerly).

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     check_bias, check_same_shape, check_sign_feedback, regions, Backend, BufId, Epilogue, Gemm,
-    LayerGrad, LossGrad, Mat, OptimizerPass,
+    Im2Col, LayerGrad, LossGrad, Mat, OptimizerPass, Pool, PoolMode,
 };
 use crate::activation::Activation;
 use crate::error::Result;
@@ -61,6 +61,14 @@ pub enum OpKind {
     OptimizerStep,
     /// [`Backend::clip_grad_norm`].
     ClipGradNorm,
+    /// [`Backend::im2col`].
+    Im2Col,
+    /// [`Backend::col2im`].
+    Col2Im,
+    /// [`Backend::pool`].
+    Pool,
+    /// [`Backend::unpool`].
+    Unpool,
 }
 
 /// One compute operation and the regions it touched.
@@ -356,6 +364,39 @@ impl Backend for TracingBackend {
         self.record(OpKind::ClipGradNorm, vec![], vec![grads, norm], 0, |b| {
             b.clip_grad_norm(grads, max_norm, norm)
         })
+    }
+
+    fn im2col(&mut self, op: &Im2Col) -> Result<()> {
+        op.check()?;
+        self.record(OpKind::Im2Col, vec![op.image], vec![op.patches], 0, |b| {
+            b.im2col(op)
+        })
+    }
+
+    fn col2im(&mut self, op: &Im2Col) -> Result<()> {
+        op.check()?;
+        self.record(OpKind::Col2Im, vec![op.patches], vec![op.image], 0, |b| {
+            b.col2im(op)
+        })
+    }
+
+    fn pool(&mut self, op: &Pool) -> Result<()> {
+        op.check()?;
+        let (mut reads, mut writes) = (vec![op.input], vec![op.output]);
+        match op.mode {
+            PoolMode::Max => writes.push(op.argmax),
+            PoolMode::MaxAt => reads.push(op.argmax),
+            PoolMode::Avg => {}
+        }
+        self.record(OpKind::Pool, reads, writes, 0, |b| b.pool(op))
+    }
+
+    fn unpool(&mut self, op: &Pool) -> Result<()> {
+        op.check()?;
+        let reads = std::iter::once(op.output)
+            .chain(op.argmax_reads())
+            .collect();
+        self.record(OpKind::Unpool, reads, vec![op.input], 0, |b| b.unpool(op))
     }
 
     fn flush(&mut self) -> Result<()> {

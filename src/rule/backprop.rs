@@ -9,5 +9,5 @@ pub(super) fn hidden_deltas(
     views: &dyn StepViews,
     batch: usize,
 ) -> Result<()> {
-    sequential_chain(backend, views, batch, |l| views.weights(l + 1))
+    sequential_chain(backend, views, batch, |l| views.weights(l))
 }

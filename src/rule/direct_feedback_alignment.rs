@@ -6,14 +6,17 @@
 use super::{project_to_hidden, FeedbackShape, StepViews};
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::network::LayerSpec;
+use crate::layer::LayerSpec;
 
+/// One `B_l` (`outputs of l x classes`) per hidden layer with weights; for a
+/// convolution that is its whole `C·H·W` output map (as in Nøkland 2016).
 pub(super) fn feedback_shapes(layers: &[LayerSpec]) -> Vec<FeedbackShape> {
-    let outputs = layers.last().map_or(0, |l| l.outputs);
+    let outputs = layers.last().map_or(0, |l| l.outputs());
     layers[..layers.len().saturating_sub(1)]
         .iter()
+        .filter(|l| l.has_weights())
         .map(|hidden| FeedbackShape {
-            rows: hidden.outputs,
+            rows: hidden.outputs(),
             cols: outputs,
             fan: outputs,
         })

@@ -2,16 +2,17 @@
 //! one fixed random `B` (`hidden_1 x outputs`), `δ_1 = (B e) ⊙ f'(h_1)`, and is then
 //! carried up through the forward weights, `δ_{l+1} = (W_{l+1} δ_l) ⊙ f'(h_{l+1})`.
 
-use super::{layer_delta, FeedbackShape, StepViews};
-use crate::backend::{Backend, Gemm};
+use super::{hidden_weighted, FeedbackShape, StepViews};
+use crate::backend::{Backend, Epilogue, Gemm};
 use crate::error::Result;
-use crate::network::LayerSpec;
+use crate::layer::LayerSpec;
 
 pub(super) fn feedback_shapes(layers: &[LayerSpec]) -> Vec<FeedbackShape> {
-    let outputs = layers.last().map_or(0, |l| l.outputs);
-    match layers {
+    let outputs = layers.last().map_or(0, |l| l.outputs());
+    let weighted: Vec<&LayerSpec> = layers.iter().filter(|l| l.has_weights()).collect();
+    match weighted[..] {
         [first, _, ..] => vec![FeedbackShape {
-            rows: first.outputs,
+            rows: first.outputs(),
             cols: outputs,
             fan: outputs,
         }],
@@ -24,29 +25,34 @@ pub(super) fn hidden_deltas(
     views: &dyn StepViews,
     batch: usize,
 ) -> Result<()> {
-    let layers = views.layers().len();
-    if layers < 2 {
+    let (Some(&first), Some(&top)) = (
+        hidden_weighted(views).first(),
+        hidden_weighted(views).last(),
+    ) else {
         return Ok(());
-    }
-    let error = views.delta(layers - 1, batch);
-    let first = Gemm::new(
-        views.delta(0, batch),
+    };
+    let layers = views.layers();
+    let error = views.delta(layers.len() - 1, batch);
+    let product = Gemm::new(
+        views.delta(first, batch),
         views.feedback(0),
         false,
         error,
         false,
     );
-    layer_delta(backend, views, batch, 0, &first)?;
-    // Upwards through the forward weights: layer l's delta feeds layer l + 1's.
-    for l in 1..layers - 1 {
-        let product = Gemm::new(
-            views.delta(l, batch),
-            views.weights(l),
-            false,
+    let then = Epilogue::ActivationGrad {
+        h: views.output(first, batch),
+        activation: layers[first].activation(),
+    };
+    backend.gemm_then(&product, then)?;
+    // Upwards through the forward layers' linear parts: layer l - 1's delta feeds l's.
+    for l in first + 1..=top {
+        layers[l].layer().tangent(
+            backend,
+            &views.io(l, batch),
             views.delta(l - 1, batch),
-            false,
-        );
-        layer_delta(backend, views, batch, l, &product)?;
+            views.delta(l, batch),
+        )?;
     }
     Ok(())
 }

@@ -12,8 +12,9 @@ pub(super) fn hidden_deltas(
     views: &dyn StepViews,
     batch: usize,
 ) -> Result<()> {
-    if views.layers().len() < 2 {
+    let hidden = views.hidden_deltas(batch);
+    if hidden.is_empty() {
         return Ok(());
     }
-    backend.fill(views.hidden_deltas(batch), 0.0)
+    backend.fill(hidden, 0.0)
 }

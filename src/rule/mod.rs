@@ -31,7 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::backend::{Backend, Epilogue, Gemm, Mat};
 use crate::error::Result;
 use crate::init::FeedbackInit;
-use crate::network::LayerSpec;
+use crate::layer::{weighted_layers, Derivative, LayerIo, LayerSpec};
 
 /// A learning rule (see the [module docs](self) for the formulas).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -125,8 +125,8 @@ impl Rule {
         }
     }
 
-    /// The fixed feedback matrices this rule needs for `layers`, one per hidden layer
-    /// (none for backprop). Hidden layer `l`'s matrix is index `l`.
+    /// The feedback matrices this rule needs for `layers`, one per hidden layer with
+    /// weights (none for backprop). The `i`-th weighted layer's matrix is index `i`.
     pub fn feedback_shapes(self, layers: &[LayerSpec]) -> Vec<FeedbackShape> {
         match self {
             Rule::Backprop | Rule::LastLayerOnly => Vec::new(),
@@ -168,34 +168,41 @@ impl Rule {
         }
     }
 
-    /// How feedback matrix `l` relates to `W_{l+1}` for alignment measurements:
-    /// `Some(false)` when it stands in for `W_{l+1}^T` stored shaped like `W_{l+1}`
-    /// (FA and the sign-symmetric rules), `Some(true)` when it is stored transposed
-    /// (DFA and DRTP's last hidden layer, `hidden x outputs`), `None` when it has no
-    /// forward counterpart.
-    pub fn feedback_counterpart(self, l: usize, layers: usize) -> Option<bool> {
-        if l + 1 >= layers {
-            return None;
-        }
+    /// How feedback matrix `i` relates to forward weights, for alignment
+    /// measurements: `Some((l, false))` when it stands in for the weights of layer `l`
+    /// and is stored shaped like them (FA and the sign-symmetric rules), `Some((l,
+    /// true))` when it is stored transposed (DFA and DRTP's last hidden layer, `hidden
+    /// x outputs`, against the output layer's weights), `None` when it has no forward
+    /// counterpart.
+    pub fn feedback_counterpart(self, i: usize, layers: &[LayerSpec]) -> Option<(usize, bool)> {
+        let weighted = weighted_layers(layers);
+        let next = *weighted.get(i + 1)?;
         match self {
             Rule::FeedbackAlignment
             | Rule::UniformSignSymmetry
             | Rule::BatchRandomSignSymmetry
-            | Rule::FixedRandomSignSymmetry => Some(false),
+            | Rule::FixedRandomSignSymmetry => Some((next, false)),
             Rule::DirectFeedbackAlignment | Rule::DirectRandomTargetProjection
-                if l + 2 == layers =>
+                if i + 2 == weighted.len() =>
             {
-                Some(true)
+                Some((next, true))
             }
             _ => None,
         }
+    }
+
+    /// The layer whose delta feedback matrix `i` forms (the `i`-th layer with weights;
+    /// the first one for IFA).
+    pub fn feedback_target(self, i: usize, layers: &[LayerSpec]) -> Option<usize> {
+        weighted_layers(layers).get(i).copied()
     }
 
     /// Dependent operations between the output error and the last hidden delta: the
     /// length of the chain no hardware parallelism can shorten (each a GEMM, or a GEMM
     /// followed by its elementwise derivative).
     pub fn delta_chain_len(self, layers: &[LayerSpec]) -> usize {
-        let hidden = layers.len().saturating_sub(1);
+        let first = weighted_layers(layers).first().copied().unwrap_or(0);
+        let hidden = layers.len().saturating_sub(1 + first);
         match self {
             Rule::Backprop
             | Rule::FeedbackAlignment
@@ -219,16 +226,20 @@ impl std::fmt::Display for Rule {
 pub(crate) trait StepViews {
     /// The layers.
     fn layers(&self) -> &[LayerSpec];
+    /// Indices of the layers with weights.
+    fn weighted(&self) -> &[usize];
+    /// Everything layer `l` reads and writes for a batch.
+    fn io(&self, l: usize, batch: usize) -> LayerIo;
     /// Output of layer `l` (`outputs x batch`).
     fn output(&self, l: usize, batch: usize) -> Mat;
     /// Delta of layer `l` (`outputs x batch`); the last layer's is the output error.
     fn delta(&self, l: usize, batch: usize) -> Mat;
-    /// The hidden deltas of all hidden layers stacked (`Σ hidden x batch`).
+    /// The deltas of all hidden layers with weights, stacked (`Σ outputs x batch`).
     fn hidden_deltas(&self, batch: usize) -> Mat;
-    /// The outputs of all hidden layers stacked, in the same row order as
-    /// [`StepViews::hidden_deltas`] (`Σ hidden x batch`).
+    /// The outputs of the same layers stacked, in the same row order as
+    /// [`StepViews::hidden_deltas`].
     fn hidden_outputs(&self, batch: usize) -> Mat;
-    /// Weights of layer `l`.
+    /// Weights of layer `l` (empty for weightless layers).
     fn weights(&self, l: usize) -> Mat;
     /// Feedback matrix `i` of the rule.
     fn feedback(&self, i: usize) -> Mat;
@@ -283,26 +294,55 @@ pub(crate) fn hidden_deltas(
     }
 }
 
-/// The layer-by-layer chain BP and FA share: `δ_l = (M_l^T δ_{l+1}) ⊙ f'(h_l)` from the
-/// top hidden layer down, where `matrix(l)` is `M_l` (stored shaped like `W_{l+1}`).
+/// The layer-by-layer chain BP and FA share: from the output layer down to the first
+/// layer with weights, each layer's input gradient through `via(l)` (layer `l`'s
+/// weights or the tensor standing in for them; weightless layers pass the gradient
+/// exactly), times the activation derivative of the layer below.
 fn sequential_chain(
     backend: &mut dyn Backend,
     views: &dyn StepViews,
     batch: usize,
-    matrix: impl Fn(usize) -> Mat,
+    via: impl Fn(usize) -> Mat,
 ) -> Result<()> {
-    let hidden = views.layers().len() - 1;
-    for l in (0..hidden).rev() {
-        let product = Gemm::new(
+    let layers = views.layers();
+    let Some(&first) = views.weighted().first() else {
+        return Ok(());
+    };
+    for l in (first + 1..layers.len()).rev() {
+        let through = if layers[l].has_weights() {
+            via(l)
+        } else {
+            views.weights(l)
+        };
+        let derivative = Derivative {
+            h: views.output(l - 1, batch),
+            activation: layers[l - 1].activation(),
+        };
+        layers[l].layer().backward_input(
+            backend,
+            &views.io(l, batch),
+            through,
             views.delta(l, batch),
-            matrix(l),
-            true,
-            views.delta(l + 1, batch),
-            false,
-        );
-        layer_delta(backend, views, batch, l, &product)?;
+            views.delta(l - 1, batch),
+            Some(derivative),
+        )?;
     }
     Ok(())
+}
+
+/// The position of layer `l` among the layers with weights.
+fn weighted_index(views: &dyn StepViews, l: usize) -> usize {
+    views
+        .weighted()
+        .iter()
+        .position(|&w| w == l)
+        .unwrap_or_default()
+}
+
+/// The hidden layers with weights (all but the output layer).
+fn hidden_weighted(views: &dyn StepViews) -> &[usize] {
+    let w = views.weighted();
+    &w[..w.len().saturating_sub(1)]
 }
 
 /// Every hidden delta from ONE product of the stacked feedback with `source`
@@ -317,7 +357,7 @@ fn project_to_hidden(
     source: Mat,
     alpha: f32,
 ) -> Result<()> {
-    let hidden = &views.layers()[..views.layers().len() - 1];
+    let hidden = hidden_weighted(views);
     if hidden.is_empty() {
         return Ok(());
     }
@@ -329,36 +369,22 @@ fn project_to_hidden(
         false,
     );
     product.alpha = alpha;
-    match hidden.first() {
-        Some(first) if hidden.iter().all(|l| l.activation == first.activation) => {
-            let then = Epilogue::ActivationGrad {
-                h: views.hidden_outputs(batch),
-                activation: first.activation,
-            };
-            backend.gemm_then(&product, then)
-        }
-        _ => {
-            backend.gemm(&product)?;
-            (0..hidden.len()).try_for_each(|l| {
-                let activation = views.layers()[l].activation;
-                backend.activation_grad(views.delta(l, batch), views.output(l, batch), activation)
-            })
-        }
+    let layers = views.layers();
+    let activation = layers[hidden[0]].activation();
+    if hidden.iter().all(|&l| layers[l].activation() == activation) {
+        let then = Epilogue::ActivationGrad {
+            h: views.hidden_outputs(batch),
+            activation,
+        };
+        backend.gemm_then(&product, then)
+    } else {
+        backend.gemm(&product)?;
+        hidden.iter().try_for_each(|&l| {
+            backend.activation_grad(
+                views.delta(l, batch),
+                views.output(l, batch),
+                layers[l].activation(),
+            )
+        })
     }
-}
-
-/// Layer `l`'s delta from `product` (which writes it) times its activation
-/// derivative, fused.
-fn layer_delta(
-    backend: &mut dyn Backend,
-    views: &dyn StepViews,
-    batch: usize,
-    l: usize,
-    product: &Gemm,
-) -> Result<()> {
-    let then = Epilogue::ActivationGrad {
-        h: views.output(l, batch),
-        activation: views.layers()[l].activation,
-    };
-    backend.gemm_then(product, then)
 }

@@ -11,9 +11,10 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::init::FeedbackInit;
 
-/// uSF's scale for a `rows x cols` weight: FA's feedback scale `1/sqrt(fan)`.
-pub(crate) fn uniform_scale(rows: usize) -> f32 {
-    (1.0 / rows.max(1) as f64).sqrt() as f32
+/// uSF's scale for a weight whose inputs each reach `fan` outputs: FA's feedback
+/// scale `1/sqrt(fan)`.
+pub(crate) fn uniform_scale(fan: usize) -> f32 {
+    (1.0 / fan.max(1) as f64).sqrt() as f32
 }
 
 pub(super) fn prepare(
@@ -23,18 +24,22 @@ pub(super) fn prepare(
     rng: &mut ChaCha8Rng,
     init: FeedbackInit,
 ) -> Result<()> {
-    let hidden = views.layers().len().saturating_sub(1);
-    for i in 0..hidden {
-        let (b, w) = (views.feedback(i), views.weights(i + 1));
+    let weighted = views.weighted();
+    for i in 0..weighted.len().saturating_sub(1) {
+        let l = weighted[i + 1];
+        let (b, w) = (views.feedback(i), views.weights(l));
+        let fan = views.layers()[l]
+            .weight_shape()
+            .map_or(w.rows, |s| s.fan_out);
         match rule {
             Rule::UniformSignSymmetry => {
-                backend.sign_feedback(b, w, None, uniform_scale(w.rows))?;
+                backend.sign_feedback(b, w, None, uniform_scale(fan))?;
             }
             _ => {
                 let m = views.magnitude(i);
                 if rule == Rule::BatchRandomSignSymmetry {
                     let mut values = vec![0.0; m.len()];
-                    init.fill(&mut values, w.rows, rng)?;
+                    init.fill(&mut values, fan, rng)?;
                     backend.write(m.buf, m.offset, &values)?;
                 }
                 backend.sign_feedback(b, w, Some(m), 1.0)?;

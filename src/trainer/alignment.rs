@@ -24,8 +24,7 @@ impl Trainer {
         hidden_deltas(Rule::Backprop, &mut *self.backend, &self.bufs, batch)?;
         self.layer_grads(0, batch)?;
         let bp_grads = self.backend.read(self.bufs.grads, 0, total)?;
-        let layers = self.layers.len();
-        let first = self.config.rule.first_trained_layer(layers);
+        let first = self.config.rule.first_trained_layer(self.layers.len());
         if first > 0 {
             // Frozen layers' gradients must stay zero for later update_direction calls.
             let frozen =
@@ -33,29 +32,37 @@ impl Trainer {
             self.backend.fill(frozen, 0.0)?;
         }
         let params = self.backend.read(self.bufs.params, 0, total)?;
-        let mut out = Vec::with_capacity(layers);
-        for l in 0..layers {
-            let w = self.layout.weights(l);
-            let mut a = LayerAlignment {
-                layer: l,
-                update_angle: angle_degrees(&rule_grads[w.clone()], &bp_grads[w]),
-                feedback_angle: None,
-                norm_ratio: None,
+        let mut out: Vec<LayerAlignment> = crate::layer::weighted_layers(&self.layers)
+            .into_iter()
+            .map(|l| {
+                let w = self.layout.weights(l);
+                LayerAlignment {
+                    layer: l,
+                    update_angle: angle_degrees(&rule_grads[w.clone()], &bp_grads[w]),
+                    feedback_angle: None,
+                    norm_ratio: None,
+                }
+            })
+            .collect();
+        for i in 0..self.bufs.feedback_shapes().len() {
+            let rule = self.config.rule;
+            let (Some((next, transposed)), Some(target)) = (
+                rule.feedback_counterpart(i, &self.layers),
+                rule.feedback_target(i, &self.layers),
+            ) else {
+                continue;
             };
-            if let Some(transposed) = self.config.rule.feedback_counterpart(l, layers) {
-                let b = self.feedback(l)?;
-                let next = &self.layers[l + 1];
-                let w_next = &params[self.layout.weights(l + 1)];
-                // Compare B with W_{l+1} laid out as B is stored.
-                let w_like_b: Vec<f32> = if transposed {
-                    transpose(w_next, next.outputs, next.inputs)
-                } else {
-                    w_next.to_vec()
-                };
+            let b = self.feedback(i)?;
+            let w_next = &params[self.layout.weights(next)];
+            // Compare B with the forward weights laid out as B is stored.
+            let w_like_b: Vec<f32> = match self.layers[next].weight_shape() {
+                Some(shape) if transposed => transpose(w_next, shape.rows, shape.cols),
+                _ => w_next.to_vec(),
+            };
+            if let Some(a) = out.iter_mut().find(|a| a.layer == target) {
                 a.feedback_angle = angle_degrees(&b, &w_like_b);
                 a.norm_ratio = norm_ratio(&b, &w_like_b);
             }
-            out.push(a);
         }
         Ok(out)
     }

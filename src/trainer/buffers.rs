@@ -1,12 +1,15 @@
 //! The buffers a training run keeps on its backend, and where each tensor sits in them.
 //!
 //! Parameters, gradients and optimizer moments share one arena layout. Activations and
-//! deltas are feature-major (`width x batch`) and packed for the batch actually in
-//! flight, so the hidden deltas of all layers form one contiguous matrix.
+//! deltas are feature-major (`features x batch`) and packed for the batch actually in
+//! flight. The hidden layers with weights come first in both arenas, in layer order, so
+//! their deltas (and outputs) form one contiguous matrix: DFA fills all of them with
+//! one product. A flatten owns no storage: its output and delta are its input's.
 
 use crate::backend::{Backend, BufId, Mat};
-use crate::error::Result;
-use crate::network::{LayerSpec, ParamLayout};
+use crate::error::{Error, Result};
+use crate::layer::{weighted_layers, LayerIo, LayerSpec};
+use crate::network::ParamLayout;
 use crate::rule::{FeedbackShape, StepViews};
 
 /// Accumulator slots in the statistics buffer, three floats each.
@@ -30,12 +33,31 @@ pub(crate) struct DeviceBuffers {
     pub stats: BufId,
     layers: Vec<LayerSpec>,
     layout: ParamLayout,
+    weighted: Vec<usize>,
     feedback_shapes: Vec<FeedbackShape>,
     feedback_offsets: Vec<usize>,
-    /// Rows before activation `l` (input is 0) in the activation arena.
-    act_rows: Vec<usize>,
-    /// Rows before layer `l`'s delta in the delta arena.
-    delta_rows: Vec<usize>,
+    /// `(first row, rows)` of activation `l` (`0` is the input) in the activation arena.
+    acts_at: Vec<(usize, usize)>,
+    /// `(first row, rows)` of layer `l`'s delta in the delta arena.
+    deltas_at: Vec<(usize, usize)>,
+    /// `(first row, rows)` of what layer `l`'s forward pass keeps, in the activation arena.
+    saved_at: Vec<(usize, usize)>,
+    /// `(first row, rows)` of the backward scratch in the delta arena.
+    work_at: (usize, usize),
+    /// Rows of the hidden weighted layers, stacked.
+    hidden_rows: usize,
+}
+
+/// Hands out consecutive row ranges of an arena.
+#[derive(Default)]
+struct Rows(usize);
+
+impl Rows {
+    fn take(&mut self, rows: usize) -> (usize, usize) {
+        let at = self.0;
+        self.0 += rows;
+        (at, rows)
+    }
 }
 
 fn prefix_sums(widths: impl Iterator<Item = usize>) -> Vec<usize> {
@@ -48,6 +70,14 @@ fn prefix_sums(widths: impl Iterator<Item = usize>) -> Vec<usize> {
     out
 }
 
+fn arena_len(rows: usize, capacity: usize, what: &str) -> Result<usize> {
+    rows.checked_mul(capacity).ok_or_else(|| {
+        Error::config(format!(
+            "the {what} arena of {rows} rows x batch {capacity} overflows memory sizes"
+        ))
+    })
+}
+
 impl DeviceBuffers {
     pub fn new(
         backend: &mut dyn Backend,
@@ -57,12 +87,45 @@ impl DeviceBuffers {
         magnitudes: bool,
         capacity: usize,
     ) -> Result<Self> {
-        let act_rows =
-            prefix_sums(std::iter::once(layers[0].inputs).chain(layers.iter().map(|l| l.outputs)));
-        let delta_rows = prefix_sums(layers.iter().map(|l| l.outputs));
+        let weighted = weighted_layers(layers);
+        let hidden: Vec<usize> = weighted
+            .iter()
+            .copied()
+            .filter(|&l| l + 1 < layers.len())
+            .collect();
+        let (mut act_rows, mut delta_rows) = (Rows::default(), Rows::default());
+        let mut acts_at = vec![(0, 0); layers.len() + 1];
+        let mut deltas_at = vec![(0, 0); layers.len()];
+        // Hidden weighted layers first, contiguous in both arenas.
+        for &l in &hidden {
+            acts_at[l + 1] = act_rows.take(layers[l].outputs());
+            deltas_at[l] = delta_rows.take(layers[l].outputs());
+        }
+        acts_at[0] = act_rows.take(layers[0].inputs());
+        for (l, layer) in layers.iter().enumerate() {
+            if hidden.contains(&l) {
+                continue;
+            }
+            if layer.aliases_input() {
+                acts_at[l + 1] = acts_at[l];
+                deltas_at[l] = match l {
+                    0 => delta_rows.take(layer.outputs()),
+                    _ => deltas_at[l - 1],
+                };
+            } else {
+                acts_at[l + 1] = act_rows.take(layer.outputs());
+                deltas_at[l] = delta_rows.take(layer.outputs());
+            }
+        }
+        let saved_at = layers
+            .iter()
+            .map(|layer| act_rows.take(layer.saved_rows()))
+            .collect();
+        let work_at = delta_rows.take(layers.iter().map(|l| l.work_rows()).max().unwrap_or(0));
+        let hidden_rows = hidden.iter().map(|&l| layers[l].outputs()).sum();
         let feedback_offsets = prefix_sums(feedback_shapes.iter().map(|s| s.rows * s.cols));
         let total_feedback = *feedback_offsets.last().unwrap_or(&0);
-        let classes = layers[layers.len() - 1].outputs;
+        let classes = layers[layers.len() - 1].outputs();
         let n = layout.total();
         // Zero-length buffers are invalid on some backends; allocate at least one float.
         Ok(DeviceBuffers {
@@ -71,24 +134,28 @@ impl DeviceBuffers {
             state: [backend.alloc(n)?, backend.alloc(n)?],
             feedback: backend.alloc(total_feedback.max(1))?,
             magnitudes: backend.alloc(if magnitudes { total_feedback.max(1) } else { 1 })?,
-            acts: backend.alloc(act_rows[act_rows.len() - 1] * capacity)?,
-            deltas: backend.alloc(delta_rows[delta_rows.len() - 1] * capacity)?,
-            targets: backend.alloc(classes * capacity)?,
+            acts: backend.alloc(arena_len(act_rows.0, capacity, "activation")?.max(1))?,
+            deltas: backend.alloc(arena_len(delta_rows.0, capacity, "delta")?.max(1))?,
+            targets: backend.alloc(arena_len(classes, capacity, "target")?)?,
             // Three slots of three sums, then the last clipped gradient norm.
             stats: backend.alloc(10)?,
             layers: layers.to_vec(),
             layout: layout.clone(),
+            weighted,
             feedback_shapes,
             feedback_offsets,
-            act_rows,
-            delta_rows,
+            acts_at,
+            deltas_at,
+            saved_at,
+            work_at,
+            hidden_rows,
         })
     }
 
     /// Activation `l` (`0` is the input batch, `l + 1` the output of layer `l`).
     pub fn activation(&self, l: usize, batch: usize) -> Mat {
-        let rows = self.act_rows[l + 1] - self.act_rows[l];
-        Mat::new(self.acts, self.act_rows[l] * batch, rows, batch)
+        let (at, rows) = self.acts_at[l];
+        Mat::new(self.acts, at * batch, rows, batch)
     }
 
     pub fn bias(&self, l: usize) -> Mat {
@@ -97,7 +164,7 @@ impl DeviceBuffers {
     }
 
     pub fn grad_weights(&self, l: usize) -> Mat {
-        let mut m = self.weights(l);
+        let mut m = StepViews::weights(self, l);
         m.buf = self.grads;
         m
     }
@@ -112,7 +179,7 @@ impl DeviceBuffers {
         Mat::new(
             self.targets,
             0,
-            self.layers[self.layers.len() - 1].outputs,
+            self.layers[self.layers.len() - 1].outputs(),
             batch,
         )
     }
@@ -143,37 +210,51 @@ impl StepViews for DeviceBuffers {
         &self.layers
     }
 
+    fn weighted(&self) -> &[usize] {
+        &self.weighted
+    }
+
+    fn io(&self, l: usize, batch: usize) -> LayerIo {
+        let layer = &self.layers[l];
+        let (saved_at, saved_rows) = self.saved_at[l];
+        let (work_at, work_rows) = self.work_at;
+        LayerIo {
+            input_shape: layer.input_shape(),
+            output_shape: layer.output_shape(),
+            activation: layer.activation(),
+            batch,
+            x: self.activation(l, batch),
+            y: self.activation(l + 1, batch),
+            weights: self.weights(l),
+            bias: self.bias(l),
+            saved: Mat::new(self.acts, saved_at * batch, saved_rows, batch),
+            work: Mat::new(self.deltas, work_at * batch, work_rows, batch),
+        }
+    }
+
     fn output(&self, l: usize, batch: usize) -> Mat {
         self.activation(l + 1, batch)
     }
 
     fn delta(&self, l: usize, batch: usize) -> Mat {
-        let rows = self.delta_rows[l + 1] - self.delta_rows[l];
-        Mat::new(self.deltas, self.delta_rows[l] * batch, rows, batch)
+        let (at, rows) = self.deltas_at[l];
+        Mat::new(self.deltas, at * batch, rows, batch)
     }
 
     fn hidden_deltas(&self, batch: usize) -> Mat {
-        Mat::new(
-            self.deltas,
-            0,
-            self.delta_rows[self.layers.len() - 1],
-            batch,
-        )
+        Mat::new(self.deltas, 0, self.hidden_rows, batch)
     }
 
     fn hidden_outputs(&self, batch: usize) -> Mat {
-        let hidden_rows = self.delta_rows[self.layers.len() - 1];
-        Mat::new(self.acts, self.act_rows[1] * batch, hidden_rows, batch)
+        Mat::new(self.acts, 0, self.hidden_rows, batch)
     }
 
     fn weights(&self, l: usize) -> Mat {
         let r = self.layout.weights(l);
-        Mat::new(
-            self.params,
-            r.start,
-            self.layers[l].outputs,
-            self.layers[l].inputs,
-        )
+        let (rows, cols) = self.layers[l]
+            .weight_shape()
+            .map_or((0, 0), |s| (s.rows, s.cols));
+        Mat::new(self.params, r.start, rows, cols)
     }
 
     fn feedback(&self, i: usize) -> Mat {

@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::network::Network;
 use crate::rule::StepViews;
-use crate::WeightInit;
 
 fn rng_state(rng: &ChaCha8Rng) -> RngState {
     RngState {
@@ -83,15 +82,7 @@ impl Trainer {
         checkpoint: &Checkpoint,
         backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
-        let layers = &checkpoint.layers;
-        let first = layers
-            .first()
-            .ok_or_else(|| Error::config("a checkpoint with no layers"))?;
-        let mut builder = Network::builder(first.inputs).seed(checkpoint.seed);
-        for l in layers {
-            builder = builder.dense(l.outputs, l.activation);
-        }
-        let mut net = builder.init(WeightInit::Zeros).build()?;
+        let mut net = Network::from_layers(checkpoint.layers.clone(), checkpoint.seed)?;
         net.set_params(&checkpoint.params)?;
         let mut trainer = Trainer::with_backend(net, checkpoint.config, backend)?;
         trainer.restore(checkpoint)?;
@@ -195,7 +186,7 @@ impl Trainer {
     /// probabilities (softmax of the outputs) for a cross-entropy model, the raw
     /// outputs otherwise. Returns `n x outputs` values, row-major.
     pub fn predict(&mut self, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let inputs = self.layers[0].inputs;
+        let inputs = self.layers[0].inputs();
         if n == 0 {
             return Err(Error::EmptyData("predict needs at least one sample".into()));
         }

@@ -7,14 +7,15 @@ mod checkpoint;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Backend, Epilogue, Gemm, LayerGrad, LossGrad, OptimizerPass};
+use crate::backend::{Backend, LayerGrad, LossGrad, OptimizerPass};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::init::{rng_for, FeedbackInit, Stream};
+use crate::layer::LayerSpec;
 use crate::loss::Loss;
 use crate::metrics::Evaluation;
-use crate::network::{LayerSpec, Network, ParamLayout};
+use crate::network::{Network, ParamLayout};
 use crate::optim::Optimizer;
 use crate::rule::{hidden_deltas, prepare_feedback, FeedbackShape, Rule, StepViews};
 use crate::schedule::Schedule;
@@ -164,7 +165,7 @@ impl Trainer {
         backend.write(bufs.params, 0, network.params())?;
         let mut trainer = Trainer {
             backend,
-            host_x: vec![0.0; layers[0].inputs * config.batch_size],
+            host_x: vec![0.0; layers[0].inputs() * config.batch_size],
             host_y: vec![0.0; network.output_size() * config.batch_size],
             bufs,
             layers,
@@ -311,11 +312,7 @@ impl Trainer {
         let params = self
             .backend
             .read(self.bufs.params, 0, self.layout.total())?;
-        let mut builder = Network::builder(self.layers[0].inputs).seed(self.seed);
-        for l in &self.layers {
-            builder = builder.dense(l.outputs, l.activation);
-        }
-        let mut net = builder.init(crate::WeightInit::Zeros).build()?;
+        let mut net = Network::from_layers(self.layers.clone(), self.seed)?;
         net.set_params(&params)?;
         Ok(net)
     }
@@ -354,7 +351,7 @@ impl Trainer {
         let data = Dataset::new(
             x.to_vec(),
             labels.to_vec(),
-            self.layers[0].inputs,
+            self.layers[0].inputs(),
             self.output_size(),
         )?;
         let indices: Vec<usize> = (0..data.len()).collect();
@@ -428,14 +425,14 @@ impl Trainer {
     }
 
     fn output_size(&self) -> usize {
-        self.layers[self.layers.len() - 1].outputs
+        self.layers[self.layers.len() - 1].outputs()
     }
 
     fn check_data(&self, data: &Dataset) -> Result<()> {
-        if data.dim() != self.layers[0].inputs {
+        if data.dim() != self.layers[0].inputs() {
             return Err(Error::shape(
                 "data features vs network inputs",
-                format!("{} features", self.layers[0].inputs),
+                format!("{} features", self.layers[0].inputs()),
                 format!("{} features", data.dim()),
             ));
         }
@@ -478,14 +475,8 @@ impl Trainer {
 
     fn forward(&mut self, batch: usize) -> Result<()> {
         for (l, layer) in self.layers.iter().enumerate() {
-            let out = self.bufs.activation(l + 1, batch);
-            let input = self.bufs.activation(l, batch);
-            let product = Gemm::new(out, self.bufs.weights(l), false, input, false);
-            let then = Epilogue::BiasActivation {
-                bias: self.bufs.bias(l),
-                activation: layer.activation,
-            };
-            self.backend.gemm_then(&product, then)?;
+            let io = self.bufs.io(l, batch);
+            layer.layer().forward(&mut *self.backend, &io)?;
         }
         Ok(())
     }
@@ -508,7 +499,7 @@ impl Trainer {
         self.backend.activation_grad(
             self.bufs.delta(last, batch),
             self.bufs.output(last, batch),
-            self.layers[last].activation,
+            self.layers[last].activation(),
         )?;
         self.prepare_feedback()?;
         hidden_deltas(self.config.rule, &mut *self.backend, &self.bufs, batch)?;
@@ -518,14 +509,17 @@ impl Trainer {
         )
     }
 
-    /// Gradients of layers `first..` from their deltas (frozen layers keep zeros).
+    /// Gradients of the layers with weights from `first` on, from their deltas, in one
+    /// grouped call (frozen layers keep zeros).
     fn layer_grads(&mut self, first: usize, batch: usize) -> Result<()> {
         let grads: Vec<LayerGrad> = (first..self.layers.len())
-            .map(|l| LayerGrad {
-                delta: self.bufs.delta(l, batch),
-                input: self.bufs.activation(l, batch),
-                grad_w: self.bufs.grad_weights(l),
-                grad_b: self.bufs.grad_bias(l),
+            .filter_map(|l| {
+                self.layers[l].layer().weight_grad(
+                    &self.bufs.io(l, batch),
+                    self.bufs.delta(l, batch),
+                    self.bufs.grad_weights(l),
+                    self.bufs.grad_bias(l),
+                )
             })
             .collect();
         self.backend.layer_grads(&grads)

@@ -63,16 +63,16 @@ pub fn offsets(layers: &[LayerSpec]) -> Vec<(usize, usize)> {
     let mut at = 0;
     for l in layers {
         let w = at;
-        at += l.inputs * l.outputs;
+        at += l.inputs() * l.outputs();
         out.push((w, at));
-        at += l.outputs;
+        at += l.outputs();
     }
     out
 }
 
 /// Total parameter count of the documented layout.
 pub fn param_count(layers: &[LayerSpec]) -> usize {
-    layers.iter().map(|l| l.outputs * (l.inputs + 1)).sum()
+    layers.iter().map(|l| l.outputs() * (l.inputs() + 1)).sum()
 }
 
 /// `f(z)` in f64.
@@ -143,14 +143,14 @@ pub fn forward(layers: &[LayerSpec], params: &[f64], x: &[f64]) -> Trace {
     for (l, spec) in layers.iter().enumerate() {
         let (w0, b0) = offs[l];
         let input = &hs[l];
-        assert_eq!(input.len(), spec.inputs);
-        let z: Vec<f64> = (0..spec.outputs)
+        assert_eq!(input.len(), spec.inputs());
+        let z: Vec<f64> = (0..spec.outputs())
             .map(|i| {
-                let row = &params[w0 + i * spec.inputs..w0 + (i + 1) * spec.inputs];
+                let row = &params[w0 + i * spec.inputs()..w0 + (i + 1) * spec.inputs()];
                 params[b0 + i] + row.iter().zip(input).map(|(w, v)| w * v).sum::<f64>()
             })
             .collect();
-        let h = z.iter().map(|&v| act(spec.activation, v)).collect();
+        let h = z.iter().map(|&v| act(spec.activation(), v)).collect();
         zs.push(z);
         hs.push(h);
     }
@@ -257,7 +257,7 @@ pub fn min_kink_distance(layers: &[LayerSpec], params: &[f64], xs: &[Vec<f64>]) 
     for x in xs {
         let trace = forward(layers, params, x);
         for (spec, z) in layers.iter().zip(&trace.zs) {
-            if kinked(spec.activation) {
+            if kinked(spec.activation()) {
                 min = z.iter().fold(min, |m, v| m.min(v.abs()));
             }
         }
