@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use plasticity::data::Mnist;
+use plasticity::layer::Shape;
 use plasticity::{
-    Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule, TrainConfig,
+    models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule, TrainConfig,
     Trainer, WeightInit,
 };
 
@@ -21,7 +22,8 @@ mod common;
 const USAGE: &str = "\
 usage: mnist [options]
   --rule bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last   learning rule    (default dfa)
-  --hidden W1,W2,...          hidden layer widths                 (default 800,800)
+  --model mlp|lenet           multilayer perceptron, or LeNet-5 (conv net; BioTorch's LeNetMNIST) (default mlp)
+  --hidden W1,W2,...          hidden layer widths of the mlp      (default 800,800)
   --activation NAME           identity|relu|leaky_relu|tanh|sigmoid (default tanh)
   --epochs N                  passes over the 60,000 training images (default 20)
   --batch B                   mini-batch size                     (default 64)
@@ -42,6 +44,7 @@ usage: mnist [options]
 
 struct Args {
     rule: Rule,
+    model: String,
     hidden: Vec<usize>,
     activation: Activation,
     epochs: usize,
@@ -65,6 +68,7 @@ impl Args {
     fn parse() -> Result<Args> {
         let mut args = Args {
             rule: Rule::DirectFeedbackAlignment,
+            model: "mlp".into(),
             hidden: vec![800, 800],
             activation: Activation::Tanh,
             epochs: 20,
@@ -89,6 +93,10 @@ impl Args {
                     args.rule = Rule::from_name(&value)
                         .ok_or_else(|| bad(&format!("unknown rule {value}")))?
                 }
+                "--model" => match value.as_str() {
+                    "mlp" | "lenet" => args.model = value,
+                    _ => return Err(bad(&format!("unknown model {value}: mlp or lenet"))),
+                },
                 "--hidden" => args.hidden = parse_list(&value)?,
                 "--activation" => {
                     args.activation = Activation::from_name(&value)
@@ -183,12 +191,15 @@ fn run() -> Result<()> {
         Activation::Relu | Activation::LeakyRelu => WeightInit::Kaiming,
         _ => WeightInit::Xavier,
     });
-    let net = Network::builder(train.dim())
-        .hidden(&args.hidden, args.activation)
-        .dense(train.classes(), Activation::Identity)
-        .init(init)
-        .seed(args.seed)
-        .build()?;
+    let net = match args.model.as_str() {
+        "lenet" => models::lenet5(Shape::image(1, 28, 28), train.classes())?,
+        _ => Network::builder(train.dim())
+            .hidden(&args.hidden, args.activation)
+            .dense(train.classes(), Activation::Identity)
+            .init(init),
+    }
+    .seed(args.seed)
+    .build()?;
     let config = TrainConfig {
         rule: args.rule,
         optimizer: args.optimizer()?,
@@ -210,15 +221,20 @@ fn run() -> Result<()> {
         None => Trainer::new(net, config, device)?,
     };
     let config = *trainer.config();
-    let shape: Vec<String> = std::iter::once(train.dim())
-        .chain(trainer.layers().iter().map(|l| l.outputs()))
-        .map(|w| w.to_string())
-        .collect();
+    let net = if trainer.layers().iter().any(|l| !l.has_weights()) {
+        let layers: Vec<String> = trainer.layers().iter().map(|l| l.to_string()).collect();
+        format!("[{}]", layers.join(", "))
+    } else {
+        let widths: Vec<String> = std::iter::once(train.dim())
+            .chain(trainer.layers().iter().map(|l| l.outputs()))
+            .map(|w| w.to_string())
+            .collect();
+        format!("{} {}", widths.join("-"), trainer.layers()[0].activation())
+    };
     println!(
-        "rule {} | net {} {} | {} | batch {} | seed {} | {} train / {} test images | device {}",
+        "rule {} | net {} | {} | batch {} | seed {} | {} train / {} test images | device {}",
         config.rule,
-        shape.join("-"),
-        trainer.layers()[0].activation(),
+        net,
         config.optimizer,
         config.batch_size,
         args.seed,

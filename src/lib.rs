@@ -47,6 +47,7 @@ pub mod init;
 pub mod layer;
 pub mod loss;
 pub mod metrics;
+pub mod models;
 pub mod network;
 pub mod optim;
 pub mod rule;

@@ -219,7 +219,8 @@ pub mod host {
     pub fn im2col(w: &Window, image: &[f32], patches: &mut [f32]) {
         let (k, n) = (w.kernel, w.batch);
         let (oh, ow) = (w.out_height(), w.out_width());
-        for (row, dst) in patches.chunks_exact_mut(oh * ow * n).enumerate() {
+        let rows = patches.chunks_exact_mut(oh * ow * n).enumerate();
+        each(rows, patches_len(w), |(row, dst)| {
             let (c, ky, kx) = (row / (k * k), row / k % k, row % k);
             for oy in 0..oh {
                 for ox in 0..ow {
@@ -233,7 +234,7 @@ pub mod host {
                     }
                 }
             }
-        }
+        });
     }
 
     /// Folds `patches` back into `image` (overwritten), summing where windows overlap:
@@ -242,97 +243,74 @@ pub mod host {
     pub fn col2im(w: &Window, patches: &[f32], image: &mut [f32]) {
         let (k, n) = (w.kernel, w.batch);
         let (oh, ow) = (w.out_height(), w.out_width());
-        image.fill(0.0);
-        for c in 0..w.channels {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &patches[((c * k + ky) * k + kx) * oh * ow * n..][..oh * ow * n];
-                    for oy in 0..oh {
-                        let Some(y) = w.source(oy, ky, w.height) else {
-                            continue;
-                        };
-                        for ox in 0..ow {
-                            let Some(x) = w.source(ox, kx, w.width) else {
+        let plane = w.height * w.width * n;
+        each(
+            image.chunks_mut(plane).enumerate(),
+            w.image_len(),
+            |(c, image)| {
+                image.fill(0.0);
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = &patches[((c * k + ky) * k + kx) * oh * ow * n..][..oh * ow * n];
+                        for oy in 0..oh {
+                            let Some(y) = w.source(oy, ky, w.height) else {
                                 continue;
                             };
-                            let at = ((c * w.height + y) * w.width + x) * n;
-                            let src = &row[(oy * ow + ox) * n..][..n];
-                            image[at..at + n]
-                                .iter_mut()
-                                .zip(src)
-                                .for_each(|(d, s)| *d += s);
+                            for ox in 0..ow {
+                                let Some(x) = w.source(ox, kx, w.width) else {
+                                    continue;
+                                };
+                                let at = (y * w.width + x) * n;
+                                let src = &row[(oy * ow + ox) * n..][..n];
+                                image[at..at + n]
+                                    .iter_mut()
+                                    .zip(src)
+                                    .for_each(|(d, s)| *d += s);
+                            }
                         }
                     }
                 }
-            }
-        }
+            },
+        );
     }
 
     /// Pools `input` into `output`; [`PoolMode::Max`] records each maximum's window
-    /// offset in `argmax`, [`PoolMode::MaxAt`] reads it.
+    /// offset in `argmax` (the first maximum wins, as in PyTorch; a NaN wins too, so
+    /// divergence still shows downstream), [`PoolMode::MaxAt`] reads it.
     pub fn pool(w: &Window, mode: PoolMode, input: &[f32], output: &mut [f32], argmax: &mut [f32]) {
         let (k, n) = (w.kernel, w.batch);
         let (oh, ow) = (w.out_height(), w.out_width());
         let scale = 1.0 / (k * k) as f32;
-        for c in 0..w.channels {
+        let plane = oh * ow * n;
+        // Average pooling keeps no argmax: give every channel an empty slice.
+        let arg_plane = if mode == PoolMode::Avg { 0 } else { plane };
+        let args: Vec<&mut [f32]> = match arg_plane {
+            0 => (0..w.channels).map(|_| &mut [][..]).collect(),
+            _ => argmax.chunks_mut(plane).collect(),
+        };
+        let channels = output.chunks_mut(plane).zip(args).enumerate();
+        each(channels, w.pooled_len(), |(c, (output, argmax))| {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let o = ((c * oh + oy) * ow + ox) * n;
-                    for j in 0..n {
-                        let at = |ky: usize, kx: usize| {
-                            let y = w.source(oy, ky, w.height)?;
-                            let x = w.source(ox, kx, w.width)?;
-                            Some(input[((c * w.height + y) * w.width + x) * n + j])
-                        };
-                        output[o + j] = match mode {
-                            PoolMode::Avg => {
-                                let mut sum = 0.0;
-                                for ky in 0..k {
-                                    for kx in 0..k {
-                                        sum += at(ky, kx).unwrap_or(0.0);
-                                    }
+                    let o = (oy * ow + ox) * n;
+                    let out = &mut output[o..o + n];
+                    let arg = &mut argmax[if arg_plane == 0 { 0..0 } else { o..o + n }];
+                    if mode == PoolMode::MaxAt {
+                        for (j, (v, a)) in out.iter_mut().zip(arg.iter()).enumerate() {
+                            let off = *a as usize;
+                            *v = match (
+                                w.source(oy, off / k, w.height),
+                                w.source(ox, off % k, w.width),
+                            ) {
+                                (Some(y), Some(x)) => {
+                                    input[((c * w.height + y) * w.width + x) * n + j]
                                 }
-                                sum * scale
-                            }
-                            PoolMode::Max => {
-                                // The first maximum wins, as in PyTorch; NaN wins too, so
-                                // divergence still shows downstream.
-                                let mut best: Option<(f32, usize)> = None;
-                                for ky in 0..k {
-                                    for kx in 0..k {
-                                        if let Some(v) = at(ky, kx) {
-                                            if best.is_none_or(|(b, _)| v > b || v.is_nan()) {
-                                                best = Some((v, ky * k + kx));
-                                            }
-                                        }
-                                    }
-                                }
-                                let (v, off) = best.unwrap_or((0.0, 0));
-                                argmax[o + j] = off as f32;
-                                v
-                            }
-                            PoolMode::MaxAt => {
-                                let off = argmax[o + j] as usize;
-                                at(off / k, off % k).unwrap_or(0.0)
-                            }
-                        };
+                                _ => 0.0,
+                            };
+                        }
+                        continue;
                     }
-                }
-            }
-        }
-    }
-
-    /// The input gradient of pooling: `d_in` (overwritten) gathers `d_out` from every
-    /// window that covers it (through the recorded maxima for the max modes).
-    pub fn unpool(w: &Window, mode: PoolMode, d_out: &[f32], argmax: &[f32], d_in: &mut [f32]) {
-        let (k, n) = (w.kernel, w.batch);
-        let (oh, ow) = (w.out_height(), w.out_width());
-        let scale = 1.0 / (k * k) as f32;
-        d_in.fill(0.0);
-        for c in 0..w.channels {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let o = ((c * oh + oy) * ow + ox) * n;
+                    let mut first = true;
                     for ky in 0..k {
                         let Some(y) = w.source(oy, ky, w.height) else {
                             continue;
@@ -342,22 +320,99 @@ pub mod host {
                                 continue;
                             };
                             let at = ((c * w.height + y) * w.width + x) * n;
-                            for j in 0..n {
-                                d_in[at + j] += match mode {
-                                    PoolMode::Avg => d_out[o + j] * scale,
-                                    PoolMode::Max | PoolMode::MaxAt => {
-                                        if argmax[o + j] as usize == ky * k + kx {
-                                            d_out[o + j]
-                                        } else {
-                                            0.0
+                            let src = &input[at..at + n];
+                            let off = (ky * k + kx) as f32;
+                            match mode {
+                                PoolMode::Avg if first => out.copy_from_slice(src),
+                                PoolMode::Avg => out.iter_mut().zip(src).for_each(|(o, s)| *o += s),
+                                _ if first => {
+                                    out.copy_from_slice(src);
+                                    arg.fill(off);
+                                }
+                                _ => {
+                                    for ((o, a), &v) in out.iter_mut().zip(arg.iter_mut()).zip(src)
+                                    {
+                                        if v > *o || v.is_nan() {
+                                            *o = v;
+                                            *a = off;
                                         }
                                     }
+                                }
+                            }
+                            first = false;
+                        }
+                    }
+                    if mode == PoolMode::Avg {
+                        out.iter_mut().for_each(|v| *v *= scale);
+                    }
+                }
+            }
+        });
+    }
+
+    /// The input gradient of pooling: `d_in` (overwritten) gathers `d_out` from every
+    /// window that covers it (through the recorded maxima for the max modes).
+    pub fn unpool(w: &Window, mode: PoolMode, d_out: &[f32], argmax: &[f32], d_in: &mut [f32]) {
+        let (k, n) = (w.kernel, w.batch);
+        let (oh, ow) = (w.out_height(), w.out_width());
+        let scale = 1.0 / (k * k) as f32;
+        let plane = w.height * w.width * n;
+        each(
+            d_in.chunks_mut(plane).enumerate(),
+            w.image_len(),
+            |(c, d_in)| {
+                d_in.fill(0.0);
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let o = ((c * oh + oy) * ow + ox) * n;
+                        let d = &d_out[o..o + n];
+                        for ky in 0..k {
+                            let Some(y) = w.source(oy, ky, w.height) else {
+                                continue;
+                            };
+                            for kx in 0..k {
+                                let Some(x) = w.source(ox, kx, w.width) else {
+                                    continue;
                                 };
+                                let at = (y * w.width + x) * n;
+                                let dst = &mut d_in[at..at + n];
+                                if mode == PoolMode::Avg {
+                                    dst.iter_mut().zip(d).for_each(|(t, s)| *t += s * scale);
+                                } else {
+                                    let off = (ky * k + kx) as f32;
+                                    for ((t, s), a) in dst.iter_mut().zip(d).zip(&argmax[o..o + n])
+                                    {
+                                        if *a == off {
+                                            *t += s;
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
                 }
-            }
+            },
+        );
+    }
+
+    /// Floats of a patch matrix.
+    fn patches_len(w: &Window) -> usize {
+        w.patch_rows() * w.positions()
+    }
+
+    /// Runs `f` on every item, across threads when the pass is big enough to pay for it
+    /// (items write disjoint slices: rows or channels).
+    fn each<I, F>(items: I, floats: usize, f: F)
+    where
+        I: Iterator + Send,
+        I::Item: Send,
+        F: Fn(I::Item) + Sync + Send,
+    {
+        use rayon::iter::{ParallelBridge, ParallelIterator};
+        if floats >= 1 << 15 {
+            items.par_bridge().for_each(f);
+        } else {
+            items.for_each(f);
         }
     }
 }
