@@ -6,8 +6,9 @@
 //! |------|-------|------|
 //! | `layers.{m}.weight` | `[outputs, inputs]` or `[out, in, k, k]` | a dense or convolutional layer's weights (PyTorch's `nn.Linear` / `nn.Conv2d` layout) |
 //! | `layers.{m}.bias` | `[outputs]` | its bias |
-//! | `feedback.{i}` | `[rows, cols]` | the rule's feedback matrix `i` |
+//! | any other name, e.g. `feedback.{i}` | `[rows, cols]` | the learner's tensors, by the names it gives them (a delta rule's feedback matrix `i`) |
 //! | `optimizer.state0`, `optimizer.state1` | `[parameters]` | optimizer moments, laid out like the parameters |
+//! | `optimizer.learner0`, `optimizer.learner1` | `[trainable floats]` | moments of the learner's trainable tensors (absent when it has none) |
 //!
 //! where `m` is the layer's index in the `nn.Sequential` PyTorch would build for the
 //! same network, each non-identity activation a module of its own after its layer
@@ -35,7 +36,7 @@ use crate::init::FeedbackInit;
 use crate::layer::{LayerKind, LayerSpec, Shape};
 use crate::loss::Loss;
 use crate::optim::Optimizer;
-use crate::rule::{FeedbackShape, Rule};
+use crate::rule::Rule;
 use crate::schedule::{Decay, Schedule};
 use crate::trainer::TrainConfig;
 
@@ -53,6 +54,17 @@ pub struct RngState {
     pub word_pos: u128,
 }
 
+/// One named tensor of a learner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    /// Its name (its key in the file).
+    pub name: String,
+    /// `[rows, cols]`.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<f32>,
+}
+
 /// A training run's complete state, as read back from a backend or from a file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
@@ -60,13 +72,17 @@ pub struct Checkpoint {
     pub layers: Vec<LayerSpec>,
     /// All parameters, in [`Network::params`](crate::Network::params) layout.
     pub params: Vec<f32>,
-    /// The rule's feedback matrices with their shapes.
-    pub feedback: Vec<(FeedbackShape, Vec<f32>)>,
-    /// The random magnitudes of sign-symmetric rules, one per feedback matrix (empty
-    /// for rules without them).
-    pub magnitudes: Vec<Vec<f32>>,
+    /// The learner's name ([`Learner::name`](crate::Learner::name)).
+    pub learner: String,
+    /// The learner's tensors that persist across steps (feedback matrices, trainable
+    /// tensors), by name.
+    pub tensors: Vec<NamedTensor>,
+    /// The learner's host-side state ([`Learner::state`](crate::Learner::state)).
+    pub learner_state: Vec<(String, String)>,
     /// The optimizer's two moment arenas (zeros when the optimizer uses none).
     pub optimizer_state: [Vec<f32>; 2],
+    /// The moments of the learner's trainable tensors (empty when it has none).
+    pub learner_optimizer_state: [Vec<f32>; 2],
     /// How the run trains.
     pub config: TrainConfig,
     /// The run's seed.
@@ -77,8 +93,6 @@ pub struct Checkpoint {
     pub epochs: u64,
     /// The batch-shuffling generator.
     pub shuffle_rng: RngState,
-    /// The feedback generator (after the initial draw; some rules redraw from it).
-    pub feedback_rng: RngState,
 }
 
 impl Checkpoint {
@@ -117,24 +131,20 @@ impl Checkpoint {
                 self.params.len()
             )));
         }
-        for (i, (shape, values)) in self.feedback.iter().enumerate() {
-            tensors.push((
-                format!("feedback.{i}"),
-                vec![shape.rows, shape.cols],
-                le_bytes(values),
-            ));
+        for t in &self.tensors {
+            if t.name.starts_with("layers.") || t.name.starts_with("optimizer.") {
+                return Err(bad(format!("learner tensor name {:?} is reserved", t.name)));
+            }
+            tensors.push((t.name.clone(), t.shape.clone(), le_bytes(&t.values)));
         }
-        for (i, values) in self.magnitudes.iter().enumerate() {
-            let shape = self
-                .feedback
-                .get(i)
-                .map(|f| f.0)
-                .ok_or_else(|| bad(format!("magnitude {i} has no feedback matrix")))?;
-            tensors.push((
-                format!("feedback_magnitude.{i}"),
-                vec![shape.rows, shape.cols],
-                le_bytes(values),
-            ));
+        for (i, state) in self.learner_optimizer_state.iter().enumerate() {
+            if !state.is_empty() {
+                tensors.push((
+                    format!("optimizer.learner{i}"),
+                    vec![state.len()],
+                    le_bytes(state),
+                ));
+            }
         }
         for (i, state) in self.optimizer_state.iter().enumerate() {
             tensors.push((
@@ -212,46 +222,75 @@ impl Checkpoint {
             params.extend_from_slice(&b);
         }
         let config = meta.config()?;
-        let shapes = config.rule.feedback_shapes(&layers);
-        let mut feedback = Vec::with_capacity(shapes.len());
-        let mut magnitudes = Vec::new();
-        for (i, shape) in shapes.into_iter().enumerate() {
-            let dims = [shape.rows, shape.cols];
-            let values = read_tensor(&tensors, &format!("feedback.{i}"), &dims, path)?;
-            feedback.push((shape, values));
-            if config.rule.has_magnitudes() {
-                let name = format!("feedback_magnitude.{i}");
-                magnitudes.push(read_tensor(&tensors, &name, &dims, path)?);
-            }
-        }
         let n = params.len();
         let optimizer_state = [
             read_tensor(&tensors, "optimizer.state0", &[n], path)?,
             read_tensor(&tensors, "optimizer.state1", &[n], path)?,
         ];
-        let expected = 2 * weighted + feedback.len() + magnitudes.len() + 2;
-        if tensors.len() != expected {
+        let mut learner_optimizer_state = [Vec::new(), Vec::new()];
+        for (i, state) in learner_optimizer_state.iter_mut().enumerate() {
+            let name = format!("optimizer.learner{i}");
+            if let Ok(view) = tensors.tensor(&name) {
+                *state = read_tensor(&tensors, &name, view.shape(), path)?;
+            }
+        }
+        // Everything that is not the network's is the learner's, by name.
+        let mut names: Vec<String> = tensors
+            .names()
+            .into_iter()
+            .filter(|n| !n.starts_with("layers.") && !n.starts_with("optimizer."))
+            .map(|n| n.to_string())
+            .collect();
+        names.sort();
+        let mut learner_tensors = Vec::with_capacity(names.len());
+        for name in names {
+            let shape = tensors
+                .tensor(&name)
+                .map_err(|e| bad(format!("tensor {name}: {e}")))?
+                .shape()
+                .to_vec();
+            let values = read_tensor(&tensors, &name, &shape, path)?;
+            learner_tensors.push(NamedTensor {
+                name,
+                shape,
+                values,
+            });
+        }
+        let network_tensors = tensors.len() - learner_tensors.len();
+        let expected = 2 * weighted
+            + 2
+            + learner_optimizer_state
+                .iter()
+                .filter(|s| !s.is_empty())
+                .count();
+        if network_tensors != expected {
             return Err(bad(format!(
-                "{} tensors, expected {expected}: {:?}",
-                tensors.len(),
+                "{network_tensors} tensors named layers.* or optimizer.*, expected {expected}: {:?}",
                 tensors.names()
             )));
         }
+        let learner_state = meta
+            .map
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("learner.")?.to_string(), v.clone())))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
         Ok(Checkpoint {
             layers,
             params,
-            feedback,
-            magnitudes,
+            learner: meta.get("learner")?.to_string(),
+            tensors: learner_tensors,
+            learner_state,
             optimizer_state,
+            learner_optimizer_state,
             config,
             seed: meta.parse("seed")?,
             steps: meta.parse("steps")?,
             epochs: meta.parse("epochs")?,
             shuffle_rng: meta.rng("rng")?,
-            feedback_rng: meta.rng("feedback_rng")?,
         })
     }
-
     fn metadata(&self) -> HashMap<String, String> {
         let c = &self.config;
         let mut m: HashMap<String, String> = HashMap::new();
@@ -327,14 +366,14 @@ impl Checkpoint {
         put("seed", self.seed.to_string());
         put("steps", self.steps.to_string());
         put("epochs", self.epochs.to_string());
-        for (key, rng) in [
-            ("rng", self.shuffle_rng),
-            ("feedback_rng", self.feedback_rng),
-        ] {
-            let hex: String = rng.seed.iter().map(|b| format!("{b:02x}")).collect();
-            put(&format!("{key}.seed"), hex);
-            put(&format!("{key}.stream"), rng.stream.to_string());
-            put(&format!("{key}.word_pos"), rng.word_pos.to_string());
+        let rng = self.shuffle_rng;
+        let hex: String = rng.seed.iter().map(|b| format!("{b:02x}")).collect();
+        put("rng.seed", hex);
+        put("rng.stream", rng.stream.to_string());
+        put("rng.word_pos", rng.word_pos.to_string());
+        put("learner", self.learner.clone());
+        for (k, v) in &self.learner_state {
+            put(&format!("learner.{k}"), v.clone());
         }
         m
     }

@@ -77,7 +77,7 @@ impl FeedbackInit {
     }
 
     /// Fills a feedback matrix whose rows combine `fan` error components.
-    pub(crate) fn fill(self, b: &mut [f32], fan: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+    pub fn fill(self, b: &mut [f32], fan: usize, rng: &mut ChaCha8Rng) -> Result<()> {
         let scale = (1.0 / fan.max(1) as f64).sqrt() as f32;
         match self {
             FeedbackInit::Uniform => fill_uniform(b, -scale, scale, rng),
@@ -118,4 +118,51 @@ fn fill_normal(w: &mut [f32], std: f32, rng: &mut ChaCha8Rng) -> Result<()> {
     let dist = Normal::new(0.0f32, std).map_err(|e| Error::config(e.to_string()))?;
     w.iter_mut().for_each(|v| *v = dist.sample(rng));
     Ok(())
+}
+
+/// The random stream a learner draws its tensors from for a run of seed `seed`
+/// (independent of the weights' and the batch order's streams).
+pub fn learner_rng(seed: u64) -> ChaCha8Rng {
+    rng_for(seed, Stream::Feedback)
+}
+
+/// A generator's state as strings (`seed` in hex, `stream`, `word_pos`), for
+/// checkpoints.
+pub fn rng_state(rng: &ChaCha8Rng) -> Vec<(String, String)> {
+    let seed: String = rng.get_seed().iter().map(|b| format!("{b:02x}")).collect();
+    vec![
+        ("seed".into(), seed),
+        ("stream".into(), rng.get_stream().to_string()),
+        ("word_pos".into(), rng.get_word_pos().to_string()),
+    ]
+}
+
+/// The generator [`rng_state`] wrote.
+pub fn rng_from_state(state: &[(String, String)]) -> Result<ChaCha8Rng> {
+    let get = |key: &str| {
+        state
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| Error::config(format!("random state lacks {key:?}")))
+    };
+    let hex = get("seed")?;
+    let bad = || Error::config(format!("random seed {hex:?} is not 64 hex digits"));
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut seed = [0u8; 32];
+    for (i, byte) in seed.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    let stream: u64 = get("stream")?
+        .parse()
+        .map_err(|_| Error::config("random stream is not a number"))?;
+    let word_pos: u128 = get("word_pos")?
+        .parse()
+        .map_err(|_| Error::config("random position is not a number"))?;
+    let mut rng = ChaCha8Rng::from_seed(seed);
+    rng.set_stream(stream);
+    rng.set_word_pos(word_pos);
+    Ok(rng)
 }

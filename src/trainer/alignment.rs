@@ -16,21 +16,21 @@ impl Trainer {
     /// Changes no parameter and takes no step; brSF draws fresh magnitudes as in a step.
     pub fn alignment(&mut self, data: &Dataset, indices: &[usize]) -> Result<Vec<LayerAlignment>> {
         let batch = self.load_batch(data, indices)?;
-        self.forward(batch)?;
-        self.backward(batch, StatsSlot::Scratch)?;
+        self.learner_step(batch, StatsSlot::Scratch)?;
         let total = self.layout.total();
         let rule_grads = self.backend.read(self.bufs.grads, 0, total)?;
-        // BP's chain from the output error still in the last delta.
-        hidden_deltas(Rule::Backprop, &mut *self.backend, &self.bufs, batch)?;
-        self.layer_grads(0, batch)?;
-        let bp_grads = self.backend.read(self.bufs.grads, 0, total)?;
-        let first = self.config.rule.first_trained_layer(self.layers.len());
-        if first > 0 {
-            // Frozen layers' gradients must stay zero for later update_direction calls.
-            let frozen =
-                crate::backend::Mat::new(self.bufs.grads, 0, 1, self.layout.weights(first).start);
-            self.backend.fill(frozen, 0.0)?;
+        // BP from a fresh forward pass of the same parameters and batch.
+        {
+            let mut cx = self.step_cx(batch, StatsSlot::Scratch);
+            cx.forward()?;
+            cx.output_error()?;
+            let (backend, views, batch) = cx.split();
+            hidden_deltas(Rule::Backprop, backend, views, batch)?;
+            cx.weight_grads(0)?;
         }
+        let bp_grads = self.backend.read(self.bufs.grads, 0, total)?;
+        // Frozen layers' gradients must stay zero for later update_direction calls.
+        self.clear_frozen_grads(self.learner.first_trained_layer(&self.layers))?;
         let params = self.backend.read(self.bufs.params, 0, total)?;
         let mut out: Vec<LayerAlignment> = crate::layer::weighted_layers(&self.layers)
             .into_iter()
@@ -44,22 +44,15 @@ impl Trainer {
                 }
             })
             .collect();
-        for i in 0..self.bufs.feedback_shapes().len() {
-            let rule = self.config.rule;
-            let (Some((next, transposed)), Some(target)) = (
-                rule.feedback_counterpart(i, &self.layers),
-                rule.feedback_target(i, &self.layers),
-            ) else {
-                continue;
-            };
-            let b = self.feedback(i)?;
-            let w_next = &params[self.layout.weights(next)];
+        for pair in self.learner.feedback_pairs(&self.layers) {
+            let b = self.tensor(&pair.tensor)?;
+            let w_next = &params[self.layout.weights(pair.weights_of)];
             // Compare B with the forward weights laid out as B is stored.
-            let w_like_b: Vec<f32> = match self.layers[next].weight_shape() {
-                Some(shape) if transposed => transpose(w_next, shape.rows, shape.cols),
+            let w_like_b: Vec<f32> = match self.layers[pair.weights_of].weight_shape() {
+                Some(shape) if pair.transposed => transpose(w_next, shape.rows, shape.cols),
                 _ => w_next.to_vec(),
             };
-            if let Some(a) = out.iter_mut().find(|a| a.layer == target) {
+            if let Some(a) = out.iter_mut().find(|a| a.layer == pair.forms_delta_of) {
                 a.feedback_angle = angle_degrees(&b, &w_like_b);
                 a.norm_ratio = norm_ratio(&b, &w_like_b);
             }

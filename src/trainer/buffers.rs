@@ -10,7 +10,6 @@ use crate::backend::{Backend, BufId, Mat};
 use crate::error::{Error, Result};
 use crate::layer::{weighted_layers, LayerIo, LayerSpec};
 use crate::network::ParamLayout;
-use crate::rule::{FeedbackShape, StepViews};
 
 /// Accumulator slots in the statistics buffer, three floats each.
 #[derive(Debug, Clone, Copy)]
@@ -24,9 +23,6 @@ pub(crate) struct DeviceBuffers {
     pub params: BufId,
     pub grads: BufId,
     pub state: [BufId; 2],
-    pub feedback: BufId,
-    /// brSF/frSF random magnitudes, laid out like `feedback`.
-    magnitudes: BufId,
     acts: BufId,
     deltas: BufId,
     pub targets: BufId,
@@ -34,8 +30,6 @@ pub(crate) struct DeviceBuffers {
     layers: Vec<LayerSpec>,
     layout: ParamLayout,
     weighted: Vec<usize>,
-    feedback_shapes: Vec<FeedbackShape>,
-    feedback_offsets: Vec<usize>,
     /// `(first row, rows)` of activation `l` (`0` is the input) in the activation arena.
     acts_at: Vec<(usize, usize)>,
     /// `(first row, rows)` of layer `l`'s delta in the delta arena.
@@ -60,16 +54,6 @@ impl Rows {
     }
 }
 
-fn prefix_sums(widths: impl Iterator<Item = usize>) -> Vec<usize> {
-    let mut acc = 0;
-    let mut out = vec![0];
-    for w in widths {
-        acc += w;
-        out.push(acc);
-    }
-    out
-}
-
 fn arena_len(rows: usize, capacity: usize, what: &str) -> Result<usize> {
     rows.checked_mul(capacity).ok_or_else(|| {
         Error::config(format!(
@@ -83,8 +67,6 @@ impl DeviceBuffers {
         backend: &mut dyn Backend,
         layers: &[LayerSpec],
         layout: &ParamLayout,
-        feedback_shapes: Vec<FeedbackShape>,
-        magnitudes: bool,
         capacity: usize,
     ) -> Result<Self> {
         let weighted = weighted_layers(layers);
@@ -123,8 +105,6 @@ impl DeviceBuffers {
             .collect();
         let work_at = delta_rows.take(layers.iter().map(|l| l.work_rows()).max().unwrap_or(0));
         let hidden_rows = hidden.iter().map(|&l| layers[l].outputs()).sum();
-        let feedback_offsets = prefix_sums(feedback_shapes.iter().map(|s| s.rows * s.cols));
-        let total_feedback = *feedback_offsets.last().unwrap_or(&0);
         let classes = layers[layers.len() - 1].outputs();
         let n = layout.total();
         // Zero-length buffers are invalid on some backends; allocate at least one float.
@@ -132,8 +112,6 @@ impl DeviceBuffers {
             params: backend.alloc(n)?,
             grads: backend.alloc(n)?,
             state: [backend.alloc(n)?, backend.alloc(n)?],
-            feedback: backend.alloc(total_feedback.max(1))?,
-            magnitudes: backend.alloc(if magnitudes { total_feedback.max(1) } else { 1 })?,
             acts: backend.alloc(arena_len(act_rows.0, capacity, "activation")?.max(1))?,
             deltas: backend.alloc(arena_len(delta_rows.0, capacity, "delta")?.max(1))?,
             targets: backend.alloc(arena_len(classes, capacity, "target")?)?,
@@ -142,8 +120,6 @@ impl DeviceBuffers {
             layers: layers.to_vec(),
             layout: layout.clone(),
             weighted,
-            feedback_shapes,
-            feedback_offsets,
             acts_at,
             deltas_at,
             saved_at,
@@ -164,7 +140,7 @@ impl DeviceBuffers {
     }
 
     pub fn grad_weights(&self, l: usize) -> Mat {
-        let mut m = StepViews::weights(self, l);
+        let mut m = self.weights(l);
         m.buf = self.grads;
         m
     }
@@ -200,21 +176,15 @@ impl DeviceBuffers {
         Mat::new(buf, start, 1, self.layout.total() - start)
     }
 
-    pub fn feedback_shapes(&self) -> &[FeedbackShape] {
-        &self.feedback_shapes
-    }
-}
-
-impl StepViews for DeviceBuffers {
-    fn layers(&self) -> &[LayerSpec] {
+    pub fn layers(&self) -> &[LayerSpec] {
         &self.layers
     }
 
-    fn weighted(&self) -> &[usize] {
+    pub fn weighted(&self) -> &[usize] {
         &self.weighted
     }
 
-    fn io(&self, l: usize, batch: usize) -> LayerIo {
+    pub fn io(&self, l: usize, batch: usize) -> LayerIo {
         let layer = &self.layers[l];
         let (saved_at, saved_rows) = self.saved_at[l];
         let (work_at, work_rows) = self.work_at;
@@ -232,49 +202,28 @@ impl StepViews for DeviceBuffers {
         }
     }
 
-    fn output(&self, l: usize, batch: usize) -> Mat {
+    pub fn output(&self, l: usize, batch: usize) -> Mat {
         self.activation(l + 1, batch)
     }
 
-    fn delta(&self, l: usize, batch: usize) -> Mat {
+    pub fn delta(&self, l: usize, batch: usize) -> Mat {
         let (at, rows) = self.deltas_at[l];
         Mat::new(self.deltas, at * batch, rows, batch)
     }
 
-    fn hidden_deltas(&self, batch: usize) -> Mat {
+    pub fn hidden_deltas(&self, batch: usize) -> Mat {
         Mat::new(self.deltas, 0, self.hidden_rows, batch)
     }
 
-    fn hidden_outputs(&self, batch: usize) -> Mat {
+    pub fn hidden_outputs(&self, batch: usize) -> Mat {
         Mat::new(self.acts, 0, self.hidden_rows, batch)
     }
 
-    fn weights(&self, l: usize) -> Mat {
+    pub fn weights(&self, l: usize) -> Mat {
         let r = self.layout.weights(l);
         let (rows, cols) = self.layers[l]
             .weight_shape()
             .map_or((0, 0), |s| (s.rows, s.cols));
         Mat::new(self.params, r.start, rows, cols)
-    }
-
-    fn feedback(&self, i: usize) -> Mat {
-        let s = self.feedback_shapes[i];
-        Mat::new(self.feedback, self.feedback_offsets[i], s.rows, s.cols)
-    }
-
-    fn magnitude(&self, i: usize) -> Mat {
-        let mut m = self.feedback(i);
-        m.buf = self.magnitudes;
-        m
-    }
-
-    fn targets(&self, batch: usize) -> Mat {
-        DeviceBuffers::targets(self, batch)
-    }
-
-    fn feedback_stacked(&self) -> Mat {
-        let rows = self.feedback_shapes.iter().map(|s| s.rows).sum();
-        let cols = self.feedback_shapes.first().map_or(0, |s| s.cols);
-        Mat::new(self.feedback, 0, rows, cols)
     }
 }

@@ -8,13 +8,13 @@ use rand_chacha::ChaCha8Rng;
 
 use super::Trainer;
 use crate::backend::Backend;
-use crate::checkpoint::{Checkpoint, RngState};
+use crate::checkpoint::{Checkpoint, NamedTensor, RngState};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::learner::{DeltaRule, Learner};
 use crate::loss::Loss;
 use crate::network::Network;
-use crate::rule::StepViews;
 
 fn rng_state(rng: &ChaCha8Rng) -> RngState {
     RngState {
@@ -40,28 +40,36 @@ impl Trainer {
             self.backend.read(self.bufs.state[0], 0, n)?,
             self.backend.read(self.bufs.state[1], 0, n)?,
         ];
-        let shapes = self.bufs.feedback_shapes().to_vec();
-        let mut feedback = Vec::with_capacity(shapes.len());
-        let mut magnitudes = Vec::new();
-        for (i, shape) in shapes.into_iter().enumerate() {
-            feedback.push((shape, self.feedback(i)?));
-            if self.config.rule.has_magnitudes() {
-                let m = self.bufs.magnitude(i);
-                magnitudes.push(self.backend.read(m.buf, m.offset, m.len())?);
+        let mut tensors = Vec::new();
+        for spec in self.tensors.specs().to_vec() {
+            if spec.persistent() {
+                tensors.push(NamedTensor {
+                    values: self.tensor(&spec.name)?,
+                    shape: vec![spec.rows, spec.cols],
+                    name: spec.name,
+                });
             }
         }
+        let learner_optimizer_state = match self.tensors.trainable_len() {
+            0 => [Vec::new(), Vec::new()],
+            len => [
+                self.backend.read(self.tensors.trainable[2], 0, len)?,
+                self.backend.read(self.tensors.trainable[3], 0, len)?,
+            ],
+        };
         Ok(Checkpoint {
             layers: self.layers.clone(),
             params,
-            feedback,
-            magnitudes,
+            learner: self.learner.name(),
+            tensors,
+            learner_state: self.learner.state(),
             optimizer_state,
+            learner_optimizer_state,
             config: self.config,
             seed: self.seed,
             steps: self.steps,
             epochs: self.epochs,
             shuffle_rng: rng_state(&self.shuffle_rng),
-            feedback_rng: rng_state(&self.feedback_rng),
         })
     }
 
@@ -82,16 +90,37 @@ impl Trainer {
         checkpoint: &Checkpoint,
         backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
-        let mut net = Network::from_layers(checkpoint.layers.clone(), checkpoint.seed)?;
-        net.set_params(&checkpoint.params)?;
-        let mut trainer = Trainer::with_backend(net, checkpoint.config, backend)?;
-        trainer.restore(checkpoint)?;
-        Ok(trainer)
+        let rule = checkpoint.config.rule;
+        if checkpoint.learner != rule.name() {
+            return Err(Error::Checkpoint {
+                path: Default::default(),
+                reason: format!(
+                    "the run was trained by learner {:?}, not a built-in rule: resume it with Trainer::from_checkpoint_with_learner",
+                    checkpoint.learner
+                ),
+            });
+        }
+        let learner = DeltaRule::new(rule, checkpoint.config.feedback_init);
+        Trainer::from_checkpoint_with_learner(checkpoint, Box::new(learner), backend)
     }
 
     /// Loads the checkpoint file at `path` onto `device` (see [`Trainer::from_checkpoint`]).
     pub fn load_checkpoint(path: impl AsRef<Path>, device: Device) -> Result<Trainer> {
         Trainer::from_checkpoint(&Checkpoint::load(path)?, device)
+    }
+
+    /// A trainer on `backend` that continues the run of `learner` saved in
+    /// `checkpoint` (for learners defined outside the crate).
+    pub fn from_checkpoint_with_learner(
+        checkpoint: &Checkpoint,
+        learner: Box<dyn Learner>,
+        backend: Box<dyn Backend>,
+    ) -> Result<Trainer> {
+        let mut net = Network::from_layers(checkpoint.layers.clone(), checkpoint.seed)?;
+        net.set_params(&checkpoint.params)?;
+        let mut trainer = Trainer::with_learner_backend(net, checkpoint.config, learner, backend)?;
+        trainer.restore(checkpoint)?;
+        Ok(trainer)
     }
 
     /// Replaces this trainer's whole state (parameters, feedback, optimizer moments,
@@ -110,11 +139,11 @@ impl Trainer {
             ));
         }
         let c = &checkpoint.config;
-        if c.rule != self.config.rule {
+        if checkpoint.learner != self.learner.name() {
             return Err(mismatch(
-                "rule",
-                self.config.rule.to_string(),
-                c.rule.to_string(),
+                "learner (rule)",
+                self.learner.name(),
+                checkpoint.learner.clone(),
             ));
         }
         if c.batch_size != self.config.batch_size {
@@ -133,52 +162,83 @@ impl Trainer {
         }
         c.validate()?;
         let n = self.layout.total();
-        let shapes = self.bufs.feedback_shapes();
-        let expect_magnitudes = if self.config.rule.has_magnitudes() {
-            shapes.len()
-        } else {
-            0
-        };
+        let trainable = self.tensors.trainable_len();
+        let persistent: Vec<_> = self
+            .tensors
+            .specs()
+            .iter()
+            .filter(|s| s.persistent())
+            .cloned()
+            .collect();
+        for spec in &persistent {
+            match checkpoint.tensors.iter().find(|t| t.name == spec.name) {
+                None => {
+                    return Err(mismatch(
+                        "learner tensors",
+                        format!("tensor {} (it is missing from the checkpoint)", spec.name),
+                        "none".into(),
+                    ))
+                }
+                Some(t)
+                    if t.shape != [spec.rows, spec.cols]
+                        || t.values.len() != spec.rows * spec.cols =>
+                {
+                    return Err(mismatch(
+                        &format!("shape of tensor {}", spec.name),
+                        format!("[{}, {}]", spec.rows, spec.cols),
+                        format!("{:?}", t.shape),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = checkpoint
+            .tensors
+            .iter()
+            .find(|t| !persistent.iter().any(|s| s.name == t.name))
+        {
+            return Err(mismatch(
+                "learner tensors",
+                "no such tensor".into(),
+                format!("tensor {} the learner does not keep", extra.name),
+            ));
+        }
+        let learner_state_ok = checkpoint
+            .learner_optimizer_state
+            .iter()
+            .all(|s| s.len() == trainable || (s.is_empty() && trainable == 0));
         let sizes_ok = checkpoint.params.len() == n
             && checkpoint.optimizer_state.iter().all(|s| s.len() == n)
-            && checkpoint.feedback.len() == shapes.len()
-            && checkpoint
-                .feedback
-                .iter()
-                .zip(shapes)
-                .all(|((s, v), t)| s == t && v.len() == t.rows * t.cols)
-            && checkpoint.magnitudes.len() == expect_magnitudes
-            && checkpoint
-                .magnitudes
-                .iter()
-                .zip(shapes)
-                .all(|(v, t)| v.len() == t.rows * t.cols);
+            && learner_state_ok;
         if !sizes_ok {
             return Err(mismatch(
                 "tensor sizes",
-                "the sizes its layers and rule need".into(),
+                "the sizes its layers and learner need".into(),
                 "others".into(),
             ));
         }
+        self.learner.restore_state(&checkpoint.learner_state)?;
         // Everything is checked: from here on the writes cannot fail on shape.
         self.backend
             .write(self.bufs.params, 0, &checkpoint.params)?;
         for (buf, values) in self.bufs.state.iter().zip(&checkpoint.optimizer_state) {
             self.backend.write(*buf, 0, values)?;
         }
-        for (i, (_, values)) in checkpoint.feedback.iter().enumerate() {
-            self.write_feedback(i, values)?;
+        for t in &checkpoint.tensors {
+            let m = self.tensors.get(&t.name, self.config.batch_size)?;
+            self.backend.write(m.buf, m.offset, &t.values)?;
         }
-        for (i, values) in checkpoint.magnitudes.iter().enumerate() {
-            let m = self.bufs.magnitude(i);
-            self.backend.write(m.buf, m.offset, values)?;
+        if trainable > 0 {
+            for (i, values) in checkpoint.learner_optimizer_state.iter().enumerate() {
+                self.backend
+                    .write(self.tensors.trainable[2 + i], 0, values)?;
+            }
         }
         self.config = *c;
         self.seed = checkpoint.seed;
         self.steps = checkpoint.steps;
         self.epochs = checkpoint.epochs;
         self.shuffle_rng = rng_from(&checkpoint.shuffle_rng);
-        self.feedback_rng = rng_from(&checkpoint.feedback_rng);
         Ok(())
     }
 

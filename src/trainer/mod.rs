@@ -7,24 +7,27 @@ mod checkpoint;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Backend, LayerGrad, LossGrad, OptimizerPass};
+use crate::backend::{Backend, LossGrad, Mat, OptimizerPass};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::init::{rng_for, FeedbackInit, Stream};
 use crate::layer::LayerSpec;
+use crate::learner::{DeltaRule, Learner, LearnerTensors, StepCx, TensorSpec};
 use crate::loss::Loss;
 use crate::metrics::Evaluation;
 use crate::network::{Network, ParamLayout};
 use crate::optim::Optimizer;
-use crate::rule::{hidden_deltas, prepare_feedback, FeedbackShape, Rule, StepViews};
+use crate::rule::{FeedbackShape, Rule};
 use crate::schedule::Schedule;
-use buffers::{DeviceBuffers, StatsSlot};
+pub(crate) use buffers::DeviceBuffers;
+use buffers::StatsSlot;
 
 /// How a [`Trainer`] trains.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainConfig {
-    /// The learning rule forming hidden deltas.
+    /// The learning rule forming hidden deltas ([`Trainer::new`] runs it as a
+    /// [`DeltaRule`]; a trainer made with [`Trainer::with_learner`] ignores it).
     pub rule: Rule,
     /// How updates are applied.
     pub optimizer: Optimizer,
@@ -112,6 +115,8 @@ impl Default for TrainConfig {
 pub struct Trainer {
     backend: Box<dyn Backend>,
     bufs: DeviceBuffers,
+    learner: Box<dyn Learner>,
+    tensors: LearnerTensors,
     layers: Vec<LayerSpec>,
     layout: ParamLayout,
     config: TrainConfig,
@@ -119,8 +124,6 @@ pub struct Trainer {
     steps: u64,
     epochs: u64,
     shuffle_rng: ChaCha8Rng,
-    /// The feedback stream after the initial draw (brSF redraws its magnitudes from it).
-    feedback_rng: ChaCha8Rng,
     host_x: Vec<f32>,
     host_y: Vec<f32>,
 }
@@ -130,6 +133,7 @@ impl std::fmt::Debug for Trainer {
         f.debug_struct("Trainer")
             .field("backend", &self.backend.name())
             .field("layers", &self.layers)
+            .field("learner", &self.learner.name())
             .field("config", &self.config)
             .field("steps", &self.steps)
             .finish()
@@ -147,71 +151,131 @@ impl Trainer {
     pub fn with_backend(
         network: Network,
         config: TrainConfig,
+        backend: Box<dyn Backend>,
+    ) -> Result<Trainer> {
+        let learner = DeltaRule::new(config.rule, config.feedback_init);
+        Trainer::with_learner_backend(network, config, Box::new(learner), backend)
+    }
+
+    /// A trainer whose steps are `learner`'s (see [`crate::learner`]); `config.rule`
+    /// and `config.feedback_init` are not used.
+    pub fn with_learner(
+        network: Network,
+        config: TrainConfig,
+        learner: Box<dyn Learner>,
+        device: Device,
+    ) -> Result<Trainer> {
+        Trainer::with_learner_backend(network, config, learner, device.backend()?)
+    }
+
+    /// Like [`Trainer::with_learner`] on a backend made by the caller.
+    pub fn with_learner_backend(
+        network: Network,
+        config: TrainConfig,
+        mut learner: Box<dyn Learner>,
         mut backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
         config.validate()?;
+        if let Some(o) = learner.tensor_optimizer() {
+            o.validate()?;
+        }
         let layers = network.layers().to_vec();
         let layout = network.layout().clone();
-        let shapes = config.rule.feedback_shapes(&layers);
-        let magnitudes = config.rule.has_magnitudes();
-        let bufs = DeviceBuffers::new(
-            &mut *backend,
-            &layers,
-            &layout,
-            shapes,
-            magnitudes,
-            config.batch_size,
-        )?;
+        let bufs = DeviceBuffers::new(&mut *backend, &layers, &layout, config.batch_size)?;
+        let tensors =
+            LearnerTensors::new(&mut *backend, learner.tensors(&layers), config.batch_size)?;
         backend.write(bufs.params, 0, network.params())?;
-        let mut trainer = Trainer {
+        let seed = network.seed();
+        {
+            let stats = bufs.stats(StatsSlot::Scratch);
+            let mut cx = StepCx::new(
+                &mut *backend,
+                &bufs,
+                &tensors,
+                config.batch_size,
+                config.loss,
+                stats,
+            );
+            learner.init(&mut cx, seed)?;
+        }
+        Ok(Trainer {
             backend,
             host_x: vec![0.0; layers[0].inputs() * config.batch_size],
             host_y: vec![0.0; network.output_size() * config.batch_size],
             bufs,
+            learner,
+            tensors,
             layers,
             layout,
             config,
-            seed: network.seed(),
+            seed,
             steps: 0,
             epochs: 0,
-            shuffle_rng: rng_for(network.seed(), Stream::Shuffle),
-            feedback_rng: rng_for(network.seed(), Stream::Feedback),
-        };
-        trainer.draw_feedback()?;
-        Ok(trainer)
+            shuffle_rng: rng_for(seed, Stream::Shuffle),
+        })
     }
 
-    fn draw_feedback(&mut self) -> Result<()> {
-        let mut rng = rng_for(self.seed, Stream::Feedback);
-        for (i, shape) in self.bufs.feedback_shapes().to_vec().into_iter().enumerate() {
-            let mut values = vec![0.0; shape.rows * shape.cols];
-            self.config
-                .feedback_init
-                .fill(&mut values, shape.fan, &mut rng)?;
-            self.write_feedback(i, &values)?;
-            if self.config.rule.has_magnitudes() {
-                let m = self.bufs.magnitude(i);
-                self.backend.write(m.buf, m.offset, &values)?;
-            }
+    /// The learner's name (the rule's for [`Trainer::new`]).
+    pub fn learner_name(&self) -> String {
+        self.learner.name()
+    }
+
+    /// The tensors the learner keeps.
+    pub fn tensor_specs(&self) -> &[TensorSpec] {
+        self.tensors.specs()
+    }
+
+    /// The learner's tensor `name`, row-major (per-sample state holds the last batch).
+    pub fn tensor(&mut self, name: &str) -> Result<Vec<f32>> {
+        let m = self.tensors.get(name, self.config.batch_size)?;
+        self.backend.read(m.buf, m.offset, m.len())
+    }
+
+    /// Replaces the learner's tensor `name`. Refuses a feedback tensor the learner
+    /// re-derives before every step (sign-symmetric rules), which would be
+    /// overwritten.
+    pub fn set_tensor(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let m = self.tensors.get(name, self.config.batch_size)?;
+        if self.learner.derives_feedback() && name.starts_with("feedback.") {
+            return Err(Error::config(format!(
+                "{} derives {name} from the weights before every step, so a value set here would be overwritten; set the weights (or, for brSF/frSF, the magnitudes feedback_magnitude.N) instead",
+                self.learner.name()
+            )));
         }
-        self.feedback_rng = rng;
-        // Sign-symmetric rules: B follows W from the start.
-        self.prepare_feedback()
+        if values.len() != m.len() {
+            return Err(Error::shape(
+                format!("learner tensor {name}"),
+                format!("{}x{} = {} values", m.rows, m.cols, m.len()),
+                format!("{} values", values.len()),
+            ));
+        }
+        check_finite(values, &format!("learner tensor {name}"))?;
+        self.backend.write(m.buf, m.offset, values)
     }
 
-    fn prepare_feedback(&mut self) -> Result<()> {
-        prepare_feedback(
-            self.config.rule,
+    /// A step context over the batch of `batch` samples loaded into the buffers.
+    fn step_cx(&mut self, batch: usize, slot: StatsSlot) -> StepCx<'_> {
+        StepCx::new(
             &mut *self.backend,
             &self.bufs,
-            &mut self.feedback_rng,
-            self.config.feedback_init,
+            &self.tensors,
+            batch,
+            self.config.loss,
+            self.bufs.stats(slot),
         )
     }
 
-    fn write_feedback(&mut self, i: usize, values: &[f32]) -> Result<()> {
-        let m = self.bufs.feedback(i);
-        self.backend.write(m.buf, m.offset, values)
+    /// The learner's step on the loaded batch.
+    fn learner_step(&mut self, batch: usize, slot: StatsSlot) -> Result<()> {
+        let mut cx = StepCx::new(
+            &mut *self.backend,
+            &self.bufs,
+            &self.tensors,
+            batch,
+            self.config.loss,
+            self.bufs.stats(slot),
+        );
+        self.learner.step(&mut cx)
     }
 
     /// The configuration it trains with.
@@ -240,47 +304,49 @@ impl Trainer {
         &self.layers
     }
 
-    /// Shapes of the rule's feedback matrices (one per hidden layer; none for BP).
-    pub fn feedback_shapes(&self) -> &[FeedbackShape] {
-        self.bufs.feedback_shapes()
+    /// Shapes of the rule's feedback matrices (one per hidden layer with weights; none
+    /// for BP): the learner's tensors `feedback.0`, `feedback.1`, ….
+    pub fn feedback_shapes(&self) -> Vec<FeedbackShape> {
+        let fans = self.config.rule.feedback_shapes(&self.layers);
+        let delta_rule = self.learner.name() == self.config.rule.name();
+        (0..)
+            .map_while(|i| {
+                self.tensors
+                    .spec(&format!("feedback.{i}"))
+                    .ok()
+                    .map(|s| (i, s))
+            })
+            .map(|(i, s)| FeedbackShape {
+                rows: s.rows,
+                cols: s.cols,
+                fan: fans.get(i).filter(|_| delta_rule).map_or(s.rows, |f| f.fan),
+            })
+            .collect()
     }
 
-    /// Feedback matrix `i`, row-major.
+    /// Feedback matrix `i` (the learner's tensor `feedback.{i}`), row-major.
     pub fn feedback(&mut self, i: usize) -> Result<Vec<f32>> {
-        let shape = self.feedback_shape(i)?;
-        let m = self.bufs.feedback(i);
-        self.backend.read(m.buf, m.offset, shape.rows * shape.cols)
+        self.tensor(&self.feedback_name(i)?)
     }
 
     /// Replaces feedback matrix `i` (row-major, shape from [`Trainer::feedback_shapes`]).
-    /// Sign-symmetric rules re-derive it from the weights before the next backward pass.
+    /// Sign-symmetric rules re-derive it from the weights before every step, so for
+    /// them this is an error that says what to set instead.
     pub fn set_feedback(&mut self, i: usize, values: &[f32]) -> Result<()> {
-        let shape = self.feedback_shape(i)?;
-        if values.len() != shape.rows * shape.cols {
-            return Err(Error::shape(
-                format!("feedback matrix {i}"),
-                format!(
-                    "{}x{} = {} values",
-                    shape.rows,
-                    shape.cols,
-                    shape.rows * shape.cols
-                ),
-                format!("{} values", values.len()),
-            ));
-        }
-        check_finite(values, &format!("feedback matrix {i}"))?;
-        self.write_feedback(i, values)
+        let name = self.feedback_name(i)?;
+        self.set_tensor(&name, values)
     }
 
-    fn feedback_shape(&self, i: usize) -> Result<FeedbackShape> {
-        self.bufs.feedback_shapes().get(i).copied().ok_or_else(|| {
-            Error::config(format!(
-                "rule {} has {} feedback matrices, not {}",
-                self.config.rule,
-                self.bufs.feedback_shapes().len(),
+    fn feedback_name(&self, i: usize) -> Result<String> {
+        let count = self.feedback_shapes().len();
+        if i >= count {
+            return Err(Error::config(format!(
+                "{} has {count} feedback matrices, not {}",
+                self.learner.name(),
                 i + 1
-            ))
-        })
+            )));
+        }
+        Ok(format!("feedback.{i}"))
     }
 
     /// Changes the optimizer's hyperparameters (e.g. the learning rate for a schedule),
@@ -296,9 +362,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// The optimizer with this step's scheduled learning rate.
-    fn scheduled_optimizer(&self) -> Optimizer {
-        let o = self.config.optimizer;
+    /// `o` with this step's scheduled learning rate.
+    fn scheduled(&self, o: Optimizer) -> Optimizer {
         o.with_lr(o.lr() * self.config.schedule.factor(self.steps))
     }
 
@@ -320,16 +385,17 @@ impl Trainer {
     /// One training step on the samples of `data` at `indices`.
     pub fn train_batch(&mut self, data: &Dataset, indices: &[usize]) -> Result<()> {
         let batch = self.load_batch(data, indices)?;
-        self.forward(batch)?;
-        self.backward(batch, StatsSlot::Train)?;
+        self.learner_step(batch, StatsSlot::Train)?;
         self.steps += 1;
         // Frozen layers (last-layer-only) are outside the pass: no decay or momentum.
-        let first = self.config.rule.first_trained_layer(self.layers.len());
+        let first = self.learner.first_trained_layer(&self.layers);
         let pass = OptimizerPass {
             params: self.bufs.arena_from(self.bufs.params, first),
             grads: self.bufs.arena_from(self.bufs.grads, first),
             state: self.bufs.state.map(|s| self.bufs.arena_from(s, first)),
-            step: self.scheduled_optimizer().step_params(self.steps),
+            step: self
+                .scheduled(self.config.optimizer)
+                .step_params(self.steps),
         };
         if self.backend.host_resident() {
             // A non-finite loss stops the step before it can corrupt the parameters.
@@ -343,6 +409,27 @@ impl Trainer {
         self.backend
             .optimizer_step(&pass)
             .map_err(|e| self.diverged_parameter(e))?;
+        if self.tensors.trainable_len() > 0 {
+            let optimizer = self
+                .learner
+                .tensor_optimizer()
+                .unwrap_or(self.config.optimizer);
+            let t = &self.tensors;
+            let pass = OptimizerPass {
+                params: t.trainable_arena(0),
+                grads: t.trainable_arena(1),
+                state: [t.trainable_arena(2), t.trainable_arena(3)],
+                step: self.scheduled(optimizer).step_params(self.steps),
+            };
+            self.backend.optimizer_step(&pass).map_err(|e| match e {
+                Error::NonFinite { value, .. } => Error::Diverged {
+                    step: self.steps,
+                    what: "a trainable tensor of the learner".into(),
+                    value,
+                },
+                e => e,
+            })?;
+        }
         self.backend.flush()
     }
 
@@ -417,10 +504,12 @@ impl Trainer {
     /// The rule's update direction for one batch without applying it: the parameter
     /// gradient (exact for BP, the rule's approximation otherwise), laid out like
     /// [`Network::params`]. Used to compare rules and to check gradients.
+    ///
+    /// It runs the learner's step, so a learner with state moves it as a step would
+    /// (brSF draws fresh magnitudes from its feedback stream).
     pub fn update_direction(&mut self, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
         let batch = self.load_batch(data, indices)?;
-        self.forward(batch)?;
-        self.backward(batch, StatsSlot::Scratch)?;
+        self.learner_step(batch, StatsSlot::Scratch)?;
         self.backend.read(self.bufs.grads, 0, self.layout.total())
     }
 
@@ -474,11 +563,7 @@ impl Trainer {
     }
 
     fn forward(&mut self, batch: usize) -> Result<()> {
-        for (l, layer) in self.layers.iter().enumerate() {
-            let io = self.bufs.io(l, batch);
-            layer.layer().forward(&mut *self.backend, &io)?;
-        }
-        Ok(())
+        self.step_cx(batch, StatsSlot::Scratch).forward()
     }
 
     fn loss_grad(&mut self, batch: usize, slot: StatsSlot) -> Result<()> {
@@ -490,39 +575,6 @@ impl Trainer {
             grad: self.bufs.delta(last, batch),
             stats: self.bufs.stats(slot),
         })
-    }
-
-    /// Output error, the rule's hidden deltas, then every layer's gradient at once.
-    fn backward(&mut self, batch: usize, slot: StatsSlot) -> Result<()> {
-        let last = self.layers.len() - 1;
-        self.loss_grad(batch, slot)?;
-        self.backend.activation_grad(
-            self.bufs.delta(last, batch),
-            self.bufs.output(last, batch),
-            self.layers[last].activation(),
-        )?;
-        self.prepare_feedback()?;
-        hidden_deltas(self.config.rule, &mut *self.backend, &self.bufs, batch)?;
-        self.layer_grads(
-            self.config.rule.first_trained_layer(self.layers.len()),
-            batch,
-        )
-    }
-
-    /// Gradients of the layers with weights from `first` on, from their deltas, in one
-    /// grouped call (frozen layers keep zeros).
-    fn layer_grads(&mut self, first: usize, batch: usize) -> Result<()> {
-        let grads: Vec<LayerGrad> = (first..self.layers.len())
-            .filter_map(|l| {
-                self.layers[l].layer().weight_grad(
-                    &self.bufs.io(l, batch),
-                    self.bufs.delta(l, batch),
-                    self.bufs.grad_weights(l),
-                    self.bufs.grad_bias(l),
-                )
-            })
-            .collect();
-        self.backend.layer_grads(&grads)
     }
 
     fn read_stats(&mut self, slot: StatsSlot) -> Result<Evaluation> {
@@ -537,6 +589,16 @@ impl Trainer {
             });
         }
         Ok(eval)
+    }
+
+    /// Zeroes the gradients of frozen layers (before `first`).
+    fn clear_frozen_grads(&mut self, first: usize) -> Result<()> {
+        let start = self.layout.weights(first).start;
+        if start == 0 {
+            return Ok(());
+        }
+        self.backend
+            .fill(Mat::new(self.bufs.grads, 0, 1, start), 0.0)
     }
 
     /// Names the step and layer of a parameter an update made non-finite.
