@@ -46,8 +46,8 @@ pub(super) fn hidden_deltas(
     };
     backend.gemm_then(&product, then)?;
     // Upwards through the forward layers' linear parts: layer l - 1's delta feeds l's.
-    for l in first + 1..=top {
-        layers[l].layer().tangent(
+    for (l, layer) in layers[..=top].iter().enumerate().skip(first + 1) {
+        layer.layer().tangent(
             backend,
             &views.io(l, batch),
             views.delta(l - 1, batch),

@@ -93,6 +93,20 @@ pub struct Parity {
 /// steps (the last on a batch of 7, exercising the packing for other sizes), taken
 /// with one submit each on the GPU, the parameters agree.
 pub fn step_parity(case: &Case, gpu: GpuBackend, data: &Dataset, batch: usize) -> Parity {
+    let start = case.net(data.dim(), data.classes());
+    step_parity_from(case, &case.name(), start, gpu, data, batch)
+}
+
+/// [`step_parity`] from the network `start` (any layers: conv nets too) instead of
+/// `case`'s MLP, whose widths and activation it ignores; `what` names it in messages.
+pub fn step_parity_from(
+    case: &Case,
+    what: &str,
+    start: Network,
+    gpu: GpuBackend,
+    data: &Dataset,
+    batch: usize,
+) -> Parity {
     let counters = gpu.counters();
     let config = TrainConfig {
         rule: case.rule,
@@ -101,8 +115,6 @@ pub fn step_parity(case: &Case, gpu: GpuBackend, data: &Dataset, batch: usize) -
         batch_size: batch,
         ..Default::default()
     };
-    let what = case.name();
-    let start = case.net(data.dim(), data.classes());
     let mut cpu_t =
         Trainer::with_backend(start.clone(), config, Box::new(CpuBackend::new())).unwrap();
     let mut gpu_t = Trainer::with_backend(start.clone(), config, Box::new(gpu)).unwrap();

@@ -8,8 +8,8 @@ use super::pipelines::{Kernel, NARROW_TILE, TILE};
 use super::{GemmKernel, GpuBackend};
 use crate::activation::Activation;
 use crate::backend::{
-    check_bias, check_same_shape, check_sign_feedback, Backend, BufId, Epilogue, Gemm, LayerGrad,
-    LossGrad, Mat, OptimizerPass,
+    check_bias, check_same_shape, check_sign_feedback, Backend, BufId, Epilogue, Gemm, Im2Col,
+    LayerGrad, LossGrad, Mat, OptimizerPass, Pool,
 };
 use crate::error::{Error, Result};
 use crate::loss::Loss;
@@ -81,7 +81,7 @@ fn activation_code(a: Activation) -> u32 {
 
 impl GpuBackend {
     /// Records one dispatch.
-    fn dispatch(
+    pub(super) fn dispatch(
         &mut self,
         kernel: Kernel,
         bufs: &[BufId],
@@ -168,7 +168,9 @@ impl GpuBackend {
         self.dispatch(kernel, &bufs, params.bytes(), groups)
     }
 
-    fn elementwise_groups(len: usize) -> [usize; 3] {
+    /// The grid of a kernel striding over `len` elements (256 per workgroup, at most
+    /// [`MAX_ELEMENTWISE_GROUPS`] workgroups).
+    pub(super) fn elementwise_groups(len: usize) -> [usize; 3] {
         [len.div_ceil(GROUP).min(MAX_ELEMENTWISE_GROUPS), 1, 1]
     }
 
@@ -452,6 +454,22 @@ impl Backend for GpuBackend {
         self.dispatch(Kernel::GradNorm, &bufs, params.bytes(), [1, 1, 1])?;
         let groups = Self::elementwise_groups(grads.len());
         self.dispatch(Kernel::GradScale, &bufs, params.bytes(), groups)
+    }
+
+    fn im2col(&mut self, op: &Im2Col) -> Result<()> {
+        self.record_im2col(op)
+    }
+
+    fn col2im(&mut self, op: &Im2Col) -> Result<()> {
+        self.record_col2im(op)
+    }
+
+    fn pool(&mut self, op: &Pool) -> Result<()> {
+        self.record_pool(op)
+    }
+
+    fn unpool(&mut self, op: &Pool) -> Result<()> {
+        self.record_unpool(op)
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -8,7 +8,8 @@
 //! Layout of the module: `context` (adapter, device, limits, error capture),
 //! `pipelines` (kernels compiled once), `buffers` (allocation, region checks),
 //! `params` (per-dispatch parameter slots), `encode` (recording and submitting),
-//! `kernels` (the [`Backend`](super::Backend) operations). The WGSL lives in `shaders/`.
+//! `kernels` (the [`Backend`](super::Backend) operations), `spatial` (the conv-net ones:
+//! im2col, col2im, pooling). The WGSL lives in `shaders/`.
 
 mod buffers;
 mod context;
@@ -16,6 +17,7 @@ mod encode;
 mod kernels;
 mod params;
 mod pipelines;
+mod spatial;
 
 use buffers::{Buffers, F32};
 use context::Context;

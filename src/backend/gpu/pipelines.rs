@@ -20,6 +20,7 @@ const LOSS: &str = include_str!("../../../shaders/loss.wgsl");
 const OPTIMIZER: &str = include_str!("../../../shaders/optimizer.wgsl");
 const FEEDBACK: &str = include_str!("../../../shaders/feedback.wgsl");
 const CLIP: &str = include_str!("../../../shaders/clip.wgsl");
+const SPATIAL: &str = include_str!("../../../shaders/spatial.wgsl");
 
 /// One compute kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,10 +41,14 @@ pub(crate) enum Kernel {
     SignFeedback,
     GradNorm,
     GradScale,
+    Im2Col,
+    Col2Im,
+    Pool,
+    Unpool,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 12] = [
+    const ALL: [Kernel; 16] = [
         Kernel::Gemm,
         Kernel::GemmNarrow,
         Kernel::GemmWide,
@@ -56,6 +61,10 @@ impl Kernel {
         Kernel::SignFeedback,
         Kernel::GradNorm,
         Kernel::GradScale,
+        Kernel::Im2Col,
+        Kernel::Col2Im,
+        Kernel::Pool,
+        Kernel::Unpool,
     ];
 
     /// Index of its shader module in [`MODULES`] and its entry point.
@@ -73,6 +82,10 @@ impl Kernel {
             Kernel::SignFeedback => (7, "sign_feedback"),
             Kernel::GradNorm => (8, "grad_norm"),
             Kernel::GradScale => (8, "grad_scale"),
+            Kernel::Im2Col => (9, "im2col"),
+            Kernel::Col2Im => (9, "col2im"),
+            Kernel::Pool => (9, "pool"),
+            Kernel::Unpool => (9, "unpool"),
         }
     }
 
@@ -83,6 +96,8 @@ impl Kernel {
             Kernel::BiasActivation | Kernel::ActivationGrad => 2,
             Kernel::GradNorm | Kernel::GradScale => 2,
             Kernel::SignFeedback => 3,
+            // Written region, input, argmax.
+            Kernel::Im2Col | Kernel::Col2Im | Kernel::Pool | Kernel::Unpool => 3,
             Kernel::Loss | Kernel::Optimizer => 4,
             // C, A, B, A and B again as vec4 views, the epilogue's operand.
             // grad_w, deltas, inputs, grad_b, then deltas and inputs as vec4 views.
@@ -106,7 +121,7 @@ impl Kernel {
 /// `TILE` constant that [`module_source`] prepends; `gemm` and `gemm_narrow` also share
 /// their entry point (`gemm.wgsl`). `gemm_wide` has its own loop (8x8 outputs per
 /// invocation).
-const MODULES: [&str; 9] = [
+const MODULES: [&str; 10] = [
     "gemm",
     "gemm_narrow",
     "gemm_wide",
@@ -116,6 +131,7 @@ const MODULES: [&str; 9] = [
     "optimizer",
     "feedback",
     "clip",
+    "spatial",
 ];
 
 /// Output tile side of the `gemm` kernel and of `layer_grads` (`TILE` in
@@ -143,7 +159,8 @@ fn module_source(index: usize) -> String {
         5 => LOSS.to_string(),
         6 => OPTIMIZER.to_string(),
         7 => FEEDBACK.to_string(),
-        _ => CLIP.to_string(),
+        8 => CLIP.to_string(),
+        _ => SPATIAL.to_string(),
     }
 }
 
