@@ -33,6 +33,8 @@ usage: mnist [options]
   --momentum M                SGD momentum                        (default 0.9)
   --weight-decay L            L2 weight decay                     (default 0)
   --feedback uniform|gaussian|unit-uniform  feedback matrix init  (default uniform)
+  --conv-feedback unit|shared DFA/DRTP feedback to conv layers: per unit (C*H*W x outputs,
+                              Nokland 2016), or per channel shared across positions (default unit)
   --init xavier|kaiming       weight init                         (default: kaiming for relu, else xavier)
   --seed S                    seed of every random draw           (default 1)
   --train-limit N             use only the first N training images (default all)
@@ -55,6 +57,7 @@ struct Args {
     momentum: f32,
     weight_decay: f32,
     feedback: FeedbackInit,
+    shared_conv_feedback: bool,
     init: Option<WeightInit>,
     seed: u64,
     train_limit: Option<usize>,
@@ -79,6 +82,7 @@ impl Args {
             momentum: 0.9,
             weight_decay: 0.0,
             feedback: FeedbackInit::Uniform,
+            shared_conv_feedback: false,
             init: None,
             seed: 1,
             train_limit: None,
@@ -112,6 +116,13 @@ impl Args {
                 "--feedback" => {
                     args.feedback = FeedbackInit::from_name(&value)
                         .ok_or_else(|| bad(&format!("unknown feedback init {value}")))?
+                }
+                "--conv-feedback" => {
+                    args.shared_conv_feedback = match value.as_str() {
+                        "unit" => false,
+                        "shared" => true,
+                        _ => return Err(bad(&format!("unknown conv feedback {value}: unit or shared"))),
+                    }
                 }
                 "--init" => {
                     args.init = Some(match value.as_str() {
@@ -192,7 +203,8 @@ fn run() -> Result<()> {
         _ => WeightInit::Xavier,
     });
     let net = match args.model.as_str() {
-        "lenet" => models::lenet5(Shape::image(1, 28, 28), train.classes())?,
+        "lenet" => models::lenet5(Shape::image(1, 28, 28), train.classes())?
+            .init(args.init.unwrap_or(WeightInit::Kaiming)),
         _ => Network::builder(train.dim())
             .hidden(&args.hidden, args.activation)
             .dense(train.classes(), Activation::Identity)
@@ -205,6 +217,7 @@ fn run() -> Result<()> {
         optimizer: args.optimizer()?,
         batch_size: args.batch,
         feedback_init: args.feedback,
+        shared_conv_feedback: args.shared_conv_feedback,
         ..TrainConfig::default()
     };
     let device = Device::from_name(&args.device)?;

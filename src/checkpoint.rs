@@ -314,6 +314,10 @@ impl Checkpoint {
         put("loss", c.loss.name().into());
         put("batch_size", c.batch_size.to_string());
         put("feedback_init", c.feedback_init.name().into());
+        put(
+            "shared_conv_feedback",
+            c.shared_conv_feedback.to_string(),
+        );
         match c.optimizer {
             Optimizer::Sgd {
                 lr,
@@ -524,6 +528,7 @@ impl Meta<'_> {
             loss: self.named("loss", Loss::from_name)?,
             batch_size: self.parse("batch_size")?,
             feedback_init: self.named("feedback_init", FeedbackInit::from_name)?,
+            shared_conv_feedback: self.parse("shared_conv_feedback")?,
             schedule: Schedule {
                 warmup_steps: self.parse("schedule.warmup")?,
                 decay,

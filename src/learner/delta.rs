@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{FeedbackPair, Learner, StepCx, TensorSpec};
 use crate::error::Result;
 use crate::init::{learner_rng, rng_from_state, rng_state, FeedbackInit};
-use crate::layer::LayerSpec;
+use crate::layer::{LayerSpec, Shape};
 use crate::rule::{hidden_deltas, prepare_feedback, Rule};
 
 /// The tensor name of feedback matrix `i`.
@@ -27,6 +27,8 @@ pub(crate) fn magnitude_name(i: usize) -> String {
 pub struct DeltaRule {
     rule: Rule,
     feedback_init: FeedbackInit,
+    /// Whether a direct rule's feedback to a conv layer is shared across positions.
+    shared_conv_feedback: bool,
     /// The feedback stream after the initial draw (brSF redraws its magnitudes from it).
     rng: ChaCha8Rng,
 }
@@ -37,8 +39,19 @@ impl DeltaRule {
         DeltaRule {
             rule,
             feedback_init,
+            shared_conv_feedback: false,
             rng: learner_rng(0),
         }
+    }
+
+    /// For DFA and DRTP: draw each conv layer's feedback per channel and share it
+    /// across positions (`B_l[(c, y, x), :] = b_l[c, :]`), so every position of a
+    /// feature map receives the same projection of the error, as a filter shared
+    /// across positions can follow. The default draws every unit independently
+    /// (Nøkland 2016's `C·H·W x outputs` matrix).
+    pub fn with_shared_conv_feedback(mut self, shared: bool) -> DeltaRule {
+        self.shared_conv_feedback = shared;
+        self
     }
 
     /// The rule.
@@ -69,14 +82,31 @@ impl Learner for DeltaRule {
 
     fn init(&mut self, cx: &mut StepCx<'_>, seed: u64) -> Result<()> {
         let mut rng = learner_rng(seed);
-        for (i, shape) in self
-            .rule
-            .feedback_shapes(cx.layers())
-            .into_iter()
-            .enumerate()
-        {
-            let mut values = vec![0.0; shape.rows * shape.cols];
-            self.feedback_init.fill(&mut values, shape.fan, &mut rng)?;
+        let direct = matches!(
+            self.rule,
+            Rule::DirectFeedbackAlignment | Rule::DirectRandomTargetProjection
+        );
+        let shapes = self.rule.feedback_shapes(cx.layers());
+        for (i, shape) in shapes.into_iter().enumerate() {
+            let target = self.rule.feedback_target(i, cx.layers());
+            let map = target.map(|l| cx.layers()[l].output_shape());
+            let values: Vec<f32> = match map {
+                Some(Shape::Image { channels, .. }) if direct && self.shared_conv_feedback => {
+                    let mut per_channel = vec![0.0; channels * shape.cols];
+                    self.feedback_init
+                        .fill(&mut per_channel, shape.fan, &mut rng)?;
+                    let positions = shape.rows / channels.max(1);
+                    per_channel
+                        .chunks(shape.cols)
+                        .flat_map(|row| std::iter::repeat_n(row, positions).flatten().copied())
+                        .collect()
+                }
+                _ => {
+                    let mut values = vec![0.0; shape.rows * shape.cols];
+                    self.feedback_init.fill(&mut values, shape.fan, &mut rng)?;
+                    values
+                }
+            };
             let b = cx.tensor(&feedback_name(i))?;
             cx.backend().write(b.buf, b.offset, &values)?;
             if self.rule.has_magnitudes() {

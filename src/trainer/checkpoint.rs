@@ -100,7 +100,8 @@ impl Trainer {
                 ),
             });
         }
-        let learner = DeltaRule::new(rule, checkpoint.config.feedback_init);
+        let learner = DeltaRule::new(rule, checkpoint.config.feedback_init)
+            .with_shared_conv_feedback(checkpoint.config.shared_conv_feedback);
         Trainer::from_checkpoint_with_learner(checkpoint, Box::new(learner), backend)
     }
 

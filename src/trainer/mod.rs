@@ -37,6 +37,9 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// How the rule's fixed feedback matrices are drawn.
     pub feedback_init: FeedbackInit,
+    /// DFA and DRTP: share each conv layer's feedback across positions (see
+    /// [`DeltaRule::with_shared_conv_feedback`]); off by default.
+    pub shared_conv_feedback: bool,
     /// Learning-rate factor per step (see [`Schedule`]); constant by default.
     pub schedule: Schedule,
     /// Rescale the update direction so its global L2 norm (over all parameters) is at
@@ -79,6 +82,7 @@ impl Default for TrainConfig {
             loss: Loss::SoftmaxCrossEntropy,
             batch_size: 64,
             feedback_init: FeedbackInit::Uniform,
+            shared_conv_feedback: false,
             schedule: Schedule::constant(),
             grad_clip: None,
         }
@@ -153,7 +157,8 @@ impl Trainer {
         config: TrainConfig,
         backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
-        let learner = DeltaRule::new(config.rule, config.feedback_init);
+        let learner = DeltaRule::new(config.rule, config.feedback_init)
+            .with_shared_conv_feedback(config.shared_conv_feedback);
         Trainer::with_learner_backend(network, config, Box::new(learner), backend)
     }
 
