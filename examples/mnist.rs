@@ -121,7 +121,11 @@ impl Args {
                     args.shared_conv_feedback = match value.as_str() {
                         "unit" => false,
                         "shared" => true,
-                        _ => return Err(bad(&format!("unknown conv feedback {value}: unit or shared"))),
+                        _ => {
+                            return Err(bad(&format!(
+                                "unknown conv feedback {value}: unit or shared"
+                            )))
+                        }
                     }
                 }
                 "--init" => {

@@ -314,10 +314,7 @@ impl Checkpoint {
         put("loss", c.loss.name().into());
         put("batch_size", c.batch_size.to_string());
         put("feedback_init", c.feedback_init.name().into());
-        put(
-            "shared_conv_feedback",
-            c.shared_conv_feedback.to_string(),
-        );
+        put("shared_conv_feedback", c.shared_conv_feedback.to_string());
         match c.optimizer {
             Optimizer::Sgd {
                 lr,

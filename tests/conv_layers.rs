@@ -354,3 +354,49 @@ fn every_rule_learns_through_conv_layers() {
         assert!(acc > floor, "{rule}: test accuracy {acc}");
     }
 }
+
+#[test]
+fn shared_conv_feedback_gives_every_position_of_a_channel_the_same_projection() {
+    let net = small_conv_net(6, Activation::Tanh);
+    for rule in [
+        Rule::DirectFeedbackAlignment,
+        Rule::DirectRandomTargetProjection,
+    ] {
+        let config = TrainConfig {
+            rule,
+            shared_conv_feedback: true,
+            batch_size: 4,
+            ..TrainConfig::default()
+        };
+        let mut t = Trainer::new(net.clone(), config, Device::Cpu).unwrap();
+        // B_0 feeds the first convolution's 3x5x4 map, 3 outputs per row.
+        let b = t.feedback(0).unwrap();
+        let (channels, positions, cols) = (3, 5 * 4, 3);
+        assert_eq!(b.len(), channels * positions * cols);
+        for c in 0..channels {
+            let first = &b[c * positions * cols..][..cols];
+            for p in 0..positions {
+                assert_eq!(
+                    &b[(c * positions + p) * cols..][..cols],
+                    first,
+                    "{rule} channel {c}"
+                );
+            }
+        }
+        let distinct = |c: usize| b[c * positions * cols];
+        assert!(
+            distinct(0) != distinct(1) && distinct(1) != distinct(2),
+            "{rule}"
+        );
+        // Dense layers keep independent rows, and the setting survives a checkpoint.
+        let last = t.feedback_shapes().len() - 1;
+        let dense = t.feedback(last).unwrap();
+        assert_ne!(dense[..cols], dense[cols..2 * cols]);
+        let back = plasticity::Checkpoint::from_bytes(
+            &t.checkpoint().unwrap().to_bytes().unwrap(),
+            std::path::Path::new("x"),
+        )
+        .unwrap();
+        assert!(back.config.shared_conv_feedback);
+    }
+}
