@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use crate::activation::Activation;
-use crate::error::{Error, Result};
+use crate::error::{checked_product, Error, Result};
 use crate::init::{rng_for, Stream, WeightInit};
 
 /// Shape and nonlinearity of one dense layer: `h = f(W x + b)` with `W` of shape
@@ -31,21 +31,33 @@ pub struct ParamLayout {
 }
 
 impl ParamLayout {
-    fn new(layers: &[LayerSpec]) -> Self {
-        let mut offset = 0;
+    /// The layout of `layers`, or [`Error::SizeOverflow`] when the parameter count
+    /// does not fit in `usize`.
+    fn new(layers: &[LayerSpec]) -> Result<Self> {
+        let overflow = || Error::SizeOverflow {
+            what: "the network's parameter count".into(),
+            product: format!("the sum of {} layers' parameters", layers.len()),
+        };
+        let mut offset: usize = 0;
         let mut weights = Vec::with_capacity(layers.len());
         let mut biases = Vec::with_capacity(layers.len());
-        for layer in layers {
-            weights.push(offset..offset + layer.inputs * layer.outputs);
-            offset += layer.inputs * layer.outputs;
-            biases.push(offset..offset + layer.outputs);
-            offset += layer.outputs;
+        for (l, layer) in layers.iter().enumerate() {
+            let w = checked_product(
+                &format!("weights of layer {l}"),
+                &[layer.outputs, layer.inputs],
+            )?;
+            let end = offset.checked_add(w).ok_or_else(overflow)?;
+            weights.push(offset..end);
+            offset = end;
+            let end = offset.checked_add(layer.outputs).ok_or_else(overflow)?;
+            biases.push(offset..end);
+            offset = end;
         }
-        ParamLayout {
+        Ok(ParamLayout {
             weights,
             biases,
             total: offset,
-        }
+        })
     }
 
     /// Range of layer `l`'s weights (`outputs x inputs`, row-major).
@@ -264,8 +276,15 @@ impl NetworkBuilder {
                 spec
             })
             .collect();
-        let layout = ParamLayout::new(&layers);
-        let mut params = vec![0.0; layout.total()];
+        let layout = ParamLayout::new(&layers)?;
+        let mut params = Vec::new();
+        params.try_reserve_exact(layout.total()).map_err(|e| {
+            Error::config(format!(
+                "cannot allocate the network's {} parameters: {e}",
+                layout.total()
+            ))
+        })?;
+        params.resize(layout.total(), 0.0);
         let mut rng = rng_for(self.seed, Stream::Weights);
         for (l, layer) in layers.iter().enumerate() {
             self.init.fill(

@@ -5,7 +5,7 @@
 //! flight, so the hidden deltas of all layers form one contiguous matrix.
 
 use crate::backend::{Backend, BufId, Mat};
-use crate::error::Result;
+use crate::error::{checked_product, Error, Result};
 use crate::network::{LayerSpec, ParamLayout};
 use crate::rule::{FeedbackShape, StepViews};
 
@@ -38,14 +38,18 @@ pub(crate) struct DeviceBuffers {
     delta_rows: Vec<usize>,
 }
 
-fn prefix_sums(widths: impl Iterator<Item = usize>) -> Vec<usize> {
-    let mut acc = 0;
+/// `[0, w0, w0 + w1, ...]`, or [`Error::SizeOverflow`] naming `what`.
+fn prefix_sums(what: &str, widths: impl Iterator<Item = usize>) -> Result<Vec<usize>> {
+    let mut acc: usize = 0;
     let mut out = vec![0];
     for w in widths {
-        acc += w;
+        acc = acc.checked_add(w).ok_or_else(|| Error::SizeOverflow {
+            what: what.into(),
+            product: "the sum of their sizes".into(),
+        })?;
         out.push(acc);
     }
-    out
+    Ok(out)
 }
 
 impl DeviceBuffers {
@@ -57,11 +61,19 @@ impl DeviceBuffers {
         magnitudes: bool,
         capacity: usize,
     ) -> Result<Self> {
-        let act_rows =
-            prefix_sums(std::iter::once(layers[0].inputs).chain(layers.iter().map(|l| l.outputs)));
-        let delta_rows = prefix_sums(layers.iter().map(|l| l.outputs));
-        let feedback_offsets = prefix_sums(feedback_shapes.iter().map(|s| s.rows * s.cols));
+        let act_rows = prefix_sums(
+            "activations",
+            std::iter::once(layers[0].inputs).chain(layers.iter().map(|l| l.outputs)),
+        )?;
+        let delta_rows = prefix_sums("deltas", layers.iter().map(|l| l.outputs))?;
+        let feedback_sizes = feedback_shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| checked_product(&format!("feedback matrix {i}"), &[s.rows, s.cols]))
+            .collect::<Result<Vec<usize>>>()?;
+        let feedback_offsets = prefix_sums("feedback matrices", feedback_sizes.into_iter())?;
         let total_feedback = *feedback_offsets.last().unwrap_or(&0);
+        let per_batch = |what: &str, rows: usize| checked_product(what, &[rows, capacity]);
         let classes = layers[layers.len() - 1].outputs;
         let n = layout.total();
         // Zero-length buffers are invalid on some backends; allocate at least one float.
@@ -71,9 +83,9 @@ impl DeviceBuffers {
             state: [backend.alloc(n)?, backend.alloc(n)?],
             feedback: backend.alloc(total_feedback.max(1))?,
             magnitudes: backend.alloc(if magnitudes { total_feedback.max(1) } else { 1 })?,
-            acts: backend.alloc(act_rows[act_rows.len() - 1] * capacity)?,
-            deltas: backend.alloc(delta_rows[delta_rows.len() - 1] * capacity)?,
-            targets: backend.alloc(classes * capacity)?,
+            acts: backend.alloc(per_batch("activations", act_rows[act_rows.len() - 1])?)?,
+            deltas: backend.alloc(per_batch("deltas", delta_rows[delta_rows.len() - 1])?)?,
+            targets: backend.alloc(per_batch("targets", classes)?)?,
             // Three slots of three sums, then the last clipped gradient norm.
             stats: backend.alloc(10)?,
             layers: layers.to_vec(),

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::backend::{Backend, Epilogue, Gemm, LayerGrad, LossGrad, OptimizerPass};
 use crate::data::Dataset;
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{checked_product, Error, Result};
 use crate::init::{rng_for, FeedbackInit, Stream};
 use crate::loss::Loss;
 use crate::metrics::Evaluation;
@@ -162,10 +162,12 @@ impl Trainer {
             config.batch_size,
         )?;
         backend.write(bufs.params, 0, network.params())?;
+        let host_x = checked_product("input batch", &[layers[0].inputs, config.batch_size])?;
+        let host_y = checked_product("target batch", &[network.output_size(), config.batch_size])?;
         let mut trainer = Trainer {
             backend,
-            host_x: vec![0.0; layers[0].inputs * config.batch_size],
-            host_y: vec![0.0; network.output_size() * config.batch_size],
+            host_x: vec![0.0; host_x],
+            host_y: vec![0.0; host_y],
             bufs,
             layers,
             layout,
@@ -401,7 +403,7 @@ impl Trainer {
     /// (`indices.len() x outputs`, row-major; logits for a cross-entropy model).
     pub fn outputs(&mut self, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
         let classes = self.output_size();
-        let mut out = vec![0.0; indices.len() * classes];
+        let mut out = vec![0.0; checked_product("outputs", &[indices.len(), classes])?];
         for (c, chunk) in indices.chunks(self.config.batch_size).enumerate() {
             let batch = self.load_batch(data, chunk)?;
             self.forward(batch)?;
