@@ -301,11 +301,47 @@ impl UpdateStep {
 }
 
 impl std::fmt::Display for Optimizer {
+    /// `adam(lr=0.0008)`, `sgd(lr=0.01, momentum=0.9)`: hyperparameters to six
+    /// significant digits (see [`significant`]), so a rate decayed in f32 reads as the
+    /// number it stands for, not as its last ulps (`0.00080000004`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
-            Optimizer::Sgd { lr, momentum, .. } => write!(f, "sgd(lr={lr}, momentum={momentum})"),
-            Optimizer::Adam { lr, .. } => write!(f, "adam(lr={lr})"),
+            Optimizer::Sgd { lr, momentum, .. } => write!(
+                f,
+                "sgd(lr={}, momentum={})",
+                significant(lr),
+                significant(momentum)
+            ),
+            Optimizer::Adam { lr, .. } => write!(f, "adam(lr={})", significant(lr)),
         }
+    }
+}
+
+/// `v` to six significant digits, trailing zeros dropped: plain decimals from `1e-5`
+/// up to `1e6` (`0.0008`, `123457`), scientific notation outside (`1e-7`, `2.5e7`).
+/// For display only: checkpoints store floats with the shortest representation that
+/// reads back bit for bit.
+pub fn significant(v: f32) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    let sci = format!("{v:.5e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-5..6).contains(&exp) {
+        let decimals = usize::try_from(5 - exp).unwrap_or(0);
+        trim_zeros(&format!("{v:.decimals$}")).to_string()
+    } else {
+        format!("{}e{exp}", trim_zeros(mantissa))
+    }
+}
+
+/// `1.500` -> `1.5`, `2.000` -> `2`; a number without a point is left alone.
+fn trim_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
     }
 }
 
@@ -362,6 +398,36 @@ mod tests {
             &mut s0,
             &mut s1
         ));
+    }
+
+    #[test]
+    fn learning_rates_print_as_the_numbers_they_stand_for() {
+        // What the mnist example's decay makes of 1e-3 (0.00080000004 at f32's
+        // shortest round trip).
+        let decayed = 1e-3f32 * 0.8;
+        assert_eq!(decayed.to_string(), "0.00080000004");
+        assert_eq!(Optimizer::adam(decayed).to_string(), "adam(lr=0.0008)");
+        assert_eq!(
+            Optimizer::momentum(0.01, 0.9).to_string(),
+            "sgd(lr=0.01, momentum=0.9)"
+        );
+        for (v, text) in [
+            (1e-3, "0.001"),
+            (0.007871999, "0.007872"),
+            (1.0, "1"),
+            (0.1 + 0.2, "0.3"),
+            (123456.7, "123457"),
+            (1.5e-5, "0.000015"),
+            (1e-7, "1e-7"),
+            (2.5e7, "2.5e7"),
+            (-0.25, "-0.25"),
+            (0.0, "0"),
+            (f32::INFINITY, "inf"),
+        ] {
+            assert_eq!(significant(v), text, "{v:e}");
+        }
+        // Six digits: rates that differ there stay distinguishable.
+        assert_ne!(significant(1.23456e-3), significant(1.23457e-3));
     }
 
     #[test]
