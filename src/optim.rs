@@ -83,13 +83,22 @@ impl Optimizer {
         self
     }
 
-    /// Checks every hyperparameter is finite and in range.
+    /// Checks every hyperparameter is finite and in range; the error names the
+    /// parameter, its value and the range it must lie in.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str, v: f32| {
-            Err(Error::config(format!(
-                "optimizer {what} = {v} is out of range"
-            )))
+        let check = |what: &str, v: f32, ok: bool, range: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::config(format!(
+                    "optimizer {what} = {v} is out of range: it must be {range}"
+                )))
+            }
         };
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        let non_negative = |v: f32| v.is_finite() && v >= 0.0;
+        let unit = |v: f32| (0.0..1.0).contains(&v);
+        const LR: &str = "finite and > 0 (typically 1e-4 to 0.1)";
         match *self {
             Optimizer::Sgd {
                 lr,
@@ -97,15 +106,14 @@ impl Optimizer {
                 weight_decay,
                 ..
             } => {
-                if !(lr.is_finite() && lr > 0.0) {
-                    return bad("learning rate", lr);
-                }
-                if !(0.0..1.0).contains(&momentum) {
-                    return bad("momentum", momentum);
-                }
-                if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-                    return bad("weight decay", weight_decay);
-                }
+                check("learning rate", lr, positive(lr), LR)?;
+                check("momentum", momentum, unit(momentum), "in [0, 1)")?;
+                check(
+                    "weight decay",
+                    weight_decay,
+                    non_negative(weight_decay),
+                    "finite and >= 0",
+                )
             }
             Optimizer::Adam {
                 lr,
@@ -114,24 +122,18 @@ impl Optimizer {
                 eps,
                 weight_decay,
             } => {
-                if !(lr.is_finite() && lr > 0.0) {
-                    return bad("learning rate", lr);
-                }
-                if !(0.0..1.0).contains(&beta1) {
-                    return bad("beta1", beta1);
-                }
-                if !(0.0..1.0).contains(&beta2) {
-                    return bad("beta2", beta2);
-                }
-                if !(eps.is_finite() && eps > 0.0) {
-                    return bad("eps", eps);
-                }
-                if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-                    return bad("weight decay", weight_decay);
-                }
+                check("learning rate", lr, positive(lr), LR)?;
+                check("beta1", beta1, unit(beta1), "in [0, 1)")?;
+                check("beta2", beta2, unit(beta2), "in [0, 1)")?;
+                check("eps", eps, positive(eps), "finite and > 0")?;
+                check(
+                    "weight decay",
+                    weight_decay,
+                    non_negative(weight_decay),
+                    "finite and >= 0",
+                )
             }
         }
-        Ok(())
     }
 
     /// The scalars of update number `step` (counted from 1), precomputed once per step
@@ -428,6 +430,27 @@ mod tests {
         }
         // Six digits: rates that differ there stay distinguishable.
         assert_ne!(significant(1.23456e-3), significant(1.23457e-3));
+    }
+
+    #[test]
+    fn errors_give_the_range_a_hyperparameter_must_lie_in() {
+        for (opt, needle) in [
+            (
+                Optimizer::adam(0.0),
+                "learning rate = 0 is out of range: it must be finite and > 0",
+            ),
+            (
+                Optimizer::sgd(f32::NAN),
+                "learning rate = NaN is out of range: it must be finite and > 0",
+            ),
+            (
+                Optimizer::momentum(0.1, 1.0),
+                "momentum = 1 is out of range: it must be in [0, 1)",
+            ),
+        ] {
+            let text = opt.validate().unwrap_err().to_string();
+            assert!(text.contains(needle), "{text:?} lacks {needle:?}");
+        }
     }
 
     #[test]

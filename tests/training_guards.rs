@@ -131,9 +131,15 @@ fn a_huge_learning_rate_ends_in_diverged_not_ok() {
                 }
             }
             match outcome {
-                Some(Error::Diverged { step, value, .. }) => {
+                Some(e @ Error::Diverged { step, value, .. }) => {
                     assert!(!value.is_finite(), "{rule} {loss}: Diverged with {value}");
                     assert!((1..=10).contains(&step), "{rule} {loss}: step {step}");
+                    // The message says what to try.
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("smaller learning rate") && text.contains("grad_clip"),
+                        "{text}"
+                    );
                 }
                 other => panic!("{rule} {loss}: lr 1e30 gave {other:?} instead of Diverged"),
             }
