@@ -254,12 +254,72 @@ impl Trainer {
     }
 
     /// Replaces feedback matrix `i` (row-major, shape from [`Trainer::feedback_shapes`]).
-    /// Sign-symmetric rules re-derive it from the weights before the next backward pass.
+    ///
+    /// The sign-symmetric rules (uSF, brSF, frSF) derive `B` from the weights' signs
+    /// before every backward pass, so a value written here would never be used: they
+    /// refuse with [`Error::Unsupported`]. frSF's magnitudes, which it keeps, are set
+    /// with [`Trainer::set_feedback_magnitudes`].
     pub fn set_feedback(&mut self, i: usize, values: &[f32]) -> Result<()> {
+        let rule = self.config.rule;
+        if rule.sign_symmetric() {
+            let instead = if rule == Rule::FixedRandomSignSymmetry {
+                "; set its magnitudes with set_feedback_magnitudes"
+            } else {
+                ""
+            };
+            return Err(Error::Unsupported(format!(
+                "set_feedback under rule {rule}, which re-derives its feedback from the \
+                 weights' signs before every backward pass{instead}"
+            )));
+        }
+        self.check_feedback_values(i, values, "feedback matrix")?;
+        self.write_feedback(i, values)
+    }
+
+    /// The random magnitudes `M_i` beside feedback matrix `i` (brSF, frSF; row-major,
+    /// shaped like the feedback): the rule's `B_i` is `|M_i| ⊙ sign(W_{i+1})`. Other
+    /// rules keep none ([`Error::Unsupported`]).
+    pub fn feedback_magnitudes(&mut self, i: usize) -> Result<Vec<f32>> {
+        if !self.config.rule.has_magnitudes() {
+            return Err(Error::Unsupported(format!(
+                "feedback_magnitudes under rule {}, which keeps no magnitudes",
+                self.config.rule
+            )));
+        }
+        let shape = self.feedback_shape(i)?;
+        let m = self.bufs.magnitude(i);
+        self.backend.read(m.buf, m.offset, shape.rows * shape.cols)
+    }
+
+    /// Replaces frSF's fixed magnitudes `M_i` (row-major, shaped like feedback matrix
+    /// `i`): `B_i` becomes `|M_i| ⊙ sign(W_{i+1})` at once and keeps following the
+    /// weights' signs with these magnitudes. brSF redraws its magnitudes every batch
+    /// and the other rules keep none, so they refuse with [`Error::Unsupported`].
+    pub fn set_feedback_magnitudes(&mut self, i: usize, values: &[f32]) -> Result<()> {
+        let rule = self.config.rule;
+        if rule != Rule::FixedRandomSignSymmetry {
+            let why = if rule == Rule::BatchRandomSignSymmetry {
+                "which redraws its magnitudes before every backward pass"
+            } else {
+                "which keeps no magnitudes (only frsf does)"
+            };
+            return Err(Error::Unsupported(format!(
+                "set_feedback_magnitudes under rule {rule}, {why}"
+            )));
+        }
+        self.check_feedback_values(i, values, "feedback magnitudes")?;
+        let m = self.bufs.magnitude(i);
+        self.backend.write(m.buf, m.offset, values)?;
+        // frSF draws nothing here: B follows the new magnitudes from now on.
+        self.prepare_feedback()
+    }
+
+    /// Checks `values` fit feedback matrix `i` and are finite.
+    fn check_feedback_values(&self, i: usize, values: &[f32], what: &str) -> Result<()> {
         let shape = self.feedback_shape(i)?;
         if values.len() != shape.rows * shape.cols {
             return Err(Error::shape(
-                format!("feedback matrix {i}"),
+                format!("{what} {i}"),
                 format!(
                     "{}x{} = {} values",
                     shape.rows,
@@ -269,8 +329,7 @@ impl Trainer {
                 format!("{} values", values.len()),
             ));
         }
-        check_finite(values, &format!("feedback matrix {i}"))?;
-        self.write_feedback(i, values)
+        check_finite(values, &format!("{what} {i}"))
     }
 
     fn feedback_shape(&self, i: usize) -> Result<FeedbackShape> {
@@ -422,11 +481,26 @@ impl Trainer {
     /// The rule's update direction for one batch without applying it: the parameter
     /// gradient (exact for BP, the rule's approximation otherwise), laid out like
     /// [`Network::params`]. Used to compare rules and to check gradients.
+    ///
+    /// Leaves the run's course unchanged: brSF draws this direction's magnitudes from
+    /// a copy of its feedback stream, so they are the ones the next training step
+    /// draws, and calling this between steps changes no later step.
     pub fn update_direction(&mut self, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
-        let batch = self.load_batch(data, indices)?;
-        self.forward(batch)?;
-        self.backward(batch, StatsSlot::Scratch)?;
-        self.backend.read(self.bufs.grads, 0, self.layout.total())
+        self.keeping_feedback_stream(|t| {
+            let batch = t.load_batch(data, indices)?;
+            t.forward(batch)?;
+            t.backward(batch, StatsSlot::Scratch)?;
+            t.backend.read(t.bufs.grads, 0, t.layout.total())
+        })
+    }
+
+    /// Runs a measurement that takes a backward pass, then puts the feedback stream
+    /// back where it was (brSF draws its magnitudes from it in every backward pass).
+    fn keeping_feedback_stream<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let stream = self.feedback_rng.clone();
+        let out = f(self);
+        self.feedback_rng = stream;
+        out
     }
 
     fn output_size(&self) -> usize {
