@@ -538,13 +538,14 @@ fn run(args: &Args) -> AnyResult<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    common::quiet_gpu_probe();
     let outcome = parse_args()
         .map_err(|e| -> Box<dyn std::error::Error> { e.into() })
         .and_then(|args| run(&args));
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            common::report_failure(&e);
             std::process::ExitCode::FAILURE
         }
     }

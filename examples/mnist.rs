@@ -7,6 +7,7 @@
 //! ```
 //! Run with `--help` for every option and its default.
 
+use std::path::Path;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -42,7 +43,8 @@ usage: mnist [options]
   --device auto|cpu|gpu|gpu:N where to train: auto picks a real GPU, else the CPU (default auto)
   --save PATH                 write a checkpoint (safetensors) to PATH after every epoch
   --resume PATH               continue the run saved in PATH up to --epochs in total
-                              (network, rule, optimizer and batch come from the file)";
+                              (network, rule, optimizer and batch come from the file;
+                              a flag asking for others is an error)";
 
 struct Args {
     rule: Rule,
@@ -65,10 +67,18 @@ struct Args {
     device: String,
     save: Option<String>,
     resume: Option<String>,
+    /// The flags given on the command line (the others keep their defaults).
+    given: Vec<String>,
 }
 
 impl Args {
     fn parse() -> Result<Args> {
+        Args::from_pairs(common::flag_pairs(USAGE)?)
+    }
+
+    /// The options from `--flag value` pairs, each value parsed; [`Args::check`]
+    /// checks how they combine.
+    fn from_pairs(pairs: Vec<(String, String)>) -> Result<Args> {
         let mut args = Args {
             rule: Rule::DirectFeedbackAlignment,
             model: "mlp".into(),
@@ -90,8 +100,10 @@ impl Args {
             device: "auto".into(),
             save: None,
             resume: None,
+            given: Vec::new(),
         };
-        for (flag, value) in common::flag_pairs(USAGE)? {
+        for (flag, value) in pairs {
+            args.given.push(flag.clone());
             match flag.as_str() {
                 "--rule" => {
                     args.rule = Rule::from_name(&value)
@@ -147,6 +159,121 @@ impl Args {
         Ok(args)
     }
 
+    /// Everything that can be checked before any data is loaded or any epoch trained:
+    /// the hyperparameters (and the rates `--lr-decay` leads to over `--epochs`) and
+    /// that `--save` can be written. Training for an epoch to learn that a flag was
+    /// bad wastes the epoch.
+    fn check(&self) -> Result<()> {
+        self.train_config()?.validate()?;
+        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0) {
+            return Err(bad(&format!(
+                "--lr-decay must be a finite number > 0 (1 keeps the rate), got {}",
+                self.lr_decay
+            )));
+        }
+        if self.resume.is_none() {
+            check_decayed_rates(self.optimizer()?, self.lr_decay, self.epochs as u64)?;
+        }
+        if let Some(path) = &self.save {
+            common::check_writable("--save", Path::new(path))?;
+        }
+        Ok(())
+    }
+
+    fn given(&self, flag: &str) -> bool {
+        self.given.iter().any(|f| f == flag)
+    }
+
+    /// With `--resume` the file decides the network, rule and optimizer. A flag that
+    /// asks for something else is an error naming what the file holds, instead of
+    /// being silently ignored; a flag that agrees with the file is fine.
+    fn check_resume(&self, path: &str, trainer: &mut Trainer) -> Result<()> {
+        let c = *trainer.config();
+        let layers = trainer.layers().to_vec();
+        let hidden: Vec<usize> = layers[..layers.len() - 1]
+            .iter()
+            .map(|l| l.outputs())
+            .collect();
+        let seed = trainer.network()?.seed();
+        let theirs = c.optimizer;
+        let ours = self.optimizer().ok();
+        let mut conflicts = Vec::new();
+        let mut differs = |flag: &str, ours: String, theirs: String| {
+            if self.given(flag) && ours != theirs {
+                conflicts.push(format!("{flag} {ours} (the file has {theirs})"));
+            }
+        };
+        differs("--rule", self.rule.to_string(), c.rule.to_string());
+        let model = if layers.iter().all(|l| l.has_weights()) {
+            "mlp"
+        } else {
+            "lenet"
+        };
+        differs("--model", self.model.clone(), model.into());
+        let conv = |shared: bool| if shared { "shared" } else { "unit" }.to_string();
+        differs(
+            "--conv-feedback",
+            conv(self.shared_conv_feedback),
+            conv(c.shared_conv_feedback),
+        );
+        differs("--hidden", list(&self.hidden), list(&hidden));
+        differs(
+            "--activation",
+            self.activation.to_string(),
+            layers[0].activation().to_string(),
+        );
+        let kind = |o: &Optimizer| match o {
+            Optimizer::Sgd { .. } => "sgd",
+            Optimizer::Adam { .. } => "adam",
+        };
+        differs("--optimizer", self.optimizer.clone(), kind(&theirs).into());
+        differs("--batch", self.batch.to_string(), c.batch_size.to_string());
+        let lr = |o: Option<Optimizer>| o.map_or("?".into(), |o| o.lr().to_string());
+        differs("--lr", lr(ours), lr(Some(theirs)));
+        if let (Some(Optimizer::Sgd { momentum, .. }), Optimizer::Sgd { momentum: m, .. }) =
+            (ours, theirs)
+        {
+            differs("--momentum", momentum.to_string(), m.to_string());
+        }
+        let decay = |o: Optimizer| match o {
+            Optimizer::Sgd { weight_decay, .. } | Optimizer::Adam { weight_decay, .. } => {
+                weight_decay.to_string()
+            }
+        };
+        if let Some(ours) = ours {
+            differs("--weight-decay", decay(ours), decay(theirs));
+        }
+        differs(
+            "--feedback",
+            self.feedback.name().into(),
+            c.feedback_init.name().into(),
+        );
+        differs("--seed", self.seed.to_string(), seed.to_string());
+        if self.given("--init") {
+            conflicts.push("--init (the file holds trained weights)".into());
+        }
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        Err(bad(&format!(
+            "--resume {path} continues the network, rule and optimizer saved there, but {}; \
+             drop those flags, or start a new run without --resume",
+            conflicts.join(", ")
+        )))
+    }
+
+    /// The run's training configuration.
+    fn train_config(&self) -> Result<TrainConfig> {
+        Ok(TrainConfig {
+            rule: self.rule,
+            optimizer: self.optimizer()?,
+            batch_size: self.batch,
+            feedback_init: self.feedback,
+            shared_conv_feedback: self.shared_conv_feedback,
+            ..TrainConfig::default()
+        })
+    }
+
     /// The defaults reach the README's accuracies with every rule.
     fn optimizer(&self) -> Result<Optimizer> {
         match self.optimizer.as_str() {
@@ -176,6 +303,35 @@ fn parse<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
     common::parse(USAGE, flag, value)
 }
 
+fn list(widths: &[usize]) -> String {
+    let widths: Vec<String> = widths.iter().map(usize::to_string).collect();
+    widths.join(",")
+}
+
+/// Checks the learning rate stays usable (finite, > 0) through `epochs` decays by
+/// `decay`, in the f32 steps the run takes: a rate that underflows to 0 or overflows
+/// would stop the run after an epoch.
+fn check_decayed_rates(optimizer: Optimizer, decay: f32, epochs: u64) -> Result<()> {
+    let mut o = optimizer;
+    for epoch in 1..=epochs {
+        o = o.with_lr(o.lr() * decay);
+        o.validate().map_err(|e| {
+            bad(&format!(
+                "--lr-decay {decay} from --lr {} leaves no usable rate after epoch {epoch} ({e})",
+                optimizer.lr()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// A progress bar for one epoch of `batches` steps, empty at first.
+fn epoch_bar(style: &ProgressStyle, epoch: u64, batches: usize) -> ProgressBar {
+    let bar = ProgressBar::new(batches as u64).with_style(style.clone());
+    bar.set_prefix(epoch.to_string());
+    bar
+}
+
 fn parse_list(value: &str) -> Result<Vec<usize>> {
     value
         .split(',')
@@ -190,6 +346,9 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> Result<()> {
     let args = Args::parse()?;
+    args.check()?;
+    // Before loading anything: probes adapters only for `auto`.
+    let device = Device::from_name(&args.device)?;
     let dir = args
         .data
         .clone()
@@ -216,18 +375,13 @@ fn run() -> Result<()> {
     }
     .seed(args.seed)
     .build()?;
-    let config = TrainConfig {
-        rule: args.rule,
-        optimizer: args.optimizer()?,
-        batch_size: args.batch,
-        feedback_init: args.feedback,
-        shared_conv_feedback: args.shared_conv_feedback,
-        ..TrainConfig::default()
-    };
-    let device = Device::from_name(&args.device)?;
+    let config = args.train_config()?;
     let mut trainer = match &args.resume {
         Some(path) => {
-            let t = Trainer::load_checkpoint(path, device)?;
+            let mut t = Trainer::load_checkpoint(path, device)?;
+            args.check_resume(path, &mut t)?;
+            let left = (args.epochs as u64).saturating_sub(t.epochs());
+            check_decayed_rates(t.config().optimizer, args.lr_decay, left)?;
             println!(
                 "resumed {path} at epoch {} (step {}); network, rule and optimizer from the file",
                 t.epochs(),
@@ -266,9 +420,9 @@ fn run() -> Result<()> {
     .map_err(|e| Error::InvalidConfig(e.to_string()))?
     .progress_chars("=> ");
     let mut last = None;
+    let batches = train.len().div_ceil(config.batch_size);
     for epoch in trainer.epochs() + 1..=args.epochs as u64 {
-        let bar = ProgressBar::new(0).with_style(style.clone());
-        bar.set_prefix(epoch.to_string());
+        let bar = epoch_bar(&style, epoch, batches);
         let start = Instant::now();
         let stats = trainer.train_epoch(&train, |done, total| {
             bar.set_length(total as u64);
@@ -297,4 +451,115 @@ fn run() -> Result<()> {
     };
     println!("test accuracy: {:.2}%", 100.0 * eval.accuracy);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pairs: &[(&str, &str)]) -> Args {
+        let pairs = pairs
+            .iter()
+            .map(|(f, v)| (f.to_string(), v.to_string()))
+            .collect();
+        Args::from_pairs(pairs).expect("flags parse")
+    }
+
+    /// The error's first line (the usage text follows it).
+    fn message(r: Result<()>) -> String {
+        let text = r.expect_err("must be rejected").to_string();
+        text.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn a_learning_rate_decay_that_cannot_work_is_rejected_before_training() {
+        for decay in ["0", "nan", "inf", "-0.5"] {
+            let text = message(args(&[("--lr-decay", decay)]).check());
+            assert!(text.contains("--lr-decay"), "{decay}: {text}");
+        }
+        // Fine for one epoch, underflows to 0 before the 20th.
+        let text = message(args(&[("--lr-decay", "1e-10")]).check());
+        assert!(text.contains("after epoch"), "{text}");
+        assert!(args(&[("--lr-decay", "1e-10"), ("--epochs", "1")])
+            .check()
+            .is_ok());
+        assert!(args(&[]).check().is_ok(), "the defaults");
+    }
+
+    #[test]
+    fn other_bad_hyperparameters_are_rejected_before_training() {
+        for (flag, value) in [("--lr", "0"), ("--momentum", "1"), ("--batch", "0")] {
+            let a = args(&[(flag, value), ("--optimizer", "sgd")]);
+            assert!(a.check().is_err(), "{flag} {value}");
+        }
+    }
+
+    #[test]
+    fn an_unwritable_save_path_is_rejected_before_training() {
+        let dir = std::env::temp_dir().join(format!("mnist-save-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("no-such-folder").join("run.safetensors");
+        let as_dir = dir.to_string_lossy().into_owned();
+        for path in [missing.to_string_lossy().into_owned(), as_dir] {
+            let err = args(&[("--save", &path)]).check().unwrap_err();
+            assert!(matches!(err, Error::Write { .. }), "{path}: {err}");
+        }
+        let ok = dir.join("run.safetensors");
+        args(&[("--save", &ok.to_string_lossy())]).check().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(left.is_empty(), "the probe stays behind: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn resume_flags_that_differ_from_the_file_are_named() {
+        let net = Network::builder(6)
+            .hidden(&[8], Activation::Tanh)
+            .dense(3, Activation::Identity)
+            .seed(1)
+            .build()
+            .unwrap();
+        let config = TrainConfig {
+            rule: Rule::DirectFeedbackAlignment,
+            optimizer: Optimizer::adam(1e-3),
+            batch_size: 64,
+            ..TrainConfig::default()
+        };
+        let mut t = Trainer::new(net, config, Device::Cpu).unwrap();
+        let text = message(
+            args(&[("--rule", "fa"), ("--hidden", "16,16"), ("--batch", "64")])
+                .check_resume("run.safetensors", &mut t),
+        );
+        for needle in [
+            "--rule fa (the file has dfa)",
+            "--hidden 16,16 (the file has 8)",
+        ] {
+            assert!(text.contains(needle), "{text:?} lacks {needle:?}");
+        }
+        assert!(!text.contains("--batch"), "{text}");
+        let text =
+            message(args(&[("--lr", "0.01"), ("--init", "xavier")]).check_resume("f", &mut t));
+        assert!(
+            text.contains("--lr 0.01 (the file has 0.001)") && text.contains("--init"),
+            "{text}"
+        );
+        // Flags that agree with the file, and no flags at all, are fine.
+        let agree = [
+            ("--rule", "dfa"),
+            ("--hidden", "8"),
+            ("--optimizer", "adam"),
+            ("--seed", "1"),
+        ];
+        args(&agree).check_resume("f", &mut t).unwrap();
+        args(&[]).check_resume("f", &mut t).unwrap();
+    }
+
+    #[test]
+    fn the_progress_bar_starts_empty_at_the_epochs_batch_count() {
+        let style = ProgressStyle::default_bar();
+        let bar = epoch_bar(&style, 1, 938);
+        assert_eq!(bar.length(), Some(938));
+        assert_eq!(bar.position(), 0);
+        assert_eq!(bar.prefix(), "1");
+    }
 }

@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{TraceSummary, TracingBackend};
 use crate::data::Dataset;
-use crate::error::{Error, Result};
+use crate::error::{checked_product, Error, Result};
 use crate::{Activation, Device, Network, Optimizer, Rule, TrainConfig, Trainer};
 
 /// Output classes of every benchmark network.
@@ -89,33 +89,46 @@ impl StepShape {
     /// `batches` batches of standard-normal inputs with uniform labels, from `seed`.
     pub fn data(&self, batches: usize, seed: u64) -> Result<Dataset> {
         self.validate()?;
-        let n = batches.max(1) * self.batch;
+        let n = checked_product("benchmark samples", &[batches.max(1), self.batch])?;
+        let values = checked_product("benchmark features", &[n, self.width])?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let normal = rand_distr::StandardNormal;
-        let features = (0..n * self.width)
-            .map(|_| rng.sample::<f32, _>(normal))
-            .collect();
+        let features = (0..values).map(|_| rng.sample::<f32, _>(normal)).collect();
         let labels = (0..n)
             .map(|_| rng.random_range(0..CLASSES as u32))
             .collect();
         Dataset::new(features, labels, self.width, CLASSES)
     }
 
-    /// Parameters of the network.
+    /// Parameters of the network (saturating at `usize::MAX` for shapes too large
+    /// to exist).
     pub fn params(&self) -> usize {
         let w = self.width;
-        self.depth * (w * w + w) + CLASSES * (w + 1)
+        let hidden = self
+            .depth
+            .saturating_mul(w.saturating_mul(w).saturating_add(w));
+        hidden.saturating_add(CLASSES.saturating_mul(w.saturating_add(1)))
     }
 
     /// Bytes a trainer keeps on its device: parameters, gradients and two optimizer
     /// state arenas, activations, deltas and (for feedback rules) the feedback.
+    /// Saturates at `u64::MAX` for shapes too large to exist.
     pub fn device_bytes(&self) -> u64 {
-        let hidden = (self.depth * self.width) as u64;
-        let arenas = 4 * self.params() as u64;
-        let acts = (self.width as u64 + hidden + CLASSES as u64) * self.batch as u64;
-        let deltas = (hidden + CLASSES as u64) * self.batch as u64;
-        let feedback = 2 * hidden * self.width.max(CLASSES) as u64;
-        4 * (arenas + acts + deltas + feedback)
+        let u = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        let (width, batch, classes) = (u(self.width), u(self.batch), u(CLASSES));
+        let hidden = u(self.depth).saturating_mul(width);
+        let arenas = u(self.params()).saturating_mul(4);
+        let acts = width
+            .saturating_add(hidden)
+            .saturating_add(classes)
+            .saturating_mul(batch);
+        let deltas = hidden.saturating_add(classes).saturating_mul(batch);
+        let feedback = hidden.saturating_mul(width.max(classes)).saturating_mul(2);
+        arenas
+            .saturating_add(acts)
+            .saturating_add(deltas)
+            .saturating_add(feedback)
+            .saturating_mul(4)
     }
 
     /// The operations of one `rule` step, their critical path and GEMM work, from a

@@ -187,6 +187,7 @@ impl Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
+        check_framing(bytes).map_err(bad)?;
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
         let meta = Meta {
@@ -396,6 +397,66 @@ pub fn torch_index(layers: &[LayerSpec], l: usize) -> usize {
         .iter()
         .map(|layer| 1 + usize::from(layer.activation() != Activation::Identity))
         .sum()
+}
+
+/// Bytes of safetensors' little-endian header-length prefix.
+const LENGTH_PREFIX: usize = 8;
+
+/// safetensors' limit on the JSON header (it refuses longer ones).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Checks the file's framing before safetensors parses it, so that the error says
+/// what to fix: a truncated file (with the expected and actual sizes), trailing
+/// bytes, or a file that is no safetensors file at all (safetensors itself says
+/// "invalid header length", "incomplete metadata, file not fully covered" or "header
+/// too large").
+fn check_framing(bytes: &[u8]) -> std::result::Result<(), String> {
+    let len = bytes.len();
+    let Some(prefix) = bytes.get(..LENGTH_PREFIX) else {
+        return Err(format!(
+            "truncated: {len} bytes, fewer than the {LENGTH_PREFIX}-byte length prefix a \
+             safetensors file starts with"
+        ));
+    };
+    let mut n = [0u8; LENGTH_PREFIX];
+    n.copy_from_slice(prefix);
+    let header_len = u64::from_le_bytes(n);
+    let json = bytes.get(LENGTH_PREFIX).is_none_or(|&b| b == b'{');
+    if header_len > MAX_HEADER || !json {
+        let start = String::from_utf8_lossy(&bytes[..len.min(16)]).into_owned();
+        return Err(format!(
+            "not a checkpoint: a safetensors file starts with an 8-byte header length and \
+             a JSON header, this one with {start:?}"
+        ));
+    }
+    // At most MAX_HEADER + 8: fits in usize.
+    let header_end = LENGTH_PREFIX + header_len as usize;
+    let Some(header) = bytes.get(LENGTH_PREFIX..header_end) else {
+        return Err(format!(
+            "truncated: {len} bytes, but its header alone needs {header_end}"
+        ));
+    };
+    let meta: safetensors::tensor::Metadata = serde_json::from_slice(header)
+        .map_err(|e| format!("not a valid safetensors header: {e}"))?;
+    let expected = header_end.checked_add(meta.data_len()).ok_or_else(|| {
+        format!(
+            "the header declares {} bytes of tensors, more than can exist",
+            meta.data_len()
+        )
+    })?;
+    match len.cmp(&expected) {
+        std::cmp::Ordering::Less => Err(format!(
+            "truncated: {len} bytes, but its header and tensors need {expected} (the last \
+             {} bytes are missing)",
+            expected - len
+        )),
+        std::cmp::Ordering::Greater => Err(format!(
+            "{} unexpected bytes after the last tensor: the file has {len} bytes, its \
+             header and tensors need {expected}",
+            len - expected
+        )),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
 }
 
 /// The most layers a checkpoint may declare (a forged header cannot make us loop long).

@@ -13,6 +13,32 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
+    /// An environment variable the crate reads holds a value it does not accept.
+    #[error("environment variable {name}={value:?} is not valid: expected {expected}")]
+    InvalidEnvVar {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// The values it accepts.
+        expected: &'static str,
+    },
+
+    /// A size computed from the caller's counts (a product such as samples x
+    /// features) does not fit in `usize`, so no buffer of that size can exist.
+    #[error("{what}: {product} overflows usize, no buffer can be that large")]
+    SizeOverflow {
+        /// What was being sized.
+        what: String,
+        /// The product or sum, written out (`a x b`).
+        product: String,
+    },
+
+    /// An operation that cannot work with this configuration (for example, a setter
+    /// whose value the rule would overwrite before it is used).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
     /// Two things that must agree in shape do not.
     #[error("shape mismatch in {context}: expected {expected}, got {actual}")]
     ShapeMismatch {
@@ -43,6 +69,19 @@ pub enum Error {
         /// The underlying I/O error.
         #[source]
         source: std::io::Error,
+    },
+
+    /// A data set's files are not in the directory they were looked for in.
+    #[error("{dataset} not found in {}: missing {}; {how}", dir.display(), missing.join(", "))]
+    DatasetNotFound {
+        /// The data set (`MNIST`).
+        dataset: &'static str,
+        /// The directory searched.
+        dir: PathBuf,
+        /// The files that are missing there.
+        missing: Vec<String>,
+        /// Where to get them and how to point the loader at them.
+        how: String,
     },
 
     /// A file was read but its content is not what its format requires.
@@ -102,7 +141,10 @@ pub enum Error {
 
     // --- training ------------------------------------------------------------------
     /// The loss (or a parameter) became NaN or infinite during training.
-    #[error("training diverged at step {step}: {what} is {value}")]
+    #[error(
+        "training diverged at step {step}: {what} is {value}; try a smaller learning rate \
+         or gradient clipping (TrainConfig::grad_clip)"
+    )]
     Diverged {
         /// Training step (counted from 1) at which it was detected.
         step: u64,
@@ -146,6 +188,15 @@ pub enum Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The product of `factors`, or [`Error::SizeOverflow`] naming `what` when it does not
+/// fit in `usize`. Every size computed from a caller's counts goes through this.
+pub(crate) fn checked_product(what: &str, factors: &[usize]) -> Result<usize> {
+    factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+        .ok_or_else(|| Error::overflow(what, factors))
+}
+
 impl Error {
     /// Shorthand for [`Error::ShapeMismatch`].
     pub(crate) fn shape(
@@ -157,6 +208,15 @@ impl Error {
             context: context.into(),
             expected: expected.into(),
             actual: actual.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::SizeOverflow`] naming the factors.
+    pub(crate) fn overflow(what: impl Into<String>, factors: &[usize]) -> Self {
+        let product: Vec<String> = factors.iter().map(usize::to_string).collect();
+        Error::SizeOverflow {
+            what: what.into(),
+            product: product.join(" x "),
         }
     }
 

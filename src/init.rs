@@ -30,7 +30,7 @@ impl WeightInit {
     ) -> Result<()> {
         match self {
             WeightInit::Xavier => {
-                let bound = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+                let bound = (6.0 / (fan_in as f64 + fan_out as f64)).sqrt() as f32;
                 fill_uniform(w, -bound, bound, rng)
             }
             WeightInit::Kaiming => fill_normal(w, (2.0 / fan_in as f64).sqrt() as f32, rng),

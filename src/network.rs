@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use crate::activation::Activation;
-use crate::error::{Error, Result};
+use crate::error::{checked_product, Error, Result};
 use crate::init::{rng_for, Stream, WeightInit};
 pub use crate::layer::LayerSpec;
 use crate::layer::{Conv2d, Dense, Flatten, LayerKind, Pool2d, Shape};
@@ -21,22 +21,36 @@ pub struct ParamLayout {
 }
 
 impl ParamLayout {
-    fn new(layers: &[LayerSpec]) -> Self {
-        let mut offset = 0;
+    /// The layout of `layers`, or [`Error::SizeOverflow`] when the parameter count
+    /// does not fit in `usize`.
+    fn new(layers: &[LayerSpec]) -> Result<Self> {
+        let overflow = || Error::SizeOverflow {
+            what: "the network's parameter count".into(),
+            product: format!("the sum of {} layers' parameters", layers.len()),
+        };
+        let mut offset: usize = 0;
         let mut weights = Vec::with_capacity(layers.len());
         let mut biases = Vec::with_capacity(layers.len());
-        for layer in layers {
-            let (w, b) = layer.weight_shape().map_or((0, 0), |s| (s.len(), s.rows));
-            weights.push(offset..offset + w);
-            offset += w;
-            biases.push(offset..offset + b);
-            offset += b;
+        for (l, layer) in layers.iter().enumerate() {
+            let (w, b) = match layer.weight_shape() {
+                Some(s) => (
+                    checked_product(&format!("weights of layer {l}"), &[s.rows, s.cols])?,
+                    s.rows,
+                ),
+                None => (0, 0),
+            };
+            let end = offset.checked_add(w).ok_or_else(overflow)?;
+            weights.push(offset..end);
+            offset = end;
+            let end = offset.checked_add(b).ok_or_else(overflow)?;
+            biases.push(offset..end);
+            offset = end;
         }
-        ParamLayout {
+        Ok(ParamLayout {
             weights,
             biases,
             total: offset,
-        }
+        })
     }
 
     /// Range of layer `l`'s weights (row-major, shaped by
@@ -356,8 +370,15 @@ impl NetworkBuilder {
                 layers[last].layer().name()
             )));
         }
-        let layout = ParamLayout::new(&layers);
-        let mut params = vec![0.0; layout.total()];
+        let layout = ParamLayout::new(&layers)?;
+        let mut params = Vec::new();
+        params.try_reserve_exact(layout.total()).map_err(|e| {
+            Error::config(format!(
+                "cannot allocate the network's {} parameters: {e}",
+                layout.total()
+            ))
+        })?;
+        params.resize(layout.total(), 0.0);
         let mut rng = rng_for(self.seed, Stream::Weights);
         for (l, layer) in layers.iter().enumerate() {
             if let Some(shape) = layer.weight_shape() {

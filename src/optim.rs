@@ -83,13 +83,22 @@ impl Optimizer {
         self
     }
 
-    /// Checks every hyperparameter is finite and in range.
+    /// Checks every hyperparameter is finite and in range; the error names the
+    /// parameter, its value and the range it must lie in.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str, v: f32| {
-            Err(Error::config(format!(
-                "optimizer {what} = {v} is out of range"
-            )))
+        let check = |what: &str, v: f32, ok: bool, range: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::config(format!(
+                    "optimizer {what} = {v} is out of range: it must be {range}"
+                )))
+            }
         };
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        let non_negative = |v: f32| v.is_finite() && v >= 0.0;
+        let unit = |v: f32| (0.0..1.0).contains(&v);
+        const LR: &str = "finite and > 0 (typically 1e-4 to 0.1)";
         match *self {
             Optimizer::Sgd {
                 lr,
@@ -97,15 +106,14 @@ impl Optimizer {
                 weight_decay,
                 ..
             } => {
-                if !(lr.is_finite() && lr > 0.0) {
-                    return bad("learning rate", lr);
-                }
-                if !(0.0..1.0).contains(&momentum) {
-                    return bad("momentum", momentum);
-                }
-                if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-                    return bad("weight decay", weight_decay);
-                }
+                check("learning rate", lr, positive(lr), LR)?;
+                check("momentum", momentum, unit(momentum), "in [0, 1)")?;
+                check(
+                    "weight decay",
+                    weight_decay,
+                    non_negative(weight_decay),
+                    "finite and >= 0",
+                )
             }
             Optimizer::Adam {
                 lr,
@@ -114,24 +122,18 @@ impl Optimizer {
                 eps,
                 weight_decay,
             } => {
-                if !(lr.is_finite() && lr > 0.0) {
-                    return bad("learning rate", lr);
-                }
-                if !(0.0..1.0).contains(&beta1) {
-                    return bad("beta1", beta1);
-                }
-                if !(0.0..1.0).contains(&beta2) {
-                    return bad("beta2", beta2);
-                }
-                if !(eps.is_finite() && eps > 0.0) {
-                    return bad("eps", eps);
-                }
-                if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-                    return bad("weight decay", weight_decay);
-                }
+                check("learning rate", lr, positive(lr), LR)?;
+                check("beta1", beta1, unit(beta1), "in [0, 1)")?;
+                check("beta2", beta2, unit(beta2), "in [0, 1)")?;
+                check("eps", eps, positive(eps), "finite and > 0")?;
+                check(
+                    "weight decay",
+                    weight_decay,
+                    non_negative(weight_decay),
+                    "finite and >= 0",
+                )
             }
         }
-        Ok(())
     }
 
     /// The scalars of update number `step` (counted from 1), precomputed once per step
@@ -301,11 +303,47 @@ impl UpdateStep {
 }
 
 impl std::fmt::Display for Optimizer {
+    /// `adam(lr=0.0008)`, `sgd(lr=0.01, momentum=0.9)`: hyperparameters to six
+    /// significant digits (see [`significant`]), so a rate decayed in f32 reads as the
+    /// number it stands for, not as its last ulps (`0.00080000004`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
-            Optimizer::Sgd { lr, momentum, .. } => write!(f, "sgd(lr={lr}, momentum={momentum})"),
-            Optimizer::Adam { lr, .. } => write!(f, "adam(lr={lr})"),
+            Optimizer::Sgd { lr, momentum, .. } => write!(
+                f,
+                "sgd(lr={}, momentum={})",
+                significant(lr),
+                significant(momentum)
+            ),
+            Optimizer::Adam { lr, .. } => write!(f, "adam(lr={})", significant(lr)),
         }
+    }
+}
+
+/// `v` to six significant digits, trailing zeros dropped: plain decimals from `1e-5`
+/// up to `1e6` (`0.0008`, `123457`), scientific notation outside (`1e-7`, `2.5e7`).
+/// For display only: checkpoints store floats with the shortest representation that
+/// reads back bit for bit.
+pub fn significant(v: f32) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    let sci = format!("{v:.5e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-5..6).contains(&exp) {
+        let decimals = usize::try_from(5 - exp).unwrap_or(0);
+        trim_zeros(&format!("{v:.decimals$}")).to_string()
+    } else {
+        format!("{}e{exp}", trim_zeros(mantissa))
+    }
+}
+
+/// `1.500` -> `1.5`, `2.000` -> `2`; a number without a point is left alone.
+fn trim_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
     }
 }
 
@@ -362,6 +400,57 @@ mod tests {
             &mut s0,
             &mut s1
         ));
+    }
+
+    #[test]
+    fn learning_rates_print_as_the_numbers_they_stand_for() {
+        // What the mnist example's decay makes of 1e-3 (0.00080000004 at f32's
+        // shortest round trip).
+        let decayed = 1e-3f32 * 0.8;
+        assert_eq!(decayed.to_string(), "0.00080000004");
+        assert_eq!(Optimizer::adam(decayed).to_string(), "adam(lr=0.0008)");
+        assert_eq!(
+            Optimizer::momentum(0.01, 0.9).to_string(),
+            "sgd(lr=0.01, momentum=0.9)"
+        );
+        for (v, text) in [
+            (1e-3, "0.001"),
+            (0.007871999, "0.007872"),
+            (1.0, "1"),
+            (0.1 + 0.2, "0.3"),
+            (123456.7, "123457"),
+            (1.5e-5, "0.000015"),
+            (1e-7, "1e-7"),
+            (2.5e7, "2.5e7"),
+            (-0.25, "-0.25"),
+            (0.0, "0"),
+            (f32::INFINITY, "inf"),
+        ] {
+            assert_eq!(significant(v), text, "{v:e}");
+        }
+        // Six digits: rates that differ there stay distinguishable.
+        assert_ne!(significant(1.23456e-3), significant(1.23457e-3));
+    }
+
+    #[test]
+    fn errors_give_the_range_a_hyperparameter_must_lie_in() {
+        for (opt, needle) in [
+            (
+                Optimizer::adam(0.0),
+                "learning rate = 0 is out of range: it must be finite and > 0",
+            ),
+            (
+                Optimizer::sgd(f32::NAN),
+                "learning rate = NaN is out of range: it must be finite and > 0",
+            ),
+            (
+                Optimizer::momentum(0.1, 1.0),
+                "momentum = 1 is out of range: it must be in [0, 1)",
+            ),
+        ] {
+            let text = opt.validate().unwrap_err().to_string();
+            assert!(text.contains(needle), "{text:?} lacks {needle:?}");
+        }
     }
 
     #[test]

@@ -154,14 +154,24 @@ fn bad_files_give_typed_errors_naming_the_problem() {
     let good = t.checkpoint().unwrap().to_bytes().unwrap();
     assert!(Checkpoint::from_bytes(&good, Path::new("ok")).is_ok());
 
-    // Truncated anywhere.
+    // Truncated anywhere: said so, with both sizes.
     for cut in [0, 3, 8, 20, good.len() / 2, good.len() - 1] {
-        expect_checkpoint_error(&good[..cut], "safetensors");
+        expect_checkpoint_error(&good[..cut], &format!("truncated: {cut} bytes"));
     }
+    expect_checkpoint_error(
+        &good[..good.len() - 1],
+        &format!("need {} (the last 1 bytes are missing)", good.len()),
+    );
+    let header_end = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    expect_checkpoint_error(&good[..20], &format!("its header alone needs {header_end}"));
     // Trailing garbage.
     let mut longer = good.clone();
     longer.push(0);
-    expect_checkpoint_error(&longer, "safetensors");
+    expect_checkpoint_error(&longer, "1 unexpected bytes after the last tensor");
+    // A text file, long or short, is not a checkpoint.
+    let text = b"epoch 1 loss 2.3 accuracy 11%\nepoch 2 loss 2.2 accuracy 14%\n";
+    expect_checkpoint_error(text, "not a checkpoint");
+    expect_checkpoint_error(b"{\"layers\": [1, 2]}", "not a checkpoint");
     // A wrong dtype.
     let f16 = rewrite(&good, |n, d, s, b| {
         if n == "layers.2.bias" {

@@ -275,7 +275,30 @@ fn mnist_rejects_wrong_dimensionality_and_missing_files() {
         Err(Error::CorruptFile { .. })
     ));
     let empty = TempDir::new("mnist-missing");
-    assert!(matches!(Mnist::load(&empty.0), Err(Error::Io { .. })));
+    match Mnist::load(&empty.0) {
+        Err(e @ Error::DatasetNotFound { .. }) => {
+            let text = e.to_string();
+            for needle in [
+                "train-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte",
+                "https://",
+                "--data DIR",
+            ] {
+                assert!(text.contains(needle), "{text:?} lacks {needle:?}");
+            }
+        }
+        other => panic!("an empty directory gave {other:?}"),
+    }
+    // Only the missing files are named.
+    let partial = TempDir::new("mnist-partial");
+    write_mini_mnist(&partial, 2, &[1, 2], false);
+    std::fs::remove_file(partial.0.join("t10k-images-idx3-ubyte")).unwrap();
+    match Mnist::load(&partial.0) {
+        Err(Error::DatasetNotFound { missing, .. }) => {
+            assert_eq!(missing, ["t10k-images-idx3-ubyte(.gz)"])
+        }
+        other => panic!("a missing test-image file gave {other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------

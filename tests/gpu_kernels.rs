@@ -1,7 +1,9 @@
 //! Every GPU kernel against the CPU backend on random inputs.
 //!
 //! Runs on any wgpu adapter, software ones included (lavapipe in CI). Without an
-//! adapter each test prints `SKIPPED` and passes, unless `PLASTICITY_REQUIRE_GPU=1`.
+//! adapter each test passes without checking anything and the binary writes one
+//! `warning: GPU tests SKIPPED` line that plain `cargo test` shows (see
+//! `common::gpu::skip`), unless `PLASTICITY_REQUIRE_GPU=1` makes it a failure.
 //!
 //! Tolerances (`|gpu - cpu| <= bound`):
 //! - GEMM and layer gradients: `2 (k + 2) eps Σ_k |a_ik b_kj| + 2 eps |beta c|`

@@ -4,7 +4,9 @@
 //! dense), and the alignment measurements.
 //!
 //! Runs on any wgpu adapter, software ones included (lavapipe in CI). Without an
-//! adapter each test prints `SKIPPED` and passes, unless `PLASTICITY_REQUIRE_GPU=1`.
+//! adapter each test passes without checking anything and the binary writes one
+//! `warning: GPU tests SKIPPED` line that plain `cargo test` shows (see
+//! `common::gpu::skip`), unless `PLASTICITY_REQUIRE_GPU=1` makes it a failure.
 //!
 //! Tolerance as in `tests/gpu_training.rs`: `|gpu - cpu| <= 2e-6 + 1e-5 |cpu|` on
 //! update directions and on parameters after 6 SGD-with-momentum steps (same f32

@@ -256,10 +256,9 @@ fn backprop_is_aligned_with_itself_and_rules_are_measured_per_layer() {
                 }
             }
         }
-        // Measuring leaves the rule's update direction in place (brSF redraws).
-        if rule != Rule::BatchRandomSignSymmetry {
-            assert_eq!(t.update_direction(&data, &batch).unwrap(), before, "{rule}");
-        }
+        // Measuring leaves the rule's update direction in place (brSF too: its
+        // feedback stream does not advance).
+        assert_eq!(t.update_direction(&data, &batch).unwrap(), before, "{rule}");
         if rule.sign_symmetric() {
             // Sign-concordant B is within 90 degrees of W by construction.
             for a in &aligned[..2] {
@@ -291,4 +290,97 @@ fn feedback_angle_is_zero_when_fa_feedback_equals_the_weights() {
     let mut fresh = trainer(Rule::FeedbackAlignment, Optimizer::sgd(0.1));
     let a = fresh.alignment(&data, &batch).unwrap();
     assert!(a[0].feedback_angle.unwrap() > 45.0, "{:?}", a[0]);
+}
+
+#[test]
+fn setters_the_rule_would_overwrite_are_refused() {
+    use plasticity::Error;
+    for rule in [
+        Rule::UniformSignSymmetry,
+        Rule::BatchRandomSignSymmetry,
+        Rule::FixedRandomSignSymmetry,
+    ] {
+        let mut t = trainer(rule, Optimizer::sgd(0.1));
+        let n = t.feedback(0).unwrap().len();
+        let before = t.feedback(0).unwrap();
+        match t.set_feedback(0, &vec![0.5; n]) {
+            Err(e @ Error::Unsupported(_)) => {
+                assert!(e.to_string().contains(rule.name()), "{e}");
+                if rule == Rule::FixedRandomSignSymmetry {
+                    assert!(e.to_string().contains("set_feedback_magnitudes"), "{e}");
+                }
+            }
+            other => panic!("{rule}: set_feedback gave {other:?}"),
+        }
+        assert_eq!(
+            t.feedback(0).unwrap(),
+            before,
+            "{rule}: a refused write landed"
+        );
+    }
+    for rule in [
+        Rule::Backprop,
+        Rule::FeedbackAlignment,
+        Rule::DirectFeedbackAlignment,
+        Rule::UniformSignSymmetry,
+        Rule::BatchRandomSignSymmetry,
+    ] {
+        let mut t = trainer(rule, Optimizer::sgd(0.1));
+        let result = t.set_feedback_magnitudes(0, &[0.5; 42]);
+        assert!(
+            matches!(result, Err(Error::Unsupported(_))),
+            "{rule}: {result:?}"
+        );
+        let read = t.feedback_magnitudes(0);
+        assert_eq!(
+            read.is_ok(),
+            rule == Rule::BatchRandomSignSymmetry,
+            "{rule}: {read:?}"
+        );
+    }
+    let mut frsf = trainer(Rule::FixedRandomSignSymmetry, Optimizer::sgd(0.1));
+    let n = frsf.feedback_magnitudes(0).unwrap().len();
+    assert!(matches!(
+        frsf.set_feedback_magnitudes(0, &vec![0.5; n + 1]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut nan = vec![0.5; n];
+    nan[3] = f32::NAN;
+    assert!(matches!(
+        frsf.set_feedback_magnitudes(0, &nan),
+        Err(Error::NonFinite { .. })
+    ));
+    assert!(matches!(
+        frsf.set_feedback_magnitudes(2, &[0.5]),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn measuring_brsf_does_not_change_the_steps_that_follow() {
+    let data = random_dataset(48, 5, 3, 8);
+    let mut measured = trainer(Rule::BatchRandomSignSymmetry, Optimizer::sgd(0.3));
+    let mut plain = trainer(Rule::BatchRandomSignSymmetry, Optimizer::sgd(0.3));
+    for batch in batches() {
+        // The direction measured is the step's own: same magnitudes as the step draws.
+        let direction = measured.update_direction(&data, &batch).unwrap();
+        measured.alignment(&data, &batch).unwrap();
+        assert_eq!(
+            measured.update_direction(&data, &batch).unwrap(),
+            direction,
+            "measuring twice drew other magnitudes"
+        );
+        assert_eq!(
+            plain.update_direction(&data, &batch).unwrap(),
+            direction,
+            "the other trainer's step would use other magnitudes"
+        );
+        measured.train_batch(&data, &batch).unwrap();
+        plain.train_batch(&data, &batch).unwrap();
+        assert_eq!(
+            measured.network().unwrap().params(),
+            plain.network().unwrap().params(),
+            "update_direction or alignment changed the run"
+        );
+    }
 }

@@ -660,3 +660,83 @@ fn every_rule_matches_the_reference_at_sizes_that_take_the_parallel_paths() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// frSF with magnitudes set by the caller
+
+/// `|m| ⊙ sign(w)` elementwise, sign(0) = 0: frSF's documented feedback.
+fn sign_concordant(m: &[f32], w: &[f32]) -> Vec<f32> {
+    m.iter()
+        .zip(w)
+        .map(|(&m, &w)| {
+            let s = if w > 0.0 {
+                1.0
+            } else if w < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+            m.abs() * s
+        })
+        .collect()
+}
+
+#[test]
+fn frsf_with_magnitudes_set_by_the_caller_matches_the_reference_before_and_after_steps() {
+    use rand::{Rng, SeedableRng};
+    let net = random_net(5, &[7, 4], Activation::Tanh, 21);
+    let data = random_dataset(24, 5, 3, 22);
+    let mut t = trainer(
+        &net,
+        config(Rule::FixedRandomSignSymmetry, Optimizer::sgd(0.3), 8),
+    );
+    // Magnitudes of both signs and far from the init's scale: only |M| may count.
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(23);
+    let magnitudes: Vec<Vec<f32>> = t
+        .feedback_shapes()
+        .to_vec()
+        .iter()
+        .map(|s| {
+            (0..s.rows * s.cols)
+                .map(|_| r.random_range(-3.0..3.0))
+                .collect()
+        })
+        .collect();
+    for (i, m) in magnitudes.iter().enumerate() {
+        t.set_feedback_magnitudes(i, m).unwrap();
+        assert_eq!(
+            &t.feedback_magnitudes(i).unwrap(),
+            m,
+            "magnitudes {i} read back"
+        );
+    }
+    for step in 0..3 {
+        let batch: Vec<usize> = (step * 8..step * 8 + 8).collect();
+        let current = t.network().unwrap();
+        // B computed here from the documented formula, not read from the trainer.
+        let feedback: Vec<Vec<f32>> = magnitudes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| sign_concordant(m, current.weights(i + 1).unwrap()))
+            .collect();
+        let actual = t.update_direction(&data, &batch).unwrap();
+        let expected = reference_update(
+            &current,
+            Rule::FixedRandomSignSymmetry,
+            &feedback,
+            Loss::SoftmaxCrossEntropy,
+            &data,
+            &batch,
+        );
+        assert_close(&actual, &expected, &format!("frSF step {step}"));
+        for (i, b) in feedback.iter().enumerate() {
+            assert_eq!(&t.feedback(i).unwrap(), b, "B_{i} at step {step}");
+        }
+        t.train_batch(&data, &batch).unwrap();
+    }
+    assert_ne!(
+        t.network().unwrap().params(),
+        net.params(),
+        "training did nothing"
+    );
+}

@@ -131,9 +131,15 @@ fn a_huge_learning_rate_ends_in_diverged_not_ok() {
                 }
             }
             match outcome {
-                Some(Error::Diverged { step, value, .. }) => {
+                Some(e @ Error::Diverged { step, value, .. }) => {
                     assert!(!value.is_finite(), "{rule} {loss}: Diverged with {value}");
                     assert!((1..=10).contains(&step), "{rule} {loss}: step {step}");
+                    // The message says what to try.
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("smaller learning rate") && text.contains("grad_clip"),
+                        "{text}"
+                    );
                 }
                 other => panic!("{rule} {loss}: lr 1e30 gave {other:?} instead of Diverged"),
             }
@@ -426,4 +432,83 @@ fn set_optimizer_validates_and_keeps_the_kind() {
     assert!(t.set_optimizer(Optimizer::sgd(0.1)).is_err());
     t.set_optimizer(Optimizer::adam(5e-4)).unwrap();
     assert_eq!(t.config().optimizer.lr(), 5e-4);
+}
+
+// ---------------------------------------------------------------------------------
+// sizes whose product overflows usize: typed errors, never `attempt to multiply with
+// overflow`
+
+fn is_overflow<T: std::fmt::Debug>(r: plasticity::Result<T>, what: &str) {
+    match r {
+        Err(Error::SizeOverflow { .. }) => {}
+        other => panic!("{what}: expected SizeOverflow, got {other:?}"),
+    }
+}
+
+#[test]
+fn predict_with_a_sample_count_whose_size_overflows_is_an_error() {
+    let mut t = trainer(Rule::Backprop);
+    // 5 inputs: usize::MAX / 4 samples need more than usize::MAX values.
+    for n in [usize::MAX / 4, usize::MAX] {
+        is_overflow(t.predict(&[0.5; 10], n), &format!("predict n = {n}"));
+    }
+    // An honest mismatch is still a shape error naming the sizes.
+    let err = t.predict(&[0.5; 9], 2).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("2 samples x 5 features = 10 values"),
+        "{err}"
+    );
+}
+
+#[test]
+fn networks_whose_parameter_count_overflows_are_errors() {
+    let huge = 1usize << (usize::BITS / 2 + 1);
+    is_overflow(
+        Network::builder(huge).dense(huge, Activation::Tanh).build(),
+        "one layer of huge x huge",
+    );
+    // Each layer fits, their sum does not.
+    let half = usize::MAX / 2;
+    is_overflow(
+        Network::builder(1)
+            .dense(half, Activation::Tanh)
+            .dense(1, Activation::Identity)
+            .dense(half, Activation::Identity)
+            .build(),
+        "layers summing past usize::MAX",
+    );
+}
+
+#[test]
+fn outputs_and_selections_of_overflowing_size_are_errors() {
+    use plasticity::bench::StepShape;
+    let huge = 1usize << (usize::BITS / 2 + 1);
+    let shape = StepShape {
+        width: huge,
+        depth: 1,
+        batch: huge,
+    };
+    is_overflow(shape.data(1, 0), "benchmark data");
+    assert_eq!(shape.params(), usize::MAX, "params saturate");
+    assert_eq!(shape.device_bytes(), u64::MAX, "device bytes saturate");
+    is_overflow(
+        shape.profile(Rule::Backprop),
+        "dry-run profile of a huge net",
+    );
+}
+
+#[test]
+fn huge_regions_are_backend_errors_not_overflow_panics() {
+    use plasticity::backend::{Backend, CpuBackend, Mat};
+    let mut cpu = CpuBackend::new();
+    let buf = cpu.alloc(8).unwrap();
+    let huge = Mat::new(buf, 3, usize::MAX / 2, 3);
+    assert_eq!(huge.len(), usize::MAX);
+    assert!(matches!(cpu.fill(huge, 0.0), Err(Error::Backend(_))));
+    assert!(matches!(
+        cpu.read(buf, usize::MAX, 2),
+        Err(Error::Backend(_))
+    ));
+    assert!(huge.rows(usize::MAX, 1).offset == usize::MAX);
 }

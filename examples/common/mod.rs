@@ -66,16 +66,88 @@ pub fn flag_pairs_with_switches(usage: &str, switches: &[&str]) -> Result<Vec<(S
     Ok(pairs)
 }
 
-/// Runs an example's body and reports a failure by its message (not its debug form)
-/// with exit status 1.
+/// Runs an example's body (after [`quiet_gpu_probe`]) and reports a failure by its
+/// message (not its debug form) with exit status 1.
 pub fn main_with(body: impl FnOnce() -> Result<()>) -> std::process::ExitCode {
+    quiet_gpu_probe();
     match body() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            report_failure(&e);
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Prints `NAME failed: MESSAGE` on stderr, `NAME` the example's. Not `error: ...`:
+/// that is how the Vulkan loader's own complaints start, and a failure should not
+/// look like one (nor a loader line like a failure).
+pub fn report_failure(e: &dyn std::fmt::Display) {
+    let exe = std::env::args().next().unwrap_or_default();
+    let name = Path::new(&exe)
+        .file_stem()
+        .map_or_else(|| "example".into(), |s| s.to_string_lossy().into_owned());
+    eprintln!("{name} failed: {e}");
+}
+
+/// Keeps Mesa's Vulkan device-select layer from printing `error: XDG_RUNTIME_DIR is
+/// invalid or not set in the environment.` on every adapter probe of a session that
+/// has no runtime directory (a container, `ssh` without a login session, CI).
+///
+/// The layer asks the Wayland compositor which GPU drives the display, and libwayland
+/// prints that line when there is no runtime directory to find one in. plasticity ranks
+/// adapters itself, so the layer's answer is not needed there: this sets the layer's own
+/// switch `NODEVICE_SELECT=1`, and only when the runtime directory is missing and the
+/// user has not configured the layer or a Wayland connection (`NODEVICE_SELECT`,
+/// `MESA_VK_DEVICE_SELECT`, `DRI_PRIME`, `WAYLAND_DISPLAY`, `WAYLAND_SOCKET`).
+///
+/// An application may change its environment at start-up, while it has one thread;
+/// the library never does (another thread may be reading it), which is why this lives
+/// here and examples call it first thing in `main`.
+pub fn quiet_gpu_probe() {
+    let runtime_dir =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).is_absolute());
+    let configured = [
+        "NODEVICE_SELECT",
+        "MESA_VK_DEVICE_SELECT",
+        "DRI_PRIME",
+        "WAYLAND_DISPLAY",
+        "WAYLAND_SOCKET",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if !runtime_dir && !configured {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
+/// Fails unless a file can be created where `path` will be written: run before a
+/// long computation whose result goes there, so a bad path costs nothing. Creates and
+/// removes a temporary file beside `path`; `flag` names the option in the message.
+pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
+    let fail = |source: std::io::Error| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.is_dir() {
+        return Err(fail(std::io::Error::other(format!(
+            "{flag} names a directory, not a file"
+        ))));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| fail(std::io::Error::other(format!("{flag} has no file name"))))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut probe_name = std::ffi::OsString::from(".");
+    probe_name.push(name);
+    probe_name.push(format!(".probe{}", std::process::id()));
+    let probe = dir.join(probe_name);
+    std::fs::File::create(&probe).map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// The options of the examples that train several rules side by side

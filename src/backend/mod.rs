@@ -55,9 +55,10 @@ impl Mat {
         }
     }
 
-    /// Number of elements.
+    /// Number of elements (saturating at `usize::MAX`: such a region fits no buffer,
+    /// so every region check rejects it with a typed error).
     pub fn len(&self) -> usize {
-        self.rows * self.cols
+        self.rows.saturating_mul(self.cols)
     }
 
     /// Whether it has no elements.
@@ -67,12 +68,13 @@ impl Mat {
 
     /// The element range it covers in its buffer.
     pub fn range(&self) -> std::ops::Range<usize> {
-        self.offset..self.offset + self.len()
+        self.offset..self.offset.saturating_add(self.len())
     }
 
     /// Rows `start..start + count` of this matrix.
     pub fn rows(&self, start: usize, count: usize) -> Mat {
-        Mat::new(self.buf, self.offset + start * self.cols, count, self.cols)
+        let start = self.offset.saturating_add(start.saturating_mul(self.cols));
+        Mat::new(self.buf, start, count, self.cols)
     }
 
     /// Whether the two share at least one element (empty regions share none).
@@ -149,10 +151,13 @@ impl Gemm {
         Ok(())
     }
 
-    /// Multiply-adds performed, times two.
+    /// Multiply-adds performed, times two (saturating at `u64::MAX`).
     pub fn flops(&self) -> u64 {
         let (m, k) = self.a.shape(self.trans_a);
-        2 * (m * k * self.c.cols) as u64
+        let u = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        u(m).saturating_mul(u(k))
+            .saturating_mul(u(self.c.cols))
+            .saturating_mul(2)
     }
 }
 

@@ -72,9 +72,8 @@ pub(crate) fn validate(
             .ok_or_else(|| Error::Backend(format!("buffer {} does not exist", m.buf.0)))?;
         if m.offset.checked_add(m.len()).is_none_or(|end| end > len) {
             return Err(Error::Backend(format!(
-                "region {}..{} ({}x{}) is outside buffer {} of {len} floats",
-                m.offset,
-                m.offset + m.len(),
+                "region {:?} ({}x{}) is outside buffer {} of {len} floats",
+                m.range(),
                 m.rows,
                 m.cols,
                 m.buf.0

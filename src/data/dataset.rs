@@ -1,6 +1,6 @@
 //! The in-memory classification data set shared by every loader.
 
-use crate::error::{Error, Result};
+use crate::error::{checked_product, Error, Result};
 
 /// Samples per block in [`Dataset::gather_feature_major`]; small enough that a
 /// block of rows plus the matching output columns stay in L1/L2 cache.
@@ -99,7 +99,10 @@ impl Dataset {
         if indices.is_empty() {
             return Err(Error::EmptyData("select with no indices".into()));
         }
-        let mut features = Vec::with_capacity(indices.len() * self.dim);
+        let mut features = Vec::with_capacity(checked_product(
+            "selected features",
+            &[indices.len(), self.dim],
+        )?);
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             features.extend_from_slice(self.checked_sample(i)?);

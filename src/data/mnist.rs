@@ -14,6 +14,15 @@ const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
 const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 
+/// The four files, in the order [`Mnist::load`] reads them.
+const FILES: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
+
+/// Where to get the files, for [`Error::DatasetNotFound`].
+pub const DOWNLOAD_HINT: &str = "download the four .gz files (11 MB) from \
+    https://github.com/plasticity-rs/plasticity/tree/main/data/mnist or \
+    https://ossci-datasets.s3.amazonaws.com/mnist/ into that directory, or load another \
+    directory (the examples take --data DIR); the crates.io package does not ship them";
+
 /// The MNIST training (60 000) and test (10 000) sets, pixels scaled to `[0, 1]`.
 #[derive(Debug, Clone)]
 pub struct Mnist {
@@ -28,15 +37,33 @@ impl Mnist {
     /// (`name.gz`, preferred when both exist) or raw (`name`).
     ///
     /// Images must be 3-dimensional IDX files, labels 1-dimensional, the counts
-    /// must agree and every label must be below 10.
+    /// must agree and every label must be below 10. When files are missing the error
+    /// is [`Error::DatasetNotFound`], naming them and where to download them.
     pub fn load(dir: impl AsRef<Path>) -> Result<Mnist> {
         let dir = dir.as_ref();
+        let missing: Vec<String> = FILES
+            .iter()
+            .filter(|name| locate(dir, name).is_err())
+            .map(|name| format!("{name}(.gz)"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::DatasetNotFound {
+                dataset: "MNIST",
+                dir: dir.to_path_buf(),
+                missing,
+                how: DOWNLOAD_HINT.into(),
+            });
+        }
         let train = load_split(&locate(dir, TRAIN_IMAGES)?, &locate(dir, TRAIN_LABELS)?)?;
         let test = load_split(&locate(dir, TEST_IMAGES)?, &locate(dir, TEST_LABELS)?)?;
         Ok(Mnist { train, test })
     }
 
-    /// The directory bundled with this repository (`data/mnist`).
+    /// The repository's `data/mnist`, which holds MNIST in a clone of the repository.
+    /// The crates.io package leaves it out (its 11 MB would pass the registry's size
+    /// limit), so there [`Mnist::load`] of this directory is
+    /// [`Error::DatasetNotFound`], saying where to download the files
+    /// ([`DOWNLOAD_HINT`]).
     pub fn bundled_dir() -> PathBuf {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))
     }

@@ -13,8 +13,18 @@ impl Trainer {
     /// backprop's exact gradient on the SAME forward pass (weights only, before the
     /// optimizer), plus the feedback-to-weight angle and norm ratio.
     ///
-    /// Changes no parameter and takes no step; brSF draws fresh magnitudes as in a step.
+    /// Changes no parameter and takes no step; brSF's magnitudes are those the next
+    /// step draws, and its feedback stream does not advance (as in
+    /// [`Trainer::update_direction`]).
     pub fn alignment(&mut self, data: &Dataset, indices: &[usize]) -> Result<Vec<LayerAlignment>> {
+        self.keeping_learner_state(|t| t.measure_alignment(data, indices))
+    }
+
+    fn measure_alignment(
+        &mut self,
+        data: &Dataset,
+        indices: &[usize],
+    ) -> Result<Vec<LayerAlignment>> {
         let batch = self.load_batch(data, indices)?;
         self.learner_step(batch, StatsSlot::Scratch)?;
         let total = self.layout.total();

@@ -7,7 +7,7 @@
 //! one product. A flatten owns no storage: its output and delta are its input's.
 
 use crate::backend::{Backend, BufId, Mat};
-use crate::error::{Error, Result};
+use crate::error::{checked_product, Error, Result};
 use crate::layer::{weighted_layers, LayerIo, LayerSpec};
 use crate::network::ParamLayout;
 
@@ -49,17 +49,20 @@ struct Rows(usize);
 impl Rows {
     fn take(&mut self, rows: usize) -> (usize, usize) {
         let at = self.0;
-        self.0 += rows;
+        // Saturating: an impossible total fails the arena's checked size below.
+        self.0 = self.0.saturating_add(rows);
         (at, rows)
     }
 }
 
 fn arena_len(rows: usize, capacity: usize, what: &str) -> Result<usize> {
-    rows.checked_mul(capacity).ok_or_else(|| {
-        Error::config(format!(
-            "the {what} arena of {rows} rows x batch {capacity} overflows memory sizes"
-        ))
-    })
+    if rows == usize::MAX {
+        return Err(Error::SizeOverflow {
+            what: format!("the {what} arena"),
+            product: "the sum of its layers' rows".into(),
+        });
+    }
+    checked_product(&format!("the {what} arena"), &[rows, capacity])
 }
 
 impl DeviceBuffers {

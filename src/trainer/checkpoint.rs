@@ -11,7 +11,7 @@ use crate::backend::Backend;
 use crate::checkpoint::{Checkpoint, NamedTensor, RngState};
 use crate::data::Dataset;
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{checked_product, Error, Result};
 use crate::learner::{DeltaRule, Learner};
 use crate::loss::Loss;
 use crate::network::Network;
@@ -251,10 +251,11 @@ impl Trainer {
         if n == 0 {
             return Err(Error::EmptyData("predict needs at least one sample".into()));
         }
-        if Some(x.len()) != n.checked_mul(inputs) {
+        let values = checked_product("predict input", &[n, inputs])?;
+        if x.len() != values {
             return Err(Error::shape(
                 "predict input vs network inputs",
-                format!("{n} samples x {inputs} features = {} values", n * inputs),
+                format!("{n} samples x {inputs} features = {values} values"),
                 format!("{} values", x.len()),
             ));
         }

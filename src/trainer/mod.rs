@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::backend::{Backend, LossGrad, Mat, OptimizerPass};
 use crate::data::Dataset;
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{checked_product, Error, Result};
 use crate::init::{rng_for, FeedbackInit, Stream};
 use crate::layer::LayerSpec;
 use crate::learner::{DeltaRule, Learner, LearnerTensors, StepCx, TensorSpec};
@@ -203,10 +203,12 @@ impl Trainer {
             );
             learner.init(&mut cx, seed)?;
         }
+        let host_x = checked_product("input batch", &[layers[0].inputs(), config.batch_size])?;
+        let host_y = checked_product("target batch", &[network.output_size(), config.batch_size])?;
         Ok(Trainer {
             backend,
-            host_x: vec![0.0; layers[0].inputs() * config.batch_size],
-            host_y: vec![0.0; network.output_size() * config.batch_size],
+            host_x: vec![0.0; host_x],
+            host_y: vec![0.0; host_y],
             bufs,
             learner,
             tensors,
@@ -242,8 +244,13 @@ impl Trainer {
     pub fn set_tensor(&mut self, name: &str, values: &[f32]) -> Result<()> {
         let m = self.tensors.get(name, self.config.batch_size)?;
         if self.learner.derives_feedback() && name.starts_with("feedback.") {
-            return Err(Error::config(format!(
-                "{} derives {name} from the weights before every step, so a value set here would be overwritten; set the weights (or, for brSF/frSF, the magnitudes feedback_magnitude.N) instead",
+            let instead = if self.learner.name() == Rule::FixedRandomSignSymmetry.name() {
+                "; set its magnitudes with set_feedback_magnitudes"
+            } else {
+                ""
+            };
+            return Err(Error::Unsupported(format!(
+                "set_feedback under rule {}, which re-derives its feedback from the weights' signs before every backward pass{instead}",
                 self.learner.name()
             )));
         }
@@ -335,11 +342,63 @@ impl Trainer {
     }
 
     /// Replaces feedback matrix `i` (row-major, shape from [`Trainer::feedback_shapes`]).
-    /// Sign-symmetric rules re-derive it from the weights before every step, so for
-    /// them this is an error that says what to set instead.
+    ///
+    /// The sign-symmetric rules (uSF, brSF, frSF) derive `B` from the weights' signs
+    /// before every backward pass, so a value written here would never be used: they
+    /// refuse with [`Error::Unsupported`]. frSF's magnitudes, which it keeps, are set
+    /// with [`Trainer::set_feedback_magnitudes`].
     pub fn set_feedback(&mut self, i: usize, values: &[f32]) -> Result<()> {
         let name = self.feedback_name(i)?;
         self.set_tensor(&name, values)
+    }
+
+    /// The random magnitudes `M_i` beside feedback matrix `i` (brSF, frSF; row-major,
+    /// shaped like the feedback): the rule's `B_i` is `|M_i| ⊙ sign(W_{i+1})`. Other
+    /// rules keep none ([`Error::Unsupported`]).
+    pub fn feedback_magnitudes(&mut self, i: usize) -> Result<Vec<f32>> {
+        let name = self.magnitude_name(i, "feedback_magnitudes", "which keeps no magnitudes")?;
+        self.tensor(&name)
+    }
+
+    /// Replaces frSF's fixed magnitudes `M_i` (row-major, shaped like feedback matrix
+    /// `i`): `B_i` becomes `|M_i| ⊙ sign(W_{i+1})` at once and keeps following the
+    /// weights' signs with these magnitudes. brSF redraws its magnitudes every batch
+    /// and the other rules keep none, so they refuse with [`Error::Unsupported`].
+    pub fn set_feedback_magnitudes(&mut self, i: usize, values: &[f32]) -> Result<()> {
+        let frsf = self.learner.name() == Rule::FixedRandomSignSymmetry.name();
+        let why = if self.learner.name() == Rule::BatchRandomSignSymmetry.name() {
+            "which redraws its magnitudes before every backward pass"
+        } else {
+            "which keeps no magnitudes (only frsf does)"
+        };
+        let name = self.magnitude_name(i, "set_feedback_magnitudes", why)?;
+        if !frsf {
+            return Err(Error::Unsupported(format!(
+                "set_feedback_magnitudes under rule {}, {why}",
+                self.learner.name()
+            )));
+        }
+        self.set_tensor(&name, values)?;
+        // frSF draws nothing: B follows the new magnitudes from now on.
+        let layer = crate::layer::weighted_layers(&self.layers)[i + 1];
+        let (b, m) = (
+            self.tensors.get(&format!("feedback.{i}"), 0)?,
+            self.tensors.get(&name, 0)?,
+        );
+        let w = self.bufs.weights(layer);
+        self.backend.sign_feedback(b, w, Some(m), 1.0)
+    }
+
+    /// The name of magnitude tensor `i`, or why `call` does not apply.
+    fn magnitude_name(&self, i: usize, call: &str, why: &str) -> Result<String> {
+        if self.tensors.spec("feedback_magnitude.0").is_err() {
+            return Err(Error::Unsupported(format!(
+                "{call} under rule {}, {why}",
+                self.learner.name()
+            )));
+        }
+        self.feedback_name(i)?;
+        Ok(format!("feedback_magnitude.{i}"))
     }
 
     fn feedback_name(&self, i: usize) -> Result<String> {
@@ -490,7 +549,7 @@ impl Trainer {
     /// (`indices.len() x outputs`, row-major; logits for a cross-entropy model).
     pub fn outputs(&mut self, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
         let classes = self.output_size();
-        let mut out = vec![0.0; indices.len() * classes];
+        let mut out = vec![0.0; checked_product("outputs", &[indices.len(), classes])?];
         for (c, chunk) in indices.chunks(self.config.batch_size).enumerate() {
             let batch = self.load_batch(data, chunk)?;
             self.forward(batch)?;
@@ -510,12 +569,24 @@ impl Trainer {
     /// gradient (exact for BP, the rule's approximation otherwise), laid out like
     /// [`Network::params`]. Used to compare rules and to check gradients.
     ///
-    /// It runs the learner's step, so a learner with state moves it as a step would
-    /// (brSF draws fresh magnitudes from its feedback stream).
+    /// Leaves the run's course unchanged: the learner's host state (brSF's feedback
+    /// stream) is put back afterwards, so the next training step draws what it would
+    /// have drawn, and calling this between steps changes no later step.
     pub fn update_direction(&mut self, data: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
-        let batch = self.load_batch(data, indices)?;
-        self.learner_step(batch, StatsSlot::Scratch)?;
-        self.backend.read(self.bufs.grads, 0, self.layout.total())
+        self.keeping_learner_state(|t| {
+            let batch = t.load_batch(data, indices)?;
+            t.learner_step(batch, StatsSlot::Scratch)?;
+            t.backend.read(t.bufs.grads, 0, t.layout.total())
+        })
+    }
+
+    /// Runs a measurement that takes a learner step, then restores the learner's host
+    /// state (brSF draws its magnitudes from its stream in every step).
+    fn keeping_learner_state<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let state = self.learner.state();
+        let out = f(self);
+        self.learner.restore_state(&state)?;
+        out
     }
 
     fn output_size(&self) -> usize {

@@ -6,17 +6,68 @@ use plasticity::data::Dataset;
 use plasticity::{Activation, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
 
 /// A GPU backend, or `None` (after saying so loudly) when this machine has no adapter.
+/// The first backend of a test binary names its adapter on the terminal, so a log
+/// shows what the GPU tests ran on (lavapipe, llvmpipe through OpenGL, hardware).
 pub fn gpu() -> Option<GpuBackend> {
     match GpuBackend::new() {
-        Ok(b) => Some(b),
-        Err(e) if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") => {
-            panic!("PLASTICITY_REQUIRE_GPU=1 but no GPU backend: {e}")
+        Ok(b) => {
+            static NAMED: std::sync::Once = std::sync::Once::new();
+            NAMED.call_once(|| {
+                use plasticity::backend::Backend;
+                terminal(&format!(
+                    "note: GPU tests in {} run on {}",
+                    binary(),
+                    b.name()
+                ));
+            });
+            Some(b)
         }
         Err(e) => {
-            eprintln!("SKIPPED: no GPU adapter ({e}); set PLASTICITY_REQUIRE_GPU=1 to fail");
+            skip(&e);
             None
         }
     }
+}
+
+/// Records that a GPU test found no adapter: a failure under
+/// `PLASTICITY_REQUIRE_GPU=1`, else a skip that shows in plain `cargo test` output.
+///
+/// libtest captures `eprintln!` (and `print!`) of a passing test, so a per-test
+/// "SKIPPED" line shows only with `--nocapture` while the test reads `ok`. A write to
+/// the stderr handle itself is not captured: the first skip of a test binary writes one
+/// warning there, naming the binary and why.
+pub fn skip(why: &dyn std::fmt::Display) {
+    if std::env::var("PLASTICITY_REQUIRE_GPU").as_deref() == Ok("1") {
+        panic!("PLASTICITY_REQUIRE_GPU=1 but {why}");
+    }
+    eprintln!("SKIPPED: {why}; set PLASTICITY_REQUIRE_GPU=1 to fail");
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        terminal(&format!(
+            "warning: GPU tests SKIPPED in {}: {why}.\n         \
+             They report `ok` but check nothing on the GPU. Install a driver (Debian: \
+             mesa-vulkan-drivers) or set PLASTICITY_REQUIRE_GPU=1 to make this a failure.",
+            binary()
+        ));
+    });
+}
+
+/// The test binary's name (cargo names them `NAME-HASH`).
+fn binary() -> String {
+    let exe = std::env::args().next().unwrap_or_default();
+    let stem = std::path::Path::new(&exe)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    stem.rsplit_once('-')
+        .map_or(stem.clone(), |(name, _)| name.to_string())
+}
+
+/// Writes `line` to the stderr handle itself, which libtest does not capture (it
+/// captures `eprintln!`), on a line of its own.
+fn terminal(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n{line}\n");
 }
 
 /// Asserts `|g - c| <= 2e-6 + 1e-5 |c|`; returns the largest `|g - c|`.

@@ -19,9 +19,39 @@ pub struct AdapterSummary {
     pub hardware: bool,
 }
 
-fn instance() -> wgpu::Instance {
-    // Honours WGPU_BACKEND, WGPU_ADAPTER_NAME and friends.
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+/// Which adapters a probe looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Every backend `WGPU_BACKEND` allows (all by default): listing, opening by index.
+    All,
+    /// The native APIs (Vulkan, Metal, DX12), then OpenGL only if they offer no
+    /// adapter: OpenGL's probe is slow and, on some Linux setups, noisy.
+    NativeFirst,
+    /// The native APIs only: looking for hardware, not for any adapter at all.
+    NativeOnly,
+}
+
+impl Probe {
+    /// The backend sets to try, in order. `WGPU_BACKEND`, when set, is taken as the
+    /// whole answer: the user named the backends.
+    fn passes(self) -> Vec<wgpu::Backends> {
+        match (wgpu::Backends::from_env(), self) {
+            (Some(named), _) => vec![named],
+            (None, Probe::All) => vec![wgpu::Backends::all()],
+            (None, Probe::NativeFirst) => {
+                vec![wgpu::Backends::PRIMARY, wgpu::Backends::SECONDARY]
+            }
+            (None, Probe::NativeOnly) => vec![wgpu::Backends::PRIMARY],
+        }
+    }
+}
+
+/// An instance of exactly `backends` (no other API is initialised), honouring
+/// `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF` and the other wgpu variables.
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
 }
 
 /// Lower is better: real GPUs before software ones, native APIs before GL.
@@ -49,16 +79,29 @@ fn is_hardware(info: &wgpu::AdapterInfo) -> bool {
     )
 }
 
-/// Every adapter, best first (see [`AdapterSummary::hardware`]).
-fn ranked_adapters(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
-    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    adapters.sort_by_key(|a| rank(&a.get_info()));
-    adapters
+/// The adapters `probe` finds, best first (see [`AdapterSummary::hardware`]): those of
+/// the first pass of [`Probe::passes`] that finds any.
+fn ranked_adapters(probe: Probe) -> Vec<wgpu::Adapter> {
+    for backends in probe.passes() {
+        let instance = instance(backends);
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        if !adapters.is_empty() {
+            adapters.sort_by_key(|a| rank(&a.get_info()));
+            return adapters;
+        }
+    }
+    Vec::new()
 }
 
 /// The adapters this machine offers, best first: real GPUs before software ones.
+/// Probes every backend `WGPU_BACKEND` allows (all when it is unset).
 pub fn adapters() -> Vec<AdapterSummary> {
-    ranked_adapters(&instance())
+    summaries(Probe::All)
+}
+
+/// The adapters `probe` finds, best first.
+pub(crate) fn summaries(probe: Probe) -> Vec<AdapterSummary> {
+    ranked_adapters(probe)
         .iter()
         .enumerate()
         .map(|(index, a)| {
@@ -71,6 +114,15 @@ pub fn adapters() -> Vec<AdapterSummary> {
             }
         })
         .collect()
+}
+
+/// Why no adapter was found, for [`Error::NoAdapter`] (whose message already begins
+/// with "no GPU adapter").
+fn none_found() -> String {
+    match std::env::var("WGPU_BACKEND") {
+        Ok(named) => format!("wgpu found none among WGPU_BACKEND={named}"),
+        Err(_) => "wgpu found no Vulkan, Metal, DX12 or OpenGL driver".into(),
+    }
 }
 
 /// Records errors wgpu reports outside an error scope (its default handler panics)
@@ -123,21 +175,18 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Opens adapter `index` of [`adapters`]'s list, or the best one.
+    /// Opens adapter `index` of [`adapters`]'s list, or the best one
+    /// ([`Probe::NativeFirst`]).
     pub fn open(index: Option<usize>) -> Result<Context> {
-        let instance = instance();
-        let mut adapters = ranked_adapters(&instance);
+        let probe = index.map_or(Probe::NativeFirst, |_| Probe::All);
+        let mut adapters = ranked_adapters(probe);
         let adapter = match index {
-            None if adapters.is_empty() => {
-                return Err(Error::NoAdapter(
-                    "wgpu found no adapter (no Vulkan, Metal, DX12 or GL driver)".into(),
-                ))
-            }
+            None if adapters.is_empty() => return Err(Error::NoAdapter(none_found())),
             None => adapters.swap_remove(0),
             Some(i) if i < adapters.len() => adapters.swap_remove(i),
             Some(i) => {
                 return Err(Error::NoAdapter(format!(
-                    "adapter {i} requested but wgpu found {}",
+                    "adapter {i} requested, but wgpu found {}",
                     adapters.len()
                 )))
             }

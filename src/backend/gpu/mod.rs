@@ -68,7 +68,9 @@ impl std::fmt::Debug for GpuBackend {
 
 impl GpuBackend {
     /// Opens the best adapter (see [`adapters`]), a software one if nothing better
-    /// exists. Fails with [`Error::NoAdapter`] when there is none.
+    /// exists. Probes Vulkan, Metal and DX12 first and OpenGL only when they offer no
+    /// adapter (`WGPU_BACKEND`, when set, names the backends instead). Fails with
+    /// [`Error::NoAdapter`] when there is none.
     pub fn new() -> Result<GpuBackend> {
         Self::open(None)
     }
@@ -231,7 +233,10 @@ impl GpuBackend {
     }
 }
 
-/// Whether [`GpuBackend::new`] would find an adapter, and whether it is real hardware.
+/// Whether the native APIs (or the backends `WGPU_BACKEND` names) offer an adapter,
+/// and whether the best one is real hardware. OpenGL is not probed.
 pub(crate) fn best_adapter_is_hardware() -> Option<bool> {
-    adapters().first().map(|a| a.hardware)
+    context::summaries(context::Probe::NativeOnly)
+        .first()
+        .map(|a| a.hardware)
 }
