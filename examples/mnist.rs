@@ -33,7 +33,7 @@ usage: mnist [options]
   --lr-decay G                multiply the learning rate by G after each epoch (default 0.8)
   --momentum M                SGD momentum                        (default 0.9)
   --weight-decay L            L2 weight decay                     (default 0)
-  --feedback uniform|gaussian|unit-uniform  feedback matrix init  (default uniform)
+  --feedback uniform|gaussian|unit-uniform|xavier  feedback matrix init (default uniform)
   --conv-feedback unit|shared DFA/DRTP feedback to conv layers: per unit (C*H*W x outputs,
                               Nokland 2016), or per channel shared across positions (default unit)
   --init xavier|kaiming       weight init                         (default: kaiming for relu, else xavier)

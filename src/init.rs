@@ -54,6 +54,11 @@ pub enum FeedbackInit {
     Gaussian,
     /// `U(0, 1)`: the all-positive feedback of the classic MNIST DFA demo.
     UnitUniform,
+    /// Glorot/Xavier uniform over the fans of the weights it stands in for,
+    /// `U(±sqrt(6 / (fan + fan_in)))` (BioTorch draws `W` and `B` alike this way):
+    /// feedback on the scale of the forward weights, so an error keeps its size through
+    /// FA's chain.
+    Xavier,
 }
 
 impl FeedbackInit {
@@ -63,6 +68,7 @@ impl FeedbackInit {
             FeedbackInit::Uniform => "uniform",
             FeedbackInit::Gaussian => "gaussian",
             FeedbackInit::UnitUniform => "unit-uniform",
+            FeedbackInit::Xavier => "xavier",
         }
     }
 
@@ -72,17 +78,43 @@ impl FeedbackInit {
             "uniform" => Some(FeedbackInit::Uniform),
             "gaussian" | "normal" => Some(FeedbackInit::Gaussian),
             "unit-uniform" | "unit_uniform" | "01" => Some(FeedbackInit::UnitUniform),
+            "xavier" | "glorot" => Some(FeedbackInit::Xavier),
             _ => None,
         }
     }
 
-    /// Fills a feedback matrix whose rows combine `fan` error components.
+    /// Fills a feedback matrix whose rows combine `fan` error components (Xavier takes
+    /// `fan` for both of its fans here; [`FeedbackInit::fill_shaped`] gives it both).
     pub fn fill(self, b: &mut [f32], fan: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+        self.fill_fans(b, fan, fan, rng)
+    }
+
+    /// Fills the feedback matrix of `shape`.
+    pub fn fill_shaped(
+        self,
+        b: &mut [f32],
+        shape: &crate::rule::FeedbackShape,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<()> {
+        self.fill_fans(b, shape.fan, shape.fan_in, rng)
+    }
+
+    fn fill_fans(
+        self,
+        b: &mut [f32],
+        fan: usize,
+        other: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<()> {
         let scale = (1.0 / fan.max(1) as f64).sqrt() as f32;
         match self {
             FeedbackInit::Uniform => fill_uniform(b, -scale, scale, rng),
             FeedbackInit::Gaussian => fill_normal(b, scale, rng),
             FeedbackInit::UnitUniform => fill_uniform(b, 0.0, 1.0, rng),
+            FeedbackInit::Xavier => {
+                let bound = (6.0 / (fan + other).max(1) as f64).sqrt() as f32;
+                fill_uniform(b, -bound, bound, rng)
+            }
         }
     }
 }
@@ -165,4 +197,39 @@ pub fn rng_from_state(state: &[(String, String)]) -> Result<ChaCha8Rng> {
     rng.set_stream(stream);
     rng.set_word_pos(word_pos);
     Ok(rng)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule::FeedbackShape;
+
+    #[test]
+    fn xavier_feedback_spans_the_glorot_bound_of_its_weights() {
+        let shape = FeedbackShape {
+            rows: 16,
+            cols: 150,
+            fan: 400,
+            fan_in: 150,
+        };
+        let mut b = vec![0.0; shape.rows * shape.cols];
+        let mut rng = learner_rng(3);
+        FeedbackInit::Xavier
+            .fill_shaped(&mut b, &shape, &mut rng)
+            .unwrap();
+        let bound = (6.0f32 / 550.0).sqrt();
+        let max = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(max <= bound && max > 0.95 * bound, "{max} vs {bound}");
+        // Uniform takes only the error's fan: a different, larger scale here.
+        let mut u = vec![0.0; b.len()];
+        FeedbackInit::Uniform
+            .fill_shaped(&mut u, &shape, &mut rng)
+            .unwrap();
+        let max_u = u.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(max_u <= 0.05 && max_u > 0.0475, "{max_u}");
+        assert_eq!(
+            FeedbackInit::from_name("xavier"),
+            Some(FeedbackInit::Xavier)
+        );
+    }
 }

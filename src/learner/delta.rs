@@ -103,7 +103,8 @@ impl Learner for DeltaRule {
                 }
                 _ => {
                     let mut values = vec![0.0; shape.rows * shape.cols];
-                    self.feedback_init.fill(&mut values, shape.fan, &mut rng)?;
+                    self.feedback_init
+                        .fill_shaped(&mut values, &shape, &mut rng)?;
                     values
                 }
             };

@@ -19,6 +19,7 @@ pub(super) fn feedback_shapes(layers: &[LayerSpec]) -> Vec<FeedbackShape> {
             rows: hidden.outputs(),
             cols: outputs,
             fan: outputs,
+            fan_in: hidden.outputs(),
         })
         .collect()
 }

@@ -17,6 +17,7 @@ pub(super) fn feedback_shapes(layers: &[LayerSpec]) -> Vec<FeedbackShape> {
             rows: w.rows,
             cols: w.cols,
             fan: w.fan_out,
+            fan_in: w.fan_in,
         })
         .collect()
 }

@@ -15,6 +15,7 @@ pub(super) fn feedback_shapes(layers: &[LayerSpec]) -> Vec<FeedbackShape> {
             rows: first.outputs(),
             cols: outputs,
             fan: outputs,
+            fan_in: first.outputs(),
         }],
         _ => Vec::new(),
     }

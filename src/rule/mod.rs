@@ -78,6 +78,9 @@ pub struct FeedbackShape {
     pub cols: usize,
     /// Width of the error it combines.
     pub fan: usize,
+    /// The other fan of the weights it stands in for (their fan-in for FA; its rows
+    /// for the direct rules), for [`FeedbackInit::Xavier`](crate::FeedbackInit::Xavier).
+    pub fan_in: usize,
 }
 
 impl Rule {

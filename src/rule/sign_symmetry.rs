@@ -6,7 +6,7 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{Rule, StepViews};
+use super::{FeedbackShape, Rule, StepViews};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::init::FeedbackInit;
@@ -28,9 +28,9 @@ pub(super) fn prepare(
     for i in 0..weighted.len().saturating_sub(1) {
         let l = weighted[i + 1];
         let (b, w) = (views.feedback(i), views.weights(l));
-        let fan = views.layers()[l]
+        let (fan, fan_in) = views.layers()[l]
             .weight_shape()
-            .map_or(w.rows, |s| s.fan_out);
+            .map_or((w.rows, w.cols), |s| (s.fan_out, s.fan_in));
         match rule {
             Rule::UniformSignSymmetry => {
                 backend.sign_feedback(b, w, None, uniform_scale(fan))?;
@@ -39,7 +39,13 @@ pub(super) fn prepare(
                 let m = views.magnitude(i);
                 if rule == Rule::BatchRandomSignSymmetry {
                     let mut values = vec![0.0; m.len()];
-                    init.fill(&mut values, fan, rng)?;
+                    let shape = FeedbackShape {
+                        rows: w.rows,
+                        cols: w.cols,
+                        fan,
+                        fan_in,
+                    };
+                    init.fill_shaped(&mut values, &shape, rng)?;
                     backend.write(m.buf, m.offset, &values)?;
                 }
                 backend.sign_feedback(b, w, Some(m), 1.0)?;

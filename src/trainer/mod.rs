@@ -328,10 +328,14 @@ impl Trainer {
                     .ok()
                     .map(|s| (i, s))
             })
-            .map(|(i, s)| FeedbackShape {
-                rows: s.rows,
-                cols: s.cols,
-                fan: fans.get(i).filter(|_| delta_rule).map_or(s.rows, |f| f.fan),
+            .map(|(i, s)| match fans.get(i).filter(|_| delta_rule) {
+                Some(shape) => *shape,
+                None => FeedbackShape {
+                    rows: s.rows,
+                    cols: s.cols,
+                    fan: s.rows,
+                    fan_in: s.cols,
+                },
             })
             .collect()
     }
