@@ -5,7 +5,7 @@
 //! are kept for the weight gradient; the input gradient is the transposed product
 //! folded back ([`Backend::col2im`]).
 
-use super::{apply_derivative, Derivative, Layer, LayerIo, Shape, WeightShape};
+use super::{apply_derivative, window_over, Derivative, Layer, LayerIo, Shape, WeightShape};
 use crate::backend::{Backend, Epilogue, Gemm, Im2Col, LayerGrad, Mat, Window};
 use crate::error::{Error, Result};
 
@@ -46,22 +46,7 @@ impl Conv2d {
     }
 
     fn window(&self, input: Shape, batch: usize) -> Option<Window> {
-        match input {
-            Shape::Image {
-                channels,
-                height,
-                width,
-            } => Some(Window {
-                channels,
-                height,
-                width,
-                kernel: self.kernel,
-                stride: self.stride,
-                padding: self.padding,
-                batch,
-            }),
-            Shape::Vector(_) => None,
-        }
+        window_over(input, (self.kernel, self.stride, self.padding), batch)
     }
 
     /// The window of `io`'s batch and the patch matrix's shape.

@@ -399,6 +399,31 @@ impl std::fmt::Display for LayerSpec {
     }
 }
 
+/// A `kernel x kernel` window sliding over a batch of `input` images (`None` for a
+/// vector input).
+pub(crate) fn window_over(
+    input: Shape,
+    (kernel, stride, padding): (usize, usize, usize),
+    batch: usize,
+) -> Option<crate::backend::Window> {
+    match input {
+        Shape::Image {
+            channels,
+            height,
+            width,
+        } => Some(crate::backend::Window {
+            channels,
+            height,
+            width,
+            kernel,
+            stride,
+            padding,
+            batch,
+        }),
+        Shape::Vector(_) => None,
+    }
+}
+
 /// Indices of the layers with weights, input side first.
 pub fn weighted_layers(layers: &[LayerSpec]) -> Vec<usize> {
     (0..layers.len())

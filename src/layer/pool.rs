@@ -3,7 +3,7 @@
 //! carries the gradient to the maxima (or spreads it over each window) exactly as
 //! backprop does, whatever the rule.
 
-use super::{apply_derivative, Derivative, Layer, LayerIo, Shape, WeightShape};
+use super::{apply_derivative, window_over, Derivative, Layer, LayerIo, Shape, WeightShape};
 use crate::backend::{Backend, LayerGrad, Mat, Pool, PoolMode, Window};
 use crate::error::{Error, Result};
 
@@ -58,25 +58,15 @@ impl Pool2d {
         }
     }
 
+    fn window(&self, input: Shape, batch: usize) -> Option<Window> {
+        window_over(input, (self.kernel, self.stride, self.padding), batch)
+    }
+
     fn op(&self, io: &LayerIo, mode: PoolMode, input: Mat, output: Mat) -> Result<Pool> {
-        let Shape::Image {
-            channels,
-            height,
-            width,
-        } = io.input_shape
-        else {
-            return Err(Error::config("pooling needs an image input"));
-        };
         Ok(Pool {
-            window: Window {
-                channels,
-                height,
-                width,
-                kernel: self.kernel,
-                stride: self.stride,
-                padding: self.padding,
-                batch: io.batch,
-            },
+            window: self
+                .window(io.input_shape, io.batch)
+                .ok_or_else(|| Error::config("pooling needs an image input"))?,
             mode,
             input,
             output,
@@ -91,28 +81,12 @@ impl Layer for Pool2d {
     }
 
     fn output_shape(&self, input: Shape) -> std::result::Result<Shape, String> {
-        let Shape::Image {
-            channels,
-            height,
-            width,
-        } = input
-        else {
-            return Err(format!(
-                "pooling needs an image input (CxHxW), got a vector of {input}"
-            ));
-        };
+        let window = self.window(input, 1).ok_or_else(|| {
+            format!("pooling needs an image input (CxHxW), got a vector of {input}")
+        })?;
         if self.mode == PoolMode::MaxAt {
             return Err("MaxAt is a tangent mode, not a pooling layer".into());
         }
-        let window = Window {
-            channels,
-            height,
-            width,
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.padding,
-            batch: 1,
-        };
         window.check().map_err(|e| e.to_string())?;
         if 2 * self.padding > self.kernel {
             return Err(format!(
@@ -122,7 +96,7 @@ impl Layer for Pool2d {
             ));
         }
         Ok(Shape::image(
-            channels,
+            window.channels,
             window.out_height(),
             window.out_width(),
         ))
