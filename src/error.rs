@@ -74,6 +74,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// A data set's files are not there: missing from the directory given, or (for a
+    /// data set this repository does not bundle) no directory was given at all.
+    /// `hint` says where to get the data and how to point the loader at it.
+    #[error("{dataset} data not found: {reason}. {hint}")]
+    DataNotFound {
+        /// The data set, as people write it (`"CIFAR-10"`).
+        dataset: String,
+        /// What is missing.
+        reason: String,
+        /// Every file looked for and not found (empty when no directory was given).
+        missing: Vec<PathBuf>,
+        /// Where to download the data and what to pass.
+        hint: String,
+    },
+
     /// A class label does not fit the number of classes.
     #[error("label {label} of sample {index} is out of range for {classes} classes")]
     LabelOutOfRange {
