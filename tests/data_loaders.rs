@@ -1,4 +1,5 @@
-//! Tests for the data loaders: IDX, MNIST, CIFAR-10, CSV, Dataset, scaling and batching.
+//! Tests for the data loaders: IDX, MNIST, Fashion-MNIST, CIFAR-10, DatasetKind, CSV,
+//! Dataset, scaling and batching.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,8 @@ use plasticity::data::cifar;
 use plasticity::data::csv::parse_csv;
 use plasticity::data::idx::{parse_idx, read_idx};
 use plasticity::data::{
-    load_csv, sequential_batches, shuffled_batches, Cifar10, CsvOptions, Dataset, LabelColumn,
-    Mnist, Scaling, Standardizer,
+    load_csv, sequential_batches, shuffled_batches, Cifar10, CsvOptions, Dataset, DatasetKind,
+    LabelColumn, Mnist, Scaling, Standardizer,
 };
 use plasticity::Error;
 use rand::SeedableRng;
@@ -280,6 +281,87 @@ fn mnist_rejects_wrong_dimensionality_and_missing_files() {
 }
 
 // ---------------------------------------------------------------------------------
+// Fashion-MNIST (the MNIST file names and format) and DatasetKind on synthetic files
+
+/// Writes MNIST-named IDX files of 28x28 images: image `i` is all `10 * i`, labelled
+/// `labels[i]`.
+fn write_fashion_like(dir: &TempDir, labels: &[u8]) {
+    let n = labels.len();
+    let pixels: Vec<u8> = (0..n).flat_map(|i| vec![10 * i as u8; 784]).collect();
+    let images = gzip(&idx_bytes(&[n as u32, 28, 28], &pixels));
+    let labels = gzip(&idx_bytes(&[n as u32], labels));
+    for prefix in ["train", "t10k"] {
+        dir.write(&format!("{prefix}-images-idx3-ubyte.gz"), &images);
+        dir.write(&format!("{prefix}-labels-idx1-ubyte.gz"), &labels);
+    }
+}
+
+#[test]
+fn fashion_mnist_files_load_through_mnist_and_dataset_kind() {
+    let dir = TempDir::new("fashion-ok");
+    write_fashion_like(&dir, &[9, 0, 5]);
+    let m = Mnist::load(&dir.0).unwrap();
+    let (train, test) = DatasetKind::FashionMnist.load(&dir.0).unwrap();
+    for set in [&m.train, &m.test, &train, &test] {
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.dim(), DatasetKind::FashionMnist.input_dim());
+        assert_eq!(set.classes(), DatasetKind::FashionMnist.classes());
+        assert_eq!(set.labels(), &[9, 0, 5]);
+        assert!(set.sample(0).unwrap().iter().all(|&x| x == 0.0));
+        assert!(set.sample(2).unwrap().iter().all(|&x| x == 20.0 / 255.0));
+    }
+    assert_eq!(train, m.train);
+    assert_eq!(
+        DatasetKind::FashionMnist.class_names()[9],
+        "Ankle boot",
+        "label 9 of Fashion-MNIST"
+    );
+}
+
+#[test]
+fn dataset_kind_load_checks_the_image_size() {
+    let dir = TempDir::new("fashion-size");
+    write_mini_mnist(&dir, 2, &[1, 2], true); // 2x2 images: Mnist::load takes them
+    assert_eq!(Mnist::load(&dir.0).unwrap().train.dim(), 4);
+    for kind in [DatasetKind::Mnist, DatasetKind::FashionMnist] {
+        match kind.load(&dir.0) {
+            Err(Error::ShapeMismatch {
+                expected, actual, ..
+            }) => {
+                assert!(expected.contains("784"), "{expected}");
+                assert!(actual.contains('4'), "{actual}");
+            }
+            other => panic!("{kind}: expected ShapeMismatch, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn dataset_kind_names_missing_idx_files_and_where_to_get_them() {
+    let dir = TempDir::new("fashion-missing");
+    write_fashion_like(&dir, &[1]);
+    std::fs::remove_file(dir.0.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let err = DatasetKind::FashionMnist.load(&dir.0).unwrap_err();
+    let msg = err.to_string();
+    for needle in [
+        "Fashion-MNIST",
+        "t10k-labels-idx1-ubyte",
+        "github.com/zalandoresearch/fashion-mnist",
+        "--data DIR",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+    match err {
+        Error::DataNotFound { missing, .. } => {
+            assert_eq!(missing, vec![dir.0.join("t10k-labels-idx1-ubyte")]);
+        }
+        other => panic!("expected DataNotFound, got {other:?}"),
+    }
+    // Mnist::load itself keeps its plain I/O error.
+    assert!(matches!(Mnist::load(&dir.0), Err(Error::Io { .. })));
+}
+
+// ---------------------------------------------------------------------------------
 // CIFAR-10 on synthetic files
 
 /// The pixel byte a synthetic CIFAR image holds at channel `c`, row `y`, column `x`
@@ -378,6 +460,8 @@ fn cifar_loads_a_directory_and_its_archive_folder() {
         // The test set's first image is image 15 of the sequence written.
         let want = f32::from(cifar_pixel(15, 2, 31, 30)) / 255.0;
         assert_eq!(data.test.sample(0).unwrap()[2 * 1024 + 31 * 32 + 30], want);
+        let (train, test) = DatasetKind::Cifar10.load(dir).unwrap();
+        assert_eq!((train, test), (data.train, data.test));
     }
 }
 

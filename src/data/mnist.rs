@@ -1,4 +1,9 @@
 //! The MNIST handwritten-digit data set, read from its IDX files.
+//!
+//! Fashion-MNIST (<https://github.com/zalandoresearch/fashion-mnist>) is a drop-in
+//! replacement: the same four file names, the same IDX format, 60,000 + 10,000
+//! 28x28 grey images in ten classes, so [`Mnist::load`] reads it unchanged (see
+//! [`DatasetKind`](crate::data::DatasetKind) for the names of its classes).
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +33,14 @@ impl Mnist {
     /// (`name.gz`, preferred when both exist) or raw (`name`).
     ///
     /// Images must be 3-dimensional IDX files, labels 1-dimensional, the counts
-    /// must agree and every label must be below 10.
+    /// must agree and every label must be below 10. A missing file is an
+    /// [`Error::Io`] naming it.
+    ///
+    /// Fashion-MNIST's files have the same names and format, so this loads a
+    /// Fashion-MNIST directory as well ([`DatasetKind::FashionMnist`] does exactly
+    /// that, with a download hint when files are missing).
+    ///
+    /// [`DatasetKind::FashionMnist`]: crate::data::DatasetKind::FashionMnist
     pub fn load(dir: impl AsRef<Path>) -> Result<Mnist> {
         let dir = dir.as_ref();
         let train = load_split(&locate(dir, TRAIN_IMAGES)?, &locate(dir, TRAIN_LABELS)?)?;
@@ -88,6 +100,15 @@ fn label_shape(labels: &IdxArray, path: &Path) -> Result<usize> {
             ),
         }),
     }
+}
+
+/// The four files `dir` lacks (in neither the gzipped nor the raw form), each named
+/// by its raw path; empty when all are there.
+pub(crate) fn missing_files(dir: &Path) -> Vec<PathBuf> {
+    [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS]
+        .into_iter()
+        .filter_map(|name| locate(dir, name).err().map(|_| dir.join(name)))
+        .collect()
 }
 
 /// `dir/name.gz` if it exists, else `dir/name`, else a not-found error.
