@@ -560,9 +560,11 @@ fn cifar_missing_files_are_named_with_where_to_get_them() {
     let msg = Cifar10::load(&empty.0).unwrap_err().to_string();
     assert!(msg.contains("tar xzf"), "{msg}");
 
-    // One file by path.
+    // One file by path, missing, and a directory given as a file.
     let err = cifar::load_batch_file(empty.0.join("test_batch.bin")).unwrap_err();
     assert!(matches!(err, Error::DataNotFound { .. }), "{err:?}");
+    let reason = corrupt_reason(cifar::load_batch_file(&empty.0));
+    assert!(reason.contains("directory"), "{reason}");
 }
 // ---------------------------------------------------------------------------------
 // CSV

@@ -181,6 +181,12 @@ impl Records {
     /// Checks the file's size, then reads and parses it.
     fn read_file(&mut self, path: &Path) -> Result<()> {
         let meta = std::fs::metadata(path).map_err(|source| io_error(path, source))?;
+        if meta.is_dir() {
+            return Err(corrupt(
+                path,
+                "is a directory, not a batch file: pass it to Cifar10::load instead",
+            ));
+        }
         check_size(meta.len(), path)?;
         let bytes = std::fs::read(path).map_err(|source| io_error(path, source))?;
         self.parse(&bytes, path)
