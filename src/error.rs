@@ -71,19 +71,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A data set's files are not in the directory they were looked for in.
-    #[error("{dataset} not found in {}: missing {}; {how}", dir.display(), missing.join(", "))]
-    DatasetNotFound {
-        /// The data set (`MNIST`).
-        dataset: &'static str,
-        /// The directory searched.
-        dir: PathBuf,
-        /// The files that are missing there.
-        missing: Vec<String>,
-        /// Where to get them and how to point the loader at them.
-        how: String,
-    },
-
     /// A file was read but its content is not what its format requires.
     #[error("{path}: {reason}")]
     CorruptFile {
@@ -111,6 +98,21 @@ pub enum Error {
         line: usize,
         /// What is wrong with the row.
         reason: String,
+    },
+
+    /// A data set's files are not there: missing from the directory given, or (for a
+    /// data set this repository does not bundle) no directory was given at all.
+    /// `hint` says where to get the data and how to point the loader at it.
+    #[error("{dataset} data not found: {reason}. {hint}")]
+    DataNotFound {
+        /// The data set, as people write it (`"CIFAR-10"`).
+        dataset: String,
+        /// What is missing.
+        reason: String,
+        /// Every file looked for and not found (empty when no directory was given).
+        missing: Vec<PathBuf>,
+        /// Where to download the data and what to pass.
+        hint: String,
     },
 
     /// A class label does not fit the number of classes.

@@ -1,15 +1,17 @@
-//! Tests for the data loaders: IDX, MNIST, CSV, Dataset, scaling and batching.
+//! Tests for the data loaders: IDX, MNIST, Fashion-MNIST, CIFAR-10, DatasetKind, CSV,
+//! Dataset, scaling and batching.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use approx::assert_abs_diff_eq;
+use plasticity::data::cifar;
 use plasticity::data::csv::parse_csv;
 use plasticity::data::idx::{parse_idx, read_idx};
 use plasticity::data::{
-    load_csv, sequential_batches, shuffled_batches, CsvOptions, Dataset, LabelColumn, Mnist,
-    Scaling, Standardizer,
+    load_csv, sequential_batches, shuffled_batches, Cifar10, CsvOptions, Dataset, DatasetKind,
+    LabelColumn, Mnist, Scaling, Standardizer,
 };
 use plasticity::Error;
 use rand::SeedableRng;
@@ -276,7 +278,7 @@ fn mnist_rejects_wrong_dimensionality_and_missing_files() {
     ));
     let empty = TempDir::new("mnist-missing");
     match Mnist::load(&empty.0) {
-        Err(e @ Error::DatasetNotFound { .. }) => {
+        Err(e @ Error::DataNotFound { .. }) => {
             let text = e.to_string();
             for needle in [
                 "train-images-idx3-ubyte",
@@ -294,13 +296,302 @@ fn mnist_rejects_wrong_dimensionality_and_missing_files() {
     write_mini_mnist(&partial, 2, &[1, 2], false);
     std::fs::remove_file(partial.0.join("t10k-images-idx3-ubyte")).unwrap();
     match Mnist::load(&partial.0) {
-        Err(Error::DatasetNotFound { missing, .. }) => {
-            assert_eq!(missing, ["t10k-images-idx3-ubyte(.gz)"])
+        Err(Error::DataNotFound { missing, .. }) => {
+            assert_eq!(missing, [partial.0.join("t10k-images-idx3-ubyte")])
         }
         other => panic!("a missing test-image file gave {other:?}"),
     }
 }
 
+// ---------------------------------------------------------------------------------
+// Fashion-MNIST (the MNIST file names and format) and DatasetKind on synthetic files
+
+/// Writes MNIST-named IDX files of 28x28 images: image `i` is all `10 * i`, labelled
+/// `labels[i]`.
+fn write_fashion_like(dir: &TempDir, labels: &[u8]) {
+    let n = labels.len();
+    let pixels: Vec<u8> = (0..n).flat_map(|i| vec![10 * i as u8; 784]).collect();
+    let images = gzip(&idx_bytes(&[n as u32, 28, 28], &pixels));
+    let labels = gzip(&idx_bytes(&[n as u32], labels));
+    for prefix in ["train", "t10k"] {
+        dir.write(&format!("{prefix}-images-idx3-ubyte.gz"), &images);
+        dir.write(&format!("{prefix}-labels-idx1-ubyte.gz"), &labels);
+    }
+}
+
+#[test]
+fn fashion_mnist_files_load_through_mnist_and_dataset_kind() {
+    let dir = TempDir::new("fashion-ok");
+    write_fashion_like(&dir, &[9, 0, 5]);
+    let m = Mnist::load(&dir.0).unwrap();
+    let (train, test) = DatasetKind::FashionMnist.load(&dir.0).unwrap();
+    for set in [&m.train, &m.test, &train, &test] {
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.dim(), DatasetKind::FashionMnist.input_dim());
+        assert_eq!(set.classes(), DatasetKind::FashionMnist.classes());
+        assert_eq!(set.labels(), &[9, 0, 5]);
+        assert!(set.sample(0).unwrap().iter().all(|&x| x == 0.0));
+        assert!(set.sample(2).unwrap().iter().all(|&x| x == 20.0 / 255.0));
+    }
+    assert_eq!(train, m.train);
+    assert_eq!(
+        DatasetKind::FashionMnist.class_names()[9],
+        "Ankle boot",
+        "label 9 of Fashion-MNIST"
+    );
+}
+
+#[test]
+fn dataset_kind_load_checks_the_image_size() {
+    let dir = TempDir::new("fashion-size");
+    write_mini_mnist(&dir, 2, &[1, 2], true); // 2x2 images: Mnist::load takes them
+    assert_eq!(Mnist::load(&dir.0).unwrap().train.dim(), 4);
+    for kind in [DatasetKind::Mnist, DatasetKind::FashionMnist] {
+        match kind.load(&dir.0) {
+            Err(Error::ShapeMismatch {
+                expected, actual, ..
+            }) => {
+                assert!(expected.contains("784"), "{expected}");
+                assert!(actual.contains('4'), "{actual}");
+            }
+            other => panic!("{kind}: expected ShapeMismatch, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn dataset_kind_names_missing_idx_files_and_where_to_get_them() {
+    let dir = TempDir::new("fashion-missing");
+    write_fashion_like(&dir, &[1]);
+    std::fs::remove_file(dir.0.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let err = DatasetKind::FashionMnist.load(&dir.0).unwrap_err();
+    let msg = err.to_string();
+    for needle in [
+        "Fashion-MNIST",
+        "t10k-labels-idx1-ubyte",
+        "github.com/zalandoresearch/fashion-mnist",
+        "--data DIR",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+    match err {
+        Error::DataNotFound { missing, .. } => {
+            assert_eq!(missing, vec![dir.0.join("t10k-labels-idx1-ubyte")]);
+        }
+        other => panic!("expected DataNotFound, got {other:?}"),
+    }
+    // Mnist::load names the same file, with MNIST's own download hint.
+    assert!(matches!(
+        Mnist::load(&dir.0),
+        Err(Error::DataNotFound { missing, .. }) if missing == [dir.0.join("t10k-labels-idx1-ubyte")]
+    ));
+}
+
+// ---------------------------------------------------------------------------------
+// CIFAR-10 on synthetic files
+
+/// The pixel byte a synthetic CIFAR image holds at channel `c`, row `y`, column `x`
+/// (distinct across channels, so a channel mix-up shows).
+fn cifar_pixel(image: usize, c: usize, y: usize, x: usize) -> u8 {
+    ((image * 31 + c * 85 + y * 7 + x) % 256) as u8
+}
+
+/// One CIFAR-10 record: the label, then the red, green and blue planes row by row.
+fn cifar_record(image: usize, label: u8) -> Vec<u8> {
+    let mut r = vec![label];
+    for c in 0..3 {
+        for y in 0..32 {
+            for x in 0..32 {
+                r.push(cifar_pixel(image, c, y, x));
+            }
+        }
+    }
+    r
+}
+
+/// Records for images `first..first + labels.len()`.
+fn cifar_file(first: usize, labels: &[u8]) -> Vec<u8> {
+    labels
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &l)| cifar_record(first + i, l))
+        .collect()
+}
+
+/// Writes the six batch files into `dir`: file `k` holds `k + 1` records labelled `k`.
+fn write_cifar_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut first = 0;
+    for (k, name) in cifar::TRAIN_FILES
+        .iter()
+        .chain([&cifar::TEST_FILE])
+        .enumerate()
+    {
+        let labels = vec![k as u8; k + 1];
+        std::fs::write(dir.join(name), cifar_file(first, &labels)).unwrap();
+        first += k + 1;
+    }
+}
+
+fn corrupt_reason<T: std::fmt::Debug>(result: plasticity::Result<T>) -> String {
+    match result {
+        Err(Error::CorruptFile { reason, .. }) => reason,
+        other => panic!("expected CorruptFile, got {other:?}"),
+    }
+}
+
+#[test]
+fn cifar_batch_round_trip_keeps_channel_major_order() {
+    let dir = TempDir::new("cifar-ok");
+    let path = dir.write("data_batch_1.bin", &cifar_file(0, &[6, 0, 9]));
+    let data = cifar::load_batch_file(&path).unwrap();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data.dim(), 3072);
+    assert_eq!(data.classes(), 10);
+    assert_eq!(data.labels(), &[6, 0, 9]);
+    for image in 0..3 {
+        let sample = data.sample(image).unwrap();
+        for c in 0..3 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    let want = f32::from(cifar_pixel(image, c, y, x)) / 255.0;
+                    assert_eq!(sample[c * 1024 + y * 32 + x], want, "{image} {c} {y} {x}");
+                }
+            }
+        }
+    }
+    // Pure planes: feature 0 is red, 1024 green, 2048 blue; 0 and 255 map to 0 and 1.
+    let mut rec = vec![1u8];
+    rec.extend([255u8; 1024]);
+    rec.extend([0u8; 1024]);
+    rec.extend([128u8; 1024]);
+    let data = cifar::parse_batch(&rec, Path::new("planes.bin")).unwrap();
+    let s = data.sample(0).unwrap();
+    assert_eq!((s[0], s[1023], s[1024], s[2047]), (1.0, 1.0, 0.0, 0.0));
+    assert_eq!((s[2048], s[3071]), (128.0 / 255.0, 128.0 / 255.0));
+}
+
+#[test]
+fn cifar_loads_a_directory_and_its_archive_folder() {
+    let root = TempDir::new("cifar-dir");
+    write_cifar_dir(&root.0);
+    let nested = TempDir::new("cifar-nested");
+    write_cifar_dir(&nested.0.join(cifar::ARCHIVE_DIR));
+    for dir in [&root.0, &nested.0] {
+        let data = Cifar10::load(dir).unwrap();
+        // Files 1..=5 in order: 1 + 2 + 3 + 4 + 5 records, labels 0..=4.
+        let want: Vec<u32> = (0..5u32).flat_map(|k| vec![k; k as usize + 1]).collect();
+        assert_eq!(data.train.labels(), &want[..]);
+        assert_eq!(data.test.labels(), &[5; 6]);
+        // The test set's first image is image 15 of the sequence written.
+        let want = f32::from(cifar_pixel(15, 2, 31, 30)) / 255.0;
+        assert_eq!(data.test.sample(0).unwrap()[2 * 1024 + 31 * 32 + 30], want);
+        let (train, test) = DatasetKind::Cifar10.load(dir).unwrap();
+        assert_eq!((train, test), (data.train, data.test));
+    }
+}
+
+#[test]
+fn cifar_rejects_truncated_and_oversized_files_with_sizes() {
+    let dir = TempDir::new("cifar-trunc");
+    let good = cifar_file(0, &[1, 2]);
+    let short = dir.write("short.bin", &good[..good.len() - 1]);
+    let reason = corrupt_reason(cifar::load_batch_file(&short));
+    for needle in [
+        "truncated",
+        "3073",
+        "6145 bytes",
+        "1 whole record and 3072 bytes over",
+    ] {
+        assert!(reason.contains(needle), "{needle:?} not in {reason}");
+    }
+    let mut long = good.clone();
+    long.extend([0; 5]);
+    let reason = corrupt_reason(cifar::parse_batch(&long, Path::new("long.bin")));
+    assert!(reason.contains("5 bytes over"), "{reason}");
+    // A CIFAR-100 sized file (3074-byte records) gets a hint.
+    let reason = corrupt_reason(cifar::parse_batch(&[0; 3074 * 2], Path::new("c100")));
+    assert!(reason.contains("CIFAR-100"), "{reason}");
+    // A truncated file in a directory is named.
+    write_cifar_dir(&dir.0);
+    let victim = dir.0.join("data_batch_3.bin");
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() - 100]).unwrap();
+    match Cifar10::load(&dir.0) {
+        Err(Error::CorruptFile { path, .. }) => assert_eq!(path, victim),
+        other => panic!("expected CorruptFile, got {other:?}"),
+    }
+}
+
+#[test]
+fn cifar_rejects_empty_files() {
+    let dir = TempDir::new("cifar-empty");
+    let reason = corrupt_reason(cifar::load_batch_file(dir.write("e.bin", &[])));
+    assert!(reason.contains("empty"), "{reason}");
+    let reason = corrupt_reason(cifar::parse_batch(&[], Path::new("e.bin")));
+    assert!(reason.contains("30730000 bytes"), "{reason}");
+}
+
+#[test]
+fn cifar_rejects_labels_of_ten_and_more() {
+    for bad in [10u8, 99, 255] {
+        let bytes = cifar_file(0, &[3, bad, 4]);
+        let reason = corrupt_reason(cifar::parse_batch(&bytes, Path::new("bad.bin")));
+        assert!(
+            reason.contains(&format!("record 1 (byte offset 3073) has label {bad}")),
+            "{reason}"
+        );
+        assert!(reason.contains("0 to 9"), "{reason}");
+    }
+    let dir = TempDir::new("cifar-label");
+    write_cifar_dir(&dir.0);
+    let mut bytes = cifar_file(0, &[0; 6]);
+    bytes[2 * 3073] = 10;
+    std::fs::write(dir.0.join(cifar::TEST_FILE), bytes).unwrap();
+    assert!(corrupt_reason(Cifar10::load(&dir.0)).contains("record 2"));
+}
+
+#[test]
+fn cifar_missing_files_are_named_with_where_to_get_them() {
+    let dir = TempDir::new("cifar-missing");
+    write_cifar_dir(&dir.0);
+    std::fs::remove_file(dir.0.join("data_batch_4.bin")).unwrap();
+    std::fs::remove_file(dir.0.join("test_batch.bin")).unwrap();
+    let err = Cifar10::load(&dir.0).unwrap_err();
+    let msg = err.to_string();
+    for needle in [
+        "data_batch_4.bin",
+        "test_batch.bin",
+        "https://www.cs.toronto.edu/~kriz/cifar.html",
+        "CIFAR-10 binary version",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} not in {msg}");
+    }
+    assert!(!msg.contains("data_batch_1.bin"), "{msg}");
+    match err {
+        Error::DataNotFound { missing, .. } => assert_eq!(
+            missing,
+            vec![dir.0.join("data_batch_4.bin"), dir.0.join("test_batch.bin")]
+        ),
+        other => panic!("expected DataNotFound, got {other:?}"),
+    }
+
+    // An empty directory: all six files; one holding the archive: extract it.
+    let empty = TempDir::new("cifar-none");
+    match Cifar10::load(&empty.0) {
+        Err(Error::DataNotFound { missing, .. }) => assert_eq!(missing.len(), 6),
+        other => panic!("expected DataNotFound, got {other:?}"),
+    }
+    empty.write("cifar-10-binary.tar.gz", &[0x1f, 0x8b]);
+    let msg = Cifar10::load(&empty.0).unwrap_err().to_string();
+    assert!(msg.contains("tar xzf"), "{msg}");
+
+    // One file by path, missing, and a directory given as a file.
+    let err = cifar::load_batch_file(empty.0.join("test_batch.bin")).unwrap_err();
+    assert!(matches!(err, Error::DataNotFound { .. }), "{err:?}");
+    let reason = corrupt_reason(cifar::load_batch_file(&empty.0));
+    assert!(reason.contains("directory"), "{reason}");
+}
 // ---------------------------------------------------------------------------------
 // CSV
 

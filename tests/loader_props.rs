@@ -1,4 +1,4 @@
-//! Property tests: random and mutated bytes fed to the IDX, CSV and checkpoint loaders
+//! Property tests: random and mutated bytes fed to the IDX, CIFAR-10, CSV and checkpoint loaders
 //! return values or typed errors, never panic, and a header claiming a huge payload is
 //! refused before anything that size is allocated.
 
@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use plasticity::checkpoint::Checkpoint;
+use plasticity::data::cifar::{self, parse_batch, RECORD_BYTES};
 use plasticity::data::csv::parse_csv;
 use plasticity::data::idx::{parse_idx, read_idx};
 use plasticity::data::{CsvOptions, LabelColumn};
@@ -25,6 +26,31 @@ fn idx_bytes(n: u32, h: u32, w: u32) -> Vec<u8> {
     }
     b.extend((0..n * h * w).map(|i| i as u8));
     b
+}
+
+/// Two valid CIFAR-10 records (labels 3 and 9, pixels counting up).
+fn cifar_bytes() -> Vec<u8> {
+    let mut b = Vec::with_capacity(2 * RECORD_BYTES);
+    for label in [3u8, 9] {
+        b.push(label);
+        b.extend((0..cifar::PIXELS).map(|i| (i % 251) as u8));
+    }
+    b
+}
+
+/// What any CIFAR-10 batch parse must give: a consistent data set, or a typed
+/// file error (never a panic, never an untyped one).
+fn check_cifar(bytes: &[u8]) -> Result<(), TestCaseError> {
+    match parse_batch(bytes, path()) {
+        Ok(d) => {
+            prop_assert_eq!(d.len() * RECORD_BYTES, bytes.len());
+            prop_assert_eq!(d.features().len(), d.len() * cifar::PIXELS);
+            prop_assert!(d.labels().iter().all(|&l| l < 10));
+            prop_assert!(d.features().iter().all(|&x| (0.0..=1.0).contains(&x)));
+        }
+        Err(e) => prop_assert!(matches!(e, Error::CorruptFile { .. }), "{:?}", e),
+    }
+    Ok(())
 }
 
 fn checkpoint_bytes() -> &'static [u8] {
@@ -89,6 +115,34 @@ proptest! {
         let claimed = n as u128 * h as u128 * w as u128;
         let r = parse_idx(&b, path());
         prop_assert_eq!(r.is_ok(), claimed == 16);
+    }
+
+    #[test]
+    fn cifar_random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..8000)) {
+        check_cifar(&bytes)?;
+    }
+
+    #[test]
+    fn cifar_random_whole_records_parse_iff_every_label_is_below_ten(
+        records in 1usize..4,
+        labels in proptest::collection::vec(0u8..12, 3),
+        fill in any::<u8>(),
+    ) {
+        let mut bytes = vec![fill; records * RECORD_BYTES];
+        for (r, &label) in labels.iter().take(records).enumerate() {
+            bytes[r * RECORD_BYTES] = label;
+        }
+        check_cifar(&bytes)?;
+        let valid = labels.iter().take(records).all(|&l| l < 10);
+        prop_assert_eq!(parse_batch(&bytes, path()).is_ok(), valid);
+    }
+
+    #[test]
+    fn cifar_mutations_never_panic(
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in proptest::option::of(any::<usize>()),
+    ) {
+        check_cifar(&mutate(cifar_bytes(), &edits, cut))?;
     }
 
     #[test]

@@ -1,4 +1,9 @@
 //! The MNIST handwritten-digit data set, read from its IDX files.
+//!
+//! Fashion-MNIST (<https://github.com/zalandoresearch/fashion-mnist>) is a drop-in
+//! replacement: the same four file names, the same IDX format, 60,000 + 10,000
+//! 28x28 grey images in ten classes, so [`Mnist::load`] reads it unchanged (see
+//! [`DatasetKind`](crate::data::DatasetKind) for the names of its classes).
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +22,7 @@ const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
 /// The four files, in the order [`Mnist::load`] reads them.
 const FILES: [&str; 4] = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS];
 
-/// Where to get the files, for [`Error::DatasetNotFound`].
+/// Where to get the files, for [`Error::DataNotFound`].
 pub const DOWNLOAD_HINT: &str = "download the four .gz files (11 MB) from \
     https://github.com/plasticity-rs/plasticity/tree/main/data/mnist or \
     https://ossci-datasets.s3.amazonaws.com/mnist/ into that directory, or load another \
@@ -38,20 +43,27 @@ impl Mnist {
     ///
     /// Images must be 3-dimensional IDX files, labels 1-dimensional, the counts
     /// must agree and every label must be below 10. When files are missing the error
-    /// is [`Error::DatasetNotFound`], naming them and where to download them.
+    /// is [`Error::DataNotFound`], naming them and where to download them.
+    ///
+    /// Fashion-MNIST's files have the same names and format, so this loads a
+    /// Fashion-MNIST directory as well ([`DatasetKind::FashionMnist`] does exactly
+    /// that, with its own download hint).
+    ///
+    /// [`DatasetKind::FashionMnist`]: crate::data::DatasetKind::FashionMnist
     pub fn load(dir: impl AsRef<Path>) -> Result<Mnist> {
         let dir = dir.as_ref();
-        let missing: Vec<String> = FILES
-            .iter()
-            .filter(|name| locate(dir, name).is_err())
-            .map(|name| format!("{name}(.gz)"))
-            .collect();
+        let missing = missing_files(dir);
         if !missing.is_empty() {
-            return Err(Error::DatasetNotFound {
-                dataset: "MNIST",
-                dir: dir.to_path_buf(),
+            let names: Vec<String> = missing
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| format!("{}(.gz)", n.to_string_lossy()))
+                .collect();
+            return Err(Error::DataNotFound {
+                dataset: "MNIST".into(),
+                reason: format!("{} lacks {}", dir.display(), names.join(", ")),
                 missing,
-                how: DOWNLOAD_HINT.into(),
+                hint: DOWNLOAD_HINT.into(),
             });
         }
         let train = load_split(&locate(dir, TRAIN_IMAGES)?, &locate(dir, TRAIN_LABELS)?)?;
@@ -62,7 +74,7 @@ impl Mnist {
     /// The repository's `data/mnist`, which holds MNIST in a clone of the repository.
     /// The crates.io package leaves it out (its 11 MB would pass the registry's size
     /// limit), so there [`Mnist::load`] of this directory is
-    /// [`Error::DatasetNotFound`], saying where to download the files
+    /// [`Error::DataNotFound`], saying where to download the files
     /// ([`DOWNLOAD_HINT`]).
     pub fn bundled_dir() -> PathBuf {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"))
@@ -115,6 +127,15 @@ fn label_shape(labels: &IdxArray, path: &Path) -> Result<usize> {
             ),
         }),
     }
+}
+
+/// The four files `dir` lacks (in neither the gzipped nor the raw form), each named
+/// by its raw path; empty when all are there.
+pub(crate) fn missing_files(dir: &Path) -> Vec<PathBuf> {
+    FILES
+        .into_iter()
+        .filter_map(|name| locate(dir, name).err().map(|_| dir.join(name)))
+        .collect()
 }
 
 /// `dir/name.gz` if it exists, else `dir/name`, else a not-found error.
