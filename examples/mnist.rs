@@ -1,9 +1,11 @@
-//! Train a multilayer perceptron on MNIST with backprop, feedback alignment or direct
-//! feedback alignment, and report accuracy on the 10,000 test images.
+//! Train a multilayer perceptron or LeNet-5 on MNIST (or Fashion-MNIST, CIFAR-10) with
+//! any learning rule, and report accuracy on the test images.
 //!
 //! ```text
 //! cargo run --release --example mnist -- --rule dfa --hidden 800,800 --activation tanh \
 //!     --epochs 20 --batch 64 --lr 0.001 --lr-decay 0.8 --optimizer adam --seed 1
+//! cargo run --release --example mnist -- --model lenet --rule bp --lr-decay 0.9
+//! cargo run --release --example mnist -- --model lenet --dataset fashion-mnist --data DIR
 //! ```
 //! Run with `--help` for every option and its default.
 
@@ -11,7 +13,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use plasticity::data::Mnist;
+use plasticity::data::DatasetKind;
 use plasticity::layer::Shape;
 use plasticity::{
     models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule, TrainConfig,
@@ -39,7 +41,8 @@ usage: mnist [options]
   --init xavier|kaiming       weight init                         (default: kaiming for relu, else xavier)
   --seed S                    seed of every random draw           (default 1)
   --train-limit N             use only the first N training images (default all)
-  --data DIR                  MNIST directory                     (default: bundled data/mnist)
+  --dataset mnist|fashion-mnist|cifar10  the data set          (default mnist)
+  --data DIR                  its directory                       (default: bundled data/mnist)
   --device auto|cpu|gpu|gpu:N where to train: auto picks a real GPU, else the CPU (default auto)
   --save PATH                 write a checkpoint (safetensors) to PATH after every epoch
   --resume PATH               continue the run saved in PATH up to --epochs in total
@@ -63,6 +66,7 @@ struct Args {
     init: Option<WeightInit>,
     seed: u64,
     train_limit: Option<usize>,
+    dataset: DatasetKind,
     data: Option<String>,
     device: String,
     save: Option<String>,
@@ -96,6 +100,7 @@ impl Args {
             init: None,
             seed: 1,
             train_limit: None,
+            dataset: DatasetKind::Mnist,
             data: None,
             device: "auto".into(),
             save: None,
@@ -150,6 +155,7 @@ impl Args {
                 "--seed" => args.seed = parse(&flag, &value)?,
                 "--train-limit" => args.train_limit = Some(parse(&flag, &value)?),
                 "--data" => args.data = Some(value),
+                "--dataset" => args.dataset = DatasetKind::from_name(&value)?,
                 "--device" => args.device = value,
                 "--save" => args.save = Some(value),
                 "--resume" => args.resume = Some(value),
@@ -349,25 +355,26 @@ fn run() -> Result<()> {
     args.check()?;
     // Before loading anything: probes adapters only for `auto`.
     let device = Device::from_name(&args.device)?;
-    let dir = args
-        .data
-        .clone()
-        .map(Into::into)
-        .unwrap_or_else(Mnist::bundled_dir);
-    let mnist = Mnist::load(&dir)?;
-    let train = match args.train_limit {
-        Some(n) => mnist.train.take(n)?,
-        None => mnist.train,
+    let dir = match &args.data {
+        Some(dir) => dir.into(),
+        None => args.dataset.default_dir()?,
     };
-    let test = mnist.test;
+    let (train, test) = args.dataset.load(&dir)?;
+    let train = match args.train_limit {
+        Some(n) => train.take(n)?,
+        None => train,
+    };
 
     let init = args.init.unwrap_or(match args.activation {
         Activation::Relu | Activation::LeakyRelu => WeightInit::Kaiming,
         _ => WeightInit::Xavier,
     });
     let net = match args.model.as_str() {
-        "lenet" => models::lenet5(Shape::image(1, 28, 28), train.classes())?
-            .init(args.init.unwrap_or(WeightInit::Kaiming)),
+        "lenet" => {
+            let (c, h, w) = args.dataset.input_shape();
+            models::lenet5(Shape::image(c, h, w), train.classes())?
+        }
+        .init(args.init.unwrap_or(WeightInit::Kaiming)),
         _ => Network::builder(train.dim())
             .hidden(&args.hidden, args.activation)
             .dense(train.classes(), Activation::Identity)
