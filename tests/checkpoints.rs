@@ -481,3 +481,55 @@ fn gpu_clipping_matches_the_cpu() {
         }
     }
 }
+
+/// LeNet-5's checkpoint holds exactly the `state_dict` of the same network written as
+/// `nn.Sequential(Conv2d(1, 6, 5, padding=2), ReLU(), MaxPool2d(2), Conv2d(6, 16, 5),
+/// ReLU(), MaxPool2d(2), Conv2d(16, 120, 5), ReLU(), Flatten(), Linear(120, 84), ReLU(),
+/// Linear(84, 10))` held as `self.layers`: PyTorch's module indices 0, 3, 6, 9 and 11.
+#[test]
+fn a_lenet_checkpoint_is_the_state_dict_of_the_same_nn_sequential() {
+    let net = plasticity::models::lenet5(plasticity::Shape::image(1, 28, 28), 10)
+        .unwrap()
+        .seed(2)
+        .build()
+        .unwrap();
+    let t = Trainer::new(
+        net.clone(),
+        config(Rule::Backprop, Optimizer::adam(0.01)),
+        Device::Cpu,
+    );
+    let bytes = t.unwrap().checkpoint().unwrap().to_bytes().unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let expected: [(&str, &[usize]); 10] = [
+        ("layers.0.weight", &[6, 1, 5, 5]),
+        ("layers.0.bias", &[6]),
+        ("layers.3.weight", &[16, 6, 5, 5]),
+        ("layers.3.bias", &[16]),
+        ("layers.6.weight", &[120, 16, 5, 5]),
+        ("layers.6.bias", &[120]),
+        ("layers.9.weight", &[84, 120]),
+        ("layers.9.bias", &[84]),
+        ("layers.11.weight", &[10, 84]),
+        ("layers.11.bias", &[10]),
+    ];
+    let mut names: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("layers."))
+        .map(|n| n.to_string())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = expected.iter().map(|(n, _)| n.to_string()).collect();
+    want.sort();
+    assert_eq!(names, want);
+    for (name, shape) in expected {
+        assert_eq!(st.tensor(name).unwrap().shape(), shape, "{name}");
+    }
+    // The values are the network's, in PyTorch's [out, in, kh, kw] order.
+    let w = st.tensor("layers.3.weight").unwrap();
+    let first: Vec<f32> = w.data()[..8]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(first, net.weights(2).unwrap()[..2]);
+}
