@@ -1157,6 +1157,19 @@ fn bad_regions_and_huge_buffers_are_errors_not_panics() {
         false,
     );
     assert!(gpu.gemm(&overlapping).is_err());
+    // The elementwise passes check their regions too: out of range, and overlapping.
+    let bias_past_end = gpu.bias_activation(
+        Mat::new(buf, 0, 2, 2),
+        Mat::new(buf, 9, 2, 1),
+        Activation::Relu,
+    );
+    assert!(bias_past_end.is_err());
+    let bias_inside_z = gpu.bias_activation(
+        Mat::new(buf, 0, 2, 3),
+        Mat::new(buf, 1, 2, 1),
+        Activation::Relu,
+    );
+    assert!(bias_inside_z.is_err());
     match gpu.alloc(usize::MAX / 8) {
         Err(Error::BufferTooLarge { limit_name, .. }) => {
             assert!(limit_name.starts_with("max_"), "{limit_name}")

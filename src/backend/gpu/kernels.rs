@@ -279,6 +279,7 @@ impl Backend for GpuBackend {
 
     fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {
         check_bias(z, bias)?;
+        self.check(&[z], &[bias])?;
         let params = Block::default()
             .u(idx(z.offset)?)
             .u(idx(z.len())?)
