@@ -43,15 +43,16 @@ impl std::fmt::Display for Evaluation {
 /// (see [`Trainer::alignment`](crate::Trainer::alignment)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerAlignment {
-    /// Layer index (0 is the first hidden layer).
+    /// The layer's index in the network (only layers with weights are reported).
     pub layer: usize,
     /// Degrees between the rule's weight update and BP's exact weight gradient on the
     /// same batch (0 = same direction, 90 = orthogonal); `None` when either is zero
     /// (e.g. a frozen layer).
     pub update_angle: Option<f64>,
-    /// Degrees between the rule's feedback `B_l` and the `W_{l+1}^T` it stands in for
-    /// (both flattened); `None` for the output layer and rules whose feedback has no
-    /// forward counterpart.
+    /// Degrees between the feedback that forms this layer's delta and the forward
+    /// weights it stands in for (FA: `B` vs the next weighted layer's `W`; DFA: the last
+    /// hidden layer's `B` vs the output layer's `W^T`), both flattened; `None` for the
+    /// output layer and feedback with no forward counterpart.
     pub feedback_angle: Option<f64>,
     /// `||B_l|| / ||W_{l+1}||` (Frobenius), where `feedback_angle` is defined.
     pub norm_ratio: Option<f64>,

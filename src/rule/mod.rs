@@ -79,7 +79,7 @@ pub struct FeedbackShape {
     /// Width of the error it combines.
     pub fan: usize,
     /// The other fan of the weights it stands in for (their fan-in for FA; its rows
-    /// for the direct rules), for [`FeedbackInit::Xavier`](crate::FeedbackInit::Xavier).
+    /// for the direct rules), for [`FeedbackInit::Xavier`].
     pub fan_in: usize,
 }
 
