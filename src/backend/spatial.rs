@@ -469,6 +469,15 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
     }
 
+    /// `<J x, y> = <x, J^T y>`, given `(J x, y)` and `(x, J^T y)`.
+    fn assert_adjoint(forward: (&[f32], &[f32]), backward: (&[f32], &[f32]), what: &str) {
+        let (lhs, rhs) = (dot(forward.0, forward.1), dot(backward.0, backward.1));
+        assert!(
+            (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
+            "{what}: {lhs} vs {rhs}"
+        );
+    }
+
     /// Odd sizes, strides 1-3, paddings 0-2, one channel, batch 1, kernel > stride.
     fn windows() -> Vec<Window> {
         let mut out = Vec::new();
@@ -501,11 +510,7 @@ mod tests {
             im2col(&w, &x, &mut px);
             let mut xp = vec![0.0; x.len()];
             col2im(&w, &p, &mut xp);
-            let (lhs, rhs) = (dot(&px, &p), dot(&x, &xp));
-            assert!(
-                (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
-                "{w:?}: {lhs} vs {rhs}"
-            );
+            assert_adjoint((&px, &p), (&x, &xp), &format!("{w:?}"));
         }
     }
 
@@ -557,11 +562,7 @@ mod tests {
                 pool(&w, mode, &t, &mut jt, &mut argmax.clone());
                 let mut jd = vec![0.0; t.len()];
                 unpool(&w, mode, &d, &argmax, &mut jd);
-                let (lhs, rhs) = (dot(&jt, &d), dot(&t, &jd));
-                assert!(
-                    (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
-                    "{w:?} {mode:?}"
-                );
+                assert_adjoint((&jt, &d), (&t, &jd), &format!("{w:?} {mode:?}"));
             }
         }
     }
