@@ -400,3 +400,40 @@ fn shared_conv_feedback_gives_every_position_of_a_channel_the_same_projection() 
         assert!(back.config.shared_conv_feedback);
     }
 }
+
+/// DFA forms every hidden delta of LeNet-5 (three conv output maps and the hidden dense
+/// layer) from ONE product, and the gradients of all five layers are one grouped
+/// operation; FA needs one product per layer it passes the error through.
+#[test]
+fn dfa_forms_all_conv_and_dense_hidden_deltas_from_one_product() {
+    use plasticity::backend::{OpKind, TracingBackend};
+    let lenet = || {
+        plasticity::models::lenet5(Shape::image(1, 28, 28), 10)
+            .unwrap()
+            .seed(1)
+            .build()
+            .unwrap()
+    };
+    let products = |rule: Rule| {
+        let tracer = TracingBackend::dry();
+        let trace = tracer.trace();
+        let config = TrainConfig {
+            rule,
+            batch_size: 4,
+            ..TrainConfig::default()
+        };
+        let mut t = Trainer::with_backend(lenet(), config, Box::new(tracer)).unwrap();
+        trace.clear();
+        t.train_step(&vec![0.0; 4 * 784], &[0, 1, 2, 3]).unwrap();
+        let ops = trace.ops();
+        let count = |f: &dyn Fn(OpKind) -> bool| ops.iter().filter(|op| f(op.kind)).count();
+        (
+            count(&|k| matches!(k, OpKind::Gemm | OpKind::FusedGemm)),
+            count(&|k| matches!(k, OpKind::LayerGrads(5))),
+        )
+    };
+    // Five forward products (one per weighted layer), then the rule's.
+    assert_eq!(products(Rule::DirectFeedbackAlignment), (5 + 1, 1));
+    assert_eq!(products(Rule::FeedbackAlignment), (5 + 4, 1));
+    assert_eq!(products(Rule::Backprop), (5 + 4, 1));
+}
