@@ -171,8 +171,9 @@ fn trainer(net: Network, rule: Rule, batch: usize) -> Trainer {
     Trainer::new(net, config, Device::Cpu).unwrap()
 }
 
-#[test]
-fn backprop_through_every_layer_kind_matches_finite_differences() {
+/// Backprop's gradient on `backend` for every layer kind against central finite
+/// differences of the f64 reference.
+fn check_gradients_on(backend: impl Fn() -> Box<dyn plasticity::backend::Backend>) {
     for (seed, activation) in [(1, Activation::Tanh), (2, Activation::Sigmoid)] {
         let net = small_conv_net(seed, activation);
         let data = random_dataset(5, net.input_size(), 3, seed);
@@ -180,10 +181,13 @@ fn backprop_through_every_layer_kind_matches_finite_differences() {
         let (xs, labels) = samples64(&data, &indices);
         let layers = net.layers().to_vec();
         let params: Vec<f64> = net.params().iter().map(|&v| v as f64).collect();
-        let mut t = trainer(net, Rule::Backprop, 5);
+        let config = TrainConfig {
+            batch_size: 5,
+            ..TrainConfig::default()
+        };
+        let mut t = Trainer::with_backend(net, config, backend()).unwrap();
         let grad = t.update_direction(&data, &indices).unwrap();
         let h = 1e-6;
-        let mut worst = 0.0f64;
         let mut norm = 0.0f64;
         for p in 0..params.len() {
             let mut plus = params.clone();
@@ -196,10 +200,10 @@ fn backprop_through_every_layer_kind_matches_finite_differences() {
             let err = (grad[p] as f64 - fd).abs();
             assert!(
                 err < 1e-5 + 1e-4 * fd.abs(),
-                "{activation}: parameter {p}: bp {} fd {fd}",
+                "{} {activation}: parameter {p}: bp {} fd {fd}",
+                t.device_name(),
                 grad[p]
             );
-            worst = worst.max(err);
             norm = norm.max(fd.abs());
         }
         // The check is sharp: the gradients are far larger than the tolerance.
@@ -208,6 +212,20 @@ fn backprop_through_every_layer_kind_matches_finite_differences() {
             "{activation}: gradients too small to test ({norm})"
         );
     }
+}
+
+#[test]
+fn backprop_through_every_layer_kind_matches_finite_differences() {
+    check_gradients_on(|| Box::new(plasticity::backend::CpuBackend::new()));
+}
+
+/// The same check with the WGSL kernels (lavapipe in CI).
+#[test]
+fn backprop_through_every_layer_kind_matches_finite_differences_on_the_gpu() {
+    if common::gpu::gpu().is_none() {
+        return;
+    }
+    check_gradients_on(|| Box::new(common::gpu::gpu().unwrap()));
 }
 
 #[test]
