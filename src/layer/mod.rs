@@ -312,16 +312,6 @@ impl LayerSpec {
         })
     }
 
-    /// A dense layer `inputs -> outputs`.
-    pub fn dense(inputs: usize, outputs: usize, activation: Activation) -> LayerSpec {
-        LayerSpec {
-            kind: LayerKind::Dense(Dense { outputs }),
-            input: Shape::Vector(inputs),
-            output: Shape::Vector(outputs),
-            activation,
-        }
-    }
-
     /// Its kind and settings.
     pub fn kind(&self) -> LayerKind {
         self.kind

@@ -18,6 +18,7 @@ mod step;
 mod tensors;
 
 pub use delta::DeltaRule;
+pub(crate) use delta::{feedback_name, magnitude_name};
 pub use step::StepCx;
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};

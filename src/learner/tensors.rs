@@ -61,14 +61,6 @@ impl TensorSpec {
         }
     }
 
-    /// Floats it holds for a batch of `batch` samples.
-    pub fn len(&self, batch: usize) -> usize {
-        match self.kind {
-            TensorKind::PerSample => self.rows * batch,
-            _ => self.rows * self.cols,
-        }
-    }
-
     /// Whether it is saved in checkpoints (everything but per-sample state).
     pub fn persistent(&self) -> bool {
         self.kind != TensorKind::PerSample

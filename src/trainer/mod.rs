@@ -13,7 +13,9 @@ use crate::device::Device;
 use crate::error::{checked_product, Error, Result};
 use crate::init::{rng_for, FeedbackInit, Stream};
 use crate::layer::LayerSpec;
-use crate::learner::{DeltaRule, Learner, LearnerTensors, StepCx, TensorSpec};
+use crate::learner::{
+    feedback_name, magnitude_name, DeltaRule, Learner, LearnerTensors, StepCx, TensorSpec,
+};
 use crate::loss::Loss;
 use crate::metrics::Evaluation;
 use crate::network::{Network, ParamLayout};
@@ -322,12 +324,7 @@ impl Trainer {
         let fans = self.config.rule.feedback_shapes(&self.layers);
         let delta_rule = self.learner.name() == self.config.rule.name();
         (0..)
-            .map_while(|i| {
-                self.tensors
-                    .spec(&format!("feedback.{i}"))
-                    .ok()
-                    .map(|s| (i, s))
-            })
+            .map_while(|i| self.tensors.spec(&feedback_name(i)).ok().map(|s| (i, s)))
             .map(|(i, s)| match fans.get(i).filter(|_| delta_rule) {
                 Some(shape) => *shape,
                 None => FeedbackShape {
@@ -386,7 +383,7 @@ impl Trainer {
         // frSF draws nothing: B follows the new magnitudes from now on.
         let layer = crate::layer::weighted_layers(&self.layers)[i + 1];
         let (b, m) = (
-            self.tensors.get(&format!("feedback.{i}"), 0)?,
+            self.tensors.get(&feedback_name(i), 0)?,
             self.tensors.get(&name, 0)?,
         );
         let w = self.bufs.weights(layer);
@@ -395,14 +392,14 @@ impl Trainer {
 
     /// The name of magnitude tensor `i`, or why `call` does not apply.
     fn magnitude_name(&self, i: usize, call: &str, why: &str) -> Result<String> {
-        if self.tensors.spec("feedback_magnitude.0").is_err() {
+        if self.tensors.spec(&magnitude_name(0)).is_err() {
             return Err(Error::Unsupported(format!(
                 "{call} under rule {}, {why}",
                 self.learner.name()
             )));
         }
         self.feedback_name(i)?;
-        Ok(format!("feedback_magnitude.{i}"))
+        Ok(magnitude_name(i))
     }
 
     fn feedback_name(&self, i: usize) -> Result<String> {
@@ -414,7 +411,7 @@ impl Trainer {
                 i + 1
             )));
         }
-        Ok(format!("feedback.{i}"))
+        Ok(feedback_name(i))
     }
 
     /// Changes the optimizer's hyperparameters (e.g. the learning rate for a schedule),
