@@ -1,4 +1,5 @@
-// Element-by-element passes: fill, bias + activation, activation derivative.
+// Element-by-element passes: fill, bias + activation, activation derivative, scaled
+// sums (axpby) and counter-based Gaussian noise.
 // Prefixed with activation.wgsl. Each invocation strides over the region, so any
 // length fits a bounded grid.
 
@@ -12,7 +13,13 @@ struct Params {
     cols: u32,
     // Activation: 0 identity, 1 relu, 2 leaky relu, 3 tanh, 4 sigmoid.
     act: u32,
+    // fill: the value; axpby: alpha; noise: the standard deviation.
     value: f32,
+    // axpby: beta (0 overwrites without reading).
+    beta: f32,
+    // noise: the draw's seed, and whether to add to the region (1) or overwrite it.
+    seed: u32,
+    accumulate: u32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -20,9 +27,6 @@ struct Params {
     _pad4: u32,
     _pad5: u32,
     _pad6: u32,
-    _pad7: u32,
-    _pad8: u32,
-    _pad9: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -55,5 +59,48 @@ fn activation_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     for (var i = gid.x; i < p.len; i += stride(groups)) {
         let at = p.off0 + i;
         buf0[at] *= derivative(p.act, buf1[p.off1 + i]);
+    }
+}
+
+// y = alpha * x + beta * y; buf0 holds y, buf1 x.
+@compute @workgroup_size(256)
+fn axpby(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    for (var i = gid.x; i < p.len; i += stride(groups)) {
+        let at = p.off0 + i;
+        let scaled = p.value * buf1[p.off1 + i];
+        if (p.beta == 0.0) {
+            buf0[at] = scaled;
+        } else {
+            buf0[at] = scaled + p.beta * buf0[at];
+        }
+    }
+}
+
+// The PCG output hash (as `backend::elementwise::host::pcg`).
+fn pcg(v: u32) -> u32 {
+    let state = v * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+// A uniform value in (0, 1] from 24 random bits.
+fn unit(bits: u32) -> f32 {
+    return f32((bits >> 8u) + 1u) * (1.0 / 16777216.0);
+}
+
+// std * N(0, 1) into (or added to) buf0; element i depends only on (seed, i).
+@compute @workgroup_size(256)
+fn noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let key = pcg(p.seed);
+    for (var i = gid.x; i < p.len; i += stride(groups)) {
+        let u1 = unit(pcg(key ^ pcg(i * 2u)));
+        let u2 = unit(pcg(key ^ pcg(i * 2u + 1u)));
+        let n = p.value * (sqrt(-2.0 * log(u1)) * cos(6.2831855 * u2));
+        let at = p.off0 + i;
+        if (p.accumulate != 0u) {
+            buf0[at] += n;
+        } else {
+            buf0[at] = n;
+        }
     }
 }

@@ -23,7 +23,8 @@ use std::collections::HashMap;
 use common::gpu::gpu;
 use plasticity::backend::gpu::GemmKernel;
 use plasticity::backend::{
-    Backend, BufId, CpuBackend, Epilogue, Gemm, GpuBackend, LayerGrad, LossGrad, Mat, OptimizerPass,
+    Axpby, Backend, BufId, CpuBackend, Epilogue, Gemm, GpuBackend, LayerGrad, LossGrad, Mat, Noise,
+    OptimizerPass,
 };
 use plasticity::{Activation, Error, Loss, Optimizer};
 use rand::{Rng, SeedableRng};
@@ -279,6 +280,58 @@ fn activation_grad_every_activation() {
         pair.run(|be| be.activation_grad(delta, hm, act));
         pair.assert_close(buf, &format!("activation_grad {act}"));
     }
+}
+
+#[test]
+fn axpby_overwrites_and_accumulates_at_offsets() {
+    let Some(mut pair) = Pair::new(5) else { return };
+    for (rows, cols) in [(1, 1), (7, 33), (300, 257)] {
+        let len = rows * cols;
+        // x and y share one buffer at odd offsets; y starts with NaN where beta = 0
+        // must not read it.
+        let mut shared = pair.random(len + 3, -1.0, 1.0);
+        shared.extend(std::iter::repeat_n(f32::NAN, len));
+        let buf = pair.buffer(&shared);
+        let (x, y) = (
+            Mat::new(buf, 3, rows, cols),
+            Mat::new(buf, 3 + len, rows, cols),
+        );
+        pair.run(|be| be.axpby(&Axpby::new(y, -1.5, x, 0.0)));
+        pair.assert_close(buf, &format!("axpby overwrite {rows}x{cols}"));
+        pair.run(|be| be.axpby(&Axpby::new(y, 0.25, x, 0.5)));
+        pair.assert_close(buf, &format!("axpby accumulate {rows}x{cols}"));
+    }
+}
+
+/// Noise is a pure function of (seed, element): the GPU draws what the CPU draws, up
+/// to the GPU's `log` and `cos` (Vulkan allows `cos` an absolute error of 2^-11, times
+/// at most `sqrt(-2 ln 2^-24)` < 5.8 from the radius).
+#[test]
+fn noise_draws_the_same_values_on_both_backends() {
+    let Some(mut pair) = Pair::new(6) else { return };
+    let len = 100_003;
+    let buf = pair.buffer(&vec![1.0; len + 5]);
+    let out = Mat::new(buf, 5, 1, len);
+    for (seed, std, accumulate) in [(0, 1.0, false), (12345, 0.3, true), (u32::MAX, 2.0, true)] {
+        let op = Noise {
+            out,
+            std,
+            seed,
+            accumulate,
+        };
+        pair.run(|be| be.noise(&op));
+        let (c, g) = pair.both(buf);
+        let bounds: Vec<f64> = c.iter().map(|&v| 6e-3 + 1e-5 * (v as f64).abs()).collect();
+        assert_within(&c, &g, &bounds, &format!("noise seed {seed}"));
+        assert_eq!(c[..5], [1.0; 5], "noise stays inside its region");
+    }
+    let err = pair.gpu.noise(&Noise {
+        out,
+        std: f32::NAN,
+        seed: 0,
+        accumulate: false,
+    });
+    assert!(matches!(err, Err(Error::InvalidConfig(_))), "{err:?}");
 }
 
 /// A product with its elementwise epilogue fused (one GPU dispatch) against the CPU's

@@ -4,6 +4,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use super::elementwise::{self, Axpby, Noise};
 use super::regions::borrow;
 use super::spatial::{self, Im2Col, Pool, PoolMode};
 use super::{
@@ -315,6 +316,20 @@ impl Backend for CpuBackend {
         let (mut w, r) = borrow(&mut self.bufs, &[op.input], &reads)?;
         let argmax = r.get(1).copied().unwrap_or(&[]);
         spatial::host::unpool(&op.window, op.mode, r[0], argmax, w[0]);
+        Ok(())
+    }
+
+    fn axpby(&mut self, op: &Axpby) -> Result<()> {
+        op.check()?;
+        let (mut w, r) = borrow(&mut self.bufs, &[op.y], &[op.x])?;
+        elementwise::host::axpby(op, w[0], r[0]);
+        Ok(())
+    }
+
+    fn noise(&mut self, op: &Noise) -> Result<()> {
+        op.check()?;
+        let (mut w, _) = borrow(&mut self.bufs, &[op.out], &[])?;
+        elementwise::host::noise(op, w[0]);
         Ok(())
     }
 

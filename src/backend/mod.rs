@@ -12,6 +12,7 @@
 //! hidden deltas of all layers stacked on top of each other form one contiguous matrix.
 
 pub mod cpu;
+pub mod elementwise;
 pub mod gpu;
 mod regions;
 pub mod spatial;
@@ -23,6 +24,7 @@ use crate::loss::Loss;
 use crate::optim::UpdateStep;
 
 pub use cpu::CpuBackend;
+pub use elementwise::{Axpby, Noise};
 pub use gpu::GpuBackend;
 pub use spatial::{Im2Col, Pool, PoolMode, Window};
 pub use trace::{OpKind, Trace, TraceSummary, TracedOp, TracingBackend};
@@ -476,6 +478,31 @@ pub trait Backend: Send {
         let mut d_in = vec![0.0; op.input.len()];
         spatial::host::unpool(&op.window, op.mode, &d_out, &argmax, &mut d_in);
         self.write(op.input.buf, op.input.offset, &d_in)
+    }
+
+    /// `y = alpha * x + beta * y` elementwise (see [`Axpby`]). The default runs the
+    /// host reference on read-back data.
+    fn axpby(&mut self, op: &Axpby) -> Result<()> {
+        op.check()?;
+        let x = self.read(op.x.buf, op.x.offset, op.x.len())?;
+        let mut y = match op.beta {
+            0.0 => vec![0.0; op.y.len()],
+            _ => self.read(op.y.buf, op.y.offset, op.y.len())?,
+        };
+        elementwise::host::axpby(op, &mut y, &x);
+        self.write(op.y.buf, op.y.offset, &y)
+    }
+
+    /// Gaussian noise into (or added to) a region, the same values on every backend
+    /// (see [`Noise`]). The default runs the host reference on read-back data.
+    fn noise(&mut self, op: &Noise) -> Result<()> {
+        op.check()?;
+        let mut out = match op.accumulate {
+            true => self.read(op.out.buf, op.out.offset, op.out.len())?,
+            false => vec![0.0; op.out.len()],
+        };
+        elementwise::host::noise(op, &mut out);
+        self.write(op.out.buf, op.out.offset, &out)
     }
 
     /// Runs everything recorded so far (a no-op for backends that run eagerly).

@@ -32,8 +32,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    check_bias, check_same_shape, check_sign_feedback, regions, Backend, BufId, Epilogue, Gemm,
-    Im2Col, LayerGrad, LossGrad, Mat, OptimizerPass, Pool, PoolMode,
+    check_bias, check_same_shape, check_sign_feedback, regions, Axpby, Backend, BufId, Epilogue,
+    Gemm, Im2Col, LayerGrad, LossGrad, Mat, Noise, OptimizerPass, Pool, PoolMode,
 };
 use crate::activation::Activation;
 use crate::error::Result;
@@ -69,6 +69,10 @@ pub enum OpKind {
     Pool,
     /// [`Backend::unpool`].
     Unpool,
+    /// [`Backend::axpby`].
+    Axpby,
+    /// [`Backend::noise`].
+    Noise,
 }
 
 /// One compute operation and the regions it touched.
@@ -397,6 +401,21 @@ impl Backend for TracingBackend {
             .chain(op.argmax_reads())
             .collect();
         self.record(OpKind::Unpool, reads, vec![op.input], 0, |b| b.unpool(op))
+    }
+
+    fn axpby(&mut self, op: &Axpby) -> Result<()> {
+        op.check()?;
+        let mut reads = vec![op.x];
+        if op.beta != 0.0 {
+            reads.push(op.y);
+        }
+        self.record(OpKind::Axpby, reads, vec![op.y], 0, |b| b.axpby(op))
+    }
+
+    fn noise(&mut self, op: &Noise) -> Result<()> {
+        op.check()?;
+        let reads = if op.accumulate { vec![op.out] } else { vec![] };
+        self.record(OpKind::Noise, reads, vec![op.out], 0, |b| b.noise(op))
     }
 
     fn flush(&mut self) -> Result<()> {

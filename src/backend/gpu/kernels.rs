@@ -8,8 +8,8 @@ use super::pipelines::{Kernel, NARROW_TILE, TILE};
 use super::{GemmKernel, GpuBackend};
 use crate::activation::Activation;
 use crate::backend::{
-    check_bias, check_same_shape, check_sign_feedback, Backend, BufId, Epilogue, Gemm, Im2Col,
-    LayerGrad, LossGrad, Mat, OptimizerPass, Pool,
+    check_bias, check_same_shape, check_sign_feedback, Axpby, Backend, BufId, Epilogue, Gemm,
+    Im2Col, LayerGrad, LossGrad, Mat, Noise, OptimizerPass, Pool,
 };
 use crate::error::{Error, Result};
 use crate::loss::Loss;
@@ -314,6 +314,44 @@ impl Backend for GpuBackend {
             params.bytes(),
             groups,
         )
+    }
+
+    fn axpby(&mut self, op: &Axpby) -> Result<()> {
+        op.check()?;
+        self.check(&[op.y], &[op.x])?;
+        if op.y.is_empty() {
+            return Ok(());
+        }
+        let params = Block::default()
+            .u(idx(op.y.offset)?)
+            .u(idx(op.y.len())?)
+            .u(idx(op.x.offset)?)
+            .u(1)
+            .u(0)
+            .f(op.alpha)
+            .f(op.beta);
+        let groups = Self::elementwise_groups(op.y.len());
+        self.dispatch(Kernel::Axpby, &[op.y.buf, op.x.buf], params.bytes(), groups)
+    }
+
+    fn noise(&mut self, op: &Noise) -> Result<()> {
+        op.check()?;
+        self.check(&[op.out], &[])?;
+        if op.out.is_empty() {
+            return Ok(());
+        }
+        let params = Block::default()
+            .u(idx(op.out.offset)?)
+            .u(idx(op.out.len())?)
+            .u(0)
+            .u(1)
+            .u(0)
+            .f(op.std)
+            .f(0.0)
+            .u(op.seed)
+            .u(u32::from(op.accumulate));
+        let groups = Self::elementwise_groups(op.out.len());
+        self.dispatch(Kernel::Noise, &[op.out.buf], params.bytes(), groups)
     }
 
     fn sign_feedback(

@@ -45,10 +45,12 @@ pub(crate) enum Kernel {
     Col2Im,
     Pool,
     Unpool,
+    Axpby,
+    Noise,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 16] = [
+    const ALL: [Kernel; 18] = [
         Kernel::Gemm,
         Kernel::GemmNarrow,
         Kernel::GemmWide,
@@ -65,6 +67,8 @@ impl Kernel {
         Kernel::Col2Im,
         Kernel::Pool,
         Kernel::Unpool,
+        Kernel::Axpby,
+        Kernel::Noise,
     ];
 
     /// Index of its shader module in [`MODULES`] and its entry point.
@@ -86,14 +90,16 @@ impl Kernel {
             Kernel::Col2Im => (9, "col2im"),
             Kernel::Pool => (9, "pool"),
             Kernel::Unpool => (9, "unpool"),
+            Kernel::Axpby => (4, "axpby"),
+            Kernel::Noise => (4, "noise"),
         }
     }
 
     /// Storage buffers it binds (bindings `1..=n`).
     pub fn storage_bindings(self) -> usize {
         match self {
-            Kernel::Fill => 1,
-            Kernel::BiasActivation | Kernel::ActivationGrad => 2,
+            Kernel::Fill | Kernel::Noise => 1,
+            Kernel::BiasActivation | Kernel::ActivationGrad | Kernel::Axpby => 2,
             Kernel::GradNorm | Kernel::GradScale => 2,
             Kernel::SignFeedback => 3,
             // Written region, input, argmax.

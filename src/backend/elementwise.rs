@@ -1,0 +1,188 @@
+//! Elementwise operations learners build their own passes from: a scaled sum of two
+//! regions ([`Axpby`]) and Gaussian noise ([`Noise`]).
+//!
+//! The noise comes from a counter-based generator: element `i` of a draw with seed `s`
+//! is a pure function of `(s, i)` (a PCG hash and the Box-Muller transform), so every
+//! backend draws the same values without sharing a random stream, a GPU draws them in
+//! parallel, and a run repeats from its seed. The host functions in [`host`] are the
+//! reference every backend is tested against.
+
+use super::Mat;
+use crate::error::{Error, Result};
+
+/// `y = alpha * x + beta * y` elementwise; `beta == 0` overwrites `y` without reading
+/// it (so a stale NaN there does not survive).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Axpby {
+    /// Written (and read when `beta != 0`).
+    pub y: Mat,
+    /// Read; the same shape as `y`, not overlapping it.
+    pub x: Mat,
+    /// Scale of `x`.
+    pub alpha: f32,
+    /// Scale of the old `y`.
+    pub beta: f32,
+}
+
+impl Axpby {
+    /// `y = alpha * x + beta * y`.
+    pub fn new(y: Mat, alpha: f32, x: Mat, beta: f32) -> Axpby {
+        Axpby { y, x, alpha, beta }
+    }
+
+    /// `y = x`.
+    pub fn copy(y: Mat, x: Mat) -> Axpby {
+        Axpby::new(y, 1.0, x, 0.0)
+    }
+
+    /// Checks the shapes agree and the regions are apart.
+    pub fn check(&self) -> Result<()> {
+        super::check_same_shape("axpby", self.y, self.x)?;
+        if self.x.overlaps(&self.y) {
+            return Err(Error::Backend(format!(
+                "axpby: x {:?} overlaps y {:?} in buffer {}",
+                self.x.range(),
+                self.y.range(),
+                self.y.buf.0
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `out = std * n` (or `out += std * n` when `accumulate`), with `n` standard normal
+/// noise drawn from `seed` (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Noise {
+    /// Written (and read when `accumulate`).
+    pub out: Mat,
+    /// Standard deviation.
+    pub std: f32,
+    /// The draw: the same seed gives the same noise.
+    pub seed: u32,
+    /// Whether to add the noise to `out` rather than overwrite it.
+    pub accumulate: bool,
+}
+
+impl Noise {
+    /// Checks the region and the standard deviation.
+    pub fn check(&self) -> Result<()> {
+        if !(self.std.is_finite() && self.std >= 0.0) {
+            return Err(Error::config(format!(
+                "noise standard deviation must be finite and >= 0, got {}",
+                self.std
+            )));
+        }
+        if u32::try_from(self.out.len()).is_err() {
+            return Err(Error::config(format!(
+                "noise: {} values is more than one draw can index (2^32)",
+                self.out.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The reference implementations, shared by the CPU backend and the default
+/// (read-back) methods of [`Backend`](super::Backend).
+pub mod host {
+    use super::{Axpby, Noise};
+
+    /// [`Axpby`] on host slices.
+    pub fn axpby(op: &Axpby, y: &mut [f32], x: &[f32]) {
+        let (alpha, beta) = (op.alpha, op.beta);
+        if beta == 0.0 {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = alpha * x);
+        } else {
+            y.iter_mut()
+                .zip(x)
+                .for_each(|(y, &x)| *y = alpha * x + beta * *y);
+        }
+    }
+
+    /// [`Noise`] on a host slice.
+    pub fn noise(op: &Noise, out: &mut [f32]) {
+        let key = pcg(op.seed);
+        for (i, v) in out.iter_mut().enumerate() {
+            let n = op.std * standard_normal(key, i as u32);
+            *v = if op.accumulate { *v + n } else { n };
+        }
+    }
+
+    /// The PCG output hash of `v` (O'Neill's RXS-M-XS step), as `shaders/noise.wgsl`
+    /// computes it.
+    pub fn pcg(v: u32) -> u32 {
+        let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+        let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+        (word >> 22) ^ word
+    }
+
+    /// A uniform value in `(0, 1]` from 24 random bits.
+    fn unit(bits: u32) -> f32 {
+        ((bits >> 8) + 1) as f32 * (1.0 / 16_777_216.0)
+    }
+
+    /// Element `i` of the standard normal draw keyed by `key` (Box-Muller on two
+    /// hashed uniforms).
+    pub fn standard_normal(key: u32, i: u32) -> f32 {
+        let u1 = unit(pcg(key ^ pcg(i.wrapping_mul(2))));
+        let u2 = unit(pcg(key ^ pcg(i.wrapping_mul(2).wrapping_add(1))));
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host::*;
+    use super::*;
+    use crate::backend::BufId;
+
+    #[test]
+    fn noise_is_standard_normal_and_keyed_by_seed() {
+        let out = Mat::new(BufId(0), 0, 1, 200_000);
+        let draw = |seed| {
+            let mut v = vec![0.0; out.len()];
+            noise(
+                &Noise {
+                    out,
+                    std: 1.0,
+                    seed,
+                    accumulate: false,
+                },
+                &mut v,
+            );
+            v
+        };
+        let a = draw(7);
+        let n = a.len() as f64;
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.02, "variance {var}");
+        let tail = a.iter().filter(|v| v.abs() > 1.96).count() as f64 / n;
+        assert!(
+            (tail - 0.05).abs() < 0.003,
+            "two-sided 5% tail holds {tail}"
+        );
+        assert_eq!(a, draw(7));
+        let b = draw(8);
+        let corr = a.iter().zip(&b).map(|(x, y)| (x * y) as f64).sum::<f64>() / n;
+        assert!(corr.abs() < 0.01, "seeds 7 and 8 correlate {corr}");
+        // Neighbouring elements are independent too.
+        let lag = a.windows(2).map(|w| (w[0] * w[1]) as f64).sum::<f64>() / n;
+        assert!(lag.abs() < 0.01, "lag-1 correlation {lag}");
+    }
+
+    #[test]
+    fn axpby_scales_sums_and_overwrites() {
+        let (y, x) = (Mat::new(BufId(0), 0, 2, 2), Mat::new(BufId(1), 0, 2, 2));
+        let mut yv = vec![1.0, 2.0, f32::NAN, 4.0];
+        axpby(&Axpby::new(y, 2.0, x, 0.0), &mut yv, &[1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(yv, [2.0, 2.0, 2.0, 2.0]);
+        axpby(&Axpby::new(y, -1.0, x, 0.5), &mut yv, &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(yv, [0.0, -1.0, -2.0, -3.0]);
+        let overlapping = Axpby::copy(y, Mat::new(BufId(0), 2, 2, 2));
+        assert!(overlapping.check().is_err());
+        assert!(Axpby::copy(y, Mat::new(BufId(1), 0, 4, 1)).check().is_err());
+    }
+}
