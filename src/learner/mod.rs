@@ -13,10 +13,12 @@
 //! from its delta. Learners written outside the crate implement the same trait through
 //! [`StepCx`]'s operations (see `tests/custom_learner.rs`).
 
+pub mod catalogue;
 mod delta;
 mod step;
 mod tensors;
 
+pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
 pub use step::StepCx;

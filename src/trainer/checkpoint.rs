@@ -12,7 +12,7 @@ use crate::checkpoint::{Checkpoint, NamedTensor, RngState};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{checked_product, Error, Result};
-use crate::learner::{DeltaRule, Learner};
+use crate::learner::Learner;
 use crate::loss::Loss;
 use crate::network::Network;
 
@@ -90,19 +90,16 @@ impl Trainer {
         checkpoint: &Checkpoint,
         backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
-        let rule = checkpoint.config.rule;
-        if checkpoint.learner != rule.name() {
-            return Err(Error::Checkpoint {
+        let learner = crate::learner::builtin(&checkpoint.learner, &checkpoint.config).map_err(
+            |_| Error::Checkpoint {
                 path: Default::default(),
                 reason: format!(
-                    "the run was trained by learner {:?}, not a built-in rule: resume it with Trainer::from_checkpoint_with_learner",
+                    "the run was trained by learner {:?}, which is not built in: resume it with Trainer::from_checkpoint_with_learner",
                     checkpoint.learner
                 ),
-            });
-        }
-        let learner = DeltaRule::new(rule, checkpoint.config.feedback_init)
-            .with_shared_conv_feedback(checkpoint.config.shared_conv_feedback);
-        Trainer::from_checkpoint_with_learner(checkpoint, Box::new(learner), backend)
+            },
+        )?;
+        Trainer::from_checkpoint_with_learner(checkpoint, learner, backend)
     }
 
     /// Loads the checkpoint file at `path` onto `device` (see [`Trainer::from_checkpoint`]).

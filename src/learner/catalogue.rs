@@ -1,0 +1,49 @@
+//! The built-in learners by name: what the examples' `--rule` flag and
+//! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
+
+use super::{DeltaRule, Learner};
+use crate::error::{Error, Result};
+use crate::rule::Rule;
+use crate::trainer::TrainConfig;
+
+/// The built-in learners that are not delta rules: name and one-line description.
+pub const LEARNERS: &[(&str, &str)] = &[];
+
+/// Every built-in learner's name: the nine delta rules, then [`LEARNERS`].
+pub fn names() -> Vec<&'static str> {
+    Rule::ALL
+        .iter()
+        .map(|r| r.name())
+        .chain(LEARNERS.iter().map(|(name, _)| *name))
+        .collect()
+}
+
+/// The built-in learner called `name` (a [`Rule`] name, long names included, or one
+/// of [`LEARNERS`]) with its default settings; a delta rule draws its feedback as
+/// `config` says.
+pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
+    if let Some(rule) = Rule::from_name(name) {
+        let learner = DeltaRule::new(rule, config.feedback_init)
+            .with_shared_conv_feedback(config.shared_conv_feedback);
+        return Ok(Box::new(learner));
+    }
+    Err(Error::config(format!(
+        "unknown learner {name:?}; the built-in ones are {}",
+        names().join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_builds_the_learner_of_that_name() {
+        let config = TrainConfig::default();
+        for name in names() {
+            assert_eq!(builtin(name, &config).unwrap().name(), name);
+        }
+        let err = builtin("nope", &config).unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("dfa"), "{err}");
+    }
+}
