@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plasticity::data::DatasetKind;
 use plasticity::layer::Shape;
 use plasticity::{
-    models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule, TrainConfig,
+    learner, models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule, TrainConfig,
     Trainer, WeightInit,
 };
 
@@ -24,7 +24,9 @@ mod common;
 
 const USAGE: &str = "\
 usage: mnist [options]
-  --rule bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last   learning rule    (default dfa)
+  --rule NAME                 learning rule (default dfa): bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last,
+                              or one that learns its feedback, targets or gradients:
+                              kp|wm|dtp|ddtp|sg|csg
   --model mlp|lenet           multilayer perceptron, or LeNet-5 (conv net; BioTorch's LeNetMNIST) (default mlp)
   --hidden W1,W2,...          hidden layer widths of the mlp      (default 800,800)
   --activation NAME           identity|relu|leaky_relu|tanh|sigmoid (default tanh)
@@ -50,7 +52,8 @@ usage: mnist [options]
                               a flag asking for others is an error)";
 
 struct Args {
-    rule: Rule,
+    /// A built-in learner's name (see `plasticity::learner::catalogue`).
+    rule: String,
     model: String,
     hidden: Vec<usize>,
     activation: Activation,
@@ -84,7 +87,7 @@ impl Args {
     /// checks how they combine.
     fn from_pairs(pairs: Vec<(String, String)>) -> Result<Args> {
         let mut args = Args {
-            rule: Rule::DirectFeedbackAlignment,
+            rule: Rule::DirectFeedbackAlignment.name().into(),
             model: "mlp".into(),
             hidden: vec![800, 800],
             activation: Activation::Tanh,
@@ -111,8 +114,10 @@ impl Args {
             args.given.push(flag.clone());
             match flag.as_str() {
                 "--rule" => {
-                    args.rule = Rule::from_name(&value)
-                        .ok_or_else(|| bad(&format!("unknown rule {value}")))?
+                    // The learner's own short name (`backprop` becomes `bp`).
+                    args.rule = learner::builtin(&value, &TrainConfig::default())
+                        .map_err(|e| bad(&e.to_string()))?
+                        .name()
                 }
                 "--model" => match value.as_str() {
                     "mlp" | "lenet" => args.model = value,
@@ -209,7 +214,7 @@ impl Args {
                 conflicts.push(format!("{flag} {ours} (the file has {theirs})"));
             }
         };
-        differs("--rule", self.rule.to_string(), c.rule.to_string());
+        differs("--rule", self.rule.clone(), trainer.learner_name());
         let model = if layers.iter().all(|l| l.has_weights()) {
             "mlp"
         } else {
@@ -271,7 +276,7 @@ impl Args {
     /// The run's training configuration.
     fn train_config(&self) -> Result<TrainConfig> {
         Ok(TrainConfig {
-            rule: self.rule,
+            rule: Rule::from_name(&self.rule).unwrap_or_default(),
             optimizer: self.optimizer()?,
             batch_size: self.batch,
             feedback_init: self.feedback,
@@ -396,7 +401,10 @@ fn run() -> Result<()> {
             );
             t
         }
-        None => Trainer::new(net, config, device)?,
+        None => {
+            let learner = learner::builtin(&args.rule, &config)?;
+            Trainer::with_learner(net, config, learner, device)?
+        }
     };
     let config = *trainer.config();
     let net = if trainer.layers().iter().any(|l| !l.has_weights()) {
@@ -411,7 +419,7 @@ fn run() -> Result<()> {
     };
     println!(
         "rule {} | net {} | {} | batch {} | seed {} | {} train / {} test images | device {}",
-        config.rule,
+        trainer.learner_name(),
         net,
         config.optimizer,
         config.batch_size,
@@ -559,6 +567,15 @@ mod tests {
         ];
         args(&agree).check_resume("f", &mut t).unwrap();
         args(&[]).check_resume("f", &mut t).unwrap();
+    }
+
+    #[test]
+    fn every_built_in_learner_is_in_the_usage_and_parses() {
+        for name in learner::catalogue::names() {
+            assert!(USAGE.contains(name), "--help does not list {name}");
+            assert_eq!(args(&[("--rule", name)]).rule, name);
+        }
+        assert_eq!(args(&[("--rule", "backprop")]).rule, "bp");
     }
 
     #[test]
