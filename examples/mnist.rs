@@ -16,8 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plasticity::data::DatasetKind;
 use plasticity::layer::Shape;
 use plasticity::{
-    learner, models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule, TrainConfig,
-    Trainer, WeightInit,
+    learner, models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule,
+    TrainConfig, Trainer, WeightInit,
 };
 
 mod common;
