@@ -1,13 +1,16 @@
 //! The built-in learners by name: what the examples' `--rule` flag and
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
-use super::{DeltaRule, Learner};
+use super::{DeltaRule, EquilibriumProp, Learner};
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::trainer::TrainConfig;
 
 /// The built-in learners that are not delta rules: name and one-line description.
-pub const LEARNERS: &[(&str, &str)] = &[];
+pub const LEARNERS: &[(&str, &str)] = &[(
+    "ep",
+    "equilibrium propagation: free and nudged settling phases, contrastive local updates",
+)];
 
 /// Every built-in learner's name: the nine delta rules, then [`LEARNERS`].
 pub fn names() -> Vec<&'static str> {
@@ -26,6 +29,10 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
         let learner = DeltaRule::new(rule, config.feedback_init)
             .with_shared_conv_feedback(config.shared_conv_feedback);
         return Ok(Box::new(learner));
+    }
+    match name.to_ascii_lowercase().as_str() {
+        "ep" | "equilibrium-propagation" => return Ok(Box::new(EquilibriumProp::default())),
+        _ => {}
     }
     Err(Error::config(format!(
         "unknown learner {name:?}; the built-in ones are {}",

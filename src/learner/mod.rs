@@ -15,12 +15,14 @@
 
 pub mod catalogue;
 mod delta;
+mod equilibrium;
 mod step;
 mod tensors;
 
 pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
+pub use equilibrium::EquilibriumProp;
 pub use step::StepCx;
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};
@@ -60,6 +62,14 @@ pub trait Learner: Send {
     /// its own trainable tensors in [`StepCx::tensor_grad`], and the batch's loss
     /// statistics through [`StepCx::output_error`].
     fn step(&mut self, cx: &mut StepCx<'_>) -> Result<()>;
+
+    /// The network's prediction for the batch loaded in `cx`, left in the last
+    /// layer's output (what [`Trainer::evaluate`](crate::Trainer::evaluate) scores).
+    /// The default is the feedforward pass; a learner whose network settles to an
+    /// equilibrium predicts with its free phase.
+    fn infer(&mut self, cx: &mut StepCx<'_>) -> Result<()> {
+        cx.forward()
+    }
 
     /// The first layer whose parameters it changes (earlier ones are frozen and the
     /// optimizer skips them).
