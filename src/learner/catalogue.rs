@@ -1,16 +1,22 @@
 //! The built-in learners by name: what the examples' `--rule` flag and
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
-use super::{DeltaRule, EquilibriumProp, Learner};
+use super::{DeltaRule, EquilibriumProp, Learner, PredictiveCoding};
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::trainer::TrainConfig;
 
 /// The built-in learners that are not delta rules: name and one-line description.
-pub const LEARNERS: &[(&str, &str)] = &[(
-    "ep",
-    "equilibrium propagation: free and nudged settling phases, contrastive local updates",
-)];
+pub const LEARNERS: &[(&str, &str)] = &[
+    (
+        "ep",
+        "equilibrium propagation: free and nudged settling phases, contrastive local updates",
+    ),
+    (
+        "pc",
+        "predictive coding: value nodes relaxed on prediction errors, local Hebbian updates",
+    ),
+];
 
 /// Every built-in learner's name: the nine delta rules, then [`LEARNERS`].
 pub fn names() -> Vec<&'static str> {
@@ -32,6 +38,7 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
     }
     match name.to_ascii_lowercase().as_str() {
         "ep" | "equilibrium-propagation" => return Ok(Box::new(EquilibriumProp::default())),
+        "pc" | "predictive-coding" => return Ok(Box::new(PredictiveCoding::default())),
         _ => {}
     }
     Err(Error::config(format!(

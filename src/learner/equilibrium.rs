@@ -26,7 +26,7 @@
 use super::{Learner, StepCx, TensorSpec};
 use crate::backend::{Axpby, Gemm, LossGrad, Mat};
 use crate::error::{Error, Result};
-use crate::layer::{LayerKind, LayerSpec};
+use crate::layer::LayerSpec;
 
 /// The equilibrium-propagation learner (`ep`). See the [module docs](self).
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +86,7 @@ impl EquilibriumProp {
         self
     }
 
-    fn check(&self, layers: &[LayerSpec]) -> Result<()> {
+    fn check_settings(&self) -> Result<()> {
         if !(self.beta.is_finite() && self.beta > 0.0) {
             return Err(Error::config(format!(
                 "equilibrium propagation needs a finite β > 0, got {}",
@@ -97,15 +97,6 @@ impl EquilibriumProp {
             return Err(Error::config(
                 "equilibrium propagation needs at least one free and one nudged iteration",
             ));
-        }
-        if let Some(l) = layers
-            .iter()
-            .position(|l| !matches!(l.kind(), LayerKind::Dense(_)))
-        {
-            return Err(Error::Unsupported(format!(
-                "equilibrium propagation settles stacks of dense layers; layer {l} is {}",
-                layers[l]
-            )));
         }
         Ok(())
     }
@@ -230,7 +221,8 @@ impl Learner for EquilibriumProp {
     }
 
     fn init(&mut self, cx: &mut StepCx<'_>, _seed: u64) -> Result<()> {
-        self.check(cx.layers())
+        self.check_settings()?;
+        super::require_dense(cx.layers(), "equilibrium propagation settles")
     }
 
     fn infer(&mut self, cx: &mut StepCx<'_>) -> Result<()> {
@@ -284,9 +276,9 @@ impl Learner for EquilibriumProp {
                 "nudged_steps" => self.nudged_steps = value.parse().map_err(|_| bad())?,
                 "beta" => self.beta = value.parse().map_err(|_| bad())?,
                 "symmetric" => self.symmetric = value.parse().map_err(|_| bad())?,
-                _ => {}
+                _ => return Err(Error::config(format!("ep has no setting {key}"))),
             }
         }
-        Ok(())
+        self.check_settings()
     }
 }

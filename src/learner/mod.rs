@@ -16,6 +16,7 @@
 pub mod catalogue;
 mod delta;
 mod equilibrium;
+mod predictive_coding;
 mod step;
 mod tensors;
 
@@ -23,12 +24,13 @@ pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
 pub use equilibrium::EquilibriumProp;
+pub use predictive_coding::PredictiveCoding;
 pub use step::StepCx;
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};
 
-use crate::error::Result;
-use crate::layer::LayerSpec;
+use crate::error::{Error, Result};
+use crate::layer::{LayerKind, LayerSpec};
 use crate::optim::Optimizer;
 
 /// A feedback tensor that stands in for (or approximates) forward weights, for
@@ -103,5 +105,20 @@ pub trait Learner: Send {
     /// sign-symmetric rules re-derive `B` from `W`): such a tensor refuses to be set.
     fn derives_feedback(&self) -> bool {
         false
+    }
+}
+
+/// Refuses a network with a layer that is not dense: `what` is the learner's verb
+/// ("equilibrium propagation settles") for the message.
+pub(crate) fn require_dense(layers: &[LayerSpec], what: &str) -> Result<()> {
+    match layers
+        .iter()
+        .position(|l| !matches!(l.kind(), LayerKind::Dense(_)))
+    {
+        Some(l) => Err(Error::Unsupported(format!(
+            "{what} stacks of dense layers; layer {l} is {}",
+            layers[l]
+        ))),
+        None => Ok(()),
     }
 }
