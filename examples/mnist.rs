@@ -26,7 +26,7 @@ const USAGE: &str = "\
 usage: mnist [options]
   --rule NAME                 learning rule (default dfa): bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last,
                               one that learns its feedback, targets or gradients:
-                              kp|wm|dtp|ddtp|sg|csg, or an energy-based one: ep|pc
+                              kp|wm|dtp|ddtp|sg|csg, or an energy-based one: ep|pc|ff
   --model mlp|lenet           multilayer perceptron, or LeNet-5 (conv net; BioTorch's LeNetMNIST) (default mlp)
   --hidden W1,W2,...          hidden layer widths of the mlp      (default 800,800)
   --activation NAME           identity|relu|leaky_relu|tanh|sigmoid (default tanh)
@@ -44,7 +44,7 @@ usage: mnist [options]
   --seed S                    seed of every random draw           (default 1)
   --settings K=V,K=V,...      the learner's own settings, named as in its checkpoints
                               (ep: free_steps, nudged_steps, beta, symmetric;
-                              pc: steps, rate, beta)
+                              pc: steps, rate, beta; ff: threshold, label_value)
   --train-limit N             use only the first N training images (default all)
   --dataset mnist|fashion-mnist|cifar10  the data set          (default mnist)
   --data DIR                  its directory                       (default: bundled data/mnist)

@@ -13,9 +13,9 @@ struct Params {
     cols: u32,
     // column_mean_squares: add to out (1) or overwrite it (0).
     accumulate: u32,
-    // column_normalize: added to each column's norm.
+    // column_normalize: added to each column's norm, and the length each column gets.
     eps: f32,
-    _pad0: u32,
+    length: f32,
     _pad1: u32,
     _pad2: u32,
     _pad3: u32,
@@ -55,7 +55,7 @@ fn column_mean_squares(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
 @compute @workgroup_size(64)
 fn column_normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     for (var j = gid.x; j < p.cols; j += groups.x * 64u) {
-        let inv = 1.0 / (sqrt(column_sum_squares(j)) + p.eps);
+        let inv = p.length / (sqrt(column_sum_squares(j)) + p.eps);
         for (var i = 0u; i < p.rows; i++) {
             let at = i * p.cols + j;
             out[p.off_out + at] = x[p.off_x + at] * inv;

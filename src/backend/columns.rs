@@ -15,8 +15,10 @@ pub enum ColumnKind {
         /// Whether to add to `out` rather than overwrite it.
         accumulate: bool,
     },
-    /// `out[:, j] = x[:, j] / (||x[:, j]|| + eps)`, `out` shaped like `x`.
+    /// `out[:, j] = length · x[:, j] / (||x[:, j]|| + eps)`, `out` shaped like `x`.
     Normalize {
+        /// The length each column gets.
+        length: f32,
         /// Keeps an all-zero column finite.
         eps: f32,
     },
@@ -45,10 +47,10 @@ impl ColumnOp {
         }
     }
 
-    /// `out = x` with each column scaled to unit length (`eps` added to the norm).
-    pub fn normalize(out: Mat, x: Mat, eps: f32) -> ColumnOp {
+    /// `out = x` with each column scaled to `length` (`eps` added to the norm).
+    pub fn normalize(out: Mat, x: Mat, length: f32, eps: f32) -> ColumnOp {
         ColumnOp {
-            kind: ColumnKind::Normalize { eps },
+            kind: ColumnKind::Normalize { length, eps },
             x,
             out,
         }
@@ -70,11 +72,11 @@ impl ColumnOp {
         };
         match self.kind {
             ColumnKind::MeanSquares { .. } => row(self.out, self.x, "mean squares output")?,
-            ColumnKind::Normalize { eps } => {
+            ColumnKind::Normalize { length, eps } => {
                 check_same_shape("normalize", self.out, self.x)?;
-                if !(eps.is_finite() && eps > 0.0) {
+                if !(eps.is_finite() && eps > 0.0 && length.is_finite()) {
                     return Err(Error::config(format!(
-                        "column normalization needs a finite eps > 0, got {eps}"
+                        "column normalization needs a finite eps > 0 and a finite length, got {eps} and {length}"
                     )));
                 }
             }
@@ -111,11 +113,11 @@ pub fn host(op: &ColumnOp, x: &[f32], out: &mut [f32]) {
                 *o = if accumulate { *o + mean } else { mean };
             }
         }
-        ColumnKind::Normalize { eps } => {
+        ColumnKind::Normalize { length, eps } => {
             let (rows, cols) = (op.x.rows, op.x.cols);
             for j in 0..cols {
                 let sum: f32 = (0..rows).map(|i| x[i * cols + j] * x[i * cols + j]).sum();
-                let inv = 1.0 / (sum.sqrt() + eps);
+                let inv = length / (sum.sqrt() + eps);
                 for i in 0..rows {
                     out[i * cols + j] = x[i * cols + j] * inv;
                 }
@@ -148,7 +150,7 @@ mod tests {
         assert_eq!(out, [13.5, 1.0, 2.0]);
         let mut unit = [0.0; 6];
         host(
-            &ColumnOp::normalize(Mat::new(BufId(1), 0, 2, 3), x, 1e-12),
+            &ColumnOp::normalize(Mat::new(BufId(1), 0, 2, 3), x, 1.0, 1e-12),
             &xv,
             &mut unit,
         );
@@ -164,8 +166,10 @@ mod tests {
         assert!(ColumnOp::scale(x, Mat::new(BufId(1), 0, 1, 2))
             .check()
             .is_err());
-        assert!(ColumnOp::normalize(x, Mat::new(BufId(0), 1, 2, 3), 1e-6)
-            .check()
-            .is_err());
+        assert!(
+            ColumnOp::normalize(x, Mat::new(BufId(0), 1, 2, 3), 1.0, 1e-6)
+                .check()
+                .is_err()
+        );
     }
 }

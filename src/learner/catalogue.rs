@@ -1,7 +1,7 @@
 //! The built-in learners by name: what the examples' `--rule` flag and
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
-use super::{DeltaRule, EquilibriumProp, Learner, PredictiveCoding};
+use super::{DeltaRule, EquilibriumProp, ForwardForward, Learner, PredictiveCoding};
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::trainer::TrainConfig;
@@ -15,6 +15,10 @@ pub const LEARNERS: &[(&str, &str)] = &[
     (
         "pc",
         "predictive coding: value nodes relaxed on prediction errors, local Hebbian updates",
+    ),
+    (
+        "ff",
+        "forward-forward: per-layer goodness on positive and negative data, no backward pass",
     ),
 ];
 
@@ -39,6 +43,7 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
     match name.to_ascii_lowercase().as_str() {
         "ep" | "equilibrium-propagation" => return Ok(Box::new(EquilibriumProp::default())),
         "pc" | "predictive-coding" => return Ok(Box::new(PredictiveCoding::default())),
+        "ff" | "forward-forward" => return Ok(Box::new(ForwardForward::default())),
         _ => {}
     }
     Err(Error::config(format!(

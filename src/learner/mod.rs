@@ -16,6 +16,7 @@
 pub mod catalogue;
 mod delta;
 mod equilibrium;
+mod forward_forward;
 mod predictive_coding;
 mod step;
 mod tensors;
@@ -24,6 +25,7 @@ pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
 pub use equilibrium::EquilibriumProp;
+pub use forward_forward::ForwardForward;
 pub use predictive_coding::PredictiveCoding;
 pub use step::StepCx;
 pub(crate) use tensors::LearnerTensors;

@@ -52,6 +52,12 @@ impl<'a> StepCx<'a> {
         self.batch
     }
 
+    /// The step's loss statistics (three accumulators), for [`LossGrad::stats`] of a
+    /// learner's own local losses; [`StepCx::output_error`] adds to them too.
+    pub fn stats(&self) -> Mat {
+        self.stats
+    }
+
     /// The training objective.
     pub fn loss(&self) -> Loss {
         self.loss

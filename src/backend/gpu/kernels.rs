@@ -360,12 +360,14 @@ impl Backend for GpuBackend {
         if op.out.is_empty() {
             return Ok(());
         }
-        let (kernel, shape, accumulate, eps) = match op.kind {
+        let (kernel, shape, accumulate, eps, length) = match op.kind {
             ColumnKind::MeanSquares { accumulate } => {
-                (Kernel::ColumnMeanSquares, op.x, accumulate, 0.0)
+                (Kernel::ColumnMeanSquares, op.x, accumulate, 0.0, 0.0)
             }
-            ColumnKind::Normalize { eps } => (Kernel::ColumnNormalize, op.x, false, eps),
-            ColumnKind::Scale => (Kernel::ColumnScale, op.out, false, 0.0),
+            ColumnKind::Normalize { length, eps } => {
+                (Kernel::ColumnNormalize, op.x, false, eps, length)
+            }
+            ColumnKind::Scale => (Kernel::ColumnScale, op.out, false, 0.0, 0.0),
         };
         let params = Block::default()
             .u(idx(op.x.offset)?)
@@ -373,7 +375,8 @@ impl Backend for GpuBackend {
             .u(idx(shape.rows)?)
             .u(idx(shape.cols)?)
             .u(u32::from(accumulate))
-            .f(eps);
+            .f(eps)
+            .f(length);
         let groups = match kernel {
             Kernel::ColumnScale => Self::elementwise_groups(op.out.len()),
             _ => [shape.cols.div_ceil(64).clamp(1, 65_535), 1, 1],
