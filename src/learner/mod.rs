@@ -16,12 +16,14 @@
 pub mod catalogue;
 mod delta;
 mod step;
+mod synthetic_gradients;
 mod tensors;
 
 pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
 pub use step::StepCx;
+pub use synthetic_gradients::SyntheticGradients;
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};
 
