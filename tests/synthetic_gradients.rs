@@ -45,7 +45,8 @@ fn trainer(net: Network, config: TrainConfig, learner: SyntheticGradients) -> Tr
 /// the synthetic update is from backprop's (zero when every `ĝ_l` is the true gradient).
 fn relative_errors(sg: &mut Trainer, bp: &mut Trainer, data: &Dataset, batch: usize) -> Vec<f64> {
     let net = sg.network().unwrap();
-    let hidden: Vec<usize> = (0..net.layers().len() - 1).collect();
+    let mut hidden = plasticity::layer::weighted_layers(net.layers());
+    hidden.pop();
     let (mut diff, mut norm) = (vec![0.0f64; hidden.len()], vec![0.0f64; hidden.len()]);
     let all: Vec<usize> = (0..data.len()).collect();
     for indices in all.chunks(batch) {
@@ -149,6 +150,46 @@ fn conv_net() -> Network {
         .seed(3)
         .build()
         .unwrap()
+}
+
+/// A conv layer straight under a flatten: its gradient passes through unchanged.
+/// (Batches of 8 in the test below: every predictor has more inputs than samples, so
+/// it can fit the batch exactly.)
+fn conv_flatten_net() -> Network {
+    Network::builder_for(Shape::image(1, 6, 6))
+        .conv2d(Conv2d::new(3, 3).padding(1), Activation::Tanh)
+        .flatten()
+        .dense(12, Activation::Tanh)
+        .dense(4, Activation::Identity)
+        .seed(4)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_conv_layers_predictor_learns_its_true_gradient_through_pooling_and_flatten() {
+    let (batch, data) = (8, common::random_dataset(8, 36, 4, 4));
+    let indices: Vec<usize> = (0..batch).collect();
+    for net in [conv_net(), conv_flatten_net()] {
+        let learner = SyntheticGradients::new().with_optimizer(Optimizer::adam(0.003));
+        let mut sg = trainer(net.clone(), config(frozen(), batch), learner);
+        let mut bp = Trainer::new(net.clone(), config(frozen(), batch), Device::Cpu).unwrap();
+        let mut errors = Vec::new();
+        for steps in [100, 900] {
+            for _ in 0..steps {
+                sg.train_batch(&data, &indices).unwrap();
+            }
+            errors.push(relative_errors(&mut sg, &mut bp, &data, batch));
+        }
+        eprintln!(
+            "{} layers: relative error to BP {errors:?}",
+            net.layers().len()
+        );
+        assert_eq!(errors[1].len(), 2);
+        for (early, late) in errors[0].iter().zip(&errors[1]) {
+            assert!(*late < 0.2 * early && *late < 0.05, "{errors:?}");
+        }
+    }
 }
 
 fn conv_learner() -> SyntheticGradients {
