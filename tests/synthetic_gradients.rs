@@ -309,14 +309,42 @@ fn mnist_accuracy(learner: SyntheticGradients) -> f32 {
 
 const EPOCHS: usize = 3;
 
+/// The same run training the output layer alone: what a learner whose hidden layers
+/// learn nothing reaches.
+fn output_layer_only() -> f32 {
+    static ACCURACY: OnceLock<f32> = OnceLock::new();
+    *ACCURACY.get_or_init(|| {
+        let (train, test) = mnist();
+        let config = TrainConfig {
+            rule: plasticity::Rule::LastLayerOnly,
+            ..config(Optimizer::adam(0.001), 64)
+        };
+        let net = dense_net(&[256, 256], 784, 10);
+        let mut t = Trainer::new(net, config, Device::Cpu).unwrap();
+        for _ in 0..EPOCHS {
+            t.train_epoch(train, |_, _| {}).unwrap();
+        }
+        let accuracy = t.evaluate(test).unwrap().accuracy;
+        eprintln!("output layer only: test accuracy {accuracy}");
+        accuracy
+    })
+}
+
+// Seeded and deterministic on the CPU: measured 87.6% (sg) and 87.9% (csg), against
+// 80.2% for the output layer alone (the hidden layers learn nothing); the
+// floor sits below so harmless numeric changes pass while a broken learner fails.
 #[test]
 fn sg_learns_mnist() {
     let accuracy = mnist_accuracy(SyntheticGradients::new());
     assert!(accuracy >= 0.85, "{accuracy}");
+    let baseline = output_layer_only();
+    assert!(accuracy > baseline + 0.04, "{accuracy} vs {baseline}");
 }
 
 #[test]
 fn csg_learns_mnist() {
     let accuracy = mnist_accuracy(SyntheticGradients::conditioned());
     assert!(accuracy >= 0.85, "{accuracy}");
+    let baseline = output_layer_only();
+    assert!(accuracy > baseline + 0.04, "{accuracy} vs {baseline}");
 }

@@ -10,14 +10,16 @@
 //! so it need not wait for the layers above (the update unlock). Each predictor is
 //! trained toward the gradient the layer above sends down: for the top hidden layer
 //! the exact one, `W_L^T e` from the output error; for lower ones the one formed from
-//! the next predictor, `W_{l+1}^T (ĝ_{l+1} ⊙ f'(h_{l+1}))` (bootstrapping, Jaderberg
-//! Sec. 2 and Czarnecki Sec. 3). Its loss is `½‖ĝ_l − target_l‖²` averaged over the
-//! batch, so the predictor's update direction is `(ĝ_l − target_l) h_l^T` (and `y^T`
-//! for `C_l`) and `Σ(ĝ_l − target_l)`, batch means like every gradient here.
+//! the next predictor, `W_{l+1}^T (ĝ_{l+1} ⊙ f'(h_{l+1}))` (the bootstrapping of both
+//! papers). Its loss is `½‖ĝ_l − target_l‖²` averaged over the batch, so the
+//! predictor's update direction is the batch mean of `(ĝ_l − target_l) h_l^T` (of
+//! `(ĝ_l − target_l) y^T` for `C_l`, of `ĝ_l − target_l` for `a_l`), a batch mean like
+//! every gradient here.
 //!
-//! Following the paper (and koz4k/dni-pytorch's `BasicSynthesizer`), the predictors
-//! start at zero, so training starts as "no gradient" for the hidden layers and only
-//! the output layer learns until the predictors have learnt something.
+//! Following the paper (and the zero-initialised last layer of koz4k/dni-pytorch's
+//! `BasicSynthesizer`), the predictors start at zero, bias included, so training starts
+//! as "no gradient" for the hidden layers: only the output layer learns until the
+//! predictors have learnt something.
 //!
 //! Scale: the crate's deltas are gradients of the batch-MEAN loss, `1/B` times the
 //! per-sample gradient. The predictors predict the per-sample gradient (their targets
@@ -28,7 +30,9 @@
 //! All the updates of one step are computed from the parameters before it (the trainer
 //! applies them together), which is what the update-unlocked schedule of the paper
 //! computes for one batch. A conv layer's predictor works on its flattened output map
-//! (`C·H·W` features), so it is a dense `C·H·W x C·H·W` matrix: fine for small maps.
+//! (`C·H·W` features), so it is a dense `C·H·W x C·H·W` matrix: fine for small maps
+//! (LeNet-5's first map, 6x28x28, gives 22 million predictor weights), too large for
+//! wide ones.
 
 use super::{Learner, StepCx, TensorSpec};
 use crate::activation::Activation;
