@@ -269,6 +269,45 @@ fn a_conv_net_trains_on_the_gpu_like_on_the_cpu_and_resumes_from_a_checkpoint() 
     }
 }
 
+#[test]
+fn a_dense_net_trains_on_the_gpu_like_on_the_cpu() {
+    let Some(gpu) = gpu() else {
+        return;
+    };
+    // sg with the network's optimizer for its predictors (the catalogue's default).
+    let data = common::random_dataset(96, 20, 4, 5);
+    let config = config(Optimizer::momentum(0.05, 0.9), 32);
+    let net = dense_net(&[24, 16], 20, 4);
+    let learner = || Box::new(SyntheticGradients::new());
+    let mut cpu =
+        Trainer::with_learner_backend(net.clone(), config, learner(), Box::new(CpuBackend::new()))
+            .unwrap();
+    let mut gpu = Trainer::with_learner_backend(net, config, learner(), Box::new(gpu)).unwrap();
+    for _ in 0..4 {
+        cpu.train_epoch(&data, |_, _| {}).unwrap();
+        gpu.train_epoch(&data, |_, _| {}).unwrap();
+    }
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() < 1e-4 + 1e-3 * x.abs(),
+                "{what}[{i}]: cpu {x} gpu {y}"
+            );
+        }
+    };
+    close(
+        cpu.network().unwrap().params(),
+        gpu.network().unwrap().params(),
+        "parameters",
+    );
+    for name in ["sg.a0", "sg.bias0", "sg.a1", "sg.bias1", "sg.pred0"] {
+        let c = cpu.tensor(name).unwrap();
+        assert!(c.iter().any(|&v| v != 0.0), "{name}");
+        close(&c, &gpu.tensor(name).unwrap(), name);
+    }
+}
+
 /// Training images used (the first ones of the training set).
 const TRAIN_SAMPLES: usize = 10000;
 /// Held-out test images evaluated (the first ones of the test set).
