@@ -16,8 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plasticity::data::DatasetKind;
 use plasticity::layer::Shape;
 use plasticity::{
-    learner, models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule, TrainConfig,
-    Trainer, WeightInit,
+    learner, models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule,
+    TrainConfig, Trainer, WeightInit,
 };
 
 mod common;
@@ -25,8 +25,8 @@ mod common;
 const USAGE: &str = "\
 usage: mnist [options]
   --rule NAME                 learning rule (default dfa): bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last,
-                              or one that learns its feedback, targets or gradients:
-                              kp|wm|dtp|ddtp|sg|csg
+                              one that learns its feedback, targets or gradients:
+                              kp|wm|dtp|ddtp|sg|csg, or an energy-based one: ep|pc
   --model mlp|lenet           multilayer perceptron, or LeNet-5 (conv net; BioTorch's LeNetMNIST) (default mlp)
   --hidden W1,W2,...          hidden layer widths of the mlp      (default 800,800)
   --activation NAME           identity|relu|leaky_relu|tanh|sigmoid (default tanh)
@@ -42,6 +42,9 @@ usage: mnist [options]
                               Nokland 2016), or per channel shared across positions (default unit)
   --init xavier|kaiming       weight init                         (default: kaiming for relu, else xavier)
   --seed S                    seed of every random draw           (default 1)
+  --settings K=V,K=V,...      the learner's own settings, named as in its checkpoints
+                              (ep: free_steps, nudged_steps, beta, symmetric;
+                              pc: steps, rate, beta)
   --train-limit N             use only the first N training images (default all)
   --dataset mnist|fashion-mnist|cifar10  the data set          (default mnist)
   --data DIR                  its directory                       (default: bundled data/mnist)
@@ -68,6 +71,8 @@ struct Args {
     shared_conv_feedback: bool,
     init: Option<WeightInit>,
     seed: u64,
+    /// `--settings`: the learner's own settings as key/value pairs.
+    settings: Vec<(String, String)>,
     train_limit: Option<usize>,
     dataset: DatasetKind,
     data: Option<String>,
@@ -102,6 +107,7 @@ impl Args {
             shared_conv_feedback: false,
             init: None,
             seed: 1,
+            settings: Vec::new(),
             train_limit: None,
             dataset: DatasetKind::Mnist,
             data: None,
@@ -158,6 +164,16 @@ impl Args {
                     })
                 }
                 "--seed" => args.seed = parse(&flag, &value)?,
+                "--settings" => {
+                    args.settings = value
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(|kv| match kv.split_once('=') {
+                            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+                            None => Err(bad(&format!("--settings {kv}: expected KEY=VALUE"))),
+                        })
+                        .collect::<Result<_>>()?
+                }
                 "--train-limit" => args.train_limit = Some(parse(&flag, &value)?),
                 "--data" => args.data = Some(value),
                 "--dataset" => args.dataset = DatasetKind::from_name(&value)?,
@@ -343,6 +359,27 @@ fn epoch_bar(style: &ProgressStyle, epoch: u64, batches: usize) -> ProgressBar {
     bar
 }
 
+/// The learner's `state` with `settings` replacing values of the same keys; a key it
+/// does not have is an error listing those it has.
+fn with_settings(
+    mut state: Vec<(String, String)>,
+    settings: &[(String, String)],
+) -> Result<Vec<(String, String)>> {
+    for (key, value) in settings {
+        match state.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.clone(),
+            None => {
+                let keys: Vec<&str> = state.iter().map(|(k, _)| k.as_str()).collect();
+                return Err(bad(&format!(
+                    "--settings {key}: this learner's settings are [{}]",
+                    keys.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(state)
+}
+
 fn parse_list(value: &str) -> Result<Vec<usize>> {
     value
         .split(',')
@@ -402,7 +439,8 @@ fn run() -> Result<()> {
             t
         }
         None => {
-            let learner = learner::builtin(&args.rule, &config)?;
+            let mut learner = learner::builtin(&args.rule, &config)?;
+            learner.restore_state(&with_settings(learner.state(), &args.settings)?)?;
             Trainer::with_learner(net, config, learner, device)?
         }
     };

@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use common::gpu::gpu;
 use plasticity::backend::gpu::GemmKernel;
 use plasticity::backend::{
-    Axpby, Backend, BufId, CpuBackend, Epilogue, Gemm, GpuBackend, LayerGrad, LossGrad, Mat, Noise,
-    OptimizerPass,
+    Axpby, Backend, BufId, ColumnOp, CpuBackend, Epilogue, Gemm, GpuBackend, LayerGrad, LossGrad,
+    Mat, Noise, OptimizerPass,
 };
 use plasticity::{Activation, Error, Loss, Optimizer};
 use rand::{Rng, SeedableRng};
@@ -332,6 +332,36 @@ fn noise_draws_the_same_values_on_both_backends() {
         accumulate: false,
     });
     assert!(matches!(err, Err(Error::InvalidConfig(_))), "{err:?}");
+}
+
+#[test]
+fn column_ops_at_awkward_shapes_and_offsets() {
+    let Some(mut pair) = Pair::new(7) else { return };
+    for (rows, cols) in [(1, 1), (13, 7), (500, 129), (3, 1000)] {
+        let len = rows * cols;
+        let x = pair.random(len + 2, -2.0, 2.0);
+        let xb = pair.buffer(&x);
+        let xm = Mat::new(xb, 2, rows, cols);
+        // Outputs after NaN padding, so an overrun shows.
+        let mut out = vec![f32::NAN; 3];
+        out.extend(pair.random(len + cols, -1.0, 1.0));
+        let ob = pair.buffer(&out);
+        let row = Mat::new(ob, 3, 1, cols);
+        let image = Mat::new(ob, 3 + cols, rows, cols);
+        for accumulate in [false, true] {
+            pair.run(|be| be.columns(&ColumnOp::mean_squares(row, xm, accumulate)));
+            pair.assert_close(ob, &format!("mean squares {rows}x{cols} {accumulate}"));
+        }
+        pair.run(|be| be.columns(&ColumnOp::normalize(image, xm, 1e-4)));
+        pair.assert_close(ob, &format!("normalize {rows}x{cols}"));
+        pair.run(|be| be.columns(&ColumnOp::scale(image, row)));
+        pair.assert_close(ob, &format!("scale {rows}x{cols}"));
+        let (c, _) = pair.both(ob);
+        assert!(
+            c[..3].iter().all(|v| v.is_nan()),
+            "nothing written before the regions"
+        );
+    }
 }
 
 /// A product with its elementwise epilogue fused (one GPU dispatch) against the CPU's

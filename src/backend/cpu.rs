@@ -4,6 +4,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use super::columns::{self, ColumnOp};
 use super::elementwise::{self, Axpby, Noise};
 use super::regions::borrow;
 use super::spatial::{self, Im2Col, Pool, PoolMode};
@@ -330,6 +331,13 @@ impl Backend for CpuBackend {
         op.check()?;
         let (mut w, _) = borrow(&mut self.bufs, &[op.out], &[])?;
         elementwise::host::noise(op, w[0]);
+        Ok(())
+    }
+
+    fn columns(&mut self, op: &ColumnOp) -> Result<()> {
+        op.check()?;
+        let (mut w, r) = borrow(&mut self.bufs, &[op.out], &[op.x])?;
+        columns::host(op, r[0], w[0]);
         Ok(())
     }
 

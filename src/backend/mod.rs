@@ -11,6 +11,7 @@
 //! layer's weights `W` (`outputs x inputs`) act as `H_l = f(W_l H_{l-1} + b_l)` and the
 //! hidden deltas of all layers stacked on top of each other form one contiguous matrix.
 
+pub mod columns;
 pub mod cpu;
 pub mod elementwise;
 pub mod gpu;
@@ -23,6 +24,7 @@ use crate::error::Result;
 use crate::loss::Loss;
 use crate::optim::UpdateStep;
 
+pub use columns::{ColumnKind, ColumnOp};
 pub use cpu::CpuBackend;
 pub use elementwise::{Axpby, Noise};
 pub use gpu::GpuBackend;
@@ -502,6 +504,19 @@ pub trait Backend: Send {
             false => vec![0.0; op.out.len()],
         };
         elementwise::host::noise(op, &mut out);
+        self.write(op.out.buf, op.out.offset, &out)
+    }
+
+    /// A per-sample (per-column) reduction or scaling (see [`ColumnOp`]). The default
+    /// runs the host reference on read-back data.
+    fn columns(&mut self, op: &ColumnOp) -> Result<()> {
+        op.check()?;
+        let x = self.read(op.x.buf, op.x.offset, op.x.len())?;
+        let mut out = match op.reads_out() {
+            true => self.read(op.out.buf, op.out.offset, op.out.len())?,
+            false => vec![0.0; op.out.len()],
+        };
+        columns::host(op, &x, &mut out);
         self.write(op.out.buf, op.out.offset, &out)
     }
 

@@ -32,8 +32,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    check_bias, check_same_shape, check_sign_feedback, regions, Axpby, Backend, BufId, Epilogue,
-    Gemm, Im2Col, LayerGrad, LossGrad, Mat, Noise, OptimizerPass, Pool, PoolMode,
+    check_bias, check_same_shape, check_sign_feedback, regions, Axpby, Backend, BufId, ColumnOp,
+    Epilogue, Gemm, Im2Col, LayerGrad, LossGrad, Mat, Noise, OptimizerPass, Pool, PoolMode,
 };
 use crate::activation::Activation;
 use crate::error::Result;
@@ -73,6 +73,8 @@ pub enum OpKind {
     Axpby,
     /// [`Backend::noise`].
     Noise,
+    /// [`Backend::columns`].
+    Columns,
 }
 
 /// One compute operation and the regions it touched.
@@ -416,6 +418,15 @@ impl Backend for TracingBackend {
         op.check()?;
         let reads = if op.accumulate { vec![op.out] } else { vec![] };
         self.record(OpKind::Noise, reads, vec![op.out], 0, |b| b.noise(op))
+    }
+
+    fn columns(&mut self, op: &ColumnOp) -> Result<()> {
+        op.check()?;
+        let mut reads = vec![op.x];
+        if op.reads_out() {
+            reads.push(op.out);
+        }
+        self.record(OpKind::Columns, reads, vec![op.out], 0, |b| b.columns(op))
     }
 
     fn flush(&mut self) -> Result<()> {

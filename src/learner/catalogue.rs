@@ -1,13 +1,21 @@
 //! The built-in learners by name: what the examples' `--rule` flag and
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
-use super::{DeltaRule, Learner, SyntheticGradients};
+use super::{DeltaRule, EquilibriumProp, Learner, PredictiveCoding, SyntheticGradients};
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::trainer::TrainConfig;
 
 /// The built-in learners that are not delta rules: name and one-line description.
 pub const LEARNERS: &[(&str, &str)] = &[
+    (
+        "ep",
+        "equilibrium propagation: free and nudged settling phases, contrastive local updates",
+    ),
+    (
+        "pc",
+        "predictive coding: value nodes relaxed on prediction errors, local Hebbian updates",
+    ),
     (
         "sg",
         "synthetic gradients: linear predictors of each hidden layer's gradient",
@@ -33,9 +41,13 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
             .with_shared_conv_feedback(config.shared_conv_feedback);
         return Ok(Box::new(learner));
     }
-    match name {
-        "sg" => return Ok(Box::new(SyntheticGradients::new())),
-        "csg" => return Ok(Box::new(SyntheticGradients::conditioned())),
+    match name.to_ascii_lowercase().as_str() {
+        "ep" | "equilibrium-propagation" => return Ok(Box::new(EquilibriumProp::default())),
+        "pc" | "predictive-coding" => return Ok(Box::new(PredictiveCoding::default())),
+        "sg" | "synthetic-gradients" => return Ok(Box::new(SyntheticGradients::new())),
+        "csg" | "conditioned-synthetic-gradients" => {
+            return Ok(Box::new(SyntheticGradients::conditioned()))
+        }
         _ => {}
     }
     Err(Error::config(format!(

@@ -235,30 +235,36 @@ impl Learner for SyntheticGradients {
 
     fn state(&self) -> Vec<(String, String)> {
         vec![
-            ("sg.conditioned".into(), self.conditioned.to_string()),
-            ("sg.optimizer".into(), optimizer_text(self.optimizer)),
+            ("conditioned".into(), self.conditioned.to_string()),
+            ("predictor_optimizer".into(), optimizer_text(self.optimizer)),
         ]
     }
 
     fn restore_state(&mut self, state: &[(String, String)]) -> Result<()> {
-        let get = |key: &str| {
-            state
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| Error::config(format!("learner state lacks {key}")))
-        };
-        if get("sg.conditioned")? != self.conditioned.to_string() {
-            return Err(Error::config(format!(
-                "the saved run conditions its predictors differently from learner {}",
-                self.name()
-            )));
+        for (key, value) in state {
+            match key.as_str() {
+                "conditioned" if *value != self.conditioned.to_string() => {
+                    return Err(Error::config(format!(
+                        "{}: conditioned = {value} is the other variant (sg or csg)",
+                        self.name()
+                    )))
+                }
+                "conditioned" => {}
+                "predictor_optimizer" => {
+                    let optimizer = parse_optimizer(value)?;
+                    if let Some(o) = optimizer {
+                        o.validate()?;
+                    }
+                    self.optimizer = optimizer;
+                }
+                _ => {
+                    return Err(Error::config(format!(
+                        "{} has no setting {key}",
+                        self.name()
+                    )))
+                }
+            }
         }
-        let optimizer = parse_optimizer(get("sg.optimizer")?)?;
-        if let Some(o) = optimizer {
-            o.validate()?;
-        }
-        self.optimizer = optimizer;
         Ok(())
     }
 }
@@ -302,7 +308,8 @@ fn input_gradient(cx: &mut StepCx<'_>, l: usize, m: usize, out: Mat) -> Result<(
     Ok(())
 }
 
-/// The predictors' optimizer as checkpoint text, floats in their shortest exact form.
+/// The predictors' optimizer as setting text: `network`, or `adam:LR:BETA1:BETA2:EPS:DECAY`
+/// / `sgd:LR:MOMENTUM:DECAY:NESTEROV`, floats in their shortest exact form.
 fn optimizer_text(optimizer: Option<Optimizer>) -> String {
     match optimizer {
         None => "network".into(),
@@ -311,23 +318,31 @@ fn optimizer_text(optimizer: Option<Optimizer>) -> String {
             momentum,
             weight_decay,
             nesterov,
-        }) => format!("sgd {lr} {momentum} {weight_decay} {nesterov}"),
+        }) => format!("sgd:{lr}:{momentum}:{weight_decay}:{nesterov}"),
         Some(Optimizer::Adam {
             lr,
             beta1,
             beta2,
             eps,
             weight_decay,
-        }) => format!("adam {lr} {beta1} {beta2} {eps} {weight_decay}"),
+        }) => format!("adam:{lr}:{beta1}:{beta2}:{eps}:{weight_decay}"),
     }
 }
 
+/// Reads [`optimizer_text`]'s form, or the short `adam:LR` / `sgd:LR` (the other
+/// hyperparameters at [`Optimizer::adam`] / [`Optimizer::sgd`]'s values).
 fn parse_optimizer(text: &str) -> Result<Option<Optimizer>> {
-    let bad = || Error::config(format!("unreadable predictor optimizer {text:?}"));
-    let words: Vec<&str> = text.split(' ').collect();
+    let bad = || {
+        Error::config(format!(
+            "predictor_optimizer {text:?}: expected network, adam:LR[:BETA1:BETA2:EPS:DECAY] or sgd:LR[:MOMENTUM:DECAY:NESTEROV]"
+        ))
+    };
+    let words: Vec<&str> = text.split(':').collect();
     let f = |i: usize| -> Result<f32> { words.get(i).and_then(|w| w.parse().ok()).ok_or_else(bad) };
     match (words[0], words.len()) {
         ("network", 1) => Ok(None),
+        ("adam", 2) => Ok(Some(Optimizer::adam(f(1)?))),
+        ("sgd", 2) => Ok(Some(Optimizer::sgd(f(1)?))),
         ("sgd", 5) => Ok(Some(Optimizer::Sgd {
             lr: f(1)?,
             momentum: f(2)?,
@@ -363,8 +378,13 @@ mod tests {
         ] {
             assert_eq!(parse_optimizer(&optimizer_text(o)).unwrap(), o);
         }
-        assert!(parse_optimizer("adam 1").is_err());
-        assert!(parse_optimizer("").is_err());
+        assert_eq!(
+            parse_optimizer("adam:0.01").unwrap(),
+            Some(Optimizer::adam(0.01))
+        );
+        for bad in ["adam:1:2", "adam", "", "sgd:x", "network:1"] {
+            assert!(parse_optimizer(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -375,5 +395,9 @@ mod tests {
         let mut other = SyntheticGradients::new();
         other.restore_state(&sg.state()).unwrap();
         assert_eq!(other, sg);
+        let unknown = [("nope".to_string(), "1".to_string())];
+        assert!(other.restore_state(&unknown).is_err());
+        let invalid = [("predictor_optimizer".to_string(), "adam:-1".to_string())];
+        assert!(other.restore_state(&invalid).is_err());
     }
 }

@@ -8,8 +8,8 @@ use super::pipelines::{Kernel, NARROW_TILE, TILE};
 use super::{GemmKernel, GpuBackend};
 use crate::activation::Activation;
 use crate::backend::{
-    check_bias, check_same_shape, check_sign_feedback, Axpby, Backend, BufId, Epilogue, Gemm,
-    Im2Col, LayerGrad, LossGrad, Mat, Noise, OptimizerPass, Pool,
+    check_bias, check_same_shape, check_sign_feedback, Axpby, Backend, BufId, ColumnKind, ColumnOp,
+    Epilogue, Gemm, Im2Col, LayerGrad, LossGrad, Mat, Noise, OptimizerPass, Pool,
 };
 use crate::error::{Error, Result};
 use crate::loss::Loss;
@@ -352,6 +352,33 @@ impl Backend for GpuBackend {
             .u(u32::from(op.accumulate));
         let groups = Self::elementwise_groups(op.out.len());
         self.dispatch(Kernel::Noise, &[op.out.buf], params.bytes(), groups)
+    }
+
+    fn columns(&mut self, op: &ColumnOp) -> Result<()> {
+        op.check()?;
+        self.check(&[op.out], &[op.x])?;
+        if op.out.is_empty() {
+            return Ok(());
+        }
+        let (kernel, shape, accumulate, eps) = match op.kind {
+            ColumnKind::MeanSquares { accumulate } => {
+                (Kernel::ColumnMeanSquares, op.x, accumulate, 0.0)
+            }
+            ColumnKind::Normalize { eps } => (Kernel::ColumnNormalize, op.x, false, eps),
+            ColumnKind::Scale => (Kernel::ColumnScale, op.out, false, 0.0),
+        };
+        let params = Block::default()
+            .u(idx(op.x.offset)?)
+            .u(idx(op.out.offset)?)
+            .u(idx(shape.rows)?)
+            .u(idx(shape.cols)?)
+            .u(u32::from(accumulate))
+            .f(eps);
+        let groups = match kernel {
+            Kernel::ColumnScale => Self::elementwise_groups(op.out.len()),
+            _ => [shape.cols.div_ceil(64).clamp(1, 65_535), 1, 1],
+        };
+        self.dispatch(kernel, &[op.out.buf, op.x.buf], params.bytes(), groups)
     }
 
     fn sign_feedback(

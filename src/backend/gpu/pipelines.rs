@@ -21,6 +21,7 @@ const OPTIMIZER: &str = include_str!("../../../shaders/optimizer.wgsl");
 const FEEDBACK: &str = include_str!("../../../shaders/feedback.wgsl");
 const CLIP: &str = include_str!("../../../shaders/clip.wgsl");
 const SPATIAL: &str = include_str!("../../../shaders/spatial.wgsl");
+const COLUMNS: &str = include_str!("../../../shaders/columns.wgsl");
 
 /// One compute kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,10 +48,13 @@ pub(crate) enum Kernel {
     Unpool,
     Axpby,
     Noise,
+    ColumnMeanSquares,
+    ColumnNormalize,
+    ColumnScale,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 18] = [
+    const ALL: [Kernel; 21] = [
         Kernel::Gemm,
         Kernel::GemmNarrow,
         Kernel::GemmWide,
@@ -69,6 +73,9 @@ impl Kernel {
         Kernel::Unpool,
         Kernel::Axpby,
         Kernel::Noise,
+        Kernel::ColumnMeanSquares,
+        Kernel::ColumnNormalize,
+        Kernel::ColumnScale,
     ];
 
     /// Index of its shader module in [`MODULES`] and its entry point.
@@ -92,6 +99,9 @@ impl Kernel {
             Kernel::Unpool => (9, "unpool"),
             Kernel::Axpby => (4, "axpby"),
             Kernel::Noise => (4, "noise"),
+            Kernel::ColumnMeanSquares => (10, "column_mean_squares"),
+            Kernel::ColumnNormalize => (10, "column_normalize"),
+            Kernel::ColumnScale => (10, "column_scale"),
         }
     }
 
@@ -100,6 +110,7 @@ impl Kernel {
         match self {
             Kernel::Fill | Kernel::Noise => 1,
             Kernel::BiasActivation | Kernel::ActivationGrad | Kernel::Axpby => 2,
+            Kernel::ColumnMeanSquares | Kernel::ColumnNormalize | Kernel::ColumnScale => 2,
             Kernel::GradNorm | Kernel::GradScale => 2,
             Kernel::SignFeedback => 3,
             // Written region, input, argmax.
@@ -127,7 +138,7 @@ impl Kernel {
 /// `TILE` constant that [`module_source`] prepends; `gemm` and `gemm_narrow` also share
 /// their entry point (`gemm.wgsl`). `gemm_wide` has its own loop (8x8 outputs per
 /// invocation).
-const MODULES: [&str; 10] = [
+const MODULES: [&str; 11] = [
     "gemm",
     "gemm_narrow",
     "gemm_wide",
@@ -138,6 +149,7 @@ const MODULES: [&str; 10] = [
     "feedback",
     "clip",
     "spatial",
+    "columns",
 ];
 
 /// Output tile side of the `gemm` kernel and of `layer_grads` (`TILE` in
@@ -166,7 +178,8 @@ fn module_source(index: usize) -> String {
         6 => OPTIMIZER.to_string(),
         7 => FEEDBACK.to_string(),
         8 => CLIP.to_string(),
-        _ => SPATIAL.to_string(),
+        9 => SPATIAL.to_string(),
+        _ => COLUMNS.to_string(),
     }
 }
 

@@ -1,0 +1,73 @@
+// Per-sample (per-column) passes over feature-major `rows x cols` regions: mean
+// squares of each column, columns scaled to unit length, columns scaled by factors.
+// One invocation per column for the reductions (a batch is a few hundred columns);
+// one per element for the scaling.
+
+struct Params {
+    // Region read (x) and written (out): element offsets.
+    off_x: u32,
+    off_out: u32,
+    // Shape of the column-major work: rows and columns of the region reduced (for
+    // `column_scale`, of `out`).
+    rows: u32,
+    cols: u32,
+    // column_mean_squares: add to out (1) or overwrite it (0).
+    accumulate: u32,
+    // column_normalize: added to each column's norm.
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
+    _pad4: u32,
+    _pad5: u32,
+    _pad6: u32,
+    _pad7: u32,
+    _pad8: u32,
+    _pad9: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+
+fn column_sum_squares(j: u32) -> f32 {
+    var sum = 0.0;
+    for (var i = 0u; i < p.rows; i++) {
+        let v = x[p.off_x + i * p.cols + j];
+        sum += v * v;
+    }
+    return sum;
+}
+
+@compute @workgroup_size(64)
+fn column_mean_squares(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    for (var j = gid.x; j < p.cols; j += groups.x * 64u) {
+        let mean = column_sum_squares(j) / f32(max(p.rows, 1u));
+        if (p.accumulate != 0u) {
+            out[p.off_out + j] += mean;
+        } else {
+            out[p.off_out + j] = mean;
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn column_normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    for (var j = gid.x; j < p.cols; j += groups.x * 64u) {
+        let inv = 1.0 / (sqrt(column_sum_squares(j)) + p.eps);
+        for (var i = 0u; i < p.rows; i++) {
+            let at = i * p.cols + j;
+            out[p.off_out + at] = x[p.off_x + at] * inv;
+        }
+    }
+}
+
+// out[i, j] *= x[j]: one invocation per element of out.
+@compute @workgroup_size(256)
+fn column_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let len = p.rows * p.cols;
+    for (var k = gid.x; k < len; k += groups.x * 256u) {
+        out[p.off_out + k] *= x[p.off_x + k % p.cols];
+    }
+}
