@@ -1,7 +1,9 @@
 //! The built-in learners by name: what the examples' `--rule` flag and
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
-use super::{DeltaRule, EquilibriumProp, ForwardForward, Learner, PredictiveCoding};
+use super::{
+    DeltaRule, EquilibriumProp, ForwardForward, Learner, PredictiveCoding, SyntheticGradients,
+};
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::trainer::TrainConfig;
@@ -20,6 +22,11 @@ pub const LEARNERS: &[(&str, &str)] = &[
         "ff",
         "forward-forward: per-layer goodness on positive and negative data, no backward pass",
     ),
+    (
+        "sg",
+        "synthetic gradients: linear predictors of each hidden layer's gradient",
+    ),
+    ("csg", "synthetic gradients conditioned on the label"),
 ];
 
 /// Every built-in learner's name: the nine delta rules, then [`LEARNERS`].
@@ -44,6 +51,10 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
         "ep" | "equilibrium-propagation" => return Ok(Box::new(EquilibriumProp::default())),
         "pc" | "predictive-coding" => return Ok(Box::new(PredictiveCoding::default())),
         "ff" | "forward-forward" => return Ok(Box::new(ForwardForward::default())),
+        "sg" | "synthetic-gradients" => return Ok(Box::new(SyntheticGradients::new())),
+        "csg" | "conditioned-synthetic-gradients" => {
+            return Ok(Box::new(SyntheticGradients::conditioned()))
+        }
         _ => {}
     }
     Err(Error::config(format!(

@@ -19,6 +19,7 @@ mod equilibrium;
 mod forward_forward;
 mod predictive_coding;
 mod step;
+mod synthetic_gradients;
 mod tensors;
 
 pub use catalogue::builtin;
@@ -28,6 +29,7 @@ pub use equilibrium::EquilibriumProp;
 pub use forward_forward::ForwardForward;
 pub use predictive_coding::PredictiveCoding;
 pub use step::StepCx;
+pub use synthetic_gradients::SyntheticGradients;
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};
 
