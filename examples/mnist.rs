@@ -164,16 +164,7 @@ impl Args {
                     })
                 }
                 "--seed" => args.seed = parse(&flag, &value)?,
-                "--settings" => {
-                    args.settings = value
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(|kv| match kv.split_once('=') {
-                            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
-                            None => Err(bad(&format!("--settings {kv}: expected KEY=VALUE"))),
-                        })
-                        .collect::<Result<_>>()?
-                }
+                "--settings" => args.settings = common::parse_settings(USAGE, &value)?,
                 "--train-limit" => args.train_limit = Some(parse(&flag, &value)?),
                 "--data" => args.data = Some(value),
                 "--dataset" => args.dataset = DatasetKind::from_name(&value)?,
@@ -359,27 +350,6 @@ fn epoch_bar(style: &ProgressStyle, epoch: u64, batches: usize) -> ProgressBar {
     bar
 }
 
-/// The learner's `state` with `settings` replacing values of the same keys; a key it
-/// does not have is an error listing those it has.
-fn with_settings(
-    mut state: Vec<(String, String)>,
-    settings: &[(String, String)],
-) -> Result<Vec<(String, String)>> {
-    for (key, value) in settings {
-        match state.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value.clone(),
-            None => {
-                let keys: Vec<&str> = state.iter().map(|(k, _)| k.as_str()).collect();
-                return Err(bad(&format!(
-                    "--settings {key}: this learner's settings are [{}]",
-                    keys.join(", ")
-                )));
-            }
-        }
-    }
-    Ok(state)
-}
-
 fn parse_list(value: &str) -> Result<Vec<usize>> {
     value
         .split(',')
@@ -440,7 +410,7 @@ fn run() -> Result<()> {
         }
         None => {
             let mut learner = learner::builtin(&args.rule, &config)?;
-            learner.restore_state(&with_settings(learner.state(), &args.settings)?)?;
+            common::apply_settings(USAGE, &mut *learner, &args.settings)?;
             Trainer::with_learner(net, config, learner, device)?
         }
     };

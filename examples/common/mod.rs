@@ -229,3 +229,41 @@ impl RuleStudyArgs {
         Ok(args)
     }
 }
+
+/// `--settings K=V,K=V,...`: a learner's own settings as key/value pairs.
+pub fn parse_settings(usage: &str, value: &str) -> Result<Vec<(String, String)>> {
+    value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+            None => Err(bad(usage, &format!("--settings {kv}: expected KEY=VALUE"))),
+        })
+        .collect()
+}
+
+/// Sets `settings` on `learner` through the keys of its checkpointed state (the
+/// settings it keeps there); a key it does not have is an error listing those it has.
+pub fn apply_settings(
+    usage: &str,
+    learner: &mut dyn plasticity::Learner,
+    settings: &[(String, String)],
+) -> Result<()> {
+    let mut state = learner.state();
+    for (key, value) in settings {
+        match state.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.clone(),
+            None => {
+                let keys: Vec<&str> = state.iter().map(|(k, _)| k.as_str()).collect();
+                return Err(bad(
+                    usage,
+                    &format!(
+                        "--settings {key}: this learner's settings are [{}]",
+                        keys.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    learner.restore_state(&state)
+}

@@ -24,7 +24,7 @@
 //! steps), or the relaxation oscillates and the updates stop following BP's.
 
 use super::{Learner, StepCx, TensorSpec};
-use crate::backend::{Axpby, Gemm, LayerGrad, LossGrad, Mat};
+use crate::backend::{Axpby, Epilogue, Gemm, LayerGrad, LossGrad, Mat};
 use crate::error::{Error, Result};
 use crate::layer::LayerSpec;
 
@@ -104,20 +104,29 @@ impl PredictiveCoding {
         }
     }
 
-    /// Every layer's prediction from the value nodes below it (the output's into the
-    /// network's output), then the errors `e_l`: hidden `(x_l − μ_l) ⊙ f'(μ_l)`, the
-    /// output's `−β ∂L/∂z` per sample.
-    fn errors(&self, cx: &mut StepCx<'_>) -> Result<()> {
+    /// The predictions of layers `from..` from the value nodes below them (the
+    /// output's into the network's output), then every error `e_l`: hidden
+    /// `(x_l − μ_l) ⊙ f'(μ_l)`, the output's `−β ∂L/∂z` per sample. The first layer
+    /// predicts from the input, which inference does not move: its prediction is
+    /// computed once per step (`from = 0`) and kept (`from = 1`).
+    fn errors(&self, cx: &mut StepCx<'_>, from: usize) -> Result<()> {
         let last = cx.layers().len() - 1;
         for l in 0..=last {
-            let x = Self::below(cx, l)?;
             let mu = match l {
                 _ if l == last => cx.output(last),
                 _ => cx.tensor(&prediction(l))?,
             };
-            let (w, b, f) = (cx.weights(l), cx.bias(l), cx.layers()[l].activation());
-            cx.backend().gemm(&Gemm::new(mu, w, false, x, false))?;
-            cx.backend().bias_activation(mu, b, f)?;
+            let f = cx.layers()[l].activation();
+            if l >= from {
+                let (x, w, b) = (Self::below(cx, l)?, cx.weights(l), cx.bias(l));
+                cx.backend().gemm_then(
+                    &Gemm::new(mu, w, false, x, false),
+                    Epilogue::BiasActivation {
+                        bias: b,
+                        activation: f,
+                    },
+                )?;
+            }
             if l < last {
                 let (xl, eps, e) = (
                     cx.tensor(&value(l))?,
@@ -189,8 +198,8 @@ impl Learner for PredictiveCoding {
         }
         let stats = cx.tensor(STATS)?;
         cx.backend().fill(stats, 0.0)?;
-        for _ in 0..self.steps {
-            self.errors(cx)?;
+        for step in 0..self.steps {
+            self.errors(cx, usize::from(step > 0))?;
             for l in 0..last {
                 let (x, eps) = (cx.tensor(&value(l))?, cx.tensor(&error(l))?);
                 let (w_above, e_above) = (cx.weights(l + 1), cx.tensor(&scaled(l + 1))?);
@@ -203,7 +212,7 @@ impl Learner for PredictiveCoding {
                 })?;
             }
         }
-        self.errors(cx)?;
+        self.errors(cx, usize::from(self.steps > 0))?;
         // ∂F/∂W_l / β as the update direction, every layer in one grouped product.
         let scale = -1.0 / (self.beta * cx.batch() as f32);
         let mut grads = Vec::with_capacity(last + 1);
