@@ -262,6 +262,7 @@ fn ep_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
         resumed.network().unwrap().params()
     );
     let Some(gpu) = gpu() else { return };
+    let counters = gpu.counters();
     let mut on_gpu =
         Trainer::with_learner_backend(net(Activation::Tanh), config(16), learner(), Box::new(gpu))
             .unwrap();
@@ -272,6 +273,15 @@ fn ep_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
         Box::new(CpuBackend::new()),
     )
     .unwrap();
+    let submits = counters.submits();
+    let first: Vec<usize> = (0..16).collect();
+    on_gpu.train_batch(&data, &first).unwrap();
+    assert_eq!(
+        counters.submits() - submits,
+        1,
+        "both phases and the update: one submit"
+    );
+    on_cpu.train_batch(&data, &first).unwrap();
     for _ in 0..3 {
         on_cpu.train_epoch(&data, |_, _| {}).unwrap();
         on_gpu.train_epoch(&data, |_, _| {}).unwrap();

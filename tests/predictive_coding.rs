@@ -128,7 +128,20 @@ fn pc_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
         resumed.network().unwrap().params()
     );
     let Some(gpu) = gpu() else { return };
+    let counters = gpu.counters();
     let (mut on_cpu, mut on_gpu) = (make(Box::new(CpuBackend::new())), make(Box::new(gpu)));
+    let submits = counters.submits();
+    on_gpu
+        .train_batch(&data, &(0..16).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(
+        counters.submits() - submits,
+        1,
+        "a whole step is one submit"
+    );
+    on_cpu
+        .train_batch(&data, &(0..16).collect::<Vec<_>>())
+        .unwrap();
     for _ in 0..3 {
         on_cpu.train_epoch(&data, |_, _| {}).unwrap();
         on_gpu.train_epoch(&data, |_, _| {}).unwrap();
