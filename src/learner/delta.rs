@@ -165,6 +165,10 @@ impl Learner for DeltaRule {
             .collect()
     }
 
+    fn rule(&self) -> Option<Rule> {
+        Some(self.rule)
+    }
+
     fn derives_feedback(&self) -> bool {
         self.rule.sign_symmetric()
     }

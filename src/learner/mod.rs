@@ -105,6 +105,12 @@ pub trait Learner: Send {
         Vec::new()
     }
 
+    /// The feedback-alignment-family rule it runs, if it is one ([`DeltaRule`]): the
+    /// trainer's rule-specific calls (feedback shapes, frSF's magnitudes) ask it.
+    fn rule(&self) -> Option<crate::rule::Rule> {
+        None
+    }
+
     /// Whether [`Learner::step`] overwrites a feedback tensor set from outside (the
     /// sign-symmetric rules re-derive `B` from `W`): such a tensor refuses to be set.
     fn derives_feedback(&self) -> bool {

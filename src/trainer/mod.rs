@@ -246,7 +246,7 @@ impl Trainer {
     pub fn set_tensor(&mut self, name: &str, values: &[f32]) -> Result<()> {
         let m = self.tensors.get(name, self.config.batch_size)?;
         if self.learner.derives_feedback() && name.starts_with("feedback.") {
-            let instead = if self.learner.name() == Rule::FixedRandomSignSymmetry.name() {
+            let instead = if self.learner.rule() == Some(Rule::FixedRandomSignSymmetry) {
                 "; set its magnitudes with set_feedback_magnitudes"
             } else {
                 ""
@@ -321,11 +321,14 @@ impl Trainer {
     /// Shapes of the rule's feedback matrices (one per hidden layer with weights; none
     /// for BP): the learner's tensors `feedback.0`, `feedback.1`, ….
     pub fn feedback_shapes(&self) -> Vec<FeedbackShape> {
-        let fans = self.config.rule.feedback_shapes(&self.layers);
-        let delta_rule = self.learner.name() == self.config.rule.name();
+        let fans = self
+            .learner
+            .rule()
+            .map(|r| r.feedback_shapes(&self.layers))
+            .unwrap_or_default();
         (0..)
             .map_while(|i| self.tensors.spec(&feedback_name(i)).ok().map(|s| (i, s)))
-            .map(|(i, s)| match fans.get(i).filter(|_| delta_rule) {
+            .map(|(i, s)| match fans.get(i) {
                 Some(shape) => *shape,
                 None => FeedbackShape {
                     rows: s.rows,
@@ -366,8 +369,8 @@ impl Trainer {
     /// weights' signs with these magnitudes. brSF redraws its magnitudes every batch
     /// and the other rules keep none, so they refuse with [`Error::Unsupported`].
     pub fn set_feedback_magnitudes(&mut self, i: usize, values: &[f32]) -> Result<()> {
-        let frsf = self.learner.name() == Rule::FixedRandomSignSymmetry.name();
-        let why = if self.learner.name() == Rule::BatchRandomSignSymmetry.name() {
+        let frsf = self.learner.rule() == Some(Rule::FixedRandomSignSymmetry);
+        let why = if self.learner.rule() == Some(Rule::BatchRandomSignSymmetry) {
             "which redraws its magnitudes before every backward pass"
         } else {
             "which keeps no magnitudes (only frsf does)"
