@@ -15,9 +15,9 @@
 
 pub mod catalogue;
 mod delta;
-mod equilibrium;
-mod forward_forward;
-mod predictive_coding;
+pub mod equilibrium;
+pub mod forward_forward;
+pub mod predictive_coding;
 mod step;
 mod synthetic_gradients;
 mod tensors;
