@@ -1,5 +1,6 @@
 // Per-sample (per-column) passes over feature-major `rows x cols` regions: mean
-// squares of each column, columns scaled to unit length, columns scaled by factors.
+// squares of each column, columns scaled to a length, columns scaled by factors, the
+// one-hot of each column's largest entry.
 // One invocation per column for the reductions (a batch is a few hundred columns);
 // one per element for the scaling.
 
@@ -69,5 +70,21 @@ fn column_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let len = p.rows * p.cols;
     for (var k = gid.x; k < len; k += groups.x * 256u) {
         out[p.off_out + k] *= x[p.off_x + k % p.cols];
+    }
+}
+
+// out[:, j] = one-hot of the first largest entry of x[:, j]: one invocation per column.
+@compute @workgroup_size(64)
+fn column_argmax_one_hot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    for (var j = gid.x; j < p.cols; j += groups.x * 64u) {
+        var best = 0u;
+        for (var i = 1u; i < p.rows; i++) {
+            if (x[p.off_x + i * p.cols + j] > x[p.off_x + best * p.cols + j]) {
+                best = i;
+            }
+        }
+        for (var i = 0u; i < p.rows; i++) {
+            out[p.off_out + i * p.cols + j] = select(0.0, 1.0, i == best);
+        }
     }
 }

@@ -356,6 +356,8 @@ fn column_ops_at_awkward_shapes_and_offsets() {
         pair.assert_close(ob, &format!("normalize {rows}x{cols}"));
         pair.run(|be| be.columns(&ColumnOp::scale(image, row)));
         pair.assert_close(ob, &format!("scale {rows}x{cols}"));
+        pair.run(|be| be.columns(&ColumnOp::argmax_one_hot(image, xm)));
+        pair.assert_close(ob, &format!("argmax one-hot {rows}x{cols}"));
         let (c, _) = pair.both(ob);
         assert!(
             c[..3].iter().all(|v| v.is_nan()),

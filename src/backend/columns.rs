@@ -24,6 +24,9 @@ pub enum ColumnKind {
     },
     /// `out[i, j] *= x[0, j]`: `out` scaled column by column by the `1 x cols` `x`.
     Scale,
+    /// `out[:, j]` = the one-hot of the largest entry of `x[:, j]` (the first of equal
+    /// ones), `out` shaped like `x`.
+    ArgmaxOneHot,
 }
 
 /// One per-column operation: reads `x`, writes `out`.
@@ -65,6 +68,15 @@ impl ColumnOp {
         }
     }
 
+    /// `out[:, j]` = one-hot of `argmax_i x[i, j]`.
+    pub fn argmax_one_hot(out: Mat, x: Mat) -> ColumnOp {
+        ColumnOp {
+            kind: ColumnKind::ArgmaxOneHot,
+            x,
+            out,
+        }
+    }
+
     /// Checks the shapes and that `x` and `out` are apart.
     pub fn check(&self) -> Result<()> {
         let row = |m: Mat, of: Mat, what: &str| {
@@ -81,6 +93,7 @@ impl ColumnOp {
                 }
             }
             ColumnKind::Scale => row(self.x, self.out, "column scale factors")?,
+            ColumnKind::ArgmaxOneHot => check_same_shape("argmax one-hot", self.out, self.x)?,
         }
         if self.x.overlaps(&self.out) {
             return Err(Error::Backend(format!(
@@ -129,6 +142,21 @@ pub fn host(op: &ColumnOp, x: &[f32], out: &mut [f32]) {
                 *o *= x[k % cols];
             }
         }
+        ColumnKind::ArgmaxOneHot => {
+            let (rows, cols) = (op.x.rows, op.x.cols);
+            for j in 0..cols {
+                let best = (1..rows).fold(0, |best, i| {
+                    if x[i * cols + j] > x[best * cols + j] {
+                        i
+                    } else {
+                        best
+                    }
+                });
+                for i in 0..rows {
+                    out[i * cols + j] = f32::from(u8::from(i == best));
+                }
+            }
+        }
     }
 }
 
@@ -163,6 +191,18 @@ mod tests {
             &mut scaled,
         );
         assert_eq!(scaled, [6.0, 0.0, -1.0, 8.0, 0.0, 1.0]);
+        let mut hot = [9.0; 6];
+        let ties = [1.0, 5.0, 2.0, 1.0, 5.0, 7.0];
+        host(
+            &ColumnOp::argmax_one_hot(Mat::new(BufId(1), 0, 2, 3), x),
+            &ties,
+            &mut hot,
+        );
+        assert_eq!(
+            hot,
+            [1.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            "the first of equal maxima"
+        );
         assert!(ColumnOp::scale(x, Mat::new(BufId(1), 0, 1, 2))
             .check()
             .is_err());

@@ -21,9 +21,12 @@
 //! (its loss is then the cross-entropy of the goodness sums, a diagnostic only). The
 //! network's last layer is not used, and its update stays zero.
 //!
-//! Negative labels: each step draws one shift `k` in `1..classes` and gives every
-//! sample the label `(y + k) mod classes`, so every negative label is wrong and over
-//! the steps each wrong label is equally likely (Hinton draws one per sample).
+//! Negative labels ([`Negatives`]): by default each sample's hardest wrong label, the
+//! one the network currently gives the most goodness (Hinton picks negatives from the
+//! network's own predictions, in proportion to their probability; this takes the
+//! most probable), at the cost of one forward pass per class per step. Or, cheaper,
+//! one random shift `k` in `1..classes` per step, every sample getting `(y + k) mod
+//! classes`: each wrong label equally likely over the steps.
 //!
 //! Training statistics: the loss is the mean of every layer's local loss on positive
 //! and negative data, and the accuracy the share of those goodness decisions that fall
@@ -40,11 +43,32 @@ use crate::init::{learner_rng, rng_from_state, rng_state};
 use crate::layer::LayerSpec;
 use crate::loss::Loss;
 
+/// How negative data gets its wrong label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negatives {
+    /// `(y + k) mod classes` with one random shift `k` per step.
+    Shifted,
+    /// The wrong label the network currently finds best (the most goodness), as
+    /// Hinton picks negatives from the network's own predictions; costs one forward
+    /// pass per class per step.
+    Hardest,
+}
+
+impl Negatives {
+    fn name(self) -> &'static str {
+        match self {
+            Negatives::Shifted => "shifted",
+            Negatives::Hardest => "hardest",
+        }
+    }
+}
+
 /// The forward-forward learner (`ff`). See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct ForwardForward {
     threshold: f32,
     label_value: f32,
+    negatives: Negatives,
     rng: ChaCha8Rng,
 }
 
@@ -54,6 +78,7 @@ impl Default for ForwardForward {
         ForwardForward {
             threshold: 2.0,
             label_value: 1.0,
+            negatives: Negatives::Hardest,
             rng: learner_rng(0),
         }
     }
@@ -68,6 +93,8 @@ const TARGET_NEG: &str = "ff.target.negative";
 const ONES: &str = "ff.ones";
 const MINUS_THETA: &str = "ff.minus_threshold";
 const DELTA: &str = "ff.delta";
+const SCORES: &str = "ff.scores";
+const HARDEST: &str = "ff.hardest";
 
 /// The two kinds of data a step runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,6 +134,12 @@ impl ForwardForward {
     /// The value the label's input takes (the others of the first `classes` are 0).
     pub fn with_label_value(mut self, value: f32) -> Self {
         self.label_value = value;
+        self
+    }
+
+    /// How negative labels are chosen.
+    pub fn with_negatives(mut self, negatives: Negatives) -> Self {
+        self.negatives = negatives;
         self
     }
 
@@ -241,6 +274,28 @@ impl ForwardForward {
     }
 }
 
+impl ForwardForward {
+    /// Each label's goodness for the batch (summed over the scored layers) into the
+    /// `classes x batch` region `scores`, running the hidden layers once per label.
+    fn label_scores(&self, cx: &mut StepCx<'_>, scores: Mat) -> Result<()> {
+        let layers = cx.layers().to_vec();
+        cx.backend().fill(scores, 0.0)?;
+        let x = cx.tensor(&input(Phase::Positive))?;
+        for c in 0..scores.rows {
+            self.embed(cx, x, None)?;
+            let label = x.rows(c, 1);
+            cx.backend().fill(label, self.label_value)?;
+            self.forward(cx, Phase::Positive)?;
+            for l in Self::scored(&layers) {
+                let h = cx.tensor(&activity(Phase::Positive, l))?;
+                cx.backend()
+                    .columns(&ColumnOp::mean_squares(scores.rows(c, 1), h, true))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Learner for ForwardForward {
     fn name(&self) -> String {
         "ff".into()
@@ -256,6 +311,8 @@ impl Learner for ForwardForward {
             TensorSpec::per_sample(ONES, 1),
             TensorSpec::per_sample(DELTA, widest),
             TensorSpec::fixed(MINUS_THETA, 1, 1),
+            TensorSpec::per_sample(SCORES, layers[layers.len() - 1].outputs()),
+            TensorSpec::per_sample(HARDEST, layers[layers.len() - 1].outputs()),
         ];
         for phase in [Phase::Positive, Phase::Negative] {
             specs.push(TensorSpec::per_sample(input(phase), layers[0].inputs()));
@@ -289,34 +346,31 @@ impl Learner for ForwardForward {
     }
 
     fn infer(&mut self, cx: &mut StepCx<'_>) -> Result<()> {
-        let (layers, last) = (cx.layers().to_vec(), cx.layers().len() - 1);
-        let scores = cx.output(last);
-        cx.backend().fill(scores, 0.0)?;
-        let x = cx.tensor(&input(Phase::Positive))?;
-        for c in 0..scores.rows {
-            self.embed(cx, x, None)?;
-            let label = x.rows(c, 1);
-            cx.backend().fill(label, self.label_value)?;
-            self.forward(cx, Phase::Positive)?;
-            for l in Self::scored(&layers) {
-                let h = cx.tensor(&activity(Phase::Positive, l))?;
-                cx.backend()
-                    .columns(&ColumnOp::mean_squares(scores.rows(c, 1), h, true))?;
-            }
-        }
-        Ok(())
+        let scores = cx.output(cx.layers().len() - 1);
+        self.label_scores(cx, scores)
     }
 
     fn step(&mut self, cx: &mut StepCx<'_>) -> Result<()> {
         let classes = cx.targets().rows;
-        let shift = self.rng.random_range(1..classes);
         let (targets, pos, neg) = (
             cx.targets(),
             cx.tensor(&input(Phase::Positive))?,
             cx.tensor(&input(Phase::Negative))?,
         );
+        let wrong = match self.negatives {
+            Negatives::Shifted => (targets, self.rng.random_range(1..classes)),
+            Negatives::Hardest => {
+                // The true label's score pushed far below any goodness, then argmax.
+                let (scores, hardest) = (cx.tensor(SCORES)?, cx.tensor(HARDEST)?);
+                self.label_scores(cx, scores)?;
+                let backend = cx.backend();
+                backend.axpby(&Axpby::new(scores, -1e9, targets, 1.0))?;
+                backend.columns(&ColumnOp::argmax_one_hot(hardest, scores))?;
+                (hardest, 0)
+            }
+        };
         self.embed(cx, pos, Some((targets, 0)))?;
-        self.embed(cx, neg, Some((targets, shift)))?;
+        self.embed(cx, neg, Some(wrong))?;
         let (logits, t_pos, t_neg, ones) = (
             cx.tensor(LOGITS)?,
             cx.tensor(TARGET_POS)?,
@@ -348,6 +402,7 @@ impl Learner for ForwardForward {
         let mut state = vec![
             ("threshold".into(), self.threshold.to_string()),
             ("label_value".into(), self.label_value.to_string()),
+            ("negatives".into(), self.negatives.name().into()),
         ];
         state.extend(
             rng_state(&self.rng)
@@ -364,6 +419,13 @@ impl Learner for ForwardForward {
             match key.as_str() {
                 "threshold" => self.threshold = v.parse().map_err(|_| bad())?,
                 "label_value" => self.label_value = v.parse().map_err(|_| bad())?,
+                "negatives" => {
+                    self.negatives = match v.as_str() {
+                        "shifted" => Negatives::Shifted,
+                        "hardest" => Negatives::Hardest,
+                        _ => return Err(bad()),
+                    }
+                }
                 _ => match key.strip_prefix("negative_rng.") {
                     Some(k) => rng.push((k.to_string(), v.clone())),
                     None => return Err(Error::config(format!("ff has no setting {key}"))),

@@ -26,7 +26,7 @@ pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
 pub use equilibrium::EquilibriumProp;
-pub use forward_forward::ForwardForward;
+pub use forward_forward::{ForwardForward, Negatives};
 pub use predictive_coding::PredictiveCoding;
 pub use step::StepCx;
 pub use synthetic_gradients::SyntheticGradients;

@@ -368,6 +368,7 @@ impl Backend for GpuBackend {
                 (Kernel::ColumnNormalize, op.x, false, eps, length)
             }
             ColumnKind::Scale => (Kernel::ColumnScale, op.out, false, 0.0, 0.0),
+            ColumnKind::ArgmaxOneHot => (Kernel::ColumnArgmaxOneHot, op.x, false, 0.0, 0.0),
         };
         let params = Block::default()
             .u(idx(op.x.offset)?)

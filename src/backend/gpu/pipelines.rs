@@ -51,10 +51,11 @@ pub(crate) enum Kernel {
     ColumnMeanSquares,
     ColumnNormalize,
     ColumnScale,
+    ColumnArgmaxOneHot,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 21] = [
+    const ALL: [Kernel; 22] = [
         Kernel::Gemm,
         Kernel::GemmNarrow,
         Kernel::GemmWide,
@@ -76,6 +77,7 @@ impl Kernel {
         Kernel::ColumnMeanSquares,
         Kernel::ColumnNormalize,
         Kernel::ColumnScale,
+        Kernel::ColumnArgmaxOneHot,
     ];
 
     /// Index of its shader module in [`MODULES`] and its entry point.
@@ -102,6 +104,7 @@ impl Kernel {
             Kernel::ColumnMeanSquares => (10, "column_mean_squares"),
             Kernel::ColumnNormalize => (10, "column_normalize"),
             Kernel::ColumnScale => (10, "column_scale"),
+            Kernel::ColumnArgmaxOneHot => (10, "column_argmax_one_hot"),
         }
     }
 
@@ -110,7 +113,10 @@ impl Kernel {
         match self {
             Kernel::Fill | Kernel::Noise => 1,
             Kernel::BiasActivation | Kernel::ActivationGrad | Kernel::Axpby => 2,
-            Kernel::ColumnMeanSquares | Kernel::ColumnNormalize | Kernel::ColumnScale => 2,
+            Kernel::ColumnMeanSquares
+            | Kernel::ColumnNormalize
+            | Kernel::ColumnScale
+            | Kernel::ColumnArgmaxOneHot => 2,
             Kernel::GradNorm | Kernel::GradScale => 2,
             Kernel::SignFeedback => 3,
             // Written region, input, argmax.
