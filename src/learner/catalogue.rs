@@ -1,13 +1,16 @@
 //! The built-in learners by name: what the examples' `--rule` flag and
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
-use super::{DeltaRule, Learner};
+use super::{DeltaRule, Ddtp, Dtp, Learner};
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::trainer::TrainConfig;
 
 /// The built-in learners that are not delta rules: name and one-line description.
-pub const LEARNERS: &[(&str, &str)] = &[];
+pub const LEARNERS: &[(&str, &str)] = &[
+    ("dtp", "difference target propagation through learned layer inverses"),
+    ("ddtp", "direct difference target propagation, linear feedback (DDTP-linear)"),
+];
 
 /// Every built-in learner's name: the nine delta rules, then [`LEARNERS`].
 pub fn names() -> Vec<&'static str> {
@@ -26,6 +29,11 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
         let learner = DeltaRule::new(rule, config.feedback_init)
             .with_shared_conv_feedback(config.shared_conv_feedback);
         return Ok(Box::new(learner));
+    }
+    match name {
+        "dtp" => return Ok(Box::new(Dtp::default())),
+        "ddtp" => return Ok(Box::new(Ddtp::default())),
+        _ => {}
     }
     Err(Error::config(format!(
         "unknown learner {name:?}; the built-in ones are {}",

@@ -17,11 +17,13 @@ pub mod catalogue;
 mod delta;
 mod step;
 mod tensors;
+pub mod target_prop;
 
 pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
 pub use step::StepCx;
+pub use target_prop::{Ddtp, Dtp, TargetPropSettings};
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};
 
