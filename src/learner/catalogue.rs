@@ -1,15 +1,21 @@
 //! The built-in learners by name: what the examples' `--rule` flag and
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
-use super::{DeltaRule, Ddtp, Dtp, Learner};
+use super::{Ddtp, DeltaRule, Dtp, Learner};
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::trainer::TrainConfig;
 
 /// The built-in learners that are not delta rules: name and one-line description.
 pub const LEARNERS: &[(&str, &str)] = &[
-    ("dtp", "difference target propagation through learned layer inverses"),
-    ("ddtp", "direct difference target propagation, linear feedback (DDTP-linear)"),
+    (
+        "dtp",
+        "difference target propagation through learned layer inverses",
+    ),
+    (
+        "ddtp",
+        "direct difference target propagation, linear feedback (DDTP-linear)",
+    ),
 ];
 
 /// Every built-in learner's name: the nine delta rules, then [`LEARNERS`].

@@ -16,8 +16,8 @@
 pub mod catalogue;
 mod delta;
 mod step;
-mod tensors;
 pub mod target_prop;
+mod tensors;
 
 pub use catalogue::builtin;
 pub use delta::DeltaRule;

@@ -109,8 +109,7 @@ impl Learner for Dtp {
         let t_last = cx.tensor(&name("target", last))?;
         output_step(cx, t_last, settings.target_step)?;
         let h_last = cx.output(last);
-        cx.backend()
-            .axpby(&Axpby::new(t_last, 1.0, h_last, 1.0))?;
+        cx.backend().axpby(&Axpby::new(t_last, 1.0, h_last, 1.0))?;
         for l in (0..last).rev() {
             let (q, c) = (
                 cx.tensor(&name("inverse", l))?,
@@ -148,10 +147,7 @@ impl Learner for Dtp {
             );
             let (q, c) = (t("inverse")?, t("inverse_bias")?);
             let (h, w_up, b_up) = (cx.output(l), cx.weights(l + 1), cx.bias(l + 1));
-            let (act, act_up) = (
-                cx.layers()[l].activation(),
-                cx.layers()[l + 1].activation(),
-            );
+            let (act, act_up) = (cx.layers()[l].activation(), cx.layers()[l + 1].activation());
             let b = cx.backend();
             b.noise(&Noise {
                 out: noisy,

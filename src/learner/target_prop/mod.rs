@@ -148,7 +148,8 @@ fn encode_optimizer(o: Option<Optimizer>) -> String {
 fn decode_optimizer(text: &str) -> Result<Option<Optimizer>> {
     let bad = || Error::config(format!("target propagation feedback optimizer {text:?}"));
     let words: Vec<&str> = text.split(' ').collect();
-    let num = |i: usize| -> Result<f32> { words.get(i).ok_or_else(bad)?.parse().map_err(|_| bad()) };
+    let num =
+        |i: usize| -> Result<f32> { words.get(i).ok_or_else(bad)?.parse().map_err(|_| bad()) };
     match (words[0], words.len()) {
         ("network", 1) => Ok(None),
         ("sgd", 5) => Ok(Some(Optimizer::Sgd {
