@@ -239,8 +239,18 @@ fn the_gpu_trains_like_the_cpu() {
             Box::new(CpuBackend::new()),
         )
         .unwrap();
+        let counters = gpu.counters();
         let mut gpu =
             Trainer::with_learner_backend(net, config(), learner(name, s), Box::new(gpu)).unwrap();
+        // The whole step, feedback training included, is recorded into one submit.
+        let submits = counters.submits();
+        gpu.train_batch(&data, &batch()).unwrap();
+        assert_eq!(
+            counters.submits() - submits,
+            1,
+            "{name}: submits of one step"
+        );
+        cpu.train_batch(&data, &batch()).unwrap();
         for _ in 0..3 {
             cpu.train_epoch(&data, |_, _| {}).unwrap();
             gpu.train_epoch(&data, |_, _| {}).unwrap();
@@ -292,8 +302,7 @@ fn a_checkpoint_resumes_bit_for_bit_with_its_settings() {
 #[test]
 fn dtp_refuses_layers_it_cannot_invert_and_ddtp_trains_a_conv_net() {
     let err = Trainer::with_learner(conv_net(), config(), Box::new(Dtp::default()), Device::Cpu)
-        .err()
-        .expect("dtp on a conv net");
+        .expect_err("dtp on a conv net");
     assert!(err.to_string().contains("dense"), "{err}");
     let bad = TargetPropSettings {
         noise_std: 0.0,

@@ -19,6 +19,10 @@ use crate::rule::StepViews;
 /// activity, run the network above it, and ask the feedback to map the change of the
 /// output back onto the corruption (error in `ddtp.error.{l}`). A linear feedback's
 /// bias cancels in the difference, so it has none.
+///
+/// The corrupted passes run in the network's own activation buffers (so they work
+/// for any layer kind): after a step those hold the last corrupted pass, not the
+/// batch's clean activity.
 #[derive(Debug, Clone)]
 pub struct Ddtp {
     common: Common,
