@@ -359,7 +359,7 @@ fn both_learn_mnist() {
             .build()
             .unwrap();
         let config = TrainConfig {
-            optimizer: Optimizer::adam(1e-3),
+            optimizer: Optimizer::adam(3e-3),
             batch_size: 64,
             ..TrainConfig::default()
         };
