@@ -57,7 +57,12 @@ pub struct TargetPropSettings {
 }
 
 impl Default for TargetPropSettings {
-    /// Settings measured on MNIST (784-256-256-256-10 tanh, Adam): see the crate README.
+    /// `η̂ = 0.1`, `σ = 0.1`, the feedback on Adam at 1e-3: on MNIST
+    /// (784-256-256-256-10 tanh, batch 128, the network on Adam at 1e-3) both learners
+    /// came within a point of backprop's test accuracy after 20 epochs, and neither
+    /// moved by more than 0.3 points for `σ` in 0.03–0.3 or a feedback rate in
+    /// 1e-4–1e-3 over 3 epochs. Under Adam `η̂` barely matters (`ddtp`'s targets are
+    /// linear in it); under SGD it scales the hidden layers' learning rate.
     fn default() -> Self {
         TargetPropSettings {
             target_step: 0.1,
