@@ -1,4 +1,4 @@
-//! Alignment of FA-style rules with backprop over training, on MNIST.
+//! Alignment of learning rules with backprop over training, on MNIST.
 //!
 //! ```text
 //! cargo run --release --example alignment -- --rules fa,dfa --epochs 3 \
@@ -11,7 +11,8 @@
 //! angle between the rule's weight update and BP's exact gradient, averaged over a
 //! fixed probe of training batches; and the feedback-to-weight angle where defined).
 //! Writes `<out>.csv` (one row per rule, point and layer) and `<out>.svg` (the hidden
-//! layers' update angles and the test accuracy against epochs).
+//! layers' update angles, the feedback-to-weight angles of the learners that keep a
+//! feedback `B`, and the test accuracy against epochs).
 
 mod common;
 
@@ -29,7 +30,7 @@ use rand::SeedableRng;
 
 const USAGE: &str = "\
 usage: alignment [options]
-  --rules R1,R2,...   rules to train (bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last; default fa,dfa)
+  --rules R1,R2,...   learners to train: any --rule name of the mnist example (default fa,dfa)
   --hidden W1,W2,...  hidden widths, tanh (default 800,800)
   --epochs N          epochs (default 3)
   --train-limit N     use only the first N training images (default all)
@@ -45,7 +46,9 @@ fn bad(msg: &str) -> Error {
 
 fn parse_args() -> Result<Args> {
     let defaults = Args {
-        rules: vec![Rule::FeedbackAlignment, Rule::DirectFeedbackAlignment],
+        rules: [Rule::FeedbackAlignment, Rule::DirectFeedbackAlignment]
+            .map(|r| r.name().to_string())
+            .to_vec(),
         hidden: vec![800, 800],
         epochs: 3,
         train_limit: None,
@@ -64,7 +67,7 @@ fn parse_args() -> Result<Args> {
 
 /// One measurement point of one rule.
 struct Point {
-    rule: Rule,
+    rule: String,
     epoch: f64,
     test_accuracy: f32,
     layers: Vec<LayerAlignment>,
@@ -107,7 +110,7 @@ fn probe_alignment(
         .collect())
 }
 
-fn run_rule(args: &Args, rule: Rule, train: &Dataset, test: &Dataset) -> Result<Vec<Point>> {
+fn run_rule(args: &Args, rule: &str, train: &Dataset, test: &Dataset) -> Result<Vec<Point>> {
     let mut t = args.trainer(rule, train)?;
     let probe: Vec<usize> = (0..args.probe.min(train.len())).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
@@ -128,7 +131,7 @@ fn run_rule(args: &Args, rule: Rule, train: &Dataset, test: &Dataset) -> Result<
             angles.join(", ")
         );
         points.push(Point {
-            rule,
+            rule: rule.to_string(),
             epoch,
             test_accuracy,
             layers,
@@ -185,95 +188,145 @@ fn plot_error(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
     format!("plot: {e}").into()
 }
 
-/// Hidden layers' update angles (left) and test accuracy (right) against epochs.
-fn plot(points: &[Point], rules: &[Rule], epochs: usize, path: &Path) -> AnyResult<()> {
+/// Three panels against epochs: every hidden layer's update angle to BP, every
+/// feedback-to-weight angle (learners with a `B`), and test accuracy.
+fn plot(points: &[Point], rules: &[String], epochs: usize, path: &Path) -> AnyResult<()> {
     common::plot::load_font()?;
     let mut svg = String::new();
     draw(points, rules, epochs, &mut svg)?;
     Ok(write_atomic(path, svg.as_bytes())?)
 }
 
-fn draw(points: &[Point], rules: &[Rule], epochs: usize, svg: &mut String) -> AnyResult<()> {
-    let root = SVGBackend::with_string(svg, (960, 400)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    let (left, right) = root.split_horizontally(560);
-    let x_max = epochs.max(1) as f64;
-    let mut angles = ChartBuilder::on(&left)
-        .caption(
-            "update angle to BP's gradient (degrees)",
-            ("sans-serif", 18),
-        )
+/// One line per rule and layer: `(epoch, value)` pairs, and the rule's index.
+type Series = Vec<(usize, Vec<(f64, f64)>)>;
+
+const PALETTE: [RGBColor; 8] = [
+    BLUE,
+    RED,
+    GREEN,
+    MAGENTA,
+    CYAN,
+    BLACK,
+    RGBColor(255, 140, 0),
+    RGBColor(128, 0, 128),
+];
+
+/// `value` of every hidden layer of every rule, one series per (rule, layer) that has it.
+fn layer_series(
+    points: &[Point],
+    rules: &[String],
+    value: impl Fn(&LayerAlignment) -> Option<f64>,
+) -> Series {
+    let hidden = points
+        .first()
+        .map_or(0, |p| p.layers.len().saturating_sub(1));
+    let mut out = Vec::new();
+    for (r, rule) in rules.iter().enumerate() {
+        for l in 0..hidden {
+            let series: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| &p.rule == rule)
+                .filter_map(|p| value(&p.layers[l]).map(|v| (p.epoch, v)))
+                .collect();
+            if !series.is_empty() {
+                out.push((r, series));
+            }
+        }
+    }
+    out
+}
+
+/// A line chart on `area`: each rule in its colour, its deeper layers lighter, one
+/// legend entry per rule.
+fn panel(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    caption: &str,
+    rules: &[String],
+    series: Series,
+    (x_max, y_range): (f64, std::ops::Range<f64>),
+    legend: SeriesLabelPosition,
+) -> AnyResult<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(40)
-        .build_cartesian_2d(0.0..x_max, 0.0..100.0)
+        .build_cartesian_2d(0.0..x_max, y_range)
         .map_err(plot_error)?;
-    angles
+    chart
         .configure_mesh()
         .x_desc("epoch")
         .draw()
         .map_err(plot_error)?;
-    let hidden = points
-        .first()
-        .map_or(0, |p| p.layers.len().saturating_sub(1));
-    let palette = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
-    for (r, &rule) in rules.iter().enumerate() {
-        for l in 0..hidden {
-            let series: Vec<(f64, f64)> = points
-                .iter()
-                .filter(|p| p.rule == rule)
-                .filter_map(|p| p.layers[l].update_angle.map(|a| (p.epoch, a)))
-                .collect();
-            // Darker for deeper layers of the same rule.
-            let base = palette[r % palette.len()];
-            let color = base.mix(1.0 - 0.45 * l as f64 / hidden.max(1) as f64);
-            angles
-                .draw_series(LineSeries::new(series, color.stroke_width(2)))
-                .map_err(plot_error)?
-                .label(format!("{rule} layer {}", l + 1))
+    let mut labelled = vec![false; rules.len()];
+    let mut depth = vec![0usize; rules.len()];
+    for (r, line) in series {
+        let color = PALETTE[r % PALETTE.len()].mix(1.0 - 0.3 * depth[r].min(2) as f64);
+        depth[r] += 1;
+        let drawn = chart
+            .draw_series(LineSeries::new(line, color.stroke_width(2)))
+            .map_err(plot_error)?;
+        if !std::mem::replace(&mut labelled[r], true) {
+            drawn
+                .label(rules[r].as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
     }
-    angles
+    chart
         .configure_series_labels()
+        .position(legend)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .map_err(plot_error)?;
+    Ok(())
+}
 
+fn draw(points: &[Point], rules: &[String], epochs: usize, svg: &mut String) -> AnyResult<()> {
+    let root = SVGBackend::with_string(svg, (1320, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let panels = root.split_evenly((1, 3));
+    let x_max = epochs.max(1) as f64;
+    panel(
+        &panels[0],
+        "update angle to BP's gradient (deg; lighter = deeper layer)",
+        rules,
+        layer_series(points, rules, |a| a.update_angle),
+        (x_max, 0.0..100.0),
+        SeriesLabelPosition::UpperRight,
+    )?;
+    panel(
+        &panels[1],
+        "angle between feedback B and forward W (deg)",
+        rules,
+        layer_series(points, rules, |a| a.feedback_angle),
+        (x_max, 0.0..100.0),
+        SeriesLabelPosition::UpperRight,
+    )?;
     let lo = points
         .iter()
         .map(|p| p.test_accuracy)
         .fold(1.0f32, f32::min);
-    let mut acc = ChartBuilder::on(&right)
-        .caption("test accuracy (%)", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(40)
-        .build_cartesian_2d(0.0..x_max, f64::from(100.0 * lo).max(0.0)..100.0)
-        .map_err(plot_error)?;
-    acc.configure_mesh()
-        .x_desc("epoch")
-        .draw()
-        .map_err(plot_error)?;
-    for (r, &rule) in rules.iter().enumerate() {
-        let series: Vec<(f64, f64)> = points
-            .iter()
-            .filter(|p| p.rule == rule)
-            .map(|p| (p.epoch, 100.0 * f64::from(p.test_accuracy)))
-            .collect();
-        let color = palette[r % palette.len()];
-        acc.draw_series(LineSeries::new(series, color.stroke_width(2)))
-            .map_err(plot_error)?
-            .label(rule.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-    }
-    acc.configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)?;
+    let accuracy: Series = rules
+        .iter()
+        .enumerate()
+        .map(|(r, rule)| {
+            let line = points
+                .iter()
+                .filter(|p| &p.rule == rule)
+                .map(|p| (p.epoch, 100.0 * f64::from(p.test_accuracy)))
+                .collect();
+            (r, line)
+        })
+        .collect();
+    panel(
+        &panels[2],
+        "test accuracy (%)",
+        rules,
+        accuracy,
+        (x_max, f64::from(100.0 * lo).max(0.0)..100.0),
+        SeriesLabelPosition::LowerRight,
+    )?;
     root.present().map_err(plot_error)?;
     Ok(())
 }
@@ -286,7 +339,7 @@ fn main() -> AnyResult<()> {
         None => mnist.train,
     };
     let mut points = Vec::new();
-    for &rule in &args.rules {
+    for rule in &args.rules {
         points.extend(run_rule(&args, rule, &train, &mnist.test)?);
     }
     if let Some(dir) = std::path::Path::new(&args.out).parent() {

@@ -12,13 +12,13 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use plasticity::data::{Dataset, Mnist};
-use plasticity::{Error, Result, Rule, Trainer};
+use plasticity::{learner, Error, Result, Trainer};
 
 mod common;
 
 const USAGE: &str = "\
 usage: compare_rules [options]
-  --rules R1,R2,...   rules (default: all of bp,fa,dfa,ifa,usf,brsf,frsf,drtp,last)
+  --rules R1,R2,...   learners, any --rule name of the mnist example (default: every one)
   --hidden W1,W2,...  hidden widths, tanh (default 800,800)
   --epochs N          epochs per rule (default 20)
   --train-limit N     use only the first N training images (default all)
@@ -34,7 +34,10 @@ fn bad(msg: &str) -> Error {
 
 fn parse_args() -> Result<Args> {
     let defaults = Args {
-        rules: Rule::ALL.to_vec(),
+        rules: learner::catalogue::names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
         hidden: vec![800, 800],
         epochs: 20,
         train_limit: None,
@@ -54,7 +57,7 @@ fn parse_args() -> Result<Args> {
 const BATCH: usize = Args::BATCH;
 
 struct Row {
-    rule: Rule,
+    rule: String,
     test_accuracy: f32,
     epoch_seconds: f64,
     mean_angle: Option<f64>,
@@ -78,7 +81,7 @@ fn mean_hidden_angle(t: &mut Trainer, data: &Dataset, probe: usize) -> Result<Op
     Ok((n > 0).then(|| sum / n as f64))
 }
 
-fn run(args: &Args, rule: Rule, train: &Dataset, test: &Dataset) -> Result<Row> {
+fn run(args: &Args, rule: &str, train: &Dataset, test: &Dataset) -> Result<Row> {
     let mut t = args.trainer(rule, train)?;
     let start = Instant::now();
     for _ in 0..args.epochs {
@@ -90,7 +93,7 @@ fn run(args: &Args, rule: Rule, train: &Dataset, test: &Dataset) -> Result<Row> 
     let test_accuracy = t.evaluate(test)?.accuracy;
     let mean_angle = mean_hidden_angle(&mut t, train, args.probe)?;
     Ok(Row {
-        rule,
+        rule: rule.to_string(),
         test_accuracy,
         epoch_seconds,
         mean_angle,
@@ -120,7 +123,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     println!("| rule | test accuracy | s / epoch | final mean alignment angle |");
     println!("|------|--------------:|----------:|---------------------------:|");
     let mut csv = String::from("rule,test_accuracy,epoch_seconds,mean_alignment_angle_deg\n");
-    for &rule in &args.rules {
+    for rule in &args.rules {
         let row = run(&args, rule, &train, &mnist.test)?;
         let angle = row.mean_angle.map_or("n/a".into(), |a| format!("{a:.1}°"));
         println!(

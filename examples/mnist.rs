@@ -16,15 +16,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plasticity::data::DatasetKind;
 use plasticity::layer::Shape;
 use plasticity::{
-    models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule, TrainConfig,
-    Trainer, WeightInit,
+    learner, models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule,
+    TrainConfig, Trainer, WeightInit,
 };
 
 mod common;
 
 const USAGE: &str = "\
 usage: mnist [options]
-  --rule bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last   learning rule    (default dfa)
+  --rule NAME                 learning rule (default dfa): bp|fa|dfa|ifa|usf|brsf|frsf|drtp|last,
+                              one that learns its feedback, targets or gradients:
+                              kp|wm|dtp|ddtp|sg|csg, or an energy-based one: ep|pc
   --model mlp|lenet           multilayer perceptron, or LeNet-5 (conv net; BioTorch's LeNetMNIST) (default mlp)
   --hidden W1,W2,...          hidden layer widths of the mlp      (default 800,800)
   --activation NAME           identity|relu|leaky_relu|tanh|sigmoid (default tanh)
@@ -40,6 +42,9 @@ usage: mnist [options]
                               Nokland 2016), or per channel shared across positions (default unit)
   --init xavier|kaiming       weight init                         (default: kaiming for relu, else xavier)
   --seed S                    seed of every random draw           (default 1)
+  --settings K=V,K=V,...      the learner's own settings, named as in its checkpoints
+                              (ep: free_steps, nudged_steps, beta, symmetric;
+                              pc: steps, rate, beta)
   --train-limit N             use only the first N training images (default all)
   --dataset mnist|fashion-mnist|cifar10  the data set          (default mnist)
   --data DIR                  its directory                       (default: bundled data/mnist)
@@ -50,7 +55,8 @@ usage: mnist [options]
                               a flag asking for others is an error)";
 
 struct Args {
-    rule: Rule,
+    /// A built-in learner's name (see `plasticity::learner::catalogue`).
+    rule: String,
     model: String,
     hidden: Vec<usize>,
     activation: Activation,
@@ -65,6 +71,8 @@ struct Args {
     shared_conv_feedback: bool,
     init: Option<WeightInit>,
     seed: u64,
+    /// `--settings`: the learner's own settings as key/value pairs.
+    settings: Vec<(String, String)>,
     train_limit: Option<usize>,
     dataset: DatasetKind,
     data: Option<String>,
@@ -84,7 +92,7 @@ impl Args {
     /// checks how they combine.
     fn from_pairs(pairs: Vec<(String, String)>) -> Result<Args> {
         let mut args = Args {
-            rule: Rule::DirectFeedbackAlignment,
+            rule: Rule::DirectFeedbackAlignment.name().into(),
             model: "mlp".into(),
             hidden: vec![800, 800],
             activation: Activation::Tanh,
@@ -99,6 +107,7 @@ impl Args {
             shared_conv_feedback: false,
             init: None,
             seed: 1,
+            settings: Vec::new(),
             train_limit: None,
             dataset: DatasetKind::Mnist,
             data: None,
@@ -111,8 +120,10 @@ impl Args {
             args.given.push(flag.clone());
             match flag.as_str() {
                 "--rule" => {
-                    args.rule = Rule::from_name(&value)
-                        .ok_or_else(|| bad(&format!("unknown rule {value}")))?
+                    // The learner's own short name (`backprop` becomes `bp`).
+                    args.rule = learner::builtin(&value, &TrainConfig::default())
+                        .map_err(|e| bad(&e.to_string()))?
+                        .name()
                 }
                 "--model" => match value.as_str() {
                     "mlp" | "lenet" => args.model = value,
@@ -153,6 +164,16 @@ impl Args {
                     })
                 }
                 "--seed" => args.seed = parse(&flag, &value)?,
+                "--settings" => {
+                    args.settings = value
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(|kv| match kv.split_once('=') {
+                            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+                            None => Err(bad(&format!("--settings {kv}: expected KEY=VALUE"))),
+                        })
+                        .collect::<Result<_>>()?
+                }
                 "--train-limit" => args.train_limit = Some(parse(&flag, &value)?),
                 "--data" => args.data = Some(value),
                 "--dataset" => args.dataset = DatasetKind::from_name(&value)?,
@@ -209,7 +230,7 @@ impl Args {
                 conflicts.push(format!("{flag} {ours} (the file has {theirs})"));
             }
         };
-        differs("--rule", self.rule.to_string(), c.rule.to_string());
+        differs("--rule", self.rule.clone(), trainer.learner_name());
         let model = if layers.iter().all(|l| l.has_weights()) {
             "mlp"
         } else {
@@ -271,7 +292,7 @@ impl Args {
     /// The run's training configuration.
     fn train_config(&self) -> Result<TrainConfig> {
         Ok(TrainConfig {
-            rule: self.rule,
+            rule: Rule::from_name(&self.rule).unwrap_or_default(),
             optimizer: self.optimizer()?,
             batch_size: self.batch,
             feedback_init: self.feedback,
@@ -338,6 +359,27 @@ fn epoch_bar(style: &ProgressStyle, epoch: u64, batches: usize) -> ProgressBar {
     bar
 }
 
+/// The learner's `state` with `settings` replacing values of the same keys; a key it
+/// does not have is an error listing those it has.
+fn with_settings(
+    mut state: Vec<(String, String)>,
+    settings: &[(String, String)],
+) -> Result<Vec<(String, String)>> {
+    for (key, value) in settings {
+        match state.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.clone(),
+            None => {
+                let keys: Vec<&str> = state.iter().map(|(k, _)| k.as_str()).collect();
+                return Err(bad(&format!(
+                    "--settings {key}: this learner's settings are [{}]",
+                    keys.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(state)
+}
+
 fn parse_list(value: &str) -> Result<Vec<usize>> {
     value
         .split(',')
@@ -396,7 +438,11 @@ fn run() -> Result<()> {
             );
             t
         }
-        None => Trainer::new(net, config, device)?,
+        None => {
+            let mut learner = learner::builtin(&args.rule, &config)?;
+            learner.restore_state(&with_settings(learner.state(), &args.settings)?)?;
+            Trainer::with_learner(net, config, learner, device)?
+        }
     };
     let config = *trainer.config();
     let net = if trainer.layers().iter().any(|l| !l.has_weights()) {
@@ -411,7 +457,7 @@ fn run() -> Result<()> {
     };
     println!(
         "rule {} | net {} | {} | batch {} | seed {} | {} train / {} test images | device {}",
-        config.rule,
+        trainer.learner_name(),
         net,
         config.optimizer,
         config.batch_size,
@@ -559,6 +605,15 @@ mod tests {
         ];
         args(&agree).check_resume("f", &mut t).unwrap();
         args(&[]).check_resume("f", &mut t).unwrap();
+    }
+
+    #[test]
+    fn every_built_in_learner_is_in_the_usage_and_parses() {
+        for name in learner::catalogue::names() {
+            assert!(USAGE.contains(name), "--help does not list {name}");
+            assert_eq!(args(&[("--rule", name)]).rule, name);
+        }
+        assert_eq!(args(&[("--rule", "backprop")]).rule, "bp");
     }
 
     #[test]

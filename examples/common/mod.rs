@@ -153,8 +153,8 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
 /// The options of the examples that train several rules side by side
 /// (`alignment`, `compare_rules`): same flags, each example its own defaults.
 pub struct RuleStudyArgs {
-    /// `--rules R1,R2,...`
-    pub rules: Vec<plasticity::Rule>,
+    /// `--rules R1,R2,...`: built-in learner names (see `plasticity::learner::catalogue`).
+    pub rules: Vec<String>,
     /// `--hidden W1,W2,...`
     pub hidden: Vec<usize>,
     /// `--epochs N`
@@ -173,26 +173,28 @@ impl RuleStudyArgs {
     /// Mini-batch size of both rule studies.
     pub const BATCH: usize = 64;
 
-    /// A CPU trainer for `rule` on `train`'s shape: `--hidden` tanh layers, identity
-    /// outputs, Adam at 1e-3, batch [`Self::BATCH`], weights from `--seed`.
+    /// A CPU trainer for the built-in learner `rule` on `train`'s shape: `--hidden`
+    /// tanh layers, identity outputs, Adam at 1e-3, batch [`Self::BATCH`], weights
+    /// from `--seed`.
     pub fn trainer(
         &self,
-        rule: plasticity::Rule,
+        rule: &str,
         train: &plasticity::data::Dataset,
     ) -> Result<plasticity::Trainer> {
-        use plasticity::{Activation, Device, Network, Optimizer, TrainConfig, Trainer};
+        use plasticity::{learner, Activation, Device, Network, Optimizer, TrainConfig, Trainer};
         let net = Network::builder(train.dim())
             .hidden(&self.hidden, Activation::Tanh)
             .dense(train.classes(), Activation::Identity)
             .seed(self.seed)
             .build()?;
         let config = TrainConfig {
-            rule,
+            rule: plasticity::Rule::from_name(rule).unwrap_or_default(),
             optimizer: Optimizer::adam(1e-3),
             batch_size: Self::BATCH,
             ..TrainConfig::default()
         };
-        Trainer::new(net, config, Device::Cpu)
+        let learner = learner::builtin(rule, &config)?;
+        Trainer::with_learner(net, config, learner, Device::Cpu)
     }
 
     /// Overrides `defaults` with the command line's flags.
@@ -203,8 +205,10 @@ impl RuleStudyArgs {
                     args.rules = value
                         .split(',')
                         .map(|r| {
-                            plasticity::Rule::from_name(r)
-                                .ok_or_else(|| bad(usage, &format!("rule {r}?")))
+                            let config = plasticity::TrainConfig::default();
+                            plasticity::learner::builtin(r, &config)
+                                .map(|l| l.name())
+                                .map_err(|e| bad(usage, &e.to_string()))
                         })
                         .collect::<Result<_>>()?
                 }

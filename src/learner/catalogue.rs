@@ -1,13 +1,21 @@
 //! The built-in learners by name: what the examples' `--rule` flag and
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
-use super::{Ddtp, DeltaRule, Dtp, Learner};
+use super::{Ddtp, DeltaRule, Dtp, EquilibriumProp, Learner, PredictiveCoding};
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::trainer::TrainConfig;
 
 /// The built-in learners that are not delta rules: name and one-line description.
 pub const LEARNERS: &[(&str, &str)] = &[
+    (
+        "ep",
+        "equilibrium propagation: free and nudged settling phases, contrastive local updates",
+    ),
+    (
+        "pc",
+        "predictive coding: value nodes relaxed on prediction errors, local Hebbian updates",
+    ),
     (
         "dtp",
         "difference target propagation through learned layer inverses",
@@ -36,9 +44,11 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
             .with_shared_conv_feedback(config.shared_conv_feedback);
         return Ok(Box::new(learner));
     }
-    match name {
-        "dtp" => return Ok(Box::new(Dtp::default())),
-        "ddtp" => return Ok(Box::new(Ddtp::default())),
+    match name.to_ascii_lowercase().as_str() {
+        "ep" | "equilibrium-propagation" => return Ok(Box::new(EquilibriumProp::default())),
+        "pc" | "predictive-coding" => return Ok(Box::new(PredictiveCoding::default())),
+        "dtp" | "difference-target-propagation" => return Ok(Box::new(Dtp::default())),
+        "ddtp" | "direct-difference-target-propagation" => return Ok(Box::new(Ddtp::default())),
         _ => {}
     }
     Err(Error::config(format!(

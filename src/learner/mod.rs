@@ -15,6 +15,8 @@
 
 pub mod catalogue;
 mod delta;
+mod equilibrium;
+mod predictive_coding;
 mod step;
 pub mod target_prop;
 mod tensors;
@@ -22,13 +24,15 @@ mod tensors;
 pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
+pub use equilibrium::EquilibriumProp;
+pub use predictive_coding::PredictiveCoding;
 pub use step::StepCx;
 pub use target_prop::{Ddtp, Dtp, TargetPropSettings};
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};
 
-use crate::error::Result;
-use crate::layer::LayerSpec;
+use crate::error::{Error, Result};
+use crate::layer::{LayerKind, LayerSpec};
 use crate::optim::Optimizer;
 
 /// A feedback tensor that stands in for (or approximates) forward weights, for
@@ -63,6 +67,14 @@ pub trait Learner: Send {
     /// statistics through [`StepCx::output_error`].
     fn step(&mut self, cx: &mut StepCx<'_>) -> Result<()>;
 
+    /// The network's prediction for the batch loaded in `cx`, left in the last
+    /// layer's output (what [`Trainer::evaluate`](crate::Trainer::evaluate) scores).
+    /// The default is the feedforward pass; a learner whose network settles to an
+    /// equilibrium predicts with its free phase.
+    fn infer(&mut self, cx: &mut StepCx<'_>) -> Result<()> {
+        cx.forward()
+    }
+
     /// The first layer whose parameters it changes (earlier ones are frozen and the
     /// optimizer skips them).
     fn first_trained_layer(&self, _layers: &[LayerSpec]) -> usize {
@@ -95,5 +107,20 @@ pub trait Learner: Send {
     /// sign-symmetric rules re-derive `B` from `W`): such a tensor refuses to be set.
     fn derives_feedback(&self) -> bool {
         false
+    }
+}
+
+/// Refuses a network with a layer that is not dense: `what` is the learner's verb
+/// ("equilibrium propagation settles") for the message.
+pub(crate) fn require_dense(layers: &[LayerSpec], what: &str) -> Result<()> {
+    match layers
+        .iter()
+        .position(|l| !matches!(l.kind(), LayerKind::Dense(_)))
+    {
+        Some(l) => Err(Error::Unsupported(format!(
+            "{what} stacks of dense layers; layer {l} is {}",
+            layers[l]
+        ))),
+        None => Ok(()),
     }
 }

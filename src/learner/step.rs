@@ -52,6 +52,11 @@ impl<'a> StepCx<'a> {
         self.batch
     }
 
+    /// The training objective.
+    pub fn loss(&self) -> Loss {
+        self.loss
+    }
+
     /// The network's layers.
     pub fn layers(&self) -> &[LayerSpec] {
         self.views.layers()

@@ -639,8 +639,17 @@ impl Trainer {
         Ok(batch)
     }
 
+    /// The learner's prediction for the loaded batch (the feedforward pass for most).
     fn forward(&mut self, batch: usize) -> Result<()> {
-        self.step_cx(batch, StatsSlot::Scratch).forward()
+        let mut cx = StepCx::new(
+            &mut *self.backend,
+            &self.bufs,
+            &self.tensors,
+            batch,
+            self.config.loss,
+            self.bufs.stats(StatsSlot::Scratch),
+        );
+        self.learner.infer(&mut cx)
     }
 
     fn loss_grad(&mut self, batch: usize, slot: StatsSlot) -> Result<()> {

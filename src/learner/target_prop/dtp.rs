@@ -2,9 +2,9 @@
 
 use super::{local_delta, output_step, Common, TargetPropSettings};
 use crate::backend::{Axpby, Epilogue, Gemm, LayerGrad, Noise};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::init::{learner_rng, WeightInit};
-use crate::layer::{LayerKind, LayerSpec};
+use crate::layer::LayerSpec;
 use crate::learner::{Learner, StepCx, TensorSpec};
 use crate::optim::Optimizer;
 
@@ -41,16 +41,7 @@ impl Dtp {
     }
 
     fn check(layers: &[LayerSpec]) -> Result<()> {
-        if let Some(l) = layers
-            .iter()
-            .position(|s| !matches!(s.kind(), LayerKind::Dense(_)))
-        {
-            return Err(Error::config(format!(
-                "dtp learns through layer inverses of dense layers; layer {l} is {}",
-                layers[l].kind().describe()
-            )));
-        }
-        Ok(())
+        crate::learner::require_dense(layers, "difference target propagation inverts")
     }
 }
 
