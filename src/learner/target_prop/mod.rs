@@ -20,10 +20,13 @@
 //!   feedback from the output to every hidden layer, `t_l = h_l + Q_l (t_L − h_L)`,
 //!   trained with their difference reconstruction loss.
 //!
-//! Both follow the step as Meulemans et al.'s code
-//! (`theoretical_framework_for_target_propagation`) writes it: the target through the
-//! feedback path minus the activity through the same path, plus the activity; and
-//! the feedback parameters trained in the same step as the forward ones. Noise is drawn
+//! Both form targets as Meulemans et al.'s code
+//! (`theoretical_framework_for_target_propagation`) does: the target through the
+//! feedback path minus the activity through the same path, plus the activity; `ddtp`
+//! scales its reconstruction loss by `1/σ²` as that code does, `dtp`'s is Lee et al.'s
+//! plain one. Unlike that code, which trains the feedback in a phase of its own (and
+//! optionally for extra epochs first), the feedback here is trained in the same step
+//! as the forward weights, from the same batch. Noise is drawn
 //! by [`Backend::noise`](crate::backend::Backend::noise) from seeds the learner draws
 //! from its checkpointed stream, so the CPU and a GPU corrupt alike and a resumed run
 //! repeats.
