@@ -2,7 +2,8 @@
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
 use super::{
-    DeltaRule, EquilibriumProp, ForwardForward, Learner, PredictiveCoding, SyntheticGradients,
+    Ddtp, DeltaRule, Dtp, EquilibriumProp, ForwardForward, Learner, PredictiveCoding,
+    SyntheticGradients,
 };
 use crate::error::{Error, Result};
 use crate::rule::Rule;
@@ -27,6 +28,14 @@ pub const LEARNERS: &[(&str, &str)] = &[
         "synthetic gradients: linear predictors of each hidden layer's gradient",
     ),
     ("csg", "synthetic gradients conditioned on the label"),
+    (
+        "dtp",
+        "difference target propagation through learned layer inverses",
+    ),
+    (
+        "ddtp",
+        "direct difference target propagation, linear feedback (DDTP-linear)",
+    ),
 ];
 
 /// Every built-in learner's name: the nine delta rules, then [`LEARNERS`].
@@ -55,6 +64,8 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
         "csg" | "conditioned-synthetic-gradients" => {
             return Ok(Box::new(SyntheticGradients::conditioned()))
         }
+        "dtp" | "difference-target-propagation" => return Ok(Box::new(Dtp::default())),
+        "ddtp" | "direct-difference-target-propagation" => return Ok(Box::new(Ddtp::default())),
         _ => {}
     }
     Err(Error::config(format!(

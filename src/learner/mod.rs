@@ -20,6 +20,7 @@ pub mod forward_forward;
 pub mod predictive_coding;
 mod step;
 mod synthetic_gradients;
+pub mod target_prop;
 mod tensors;
 
 pub use catalogue::builtin;
@@ -30,6 +31,7 @@ pub use forward_forward::{ForwardForward, Negatives};
 pub use predictive_coding::PredictiveCoding;
 pub use step::StepCx;
 pub use synthetic_gradients::SyntheticGradients;
+pub use target_prop::{Ddtp, Dtp, TargetPropSettings};
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};
 
