@@ -429,4 +429,6 @@ fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
     };
     let c_view = MatMut::from_row_major_slice_mut(c, op.c.rows, op.c.cols);
     matmul(c_view, accum, a_view, b_view, op.alpha, par);
+    // The scalar passes that follow are SSE code: no upper-state penalty for them.
+    super::simd_state::clear_upper();
 }

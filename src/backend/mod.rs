@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod elementwise;
 pub mod gpu;
 mod regions;
+mod simd_state;
 pub mod spatial;
 pub mod trace;
 
