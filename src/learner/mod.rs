@@ -18,6 +18,7 @@ mod delta;
 pub mod equilibrium;
 pub mod forward_forward;
 pub mod predictive_coding;
+mod settings;
 mod step;
 mod synthetic_gradients;
 pub mod target_prop;

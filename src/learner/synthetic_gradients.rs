@@ -236,7 +236,10 @@ impl Learner for SyntheticGradients {
     fn state(&self) -> Vec<(String, String)> {
         vec![
             ("conditioned".into(), self.conditioned.to_string()),
-            ("predictor_optimizer".into(), optimizer_text(self.optimizer)),
+            (
+                "predictor_optimizer".into(),
+                crate::learner::settings::optimizer_text(self.optimizer),
+            ),
         ]
     }
 
@@ -251,7 +254,8 @@ impl Learner for SyntheticGradients {
                 }
                 "conditioned" => {}
                 "predictor_optimizer" => {
-                    let optimizer = parse_optimizer(value)?;
+                    let optimizer =
+                        crate::learner::settings::parse_optimizer("predictor_optimizer", value)?;
                     if let Some(o) = optimizer {
                         o.validate()?;
                     }
@@ -308,58 +312,6 @@ fn input_gradient(cx: &mut StepCx<'_>, l: usize, m: usize, out: Mat) -> Result<(
     Ok(())
 }
 
-/// The predictors' optimizer as setting text: `network`, or `adam:LR:BETA1:BETA2:EPS:DECAY`
-/// / `sgd:LR:MOMENTUM:DECAY:NESTEROV`, floats in their shortest exact form.
-fn optimizer_text(optimizer: Option<Optimizer>) -> String {
-    match optimizer {
-        None => "network".into(),
-        Some(Optimizer::Sgd {
-            lr,
-            momentum,
-            weight_decay,
-            nesterov,
-        }) => format!("sgd:{lr}:{momentum}:{weight_decay}:{nesterov}"),
-        Some(Optimizer::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        }) => format!("adam:{lr}:{beta1}:{beta2}:{eps}:{weight_decay}"),
-    }
-}
-
-/// Reads [`optimizer_text`]'s form, or the short `adam:LR` / `sgd:LR` (the other
-/// hyperparameters at [`Optimizer::adam`] / [`Optimizer::sgd`]'s values).
-fn parse_optimizer(text: &str) -> Result<Option<Optimizer>> {
-    let bad = || {
-        Error::config(format!(
-            "predictor_optimizer {text:?}: expected network, adam:LR[:BETA1:BETA2:EPS:DECAY] or sgd:LR[:MOMENTUM:DECAY:NESTEROV]"
-        ))
-    };
-    let words: Vec<&str> = text.split(':').collect();
-    let f = |i: usize| -> Result<f32> { words.get(i).and_then(|w| w.parse().ok()).ok_or_else(bad) };
-    match (words[0], words.len()) {
-        ("network", 1) => Ok(None),
-        ("adam", 2) => Ok(Some(Optimizer::adam(f(1)?))),
-        ("sgd", 2) => Ok(Some(Optimizer::sgd(f(1)?))),
-        ("sgd", 5) => Ok(Some(Optimizer::Sgd {
-            lr: f(1)?,
-            momentum: f(2)?,
-            weight_decay: f(3)?,
-            nesterov: words[4].parse().map_err(|_| bad())?,
-        })),
-        ("adam", 6) => Ok(Some(Optimizer::Adam {
-            lr: f(1)?,
-            beta1: f(2)?,
-            beta2: f(3)?,
-            eps: f(4)?,
-            weight_decay: f(5)?,
-        })),
-        _ => Err(bad()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,14 +328,24 @@ mod tests {
                 nesterov: true,
             }),
         ] {
-            assert_eq!(parse_optimizer(&optimizer_text(o)).unwrap(), o);
+            assert_eq!(
+                crate::learner::settings::parse_optimizer(
+                    "p",
+                    &crate::learner::settings::optimizer_text(o)
+                )
+                .unwrap(),
+                o
+            );
         }
         assert_eq!(
-            parse_optimizer("adam:0.01").unwrap(),
+            crate::learner::settings::parse_optimizer("p", "adam:0.01").unwrap(),
             Some(Optimizer::adam(0.01))
         );
         for bad in ["adam:1:2", "adam", "", "sgd:x", "network:1"] {
-            assert!(parse_optimizer(bad).is_err(), "{bad}");
+            assert!(
+                crate::learner::settings::parse_optimizer("p", bad).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -104,7 +104,7 @@ impl TargetPropSettings {
             ("noise_std".into(), self.noise_std.to_string()),
             (
                 "feedback_optimizer".into(),
-                encode_optimizer(self.feedback_optimizer),
+                super::settings::optimizer_text(self.feedback_optimizer),
             ),
         ]
     }
@@ -121,7 +121,10 @@ impl TargetPropSettings {
         let settings = TargetPropSettings {
             target_step: parse_f32("target_step", get("target_step")?)?,
             noise_std: parse_f32("noise_std", get("noise_std")?)?,
-            feedback_optimizer: decode_optimizer(get("feedback_optimizer")?)?,
+            feedback_optimizer: super::settings::parse_optimizer(
+                "feedback_optimizer",
+                get("feedback_optimizer")?,
+            )?,
         };
         settings.validate()?;
         Ok(settings)
@@ -131,51 +134,6 @@ impl TargetPropSettings {
 fn parse_f32(key: &str, text: &str) -> Result<f32> {
     text.parse()
         .map_err(|_| Error::config(format!("target propagation state {key} = {text:?}")))
-}
-
-/// `network`, `sgd lr momentum weight_decay nesterov` or `adam lr beta1 beta2 eps
-/// weight_decay` (f32 `Display` round-trips exactly).
-fn encode_optimizer(o: Option<Optimizer>) -> String {
-    match o {
-        None => "network".into(),
-        Some(Optimizer::Sgd {
-            lr,
-            momentum,
-            weight_decay,
-            nesterov,
-        }) => format!("sgd {lr} {momentum} {weight_decay} {nesterov}"),
-        Some(Optimizer::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        }) => format!("adam {lr} {beta1} {beta2} {eps} {weight_decay}"),
-    }
-}
-
-fn decode_optimizer(text: &str) -> Result<Option<Optimizer>> {
-    let bad = || Error::config(format!("target propagation feedback optimizer {text:?}"));
-    let words: Vec<&str> = text.split(' ').collect();
-    let num =
-        |i: usize| -> Result<f32> { words.get(i).ok_or_else(bad)?.parse().map_err(|_| bad()) };
-    match (words[0], words.len()) {
-        ("network", 1) => Ok(None),
-        ("sgd", 5) => Ok(Some(Optimizer::Sgd {
-            lr: num(1)?,
-            momentum: num(2)?,
-            weight_decay: num(3)?,
-            nesterov: words[4].parse().map_err(|_| bad())?,
-        })),
-        ("adam", 6) => Ok(Some(Optimizer::Adam {
-            lr: num(1)?,
-            beta1: num(2)?,
-            beta2: num(3)?,
-            eps: num(4)?,
-            weight_decay: num(5)?,
-        })),
-        _ => Err(bad()),
-    }
 }
 
 /// What both learners keep on the host: their settings and the noise stream.
