@@ -299,3 +299,23 @@ fn ep_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
     );
     assert!((ec.loss - eg.loss).abs() < 1e-3, "{ec:?} vs {eg:?}");
 }
+
+#[test]
+fn per_sample_state_reads_back_for_the_last_batch_even_a_short_one() {
+    let data = random_dataset(50, 6, 4, 8);
+    let mut t = Trainer::with_learner(
+        net(Activation::Sigmoid),
+        config(16),
+        Box::new(EquilibriumProp::default()),
+        Device::Cpu,
+    )
+    .unwrap();
+    t.train_epoch(&data, |_, _| {}).unwrap();
+    // 50 = 3 x 16 + 2: the nudged state of the last two samples, 7 units each.
+    let nudged = t.tensor("ep.nudged.0").unwrap();
+    assert_eq!(nudged.len(), 7 * 2);
+    assert!(
+        nudged.iter().all(|v| v.is_finite() && *v != 0.0),
+        "{nudged:?}"
+    );
+}

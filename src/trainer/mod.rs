@@ -132,6 +132,8 @@ pub struct Trainer {
     shuffle_rng: ChaCha8Rng,
     host_x: Vec<f32>,
     host_y: Vec<f32>,
+    /// Samples in the batch loaded last (per-sample learner tensors hold that batch).
+    loaded: usize,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -211,6 +213,7 @@ impl Trainer {
             backend,
             host_x: vec![0.0; host_x],
             host_y: vec![0.0; host_y],
+            loaded: config.batch_size,
             bufs,
             learner,
             tensors,
@@ -234,9 +237,10 @@ impl Trainer {
         self.tensors.specs()
     }
 
-    /// The learner's tensor `name`, row-major (per-sample state holds the last batch).
+    /// The learner's tensor `name`, row-major (per-sample state holds the last batch,
+    /// `rows x` its size).
     pub fn tensor(&mut self, name: &str) -> Result<Vec<f32>> {
-        let m = self.tensors.get(name, self.config.batch_size)?;
+        let m = self.tensors.get(name, self.loaded)?;
         self.backend.read(m.buf, m.offset, m.len())
     }
 
@@ -244,7 +248,7 @@ impl Trainer {
     /// re-derives before every step (sign-symmetric rules), which would be
     /// overwritten.
     pub fn set_tensor(&mut self, name: &str, values: &[f32]) -> Result<()> {
-        let m = self.tensors.get(name, self.config.batch_size)?;
+        let m = self.tensors.get(name, self.loaded)?;
         if self.learner.derives_feedback() && name.starts_with("feedback.") {
             let instead = if self.learner.rule() == Some(Rule::FixedRandomSignSymmetry) {
                 "; set its magnitudes with set_feedback_magnitudes"
@@ -639,6 +643,7 @@ impl Trainer {
         let t = self.bufs.targets(batch);
         self.backend
             .write(t.buf, t.offset, &self.host_y[..t.len()])?;
+        self.loaded = batch;
         Ok(batch)
     }
 
