@@ -1,13 +1,22 @@
 //! The built-in learners by name: what the examples' `--rule` flag and
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
-use super::{DeltaRule, Learner};
+use super::{DeltaRule, KolenPollack, Learner, WeightMirror};
 use crate::error::{Error, Result};
 use crate::rule::Rule;
 use crate::trainer::TrainConfig;
 
 /// The built-in learners that are not delta rules: name and one-line description.
-pub const LEARNERS: &[(&str, &str)] = &[];
+pub const LEARNERS: &[(&str, &str)] = &[
+    (
+        "kp",
+        "Kolen-Pollack: FA whose feedback gets the weights' updates, plus decay (Akrout 2019)",
+    ),
+    (
+        "wm",
+        "weight mirror: FA whose feedback learns the weights from noise (Akrout 2019)",
+    ),
+];
 
 /// Every built-in learner's name: the nine delta rules, then [`LEARNERS`].
 pub fn names() -> Vec<&'static str> {
@@ -26,6 +35,17 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
         let learner = DeltaRule::new(rule, config.feedback_init)
             .with_shared_conv_feedback(config.shared_conv_feedback);
         return Ok(Box::new(learner));
+    }
+    match name {
+        "kp" => {
+            let learner = KolenPollack::default().with_feedback_init(config.feedback_init);
+            return Ok(Box::new(learner));
+        }
+        "wm" => {
+            let learner = WeightMirror::default().with_feedback_init(config.feedback_init);
+            return Ok(Box::new(learner));
+        }
+        _ => {}
     }
     Err(Error::config(format!(
         "unknown learner {name:?}; the built-in ones are {}",

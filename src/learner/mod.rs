@@ -15,15 +15,19 @@
 
 pub mod catalogue;
 mod delta;
+mod kolen_pollack;
 mod step;
 mod tensors;
+mod weight_mirror;
 
 pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
+pub use kolen_pollack::KolenPollack;
 pub use step::StepCx;
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};
+pub use weight_mirror::WeightMirror;
 
 use crate::error::Result;
 use crate::layer::LayerSpec;
