@@ -1,29 +1,6 @@
-//! Kolen-Pollack learning (Kolen & Pollack 1994; Akrout, Wilson, Humphreys, Lillicrap
-//! & Tweed 2019, "Deep learning without weight transport", NeurIPS): feedback
-//! alignment whose feedback `B_l` learns to match the forward weights without reading
-//! them.
-//!
-//! `B_l` is stored shaped like the `W_l` it stands in for (one per layer with weights
-//! above the first) and carries the hidden deltas down as in feedback alignment. Each
-//! step gives `B_l` the SAME update direction as `W_l` — the product `δ_l h_{l-1}^T`,
-//! which both ends of the synapse can see — plus a weight decay `λ` on both:
-//! `g_W = δ h^T + λ W`, `g_B = δ h^T + λ B`. The shared term cancels in `B - W`, so
-//! only the decay acts on it:
-//!
-//! - under plain SGD (learning rate `η`, the optimizer's own weight decay `λ_o` acting
-//!   on both alike) `B - W` shrinks by exactly `1 - η (λ + λ_o)` per step;
-//! - under SGD with momentum `B - W` follows the same linear, decaying recursion as a
-//!   lone weight under pure decay;
-//! - under Adam the two gradients differ by `λ (W - B)`, which Adam divides by its
-//!   per-weight `sqrt(v)`: `B - W` still shrinks (faster where gradients are small),
-//!   but not by one factor per step, and `λ` also regularizes `W` more strongly than
-//!   under SGD.
-//!
-//! `B` is a trainable tensor updated by the network's optimizer (same rate, schedule
-//! and moments as `W`), so the property above holds whatever optimizer the run uses.
-//! Gradient clipping (`TrainConfig::grad_clip`) scales `W`'s direction but not `B`'s and
-//! breaks the identity; leave it off with this learner. `B`'s gradient is a copy of
-//! `W`'s (one elementwise pass), not a second product.
+//! Kolen-Pollack learning (Kolen & Pollack 1994; Akrout et al. 2019, "Deep learning
+//! without weight transport", NeurIPS), the learner [`KolenPollack`], plus the parts
+//! of a feedback-alignment step that the learners learning their feedback share.
 
 use rand_chacha::ChaCha8Rng;
 
@@ -34,8 +11,41 @@ use crate::init::{learner_rng, FeedbackInit};
 use crate::layer::{weighted_layers, LayerSpec};
 use crate::rule::{hidden_deltas, Rule};
 
-/// Kolen-Pollack: feedback alignment whose feedback receives the weights' updates.
-/// See the [module docs](self).
+/// Kolen-Pollack learning (Kolen & Pollack 1994; Akrout, Wilson, Humphreys, Lillicrap
+/// & Tweed 2019, "Deep learning without weight transport", NeurIPS): feedback
+/// alignment whose feedback `B_l` learns to match the forward weights without reading
+/// them.
+///
+/// `B_l` is stored shaped like the `W_l` it stands in for (one per layer with weights
+/// above the first) and carries the hidden deltas down as in feedback alignment. Each
+/// step gives `B_l` the SAME update direction as `W_l` — the product `δ_l h_{l-1}^T`,
+/// which both ends of the synapse can see — plus a weight decay `λ` on both:
+/// `g_W = δ h^T + λ W`, `g_B = δ h^T + λ B`. The shared term cancels in `B - W`, so
+/// only the decay acts on it:
+///
+/// - under plain SGD (learning rate `η`, the optimizer's own weight decay `λ_o` acting
+///   on both alike) `B - W` shrinks by exactly `1 - η (λ + λ_o)` per step;
+/// - under SGD with momentum `B - W` follows the same linear, decaying recursion as a
+///   lone weight under pure decay;
+/// - under Adam the two gradients differ by `λ (W - B)`, which Adam divides by its
+///   per-weight `sqrt(v)`: `B - W` still shrinks (faster where gradients are small),
+///   but not by one factor per step, and `λ` also regularizes `W` more strongly than
+///   under SGD.
+///
+/// The first layer with weights has no `B` and gets no decay from the learner (the
+/// optimizer's own `weight_decay` regularizes every layer alike).
+///
+/// `B` is a trainable tensor updated by the network's optimizer (same rate, schedule
+/// and kind of moments as `W`), so `B` and `W` see the same optimizer with gradients
+/// that differ only by the decay term, whatever optimizer the run uses.
+/// Gradient clipping (`TrainConfig::grad_clip`) scales `W`'s direction but not `B`'s and
+/// breaks the identity; leave it off with this learner. `B`'s gradient is a copy of
+/// `W`'s (one elementwise pass), not a second product. The decay is part of the update
+/// direction the learner leaves, so [`Trainer::update_direction`] and the update
+/// angles of [`Trainer::alignment`] include `λ W`.
+///
+/// [`Trainer::update_direction`]: crate::Trainer::update_direction
+/// [`Trainer::alignment`]: crate::Trainer::alignment
 #[derive(Debug, Clone, PartialEq)]
 pub struct KolenPollack {
     decay: f32,

@@ -1,34 +1,5 @@
-//! Weight mirrors (Akrout, Wilson, Humphreys, Lillicrap & Tweed 2019, "Deep learning
-//! without weight transport", NeurIPS): feedback alignment whose feedback `B_l` learns
-//! the forward weights from noise.
-//!
-//! Every step has two phases. The learning phase is feedback alignment through the
-//! current `B` (stored shaped like the `W_l` it stands in for). In the mirror phase
-//! each layer `l` with a `B` gets Gaussian noise `x ~ N(0, σ²)` as its input and
-//! computes its linear response `y = W_l x` (no bias, no activation; for a convolution
-//! the convolution of the noise image). `B_l` then moves along `y x^T`, which both ends
-//! of the feedback synapse see, against a decay:
-//!
-//! `ΔB = η (y x^T / N - λ B)`, so `E[ΔB] = η (σ² W - λ B)`
-//!
-//! with `N` the products summed (samples, times output positions for a convolution).
-//! `B` relaxes towards `(σ² / λ) W` at rate `η λ` per step; the defaults (`σ = λ = 1`)
-//! make it an exponential moving average of noisy estimates of `W` itself.
-//!
-//! Akrout et al.'s fully connected reference code (`fcnn/FCNN_WM.py` in
-//! `makrout/Deep-Learning-without-Weight-Transport`) mirrors once per training batch
-//! with a batch of noise the size of a training batch, mirror rate `0.01` and noise
-//! amplitude `0.1` (uniform, through the layer's sigmoid). Here the response is purely
-//! linear, so `σ` only scales the rate (`σ² η`), and the decay sets `B`'s scale; the
-//! default rate is higher than theirs so `B` aligns within an epoch (see
-//! `tests/learned_feedback.rs`).
-//!
-//! `B` is a trainable tensor: the mirror leaves `λ B - y x^T / N` in its gradient and
-//! [`Learner::tensor_optimizer`] applies plain SGD at rate `η` (scaled by the run's
-//! schedule). So measurements that take a step without applying it
-//! ([`Trainer::alignment`](crate::Trainer::alignment)) leave `B` alone, and the network's
-//! optimizer (Adam, momentum) does not distort the mirror's average. The noise seeds come
-//! from the learner's own stream, checkpointed with its settings.
+//! Weight mirrors (Akrout et al. 2019, "Deep learning without weight transport",
+//! NeurIPS), the learner [`WeightMirror`].
 
 use rand_chacha::rand_core::RngCore;
 use rand_chacha::ChaCha8Rng;
@@ -59,8 +30,45 @@ fn patches_name(i: usize) -> String {
     format!("mirror.patches.{i}")
 }
 
-/// Weight mirrors: feedback alignment whose feedback learns the weights from noise.
-/// See the [module docs](self).
+/// Weight mirrors (Akrout, Wilson, Humphreys, Lillicrap & Tweed 2019, "Deep learning
+/// without weight transport", NeurIPS): feedback alignment whose feedback `B_l` learns
+/// the forward weights from noise.
+///
+/// Every step has two phases. The learning phase is feedback alignment through the
+/// current `B` (stored shaped like the `W_l` it stands in for). In the mirror phase
+/// each layer `l` with a `B` gets Gaussian noise `x ~ N(0, σ²)` as its input and
+/// computes its linear response `y = W_l x` (no bias, no activation; for a convolution
+/// the convolution of the noise image). `B_l` then moves along `y x^T`, which both ends
+/// of the feedback synapse see, against a decay:
+///
+/// `ΔB = η (y x^T / N - λ B)`, so `E[ΔB] = η (σ² W - λ B)`
+///
+/// with `N` the products summed (samples, times output positions for a convolution).
+/// `B` relaxes towards `(σ² / λ) W` at rate `η λ` per step; the defaults (`σ = λ = 1`)
+/// make it an exponential moving average of noisy estimates of `W` itself, over about
+/// `1 / η` steps. (For a padded convolution the border positions see fewer inputs, so
+/// each kernel tap's column of `E[ΔB]` is scaled by the share of positions where the
+/// tap falls inside the image.)
+///
+/// Akrout et al.'s fully connected reference code (`fcnn/FCNN_WM.py` in
+/// `makrout/Deep-Learning-without-Weight-Transport`) mirrors once per training batch,
+/// with as many noise samples as a training batch, mirror rate `0.01` on the summed
+/// (not averaged) product, and uniform noise of amplitude `0.1` passed through the
+/// layer's bias and sigmoid; it also mirrors for one epoch's worth of batches before
+/// training. Here the response is linear as in the paper's analysis (so `σ` only scales
+/// the rate, as `σ² η`), the decay `λ` fixes `B`'s scale, and the default rate is high
+/// enough for `B` to align within a few hundred steps with no warm-up (see
+/// `tests/learned_feedback.rs`).
+///
+/// `B` is a trainable tensor: the mirror leaves `λ B - y x^T / N` in its gradient and
+/// [`Learner::tensor_optimizer`] applies plain SGD at rate `η` (scaled by the run's
+/// schedule). So measurements that take a step without applying it
+/// ([`Trainer::alignment`](crate::Trainer::alignment)) leave `B` alone, and the network's
+/// optimizer (Adam, momentum) does not distort the mirror's average. The noise seeds come
+/// from the learner's own stream, checkpointed with its settings. Besides `B`
+/// (`feedback.{i}`, as FA names its feedback) it keeps a zero bias for the mirror's
+/// forward passes and per-sample scratch for the noise, the responses and (for a
+/// convolution) the noise's patch columns.
 #[derive(Debug, Clone)]
 pub struct WeightMirror {
     mirror_lr: f32,
@@ -214,6 +222,8 @@ impl Learner for WeightMirror {
             let layer = layers[l].layer();
             // y = W x: the layer's forward pass with no bias and no activation.
             layer.forward(cx.backend(), &io)?;
+            // The layer's weight-gradient product with the noise as input and the
+            // response as delta (its bias sum is not wanted: an empty region).
             let product = layer
                 .weight_grad(&io, io.y, grad_b, Mat::new(grad_b.buf, 0, 0, 0))
                 .ok_or_else(|| Error::config(format!("layer {l} has no weights to mirror")))?;
