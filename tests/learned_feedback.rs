@@ -274,6 +274,11 @@ fn both_learners_resume_bit_for_bit_from_a_checkpoint_built_by_name() {
         // Built by name with default settings; the checkpoint restores the run's own.
         let mut resumed = Trainer::from_checkpoint(&back, Device::Cpu).unwrap();
         assert_eq!(resumed.learner_name(), name);
+        // Measuring takes a step without applying it: no B, noise stream or
+        // parameter of the run may change.
+        let batch: Vec<usize> = (0..16).collect();
+        run.alignment(&data, &batch).unwrap();
+        run.update_direction(&data, &batch).unwrap();
         for _ in 0..2 {
             run.train_epoch(&data, |_, _| {}).unwrap();
             resumed.train_epoch(&data, |_, _| {}).unwrap();
