@@ -2,8 +2,8 @@
 //! [`Trainer::from_checkpoint`](crate::Trainer::from_checkpoint) build.
 
 use super::{
-    Ddtp, DeltaRule, Dtp, EquilibriumProp, ForwardForward, Learner, PredictiveCoding,
-    SyntheticGradients,
+    Ddtp, DeltaRule, Dtp, EquilibriumProp, ForwardForward, KolenPollack, Learner, PredictiveCoding,
+    SyntheticGradients, WeightMirror,
 };
 use crate::error::{Error, Result};
 use crate::rule::Rule;
@@ -11,6 +11,27 @@ use crate::trainer::TrainConfig;
 
 /// The built-in learners that are not delta rules: name and one-line description.
 pub const LEARNERS: &[(&str, &str)] = &[
+    (
+        "kp",
+        "Kolen-Pollack: FA whose feedback gets the weights' updates, plus decay (Akrout 2019)",
+    ),
+    (
+        "wm",
+        "weight mirror: FA whose feedback learns the weights from noise (Akrout 2019)",
+    ),
+    (
+        "dtp",
+        "difference target propagation through learned layer inverses",
+    ),
+    (
+        "ddtp",
+        "direct difference target propagation, linear feedback (DDTP-linear)",
+    ),
+    (
+        "sg",
+        "synthetic gradients: linear predictors of each hidden layer's gradient",
+    ),
+    ("csg", "synthetic gradients conditioned on the label"),
     (
         "ep",
         "equilibrium propagation: free and nudged settling phases, contrastive local updates",
@@ -22,19 +43,6 @@ pub const LEARNERS: &[(&str, &str)] = &[
     (
         "ff",
         "forward-forward: per-layer goodness on positive and negative data, no backward pass",
-    ),
-    (
-        "sg",
-        "synthetic gradients: linear predictors of each hidden layer's gradient",
-    ),
-    ("csg", "synthetic gradients conditioned on the label"),
-    (
-        "dtp",
-        "difference target propagation through learned layer inverses",
-    ),
-    (
-        "ddtp",
-        "direct difference target propagation, linear feedback (DDTP-linear)",
     ),
 ];
 
@@ -57,6 +65,14 @@ pub fn builtin(name: &str, config: &TrainConfig) -> Result<Box<dyn Learner>> {
         return Ok(Box::new(learner));
     }
     match name.to_ascii_lowercase().as_str() {
+        "kp" | "kolen-pollack" => {
+            let learner = KolenPollack::default().with_feedback_init(config.feedback_init);
+            return Ok(Box::new(learner));
+        }
+        "wm" | "weight-mirror" => {
+            let learner = WeightMirror::default().with_feedback_init(config.feedback_init);
+            return Ok(Box::new(learner));
+        }
         "ep" | "equilibrium-propagation" => return Ok(Box::new(EquilibriumProp::default())),
         "pc" | "predictive-coding" => return Ok(Box::new(PredictiveCoding::default())),
         "ff" | "forward-forward" => return Ok(Box::new(ForwardForward::default())),

@@ -17,24 +17,28 @@ pub mod catalogue;
 mod delta;
 pub mod equilibrium;
 pub mod forward_forward;
+mod kolen_pollack;
 pub mod predictive_coding;
 mod settings;
 mod step;
 mod synthetic_gradients;
 pub mod target_prop;
 mod tensors;
+mod weight_mirror;
 
 pub use catalogue::builtin;
 pub use delta::DeltaRule;
 pub(crate) use delta::{feedback_name, magnitude_name};
 pub use equilibrium::EquilibriumProp;
 pub use forward_forward::{ForwardForward, Negatives};
+pub use kolen_pollack::KolenPollack;
 pub use predictive_coding::PredictiveCoding;
 pub use step::StepCx;
 pub use synthetic_gradients::SyntheticGradients;
 pub use target_prop::{Ddtp, Dtp, TargetPropSettings};
 pub(crate) use tensors::LearnerTensors;
 pub use tensors::{TensorKind, TensorSpec};
+pub use weight_mirror::WeightMirror;
 
 use crate::error::{Error, Result};
 use crate::layer::{LayerKind, LayerSpec};
