@@ -10,11 +10,8 @@ mod common;
 use common::gpu::gpu;
 use plasticity::backend::{CpuBackend, LayerGrad};
 use plasticity::init::{learner_rng, FeedbackInit};
-use plasticity::layer::{Conv2d, Shape};
 use plasticity::learner::{FeedbackPair, TensorSpec};
-use plasticity::{
-    Activation, LayerSpec, Learner, Network, Optimizer, Result, Rule, StepCx, TrainConfig, Trainer,
-};
+use plasticity::{LayerSpec, Learner, Optimizer, Result, Rule, StepCx, TrainConfig, Trainer};
 
 const DECAY: f32 = 0.05;
 const LR: f32 = 0.1;
@@ -113,18 +110,6 @@ fn config() -> TrainConfig {
     }
 }
 
-fn conv_net() -> Network {
-    Network::builder_for(Shape::image(1, 6, 6))
-        .conv2d(Conv2d::new(3, 3).padding(1), Activation::Tanh)
-        .max_pool2d(2)
-        .flatten()
-        .dense(12, Activation::Tanh)
-        .dense(4, Activation::Identity)
-        .seed(3)
-        .build()
-        .unwrap()
-}
-
 fn feedback_angles(t: &mut Trainer, data: &plasticity::data::Dataset) -> Vec<f64> {
     t.alignment(data, &(0..16).collect::<Vec<_>>())
         .unwrap()
@@ -145,7 +130,7 @@ fn distance(a: &[f32], b: &[f32]) -> f64 {
 fn kolen_pollack_pulls_its_feedback_onto_the_weights() {
     let data = common::random_dataset(256, 36, 4, 1);
     let mut kp = Trainer::with_learner(
-        conv_net(),
+        common::small_conv_net(),
         config(),
         Box::new(KolenPollack),
         plasticity::Device::Cpu,
@@ -155,7 +140,8 @@ fn kolen_pollack_pulls_its_feedback_onto_the_weights() {
         rule: Rule::FeedbackAlignment,
         ..config()
     };
-    let mut fa = Trainer::new(conv_net(), fa_config, plasticity::Device::Cpu).unwrap();
+    let mut fa =
+        Trainer::new(common::small_conv_net(), fa_config, plasticity::Device::Cpu).unwrap();
     let kp_start = feedback_angles(&mut kp, &data);
     assert_eq!(
         kp_start.len(),
@@ -203,15 +189,19 @@ fn a_learner_from_outside_trains_on_the_gpu_like_on_the_cpu_and_checkpoints_by_n
     };
     let data = common::random_dataset(64, 36, 4, 2);
     let mut cpu = Trainer::with_learner_backend(
-        conv_net(),
+        common::small_conv_net(),
         config(),
         Box::new(KolenPollack),
         Box::new(CpuBackend::new()),
     )
     .unwrap();
-    let mut gpu =
-        Trainer::with_learner_backend(conv_net(), config(), Box::new(KolenPollack), Box::new(gpu))
-            .unwrap();
+    let mut gpu = Trainer::with_learner_backend(
+        common::small_conv_net(),
+        config(),
+        Box::new(KolenPollack),
+        Box::new(gpu),
+    )
+    .unwrap();
     for _ in 0..3 {
         cpu.train_epoch(&data, |_, _| {}).unwrap();
         gpu.train_epoch(&data, |_, _| {}).unwrap();

@@ -240,59 +240,19 @@ fn ep_predicts_with_its_free_phase_and_learns() {
 #[test]
 fn ep_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
     let data = random_dataset(48, 6, 4, 4);
-    let learner = || Box::new(EquilibriumProp::default().with_steps(12, 4).symmetric(true));
-    let mut cpu = Trainer::with_learner_backend(
-        net(Activation::Tanh),
-        config(16),
-        learner(),
-        Box::new(CpuBackend::new()),
-    )
-    .unwrap();
+    let make = |backend: Box<dyn plasticity::backend::Backend>| {
+        let ep = EquilibriumProp::default().with_steps(12, 4).symmetric(true);
+        Trainer::with_learner_backend(net(Activation::Tanh), config(16), Box::new(ep), backend)
+            .unwrap()
+    };
+    let mut cpu = make(Box::new(CpuBackend::new()));
     for _ in 0..2 {
         cpu.train_epoch(&data, |_, _| {}).unwrap();
     }
-    let bytes = cpu.checkpoint().unwrap().to_bytes().unwrap();
-    let back = plasticity::Checkpoint::from_bytes(&bytes, std::path::Path::new("ep")).unwrap();
-    assert_eq!(back.learner, "ep");
-    let mut resumed = Trainer::from_checkpoint(&back, Device::Cpu).unwrap();
-    cpu.train_epoch(&data, |_, _| {}).unwrap();
-    resumed.train_epoch(&data, |_, _| {}).unwrap();
-    assert_eq!(
-        cpu.network().unwrap().params(),
-        resumed.network().unwrap().params()
-    );
+    common::assert_resumes_bit_for_bit(&mut cpu, &data);
     let Some(gpu) = gpu() else { return };
-    let counters = gpu.counters();
-    let mut on_gpu =
-        Trainer::with_learner_backend(net(Activation::Tanh), config(16), learner(), Box::new(gpu))
-            .unwrap();
-    let mut on_cpu = Trainer::with_learner_backend(
-        net(Activation::Tanh),
-        config(16),
-        learner(),
-        Box::new(CpuBackend::new()),
-    )
-    .unwrap();
-    let submits = counters.submits();
-    let first: Vec<usize> = (0..16).collect();
-    on_gpu.train_batch(&data, &first).unwrap();
-    assert_eq!(
-        counters.submits() - submits,
-        1,
-        "both phases and the update: one submit"
-    );
-    on_cpu.train_batch(&data, &first).unwrap();
-    for _ in 0..3 {
-        on_cpu.train_epoch(&data, |_, _| {}).unwrap();
-        on_gpu.train_epoch(&data, |_, _| {}).unwrap();
-    }
-    let (c, g) = (on_cpu.network().unwrap(), on_gpu.network().unwrap());
-    for (i, (a, b)) in c.params().iter().zip(g.params()).enumerate() {
-        assert!(
-            (a - b).abs() < 1e-4 + 1e-3 * a.abs(),
-            "parameter {i}: cpu {a} gpu {b}"
-        );
-    }
+    let (mut on_cpu, mut on_gpu) = common::gpu::assert_gpu_run_matches_cpu(make, gpu, &data, 16, 3);
+    // The prediction is the free phase's: it agrees too.
     let (ec, eg) = (
         on_cpu.evaluate(&data).unwrap(),
         on_gpu.evaluate(&data).unwrap(),

@@ -212,55 +212,17 @@ fn ff_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
     let make = |backend: Box<dyn plasticity::backend::Backend>| {
         let mut network = net(12, &[6, 5], 3, 2);
         randomize_params(&mut network, 0.8, 4);
-        Trainer::with_learner_backend(
-            network,
-            config(16, 1e-2),
-            Box::new(ForwardForward::default()),
-            backend,
-        )
-        .unwrap()
+        let ff = Box::new(ForwardForward::default());
+        Trainer::with_learner_backend(network, config(16, 1e-2), ff, backend).unwrap()
     };
     let mut cpu = make(Box::new(CpuBackend::new()));
     for _ in 0..2 {
         cpu.train_epoch(&d, |_, _| {}).unwrap();
     }
-    let bytes = cpu.checkpoint().unwrap().to_bytes().unwrap();
-    let back = plasticity::Checkpoint::from_bytes(&bytes, std::path::Path::new("ff")).unwrap();
-    assert_eq!(back.learner, "ff");
-    let mut resumed = Trainer::from_checkpoint(&back, Device::Cpu).unwrap();
-    cpu.train_epoch(&d, |_, _| {}).unwrap();
-    resumed.train_epoch(&d, |_, _| {}).unwrap();
-    assert_eq!(
-        cpu.network().unwrap().params(),
-        resumed.network().unwrap().params(),
-        "the negative-label stream resumes where it was"
-    );
+    // The negative-label choice and its stream resume where they were.
+    common::assert_resumes_bit_for_bit(&mut cpu, &d);
     let Some(gpu) = gpu() else { return };
-    let counters = gpu.counters();
-    let (mut on_cpu, mut on_gpu) = (make(Box::new(CpuBackend::new())), make(Box::new(gpu)));
-    let submits = counters.submits();
-    on_gpu
-        .train_batch(&d, &(0..16).collect::<Vec<_>>())
-        .unwrap();
-    assert_eq!(
-        counters.submits() - submits,
-        1,
-        "a whole step is one submit"
-    );
-    on_cpu
-        .train_batch(&d, &(0..16).collect::<Vec<_>>())
-        .unwrap();
-    for _ in 0..3 {
-        on_cpu.train_epoch(&d, |_, _| {}).unwrap();
-        on_gpu.train_epoch(&d, |_, _| {}).unwrap();
-    }
-    let (c, g) = (on_cpu.network().unwrap(), on_gpu.network().unwrap());
-    for (i, (a, b)) in c.params().iter().zip(g.params()).enumerate() {
-        assert!(
-            (a - b).abs() < 1e-4 + 1e-3 * a.abs(),
-            "parameter {i}: cpu {a} gpu {b}"
-        );
-    }
+    let (mut on_cpu, mut on_gpu) = common::gpu::assert_gpu_run_matches_cpu(make, gpu, &d, 16, 3);
     let (ec, eg) = (on_cpu.evaluate(&d).unwrap(), on_gpu.evaluate(&d).unwrap());
     assert!((ec.accuracy - eg.accuracy).abs() < 0.05, "{ec:?} vs {eg:?}");
 }

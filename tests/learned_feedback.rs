@@ -224,16 +224,6 @@ fn conv_trainer(learner: Box<dyn Learner>, backend: Box<dyn Backend>) -> Trainer
     Trainer::with_learner_backend(conv_net(), conv_config(), learner, backend).unwrap()
 }
 
-fn assert_close(what: &str, cpu: &[f32], gpu: &[f32]) {
-    assert_eq!(cpu.len(), gpu.len(), "{what}");
-    for (i, (a, b)) in cpu.iter().zip(gpu).enumerate() {
-        assert!(
-            (a - b).abs() < 1e-4 + 1e-3 * a.abs(),
-            "{what}[{i}]: cpu {a} gpu {b}"
-        );
-    }
-}
-
 #[test]
 fn both_learners_train_a_conv_net_on_the_gpu_like_on_the_cpu() {
     let data = common::random_dataset(64, 36, 4, 3);
@@ -252,10 +242,10 @@ fn both_learners_train_a_conv_net_on_the_gpu_like_on_the_cpu() {
             gpu_t.train_epoch(&data, |_, _| {}).unwrap();
         }
         let (c, g) = (cpu.network().unwrap(), gpu_t.network().unwrap());
-        assert_close(&format!("{name} parameters"), c.params(), g.params());
+        common::assert_trained_close(c.params(), g.params(), &format!("{name} parameters"));
         for (b, _) in CONV_PAIRS {
             let (bc, bg) = (cpu.tensor(b).unwrap(), gpu_t.tensor(b).unwrap());
-            assert_close(&format!("{name} {b}"), &bc, &bg);
+            common::assert_trained_close(&bc, &bg, &format!("{name} {b}"));
         }
     }
 }

@@ -108,49 +108,16 @@ fn pc_learns_like_bp() {
 #[test]
 fn pc_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
     let data = random_dataset(48, 6, 4, 4);
-    let learner = || Box::new(PredictiveCoding::default().with_inference(8, 0.2));
     let make = |backend: Box<dyn plasticity::backend::Backend>| {
-        Trainer::with_learner_backend(net(Activation::Tanh), config(16), learner(), backend)
+        let pc = PredictiveCoding::default().with_inference(8, 0.2);
+        Trainer::with_learner_backend(net(Activation::Tanh), config(16), Box::new(pc), backend)
             .unwrap()
     };
     let mut cpu = make(Box::new(CpuBackend::new()));
     for _ in 0..2 {
         cpu.train_epoch(&data, |_, _| {}).unwrap();
     }
-    let bytes = cpu.checkpoint().unwrap().to_bytes().unwrap();
-    let back = plasticity::Checkpoint::from_bytes(&bytes, std::path::Path::new("pc")).unwrap();
-    assert_eq!(back.learner, "pc");
-    let mut resumed = Trainer::from_checkpoint(&back, Device::Cpu).unwrap();
-    cpu.train_epoch(&data, |_, _| {}).unwrap();
-    resumed.train_epoch(&data, |_, _| {}).unwrap();
-    assert_eq!(
-        cpu.network().unwrap().params(),
-        resumed.network().unwrap().params()
-    );
+    common::assert_resumes_bit_for_bit(&mut cpu, &data);
     let Some(gpu) = gpu() else { return };
-    let counters = gpu.counters();
-    let (mut on_cpu, mut on_gpu) = (make(Box::new(CpuBackend::new())), make(Box::new(gpu)));
-    let submits = counters.submits();
-    on_gpu
-        .train_batch(&data, &(0..16).collect::<Vec<_>>())
-        .unwrap();
-    assert_eq!(
-        counters.submits() - submits,
-        1,
-        "a whole step is one submit"
-    );
-    on_cpu
-        .train_batch(&data, &(0..16).collect::<Vec<_>>())
-        .unwrap();
-    for _ in 0..3 {
-        on_cpu.train_epoch(&data, |_, _| {}).unwrap();
-        on_gpu.train_epoch(&data, |_, _| {}).unwrap();
-    }
-    let (c, g) = (on_cpu.network().unwrap(), on_gpu.network().unwrap());
-    for (i, (a, b)) in c.params().iter().zip(g.params()).enumerate() {
-        assert!(
-            (a - b).abs() < 1e-4 + 1e-3 * a.abs(),
-            "parameter {i}: cpu {a} gpu {b}"
-        );
-    }
+    common::gpu::assert_gpu_run_matches_cpu(make, gpu, &data, 16, 3);
 }

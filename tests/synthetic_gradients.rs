@@ -140,18 +140,6 @@ fn the_label_lets_the_predictor_get_closer() {
     }
 }
 
-fn conv_net() -> Network {
-    Network::builder_for(Shape::image(1, 6, 6))
-        .conv2d(Conv2d::new(3, 3).padding(1), Activation::Tanh)
-        .max_pool2d(2)
-        .flatten()
-        .dense(12, Activation::Tanh)
-        .dense(4, Activation::Identity)
-        .seed(3)
-        .build()
-        .unwrap()
-}
-
 /// A conv layer straight under a flatten: its gradient passes through unchanged.
 /// (Batches of 8 in the test below: every predictor has more inputs than samples, so
 /// it can fit the batch exactly.)
@@ -170,7 +158,7 @@ fn conv_flatten_net() -> Network {
 fn a_conv_layers_predictor_learns_its_true_gradient_through_pooling_and_flatten() {
     let (batch, data) = (8, common::random_dataset(8, 36, 4, 4));
     let indices: Vec<usize> = (0..batch).collect();
-    for net in [conv_net(), conv_flatten_net()] {
+    for net in [common::small_conv_net(), conv_flatten_net()] {
         let learner = SyntheticGradients::new().with_optimizer(Optimizer::adam(0.003));
         let mut sg = trainer(net.clone(), config(frozen(), batch), learner);
         let mut bp = Trainer::new(net.clone(), config(frozen(), batch), Device::Cpu).unwrap();
@@ -201,7 +189,7 @@ fn a_conv_net_trains_on_the_gpu_like_on_the_cpu_and_resumes_from_a_checkpoint() 
     let data = common::random_dataset(64, 36, 4, 3);
     let config = config(Optimizer::adam(0.003), 16);
     let mut cpu = Trainer::with_learner_backend(
-        conv_net(),
+        common::small_conv_net(),
         config,
         Box::new(conv_learner()),
         Box::new(CpuBackend::new()),
@@ -209,14 +197,19 @@ fn a_conv_net_trains_on_the_gpu_like_on_the_cpu_and_resumes_from_a_checkpoint() 
     .unwrap();
     let names = ["sg.a0", "sg.bias0", "sg.c0", "sg.a1", "sg.c1"];
     let gpu = gpu().map(|g| {
-        Trainer::with_learner_backend(conv_net(), config, Box::new(conv_learner()), Box::new(g))
-            .unwrap()
+        Trainer::with_learner_backend(
+            common::small_conv_net(),
+            config,
+            Box::new(conv_learner()),
+            Box::new(g),
+        )
+        .unwrap()
     });
     for _ in 0..3 {
         cpu.train_epoch(&data, |_, _| {}).unwrap();
     }
     // The predictors learnt something, and the hidden layers moved with them.
-    let start = conv_net();
+    let start = common::small_conv_net();
     let moved = cpu.network().unwrap();
     for l in [0, 3] {
         assert_ne!(moved.weights(l), start.weights(l), "layer {l}");

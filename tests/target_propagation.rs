@@ -10,7 +10,6 @@ use std::sync::OnceLock;
 use common::gpu::gpu;
 use plasticity::backend::CpuBackend;
 use plasticity::data::{Dataset, Mnist};
-use plasticity::layer::{Conv2d, Shape};
 use plasticity::learner::target_prop::reconstruction_losses;
 use plasticity::learner::{Ddtp, Dtp, TargetPropSettings};
 use plasticity::{Activation, Device, Learner, Network, Optimizer, TrainConfig, Trainer};
@@ -41,18 +40,6 @@ fn config() -> TrainConfig {
 
 fn dense_net(activation: Activation) -> Network {
     common::build_net(20, &[16, 12], activation, 4, Activation::Identity, 5)
-}
-
-fn conv_net() -> Network {
-    Network::builder_for(Shape::image(1, 6, 6))
-        .conv2d(Conv2d::new(3, 3).padding(1), Activation::Tanh)
-        .max_pool2d(2)
-        .flatten()
-        .dense(12, Activation::Tanh)
-        .dense(4, Activation::Identity)
-        .seed(3)
-        .build()
-        .unwrap()
 }
 
 fn trainer(net: Network, name: &str, s: TargetPropSettings) -> Trainer {
@@ -201,16 +188,6 @@ fn the_feedback_learns_to_reconstruct() {
     }
 }
 
-fn assert_close(a: &[f32], b: &[f32], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}");
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() < 1e-4 + 1e-3 * x.abs(),
-            "{what} {i}: cpu {x} gpu {y}"
-        );
-    }
-}
-
 fn trainable(t: &Trainer) -> Vec<String> {
     t.tensor_specs()
         .iter()
@@ -224,7 +201,7 @@ fn the_gpu_trains_like_the_cpu() {
     let cases = [
         ("dtp", dense_net(Activation::Tanh), 20),
         ("ddtp", dense_net(Activation::Tanh), 20),
-        ("ddtp", conv_net(), 36),
+        ("ddtp", common::small_conv_net(), 36),
     ];
     for (name, net, dim) in cases {
         let Some(gpu) = gpu() else {
@@ -256,10 +233,10 @@ fn the_gpu_trains_like_the_cpu() {
             gpu.train_epoch(&data, |_, _| {}).unwrap();
         }
         let (c, g) = (cpu.network().unwrap(), gpu.network().unwrap());
-        assert_close(c.params(), g.params(), &format!("{name} parameter"));
+        common::assert_trained_close(c.params(), g.params(), &format!("{name} parameter"));
         for tensor in trainable(&cpu) {
             let (a, b) = (cpu.tensor(&tensor).unwrap(), gpu.tensor(&tensor).unwrap());
-            assert_close(&a, &b, &format!("{name} {tensor}"));
+            common::assert_trained_close(&a, &b, &format!("{name} {tensor}"));
         }
     }
 }
@@ -301,8 +278,13 @@ fn a_checkpoint_resumes_bit_for_bit_with_its_settings() {
 
 #[test]
 fn dtp_refuses_layers_it_cannot_invert_and_ddtp_trains_a_conv_net() {
-    let err = Trainer::with_learner(conv_net(), config(), Box::new(Dtp::default()), Device::Cpu)
-        .expect_err("dtp on a conv net");
+    let err = Trainer::with_learner(
+        common::small_conv_net(),
+        config(),
+        Box::new(Dtp::default()),
+        Device::Cpu,
+    )
+    .expect_err("dtp on a conv net");
     assert!(err.to_string().contains("dense"), "{err}");
     let bad = TargetPropSettings {
         noise_std: 0.0,
@@ -317,7 +299,7 @@ fn dtp_refuses_layers_it_cannot_invert_and_ddtp_trains_a_conv_net() {
     .is_err());
 
     let data = common::random_dataset(64, 36, 4, 8);
-    let mut t = trainer(conv_net(), "ddtp", settings(0.2));
+    let mut t = trainer(common::small_conv_net(), "ddtp", settings(0.2));
     let first = t.train_epoch(&data, |_, _| {}).unwrap();
     let mut last = first;
     for _ in 0..40 {

@@ -90,15 +90,18 @@ impl Trainer {
         checkpoint: &Checkpoint,
         backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
-        let learner = crate::learner::builtin(&checkpoint.learner, &checkpoint.config).map_err(
-            |_| Error::Checkpoint {
+        // Only a built-in learner of exactly that name: an alias (`kolen-pollack`) may be
+        // another learner's own name.
+        let learner = crate::learner::builtin(&checkpoint.learner, &checkpoint.config)
+            .ok()
+            .filter(|l| l.name() == checkpoint.learner)
+            .ok_or_else(|| Error::Checkpoint {
                 path: Default::default(),
                 reason: format!(
                     "the run was trained by learner {:?}, which is not built in: resume it with Trainer::from_checkpoint_with_learner",
                     checkpoint.learner
                 ),
-            },
-        )?;
+            })?;
         Trainer::from_checkpoint_with_learner(checkpoint, learner, backend)
     }
 

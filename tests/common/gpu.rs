@@ -205,3 +205,35 @@ pub fn step_parity_from(
         dispatches_per_step,
     }
 }
+
+/// Builds the same run on the CPU and on `gpu` with `make`, checks the GPU records its
+/// first step (on the first `batch` samples of `data`) as ONE submit, trains both
+/// `epochs` more epochs, and asserts their parameters agree within
+/// [`super::assert_trained_close`]'s tolerance. Returns `(cpu, gpu)`.
+pub fn assert_gpu_run_matches_cpu(
+    make: impl Fn(Box<dyn plasticity::backend::Backend>) -> plasticity::Trainer,
+    gpu: GpuBackend,
+    data: &Dataset,
+    batch: usize,
+    epochs: usize,
+) -> (plasticity::Trainer, plasticity::Trainer) {
+    let counters = gpu.counters();
+    let mut on_cpu = make(Box::new(plasticity::backend::CpuBackend::new()));
+    let mut on_gpu = make(Box::new(gpu));
+    let first: Vec<usize> = (0..batch).collect();
+    let submits = counters.submits();
+    on_gpu.train_batch(data, &first).unwrap();
+    assert_eq!(
+        counters.submits() - submits,
+        1,
+        "a whole step is one submit"
+    );
+    on_cpu.train_batch(data, &first).unwrap();
+    for _ in 0..epochs {
+        on_cpu.train_epoch(data, |_, _| {}).unwrap();
+        on_gpu.train_epoch(data, |_, _| {}).unwrap();
+    }
+    let (c, g) = (on_cpu.network().unwrap(), on_gpu.network().unwrap());
+    super::assert_trained_close(c.params(), g.params(), "parameter");
+    (on_cpu, on_gpu)
+}

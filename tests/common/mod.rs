@@ -264,3 +264,53 @@ pub fn min_kink_distance(layers: &[LayerSpec], params: &[f64], xs: &[Vec<f64>]) 
     }
     min
 }
+
+/// The learner tests' small conv net: 1x6x6 input, conv 3@3x3 (padding 1, tanh), max
+/// pool 2, flatten, dense 12 tanh, dense 4.
+pub fn small_conv_net() -> Network {
+    use plasticity::layer::{Conv2d, Shape};
+    Network::builder_for(Shape::image(1, 6, 6))
+        .conv2d(Conv2d::new(3, 3).padding(1), Activation::Tanh)
+        .max_pool2d(2)
+        .flatten()
+        .dense(12, Activation::Tanh)
+        .dense(4, Activation::Identity)
+        .seed(3)
+        .build()
+        .expect("valid conv net")
+}
+
+/// Asserts two runs' values agree within `1e-4 + 1e-3 |cpu|`: the tolerance for
+/// parameters and learner tensors after a few epochs on two backends, where the GPU's
+/// rounding compounds over the steps.
+pub fn assert_trained_close(cpu: &[f32], gpu: &[f32], what: &str) {
+    assert_eq!(cpu.len(), gpu.len(), "{what}: lengths");
+    for (i, (a, b)) in cpu.iter().zip(gpu).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-4 + 1e-3 * a.abs(),
+            "{what} {i}: cpu {a} gpu {b}"
+        );
+    }
+}
+
+/// Saves `trainer` to checkpoint bytes, loads them through the built-in loader (which
+/// builds the learner by its name), trains both one more epoch on `data`, and asserts
+/// their parameters agree bit for bit. Returns the loaded trainer.
+pub fn assert_resumes_bit_for_bit(
+    trainer: &mut plasticity::Trainer,
+    data: &Dataset,
+) -> plasticity::Trainer {
+    let bytes = trainer.checkpoint().unwrap().to_bytes().unwrap();
+    let back = plasticity::Checkpoint::from_bytes(&bytes, std::path::Path::new("resume")).unwrap();
+    assert_eq!(back.learner, trainer.learner_name());
+    let mut resumed = plasticity::Trainer::from_checkpoint(&back, plasticity::Device::Cpu).unwrap();
+    trainer.train_epoch(data, |_, _| {}).unwrap();
+    resumed.train_epoch(data, |_, _| {}).unwrap();
+    assert_eq!(
+        trainer.network().unwrap().params(),
+        resumed.network().unwrap().params(),
+        "{} resumes bit for bit",
+        trainer.learner_name()
+    );
+    resumed
+}
