@@ -3,7 +3,6 @@
 use super::{local_delta, output_step, Common, TargetPropSettings};
 use crate::backend::{Axpby, Gemm, LayerGrad, Noise};
 use crate::error::{Error, Result};
-use crate::init::{learner_rng, WeightInit};
 use crate::layer::LayerSpec;
 use crate::learner::{Learner, StepCx, TensorSpec};
 use crate::optim::Optimizer;
@@ -95,15 +94,8 @@ impl Learner for Ddtp {
                 "ddtp needs a last layer with weights (it learns from the output error)",
             ));
         }
-        let mut rng = learner_rng(seed);
-        for l in hidden(cx.layers()) {
-            let q = cx.tensor(&name("feedback", l))?;
-            let mut values = vec![0.0; q.len()];
-            WeightInit::Xavier.fill(&mut values, q.cols, q.rows, &mut rng)?;
-            cx.backend().write(q.buf, q.offset, &values)?;
-        }
-        self.common.rng = rng;
-        Ok(())
+        let names = hidden(cx.layers()).into_iter().map(|l| name("feedback", l));
+        self.common.init_feedback(cx, names, seed)
     }
 
     fn step(&mut self, cx: &mut StepCx<'_>) -> Result<()> {

@@ -3,7 +3,6 @@
 use super::{local_delta, output_step, Common, TargetPropSettings};
 use crate::backend::{Axpby, Epilogue, Gemm, LayerGrad, Noise};
 use crate::error::Result;
-use crate::init::{learner_rng, WeightInit};
 use crate::layer::LayerSpec;
 use crate::learner::{Learner, StepCx, TensorSpec};
 use crate::optim::Optimizer;
@@ -80,15 +79,8 @@ impl Learner for Dtp {
     fn init(&mut self, cx: &mut StepCx<'_>, seed: u64) -> Result<()> {
         Dtp::check(cx.layers())?;
         self.common.settings.validate()?;
-        let mut rng = learner_rng(seed);
-        for l in 0..cx.layers().len() - 1 {
-            let q = cx.tensor(&name("inverse", l))?;
-            let mut values = vec![0.0; q.len()];
-            WeightInit::Xavier.fill(&mut values, q.cols, q.rows, &mut rng)?;
-            cx.backend().write(q.buf, q.offset, &values)?;
-        }
-        self.common.rng = rng;
-        Ok(())
+        let names = (0..cx.layers().len() - 1).map(|l| name("inverse", l));
+        self.common.init_feedback(cx, names, seed)
     }
 
     fn step(&mut self, cx: &mut StepCx<'_>) -> Result<()> {

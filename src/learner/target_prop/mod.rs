@@ -43,7 +43,7 @@ use rand_chacha::ChaCha8Rng;
 use super::StepCx;
 use crate::backend::{Axpby, Mat};
 use crate::error::{Error, Result};
-use crate::init::{learner_rng, rng_from_state, rng_state};
+use crate::init::{learner_rng, rng_from_state, rng_state, WeightInit};
 use crate::optim::Optimizer;
 use crate::trainer::Trainer;
 
@@ -149,6 +149,25 @@ impl Common {
             settings,
             rng: learner_rng(0),
         }
+    }
+
+    /// Fills the feedback tensors `names` Xavier-uniform from the run's learner stream,
+    /// which then draws this learner's noise seeds.
+    fn init_feedback(
+        &mut self,
+        cx: &mut StepCx<'_>,
+        names: impl IntoIterator<Item = String>,
+        seed: u64,
+    ) -> Result<()> {
+        let mut rng = learner_rng(seed);
+        for name in names {
+            let q = cx.tensor(&name)?;
+            let mut values = vec![0.0; q.len()];
+            WeightInit::Xavier.fill(&mut values, q.cols, q.rows, &mut rng)?;
+            cx.backend().write(q.buf, q.offset, &values)?;
+        }
+        self.rng = rng;
+        Ok(())
     }
 
     /// One noise seed per corrupted layer for this step.
