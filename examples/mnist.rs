@@ -44,7 +44,8 @@ usage: mnist [options]
   --seed S                    seed of every random draw           (default 1)
   --settings K=V,K=V,...      the learner's own settings, named as in its checkpoints
                               (ep: free_steps, nudged_steps, beta, symmetric;
-                              pc: steps, rate, beta; ff: threshold, label_value, negatives=hardest|shifted)
+                              pc: steps, rate, beta; ff: threshold, label_value, negatives=hardest|shifted,
+                              skip_first_layer)
   --train-limit N             use only the first N training images (default all)
   --dataset mnist|fashion-mnist|cifar10  the data set          (default mnist)
   --data DIR                  its directory                       (default: bundled data/mnist)
