@@ -226,3 +226,19 @@ fn ff_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
     let (ec, eg) = (on_cpu.evaluate(&d).unwrap(), on_gpu.evaluate(&d).unwrap());
     assert!((ec.accuracy - eg.accuracy).abs() < 0.05, "{ec:?} vs {eg:?}");
 }
+
+#[test]
+fn ff_refuses_a_threshold_bounded_layers_cannot_reach() {
+    for act in [Activation::Tanh, Activation::Sigmoid] {
+        let net = common::build_net(12, &[6], act, 3, Activation::Identity, 1);
+        let ff = Box::new(ForwardForward::default());
+        let err = Trainer::with_learner(net.clone(), config(4, 1e-3), ff, Device::Cpu).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, plasticity::Error::InvalidConfig(_)) && text.contains("threshold"),
+            "{text}"
+        );
+        let reachable = Box::new(ForwardForward::default().with_threshold(0.5));
+        Trainer::with_learner(net, config(4, 1e-3), reachable, Device::Cpu).unwrap();
+    }
+}

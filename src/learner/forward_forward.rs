@@ -344,6 +344,17 @@ impl Learner for ForwardForward {
                 "forward-forward writes the label into the first {classes} of the {inputs} inputs: it needs at least 2 classes and as many inputs"
             )));
         }
+        // tanh and sigmoid keep every unit's square below 1, so their goodness does too.
+        let bounded = cx.layers()[..Self::hidden(cx.layers())]
+            .iter()
+            .find(|l| matches!(l.activation(), Activation::Tanh | Activation::Sigmoid));
+        if let Some(layer) = bounded.filter(|_| self.threshold >= 1.0) {
+            return Err(Error::config(format!(
+                "forward-forward: the goodness (mean squared activity) of a {} layer stays below 1, so the threshold {} is out of reach; use relu layers or a threshold below 1 (--settings threshold=0.5)",
+                layer.activation(),
+                self.threshold
+            )));
+        }
         if cx.layers().len() < 2 {
             return Err(Error::Unsupported(
                 "forward-forward needs at least one hidden layer before the (unused) output layer"
