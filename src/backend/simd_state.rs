@@ -10,7 +10,7 @@
 //! every product (`vzeroupper`, which the compiler emits on leaving a function that
 //! touched wide registers) removes it without any `unsafe` here.
 
-use pulp::{Arch, Simd, WithSimd};
+use pulp::{Simd, WithSimd};
 
 /// A wide operation the compiler must keep, so the vectorised wrapper it runs in ends
 /// with `vzeroupper`.
@@ -26,8 +26,17 @@ impl WithSimd for TouchWide {
 }
 
 /// Leaves the calling thread's vector registers with a clean upper state (a no-op
-/// without AVX).
+/// without AVX). The wide operation is 256-bit (AVX2) on purpose: a 512-bit one can
+/// lower the core's clock on some Intel parts, which measured as a slower DFA step.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn clear_upper() {
-    Arch::new().dispatch(TouchWide);
+    if let Some(avx2) = pulp::x86::V3::try_new() {
+        Simd::vectorize(avx2, TouchWide);
+    }
 }
+
+/// Elsewhere there is no AVX state to clear.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn clear_upper() {}
