@@ -169,6 +169,24 @@ pub fn rng_state(rng: &ChaCha8Rng) -> Vec<(String, String)> {
     ]
 }
 
+/// [`rng_state`] with every key under `prefix` (e.g. `noise_rng.`), so one learner's
+/// state can hold a generator beside its settings.
+pub fn rng_state_under(prefix: &str, rng: &ChaCha8Rng) -> Vec<(String, String)> {
+    rng_state(rng)
+        .into_iter()
+        .map(|(k, v)| (format!("{prefix}{k}"), v))
+        .collect()
+}
+
+/// The generator [`rng_state_under`] wrote under `prefix`; other keys are ignored.
+pub fn rng_from_state_under(prefix: &str, state: &[(String, String)]) -> Result<ChaCha8Rng> {
+    let own: Vec<(String, String)> = state
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
+        .collect();
+    rng_from_state(&own)
+}
+
 /// The generator [`rng_state`] wrote.
 pub fn rng_from_state(state: &[(String, String)]) -> Result<ChaCha8Rng> {
     let get = |key: &str| {

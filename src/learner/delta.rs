@@ -8,9 +8,12 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{FeedbackPair, Learner, StepCx, TensorSpec};
 use crate::error::Result;
-use crate::init::{learner_rng, rng_from_state, rng_state, FeedbackInit};
+use crate::init::{learner_rng, rng_from_state_under, rng_state_under, FeedbackInit};
 use crate::layer::{LayerSpec, Shape};
 use crate::rule::{hidden_deltas, prepare_feedback, Rule};
+
+/// Where the feedback stream's state sits among the learner's checkpointed state.
+const RNG_KEY: &str = "feedback_rng.";
 
 /// The tensor name of feedback matrix `i`.
 pub(crate) fn feedback_name(i: usize) -> String {
@@ -136,18 +139,11 @@ impl Learner for DeltaRule {
     }
 
     fn state(&self) -> Vec<(String, String)> {
-        rng_state(&self.rng)
-            .into_iter()
-            .map(|(k, v)| (format!("feedback_rng.{k}"), v))
-            .collect()
+        rng_state_under(RNG_KEY, &self.rng)
     }
 
     fn restore_state(&mut self, state: &[(String, String)]) -> Result<()> {
-        let own: Vec<(String, String)> = state
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("feedback_rng.")?.to_string(), v.clone())))
-            .collect();
-        self.rng = rng_from_state(&own)?;
+        self.rng = rng_from_state_under(RNG_KEY, state)?;
         Ok(())
     }
 

@@ -39,7 +39,7 @@ use super::{Learner, StepCx, TensorSpec};
 use crate::activation::Activation;
 use crate::backend::{Axpby, ColumnOp, Epilogue, Gemm, LossGrad, Mat};
 use crate::error::{Error, Result};
-use crate::init::{learner_rng, rng_from_state, rng_state};
+use crate::init::{learner_rng, rng_from_state_under, rng_state_under};
 use crate::layer::LayerSpec;
 use crate::loss::Loss;
 
@@ -97,6 +97,8 @@ const ONES: &str = "ff.ones";
 const MINUS_THETA: &str = "ff.minus_threshold";
 const DELTA: &str = "ff.delta";
 const SCORES: &str = "ff.scores";
+/// Where the negative-label stream's state sits among the checkpointed state.
+const RNG_KEY: &str = "negative_rng.";
 const HARDEST: &str = "ff.hardest";
 
 /// The two kinds of data a step runs.
@@ -427,16 +429,11 @@ impl Learner for ForwardForward {
             ("negatives".into(), self.negatives.name().into()),
             ("skip_first_layer".into(), self.skip_first.to_string()),
         ];
-        state.extend(
-            rng_state(&self.rng)
-                .into_iter()
-                .map(|(k, v)| (format!("negative_rng.{k}"), v)),
-        );
+        state.extend(rng_state_under(RNG_KEY, &self.rng));
         state
     }
 
     fn restore_state(&mut self, state: &[(String, String)]) -> Result<()> {
-        let mut rng = Vec::new();
         for (key, v) in state {
             let bad = || Error::config(format!("ff setting {key} = {v:?} does not parse"));
             match key.as_str() {
@@ -450,14 +447,12 @@ impl Learner for ForwardForward {
                         _ => return Err(bad()),
                     }
                 }
-                _ => match key.strip_prefix("negative_rng.") {
-                    Some(k) => rng.push((k.to_string(), v.clone())),
-                    None => return Err(Error::config(format!("ff has no setting {key}"))),
-                },
+                _ if key.starts_with(RNG_KEY) => {}
+                _ => return Err(Error::config(format!("ff has no setting {key}"))),
             }
         }
-        if !rng.is_empty() {
-            self.rng = rng_from_state(&rng)?;
+        if state.iter().any(|(k, _)| k.starts_with(RNG_KEY)) {
+            self.rng = rng_from_state_under(RNG_KEY, state)?;
         }
         self.check_settings()
     }

@@ -11,7 +11,7 @@ use super::{feedback_name, FeedbackPair, Learner, StepCx, TensorSpec};
 use crate::activation::Activation;
 use crate::backend::{Axpby, Gemm, Mat, Noise};
 use crate::error::{Error, Result};
-use crate::init::{learner_rng, rng_from_state, rng_state, FeedbackInit};
+use crate::init::{learner_rng, rng_from_state_under, rng_state_under, FeedbackInit};
 use crate::layer::{weighted_layers, LayerSpec};
 use crate::optim::Optimizer;
 
@@ -253,25 +253,17 @@ impl Learner for WeightMirror {
         settings
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
-            .chain(
-                rng_state(&self.rng)
-                    .into_iter()
-                    .map(|(k, v)| (format!("noise_rng.{k}"), v)),
-            )
+            .chain(rng_state_under("noise_rng.", &self.rng))
             .collect()
     }
 
     fn restore_state(&mut self, state: &[(String, String)]) -> Result<()> {
-        let own: Vec<(String, String)> = state
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("noise_rng.")?.to_string(), v.clone())))
-            .collect();
         let restored = WeightMirror {
             mirror_lr: setting(state, "mirror_lr")?,
             noise_std: setting(state, "noise_std")?,
             decay: setting(state, "decay")?,
             feedback_init: self.feedback_init,
-            rng: rng_from_state(&own)?,
+            rng: rng_from_state_under("noise_rng.", state)?,
         };
         restored.check()?;
         *self = restored;

@@ -43,7 +43,7 @@ use rand_chacha::ChaCha8Rng;
 use super::StepCx;
 use crate::backend::{Axpby, Mat};
 use crate::error::{Error, Result};
-use crate::init::{learner_rng, rng_from_state, rng_state, WeightInit};
+use crate::init::{learner_rng, rng_from_state_under, rng_state_under, WeightInit};
 use crate::optim::Optimizer;
 use crate::trainer::Trainer;
 
@@ -176,19 +176,13 @@ impl Common {
     }
 
     fn state(&self) -> Vec<(String, String)> {
-        let rng = rng_state(&self.rng)
-            .into_iter()
-            .map(|(k, v)| (format!("noise_rng.{k}"), v));
+        let rng = rng_state_under("noise_rng.", &self.rng);
         self.settings.state().into_iter().chain(rng).collect()
     }
 
     fn restore_state(&mut self, state: &[(String, String)]) -> Result<()> {
-        let own: Vec<(String, String)> = state
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("noise_rng.")?.to_string(), v.clone())))
-            .collect();
         let settings = TargetPropSettings::from_state(state)?;
-        self.rng = rng_from_state(&own)?;
+        self.rng = rng_from_state_under("noise_rng.", state)?;
         self.settings = settings;
         Ok(())
     }
