@@ -154,18 +154,6 @@ pub(super) fn feedback_pairs(layers: &[LayerSpec]) -> Vec<FeedbackPair> {
         .collect()
 }
 
-/// Reads the `f32` setting `key` from checkpointed learner state.
-pub(super) fn setting(state: &[(String, String)], key: &str) -> Result<f32> {
-    let value = state
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
-        .ok_or_else(|| Error::config(format!("learner state lacks {key:?}")))?;
-    value
-        .parse()
-        .map_err(|_| Error::config(format!("learner state {key:?} = {value:?} is not a number")))
-}
-
 impl Learner for KolenPollack {
     fn name(&self) -> String {
         "kp".into()
@@ -203,7 +191,7 @@ impl Learner for KolenPollack {
     }
 
     fn restore_state(&mut self, state: &[(String, String)]) -> Result<()> {
-        let decay = setting(state, "decay")?;
+        let decay = super::settings::setting(state, "decay")?;
         check_decay("kp", decay)?;
         self.decay = decay;
         Ok(())

@@ -1,8 +1,27 @@
 //! Text forms of learner settings, as checkpoints keep them and `--settings` takes
 //! them.
 
+use std::str::FromStr;
+
 use crate::error::{Error, Result};
 use crate::optim::Optimizer;
+
+/// The text of setting `key` in a learner's checkpointed state.
+pub(crate) fn setting_text<'a>(state: &'a [(String, String)], key: &str) -> Result<&'a str> {
+    state
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| Error::config(format!("learner state lacks {key:?}")))
+}
+
+/// Setting `key` of a learner's checkpointed state, parsed.
+pub(crate) fn setting<T: FromStr>(state: &[(String, String)], key: &str) -> Result<T> {
+    let value = setting_text(state, key)?;
+    value
+        .parse()
+        .map_err(|_| Error::config(format!("learner state {key:?} = {value:?} does not parse")))
+}
 
 /// An optional optimizer (`None`: the network's) as setting text: `network`, or `adam:LR:BETA1:BETA2:EPS:DECAY`
 /// / `sgd:LR:MOMENTUM:DECAY:NESTEROV`, floats in their shortest exact form.

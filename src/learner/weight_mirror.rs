@@ -5,7 +5,7 @@ use rand_chacha::rand_core::RngCore;
 use rand_chacha::ChaCha8Rng;
 
 use super::kolen_pollack::{
-    check_decay, draw_feedback, feedback_alignment_step, feedback_pairs, learned_feedback, setting,
+    check_decay, draw_feedback, feedback_alignment_step, feedback_pairs, learned_feedback,
 };
 use super::{feedback_name, FeedbackPair, Learner, StepCx, TensorSpec};
 use crate::activation::Activation;
@@ -259,9 +259,9 @@ impl Learner for WeightMirror {
 
     fn restore_state(&mut self, state: &[(String, String)]) -> Result<()> {
         let restored = WeightMirror {
-            mirror_lr: setting(state, "mirror_lr")?,
-            noise_std: setting(state, "noise_std")?,
-            decay: setting(state, "decay")?,
+            mirror_lr: super::settings::setting(state, "mirror_lr")?,
+            noise_std: super::settings::setting(state, "noise_std")?,
+            decay: super::settings::setting(state, "decay")?,
             feedback_init: self.feedback_init,
             rng: rng_from_state_under("noise_rng.", state)?,
         };

@@ -111,29 +111,18 @@ impl TargetPropSettings {
 
     /// What [`TargetPropSettings::state`] wrote.
     fn from_state(state: &[(String, String)]) -> Result<TargetPropSettings> {
-        let get = |key: &str| {
-            state
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| Error::config(format!("target propagation state lacks {key:?}")))
-        };
+        use crate::learner::settings::{parse_optimizer, setting, setting_text};
         let settings = TargetPropSettings {
-            target_step: parse_f32("target_step", get("target_step")?)?,
-            noise_std: parse_f32("noise_std", get("noise_std")?)?,
-            feedback_optimizer: super::settings::parse_optimizer(
+            target_step: setting(state, "target_step")?,
+            noise_std: setting(state, "noise_std")?,
+            feedback_optimizer: parse_optimizer(
                 "feedback_optimizer",
-                get("feedback_optimizer")?,
+                setting_text(state, "feedback_optimizer")?,
             )?,
         };
         settings.validate()?;
         Ok(settings)
     }
-}
-
-fn parse_f32(key: &str, text: &str) -> Result<f32> {
-    text.parse()
-        .map_err(|_| Error::config(format!("target propagation state {key} = {text:?}")))
 }
 
 /// What both learners keep on the host: their settings and the noise stream.
