@@ -181,7 +181,7 @@ impl Trainer {
     pub fn with_learner_backend(
         network: Network,
         config: TrainConfig,
-        mut learner: Box<dyn Learner>,
+        learner: Box<dyn Learner>,
         mut backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
         config.validate()?;
@@ -195,21 +195,9 @@ impl Trainer {
             LearnerTensors::new(&mut *backend, learner.tensors(&layers), config.batch_size)?;
         backend.write(bufs.params, 0, network.params())?;
         let seed = network.seed();
-        {
-            let stats = bufs.stats(StatsSlot::Scratch);
-            let mut cx = StepCx::new(
-                &mut *backend,
-                &bufs,
-                &tensors,
-                config.batch_size,
-                config.loss,
-                stats,
-            );
-            learner.init(&mut cx, seed)?;
-        }
         let host_x = checked_product("input batch", &[layers[0].inputs(), config.batch_size])?;
         let host_y = checked_product("target batch", &[network.output_size(), config.batch_size])?;
-        Ok(Trainer {
+        let mut trainer = Trainer {
             backend,
             host_x: vec![0.0; host_x],
             host_y: vec![0.0; host_y],
@@ -224,7 +212,10 @@ impl Trainer {
             steps: 0,
             epochs: 0,
             shuffle_rng: rng_for(seed, Stream::Shuffle),
-        })
+        };
+        let (learner, mut cx) = trainer.learner_cx(config.batch_size, StatsSlot::Scratch);
+        learner.init(&mut cx, seed)?;
+        Ok(trainer)
     }
 
     /// The learner's name (the rule's for [`Trainer::new`]).
@@ -271,21 +262,10 @@ impl Trainer {
         self.backend.write(m.buf, m.offset, values)
     }
 
-    /// A step context over the batch of `batch` samples loaded into the buffers.
-    fn step_cx(&mut self, batch: usize, slot: StatsSlot) -> StepCx<'_> {
-        StepCx::new(
-            &mut *self.backend,
-            &self.bufs,
-            &self.tensors,
-            batch,
-            self.config.loss,
-            self.bufs.stats(slot),
-        )
-    }
-
-    /// The learner's step on the loaded batch.
-    fn learner_step(&mut self, batch: usize, slot: StatsSlot) -> Result<()> {
-        let mut cx = StepCx::new(
+    /// The learner and a step context over the batch of `batch` samples loaded into
+    /// the buffers, borrowed together.
+    fn learner_cx(&mut self, batch: usize, slot: StatsSlot) -> (&mut dyn Learner, StepCx<'_>) {
+        let cx = StepCx::new(
             &mut *self.backend,
             &self.bufs,
             &self.tensors,
@@ -293,7 +273,18 @@ impl Trainer {
             self.config.loss,
             self.bufs.stats(slot),
         );
-        self.learner.step(&mut cx)
+        (&mut *self.learner, cx)
+    }
+
+    /// A step context over the batch of `batch` samples loaded into the buffers.
+    fn step_cx(&mut self, batch: usize, slot: StatsSlot) -> StepCx<'_> {
+        self.learner_cx(batch, slot).1
+    }
+
+    /// The learner's step on the loaded batch.
+    fn learner_step(&mut self, batch: usize, slot: StatsSlot) -> Result<()> {
+        let (learner, mut cx) = self.learner_cx(batch, slot);
+        learner.step(&mut cx)
     }
 
     /// The configuration it trains with.
@@ -649,15 +640,8 @@ impl Trainer {
 
     /// The learner's prediction for the loaded batch (the feedforward pass for most).
     fn forward(&mut self, batch: usize) -> Result<()> {
-        let mut cx = StepCx::new(
-            &mut *self.backend,
-            &self.bufs,
-            &self.tensors,
-            batch,
-            self.config.loss,
-            self.bufs.stats(StatsSlot::Scratch),
-        );
-        self.learner.infer(&mut cx)
+        let (learner, mut cx) = self.learner_cx(batch, StatsSlot::Scratch);
+        learner.infer(&mut cx)
     }
 
     fn loss_grad(&mut self, batch: usize, slot: StatsSlot) -> Result<()> {
