@@ -17,9 +17,7 @@
 //! matters). Prints the median and minimum per step and samples per second.
 
 use plasticity::bench::{time_steps, Timing};
-use plasticity::data::Dataset;
 use plasticity::{learner, Activation, Device, Network, Optimizer, Result, TrainConfig, Trainer};
-use rand::{Rng, SeedableRng};
 
 mod common;
 
@@ -68,11 +66,7 @@ fn run() -> Result<()> {
         }
     }
     let device = Device::from_name(&device)?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let n = batch * BATCHES;
-    let features: Vec<f32> = (0..n * 784).map(|_| rng.random_range(0.0..1.0)).collect();
-    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
-    let data = Dataset::new(features, labels, 784, 10)?;
+    let data = common::random_images(batch * BATCHES)?;
     let net = Network::builder(784)
         .hidden(&hidden, activation)
         .dense(10, Activation::Identity)

@@ -12,10 +12,8 @@
 //! prints them.
 
 use plasticity::bench::{time_steps, Timing};
-use plasticity::data::Dataset;
 use plasticity::layer::Shape;
 use plasticity::{models, Device, Optimizer, Result, Rule, TrainConfig, Trainer};
-use rand::{Rng, SeedableRng};
 
 mod common;
 
@@ -69,11 +67,7 @@ fn run() -> Result<()> {
         }
     }
     let device = Device::from_name(&device)?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let n = batch * BATCHES;
-    let features: Vec<f32> = (0..n * 784).map(|_| rng.random_range(0.0..1.0)).collect();
-    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
-    let data = Dataset::new(features, labels, 784, 10)?;
+    let data = common::random_images(batch * BATCHES)?;
     println!("LeNet-5 (61,706 parameters), batch {batch}, SGD momentum 0.9 weight decay 1e-3");
     println!("| rule | median ms/step | min ms/step | samples/s (median) |\n|---|---:|---:|---:|");
     for rule in rules {

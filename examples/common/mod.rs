@@ -267,3 +267,13 @@ pub fn apply_settings(
     }
     learner.restore_state(&state)
 }
+
+/// `n` random MNIST-shaped samples (784 pixels uniform in [0, 1), labels uniform in
+/// 0..10) from a fixed seed: the data of the step timers, where only the time matters.
+pub fn random_images(n: usize) -> Result<plasticity::data::Dataset> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let features: Vec<f32> = (0..n * 784).map(|_| rng.random_range(0.0..1.0)).collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
+    plasticity::data::Dataset::new(features, labels, 784, 10)
+}
