@@ -10,7 +10,9 @@ struct Params {
     // 0 SGD (with momentum when momentum != 0), 1 Adam.
     kind: u32,
     nesterov: u32,
-    _pad0: u32,
+    // 1: skip once a divergence flag is set, flag a non-finite update (see
+    // src/backend/divergence.rs).
+    guarded: u32,
     // SGD: lr. Adam: step_size = lr / (1 - beta1^t).
     lr: f32,
     // SGD: momentum. Adam: beta1.
@@ -19,8 +21,26 @@ struct Params {
     eps: f32,
     weight_decay: f32,
     inv_sqrt_correction2: f32,
+    flags_off: u32,
+    step: u32,
+    // The running loss sum the guard watches, in the flags' buffer.
+    loss_off: u32,
+    // Tags the pass in the flags.
+    pass_tag: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
+    _pad4: u32,
+    _pad5: u32,
+    _pad6: u32,
+    _pad7: u32,
+    _pad8: u32,
+    _pad9: u32,
+    _pad10: u32,
+    _pad11: u32,
+    _pad12: u32,
+    _pad13: u32,
+    _pad14: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,32 +48,75 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(3) var<storage, read_write> s0: array<f32>;
 @group(0) @binding(4) var<storage, read_write> s1: array<f32>;
+// The divergence flags (src/backend/divergence.rs): first step with a non-finite
+// loss, first step with a non-finite update, that element's index, the pass's tag
+// (u32 bit patterns, 0 = none).
+@group(0) @binding(5) var<storage, read_write> flags: array<f32>;
+
+fn is_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+fn flag(word: u32) -> u32 {
+    return bitcast<u32>(flags[p.flags_off + word]);
+}
 
 @compute @workgroup_size(256)
 fn optimizer_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    if (p.guarded != 0u) {
+        // Every invocation that sees a non-finite loss writes the same step.
+        if (!is_finite(flags[p.loss_off]) && flag(0u) == 0u) {
+            flags[p.flags_off] = bitcast<f32>(p.step);
+        }
+        // A flag set by an earlier step (or, in the diverging step, by another
+        // invocation: that step's update may stop part way) leaves everything alone.
+        if (flag(0u) != 0u || flag(1u) != 0u) {
+            return;
+        }
+    }
     for (var i = gid.x; i < p.len; i += groups.x * 256u) {
         var w = params[p.param_off + i];
+        // Moments: SGD with momentum keeps one, Adam two, plain SGD none.
+        let first = p.kind == 1u || p.momentum != 0.0;
+        let second = p.kind == 1u;
+        var m = 0.0;
+        var v = 0.0;
+        if (first) {
+            m = s0[p.s0_off + i];
+        }
+        if (second) {
+            v = s1[p.s1_off + i];
+        }
         let g = grads[p.grad_off + i] + p.weight_decay * w;
         if (p.kind == 0u) {
             if (p.momentum == 0.0) {
                 w -= p.lr * g;
             } else {
-                let v = p.momentum * s0[p.s0_off + i] + g;
-                s0[p.s0_off + i] = v;
-                var dir = v;
+                m = p.momentum * m + g;
+                var dir = m;
                 if (p.nesterov != 0u) {
-                    dir = g + p.momentum * v;
+                    dir = g + p.momentum * m;
                 }
                 w -= p.lr * dir;
             }
         } else {
-            let beta1 = p.momentum;
-            let m = beta1 * s0[p.s0_off + i] + (1.0 - beta1) * g;
-            let v = p.beta2 * s1[p.s1_off + i] + (1.0 - p.beta2) * g * g;
-            s0[p.s0_off + i] = m;
-            s1[p.s1_off + i] = v;
+            m = p.momentum * m + (1.0 - p.momentum) * g;
+            v = p.beta2 * v + (1.0 - p.beta2) * g * g;
             w -= p.lr * m / (sqrt(v) * p.inv_sqrt_correction2 + p.eps);
         }
+        if (p.guarded != 0u && !is_finite(w)) {
+            // Keep the old values; any such element's invocation may win the index.
+            flags[p.flags_off + 1u] = bitcast<f32>(p.step);
+            flags[p.flags_off + 2u] = bitcast<f32>(p.param_off + i);
+            flags[p.flags_off + 3u] = bitcast<f32>(p.pass_tag);
+            continue;
+        }
         params[p.param_off + i] = w;
+        if (first) {
+            s0[p.s0_off + i] = m;
+        }
+        if (second) {
+            s1[p.s1_off + i] = v;
+        }
     }
 }

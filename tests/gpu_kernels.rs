@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use common::gpu::gpu;
 use plasticity::backend::gpu::GemmKernel;
 use plasticity::backend::{
-    Axpby, Backend, BufId, ColumnOp, CpuBackend, Epilogue, Gemm, GpuBackend, LayerGrad, LossGrad,
-    Mat, Noise, OptimizerPass,
+    gather, Axpby, Backend, BufId, ColumnOp, CpuBackend, Epilogue, FeatureEncoding, Flags, Gather,
+    Gemm, GpuBackend, Guard, LayerGrad, LossGrad, Mat, Noise, OptimizerPass, StoredData,
 };
 use plasticity::{Activation, Error, Loss, Optimizer};
 use rand::{Rng, SeedableRng};
@@ -1170,6 +1170,7 @@ fn optimizer_steps_sgd_momentum_nesterov_adam() {
                 grads: Mat::new(grads, 0, 1, n),
                 state: [Mat::new(s0, 0, 1, n), Mat::new(s1, 4, 1, n)],
                 step: opt.step_params(step),
+                guard: None,
             };
             pair.run(|be| be.optimizer_step(&pass));
         }
@@ -1177,6 +1178,137 @@ fn optimizer_steps_sgd_momentum_nesterov_adam() {
             pair.assert_close(buf, &format!("{opt} after 5 steps"));
         }
     }
+}
+
+#[test]
+fn gather_matches_the_cpu() {
+    // Byte codes (at most 256 values) and plain floats; batches of 1, an odd size and
+    // the whole set; indices repeated and at the ends; outputs at odd offsets.
+    let Some(mut pair) = Pair::new(21) else {
+        return;
+    };
+    let (samples, dim, classes) = (37, 13, 5);
+    let levels: Vec<f32> = (0..256).map(|i| i as f32 / 255.0).collect();
+    let bytes: Vec<f32> = (0..samples * dim)
+        .map(|_| levels[pair.rng.random_range(0..256)])
+        .collect();
+    let floats = pair.random(samples * dim, -3.0, 3.0);
+    let labels: Vec<u32> = (0..samples)
+        .map(|_| pair.rng.random_range(0..classes as u32))
+        .collect();
+    for (features, encoding) in [
+        (&bytes, FeatureEncoding::Bytes),
+        (&floats, FeatureEncoding::Floats),
+    ] {
+        let encoded = gather::encode(features, &labels);
+        assert_eq!(encoded.encoding, encoding);
+        let buf = pair.buffer(&encoded.words);
+        let data = StoredData {
+            buf,
+            samples,
+            dim,
+            classes,
+            encoding,
+        };
+        let orders: [&[u32]; 3] = [
+            &[36],
+            &[0, 36, 5, 5, 17, 2, 30],
+            &(0..37).collect::<Vec<_>>(),
+        ];
+        for order in orders {
+            let b = order.len();
+            let words: Vec<f32> = order.iter().map(|&i| f32::from_bits(i)).collect();
+            let mut padded = vec![0.0; 3];
+            padded.extend_from_slice(&words);
+            let order_buf = pair.buffer(&padded);
+            let x = pair.buffer(&vec![f32::NAN; dim * b + 1]);
+            let targets = pair.buffer(&vec![f32::NAN; classes * b + 2]);
+            let op = Gather {
+                data,
+                order: Mat::new(order_buf, 3, 1, b),
+                x: Mat::new(x, 1, dim, b),
+                targets: Mat::new(targets, 2, classes, b),
+            };
+            pair.run(|be| be.gather(&op));
+            // Copies: equal bit for bit.
+            for out in [x, targets] {
+                let (c, g) = pair.both(out);
+                let (c, g): (Vec<u32>, Vec<u32>) = (
+                    c.iter().map(|v| v.to_bits()).collect(),
+                    g.iter().map(|v| v.to_bits()).collect(),
+                );
+                assert_eq!(c, g, "{encoding:?}, batch {b}");
+            }
+            let (c, _) = pair.both(x);
+            for (j, &s) in order.iter().enumerate() {
+                for f in 0..dim {
+                    assert_eq!(c[1 + f * b + j], features[s as usize * dim + f]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn guarded_optimizer_flags_and_skips_like_the_cpu() {
+    let Some(mut pair) = Pair::new(22) else {
+        return;
+    };
+    let n = 300;
+    // Stats: the running loss sum at 0, the flags from 4.
+    let stats = pair.buffer(&[0.0; 8]);
+    let flags = Mat::new(stats, 4, 1, 4);
+    let loss = Mat::new(stats, 0, 1, 1);
+    let params = pair.random_buffer(n);
+    let grads = pair.random_buffer(n);
+    let s0 = pair.buffer(&vec![0.0; n]);
+    let s1 = pair.buffer(&vec![0.0; n]);
+    let pass = |opt: Optimizer, step: u32| OptimizerPass {
+        params: Mat::new(params, 0, 1, n),
+        grads: Mat::new(grads, 0, 1, n),
+        state: [Mat::new(s0, 0, 1, n), Mat::new(s1, 0, 1, n)],
+        step: opt.step_params(u64::from(step)),
+        guard: Some(Guard {
+            flags,
+            loss,
+            step,
+            pass: 7,
+        }),
+    };
+    let read_flags = |pair: &mut Pair| {
+        let (c, g) = pair.both(stats);
+        assert_eq!(Flags::from_words(&c[4..]), Flags::from_words(&g[4..]));
+        Flags::from_words(&c[4..])
+    };
+    // A finite step updates like an unguarded one and flags nothing.
+    pair.run(|be| be.optimizer_step(&pass(Optimizer::adam(1e-2), 1)));
+    pair.assert_close(params, "guarded Adam step");
+    assert_eq!(read_flags(&mut pair), Flags::default());
+    // An update that overflows at one element flags it, and keeps its old value.
+    let before = pair.both(params).0;
+    let mut g = pair.random(n, -1.0, 1.0);
+    g[123] = 3e38;
+    pair.cpu.write(grads, 0, &g).unwrap();
+    pair.gpu.write(grads, 0, &g).unwrap();
+    pair.run(|be| be.optimizer_step(&pass(Optimizer::sgd(1e3), 2)));
+    let (c, gp) = pair.both(params);
+    assert_eq!(c[123], before[123]);
+    assert_eq!(gp[123], before[123]);
+    assert!(c.iter().chain(&gp).all(|v| v.is_finite()));
+    let f = read_flags(&mut pair);
+    assert_eq!((f.loss, f.update, f.index, f.pass), (0, 2, 123, 7));
+    // Once flagged, later steps change nothing.
+    let frozen = pair.both(params);
+    pair.cpu.write(grads, 0, &vec![0.5; n]).unwrap();
+    pair.gpu.write(grads, 0, &vec![0.5; n]).unwrap();
+    pair.run(|be| be.optimizer_step(&pass(Optimizer::sgd(1e-2), 3)));
+    assert_eq!(pair.both(params), frozen);
+    // A non-finite loss sum flags its step before anything is updated.
+    pair.run(|be| be.fill(Mat::new(stats, 0, 1, 8), 0.0));
+    pair.run(|be| be.write(stats, 0, &[f32::NAN]));
+    pair.run(|be| be.optimizer_step(&pass(Optimizer::sgd(1e-2), 9)));
+    assert_eq!(pair.both(params), frozen);
+    assert_eq!(read_flags(&mut pair).loss, 9);
 }
 
 #[test]

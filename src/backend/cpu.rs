@@ -5,7 +5,9 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::columns::{self, ColumnOp};
+use super::divergence::{self, Guard};
 use super::elementwise::{self, Axpby, Noise};
+use super::gather::{self, Gather};
 use super::regions::borrow;
 use super::spatial::{self, Im2Col, Pool, PoolMode};
 use super::{
@@ -237,6 +239,9 @@ impl Backend for CpuBackend {
 
     fn optimizer_step(&mut self, op: &OptimizerPass) -> Result<()> {
         op.check()?;
+        if let Some(g) = op.guard {
+            return self.guarded_optimizer_step(op, &g);
+        }
         let (mut w, r) = borrow(
             &mut self.bufs,
             &[op.params, op.state[0], op.state[1]],
@@ -257,13 +262,32 @@ impl Backend for CpuBackend {
             .reduce(|| true, |x, y| x && y);
         if !all_finite {
             let index = params.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Err(Error::NonFinite {
+            let error = Error::NonFinite {
                 context: "parameters after the optimizer step".into(),
                 index: op.params.offset + index,
                 value: params[index],
-            });
+            };
+            return Err(error);
         }
         Ok(())
+    }
+
+    fn gather(&mut self, op: &Gather) -> Result<()> {
+        op.check()?;
+        let (reads, writes) = op.regions();
+        let (mut w, r) = borrow(&mut self.bufs, &writes, &reads)?;
+        let (x, targets) = w.split_at_mut(1);
+        gather::host::gather(op, r[0], r[1], x[0], targets[0])
+    }
+
+    fn release(&mut self, buf: BufId) -> Result<()> {
+        match self.bufs.get_mut(buf.0) {
+            Some(b) => {
+                *b = Vec::new();
+                Ok(())
+            }
+            None => Err(Error::Backend(format!("buffer {} does not exist", buf.0))),
+        }
     }
 
     fn clip_grad_norm(&mut self, grads: Mat, max_norm: f32, norm: Mat) -> Result<()> {
@@ -344,6 +368,43 @@ impl Backend for CpuBackend {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+}
+
+impl CpuBackend {
+    /// [`OptimizerPass`] with a [`Guard`] (see [`divergence`]): the GPU's semantics on
+    /// the host, for parity (the trainer checks the host's steps itself).
+    fn guarded_optimizer_step(&mut self, op: &OptimizerPass, g: &Guard) -> Result<()> {
+        let (mut w, r) = borrow(&mut self.bufs, &[g.flags], &[g.loss])?;
+        if !divergence::host::may_update(g, r[0][0], w[0]) {
+            return Ok(());
+        }
+        let (mut w, r) = borrow(
+            &mut self.bufs,
+            &[op.params, op.state[0], op.state[1]],
+            &[op.grads],
+        )?;
+        let [params, s0, s1] = &mut w[..] else {
+            return Err(Error::Backend("optimizer regions".into()));
+        };
+        let mut first_bad = None;
+        for i in 0..params.len() {
+            let (mut p, mut a, mut b) = ([params[i]], [s0[i]], [s1[i]]);
+            if op.step.apply_slice(&mut p, &r[0][i..=i], &mut a, &mut b) {
+                (params[i], s0[i], s1[i]) = (p[0], a[0], b[0]);
+            } else {
+                first_bad.get_or_insert(op.params.offset + i);
+            }
+        }
+        if let Some(index) = first_bad {
+            let (mut w, _) = borrow(&mut self.bufs, &[g.flags], &[])?;
+            divergence::host::record_update(g, w[0], idx_u32(index)?);
+        }
+        Ok(())
+    }
+}
+
+fn idx_u32(i: usize) -> Result<u32> {
+    u32::try_from(i).map_err(|_| Error::Backend(format!("index {i} exceeds u32")))
 }
 
 /// One layer's gradient products on borrowed host slices.

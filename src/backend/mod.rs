@@ -13,7 +13,9 @@
 
 pub mod columns;
 pub mod cpu;
+pub mod divergence;
 pub mod elementwise;
+pub mod gather;
 pub mod gpu;
 mod regions;
 mod simd_state;
@@ -27,7 +29,9 @@ use crate::optim::UpdateStep;
 
 pub use columns::{ColumnKind, ColumnOp};
 pub use cpu::CpuBackend;
+pub use divergence::{Flags, Guard};
 pub use elementwise::{Axpby, Noise};
+pub use gather::{FeatureEncoding, Gather, StoredData};
 pub use gpu::GpuBackend;
 pub use spatial::{Im2Col, Pool, PoolMode, Window};
 pub use trace::{OpKind, Trace, TraceSummary, TracedOp, TracingBackend};
@@ -320,11 +324,17 @@ pub struct OptimizerPass {
     pub state: [Mat; 2],
     /// This step's scalars.
     pub step: UpdateStep,
+    /// Skip the update once a divergence flag is set, and flag a non-finite one (see
+    /// [`divergence`]).
+    pub guard: Option<Guard>,
 }
 
 impl OptimizerPass {
     /// Checks gradients and state match the parameters' length.
     pub fn check(&self) -> Result<()> {
+        if let Some(g) = self.guard {
+            g.check()?;
+        }
         let n = self.params.len();
         for m in [self.grads, self.state[0], self.state[1]] {
             if m.len() != n {
@@ -336,6 +346,33 @@ impl OptimizerPass {
             }
         }
         Ok(())
+    }
+}
+
+/// Totals of the work a device backend was given, since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkCounters {
+    /// Command buffers submitted.
+    pub submits: u64,
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Bytes copied from the host to the device.
+    pub bytes_uploaded: u64,
+    /// Bytes copied from the device to the host.
+    pub bytes_read_back: u64,
+}
+
+impl std::ops::Sub for WorkCounters {
+    type Output = WorkCounters;
+
+    /// The work done between two snapshots.
+    fn sub(self, earlier: WorkCounters) -> WorkCounters {
+        WorkCounters {
+            submits: self.submits.saturating_sub(earlier.submits),
+            dispatches: self.dispatches.saturating_sub(earlier.dispatches),
+            bytes_uploaded: self.bytes_uploaded.saturating_sub(earlier.bytes_uploaded),
+            bytes_read_back: self.bytes_read_back.saturating_sub(earlier.bytes_read_back),
+        }
     }
 }
 
@@ -519,6 +556,31 @@ pub trait Backend: Send {
         };
         columns::host(op, &x, &mut out);
         self.write(op.out.buf, op.out.offset, &out)
+    }
+
+    /// Writes a batch gathered from a data set stored on the backend (see [`gather`]).
+    /// The default runs the host reference on read-back data.
+    fn gather(&mut self, op: &Gather) -> Result<()> {
+        op.check()?;
+        let data = self.read(op.data.buf, 0, op.data.words())?;
+        let order = self.read(op.order.buf, op.order.offset, op.order.len())?;
+        let mut x = vec![0.0; op.x.len()];
+        let mut targets = vec![0.0; op.targets.len()];
+        gather::host::gather(op, &data, &order, &mut x, &mut targets)?;
+        self.write(op.x.buf, op.x.offset, &x)?;
+        self.write(op.targets.buf, op.targets.offset, &targets)
+    }
+
+    /// Frees a buffer; its id must not be used again. Backends that do not reclaim
+    /// memory may keep it.
+    fn release(&mut self, buf: BufId) -> Result<()> {
+        let _ = buf;
+        Ok(())
+    }
+
+    /// Work sent to the device so far, for backends that count it (a GPU).
+    fn counters(&self) -> Option<WorkCounters> {
+        None
     }
 
     /// Runs everything recorded so far (a no-op for backends that run eagerly).

@@ -8,12 +8,30 @@ const GATHER_BLOCK: usize = 16;
 
 /// A validated classification data set: features row-major `[len, dim]` and
 /// one class label per sample.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Dataset {
     features: Vec<f32>,
     labels: Vec<u32>,
     dim: usize,
     classes: usize,
+    /// Names these contents: a backend that keeps a copy of the set recognises it by
+    /// this. Clones share it; changing the features draws a new one.
+    id: u64,
+}
+
+/// Equal contents, whatever their [`Dataset::id`].
+impl PartialEq for Dataset {
+    fn eq(&self, other: &Self) -> bool {
+        (self.dim, self.classes) == (other.dim, other.classes)
+            && self.labels == other.labels
+            && self.features == other.features
+    }
+}
+
+/// A fresh [`Dataset`] id.
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Dataset {
@@ -39,7 +57,13 @@ impl Dataset {
             labels,
             dim,
             classes,
+            id: next_id(),
         })
+    }
+
+    /// Names these contents (see the field's docs).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// Number of samples.
@@ -90,6 +114,7 @@ impl Dataset {
             labels: self.labels[..n].to_vec(),
             dim: self.dim,
             classes: self.classes,
+            id: next_id(),
         })
     }
 
@@ -113,6 +138,7 @@ impl Dataset {
             labels,
             dim: self.dim,
             classes: self.classes,
+            id: next_id(),
         })
     }
 
@@ -142,6 +168,7 @@ impl Dataset {
 
     /// Mutable access to the features, for in-place scaling.
     pub(crate) fn features_mut(&mut self) -> &mut [f32] {
+        self.id = next_id();
         &mut self.features
     }
 

@@ -6,6 +6,7 @@
 //! their deltas (and outputs) form one contiguous matrix: DFA fills all of them with
 //! one product. A flatten owns no storage: its output and delta are its input's.
 
+use crate::backend::divergence::FLAG_WORDS;
 use crate::backend::{Backend, BufId, Mat};
 use crate::error::{checked_product, Error, Result};
 use crate::layer::{weighted_layers, LayerIo, LayerSpec};
@@ -18,6 +19,10 @@ pub(crate) enum StatsSlot {
     Eval = 1,
     Scratch = 2,
 }
+
+/// Floats of the statistics buffer: three slots of three sums, the gradient norm, the
+/// divergence flags.
+const STATS_LEN: usize = 10 + FLAG_WORDS;
 
 pub(crate) struct DeviceBuffers {
     pub params: BufId,
@@ -118,8 +123,9 @@ impl DeviceBuffers {
             acts: backend.alloc(arena_len(act_rows.0, capacity, "activation")?.max(1))?,
             deltas: backend.alloc(arena_len(delta_rows.0, capacity, "delta")?.max(1))?,
             targets: backend.alloc(arena_len(classes, capacity, "target")?)?,
-            // Three slots of three sums, then the last clipped gradient norm.
-            stats: backend.alloc(10)?,
+            // Three slots of three sums, the last clipped gradient norm, then the
+            // divergence flags.
+            stats: backend.alloc(STATS_LEN)?,
             layers: layers.to_vec(),
             layout: layout.clone(),
             weighted,
@@ -170,6 +176,16 @@ impl DeviceBuffers {
     /// Where gradient clipping leaves the global norm it measured (one float).
     pub fn grad_norm(&self) -> Mat {
         Mat::new(self.stats, 9, 1, 1)
+    }
+
+    /// The divergence flags (see [`crate::backend::divergence`]).
+    pub fn flags(&self) -> Mat {
+        Mat::new(self.stats, 10, 1, FLAG_WORDS)
+    }
+
+    /// The whole statistics buffer: slots, gradient norm, flags.
+    pub fn all_stats(&self) -> Mat {
+        Mat::new(self.stats, 0, 1, STATS_LEN)
     }
 
     /// The parameters of layers `first..` as one row (params, grads and both moments

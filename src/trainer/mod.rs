@@ -3,11 +3,14 @@
 mod alignment;
 mod buffers;
 mod checkpoint;
+mod resident;
 
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Backend, LossGrad, Mat, OptimizerPass};
+use crate::backend::{
+    Backend, Flags, Guard, LossGrad, Mat, OptimizerPass, StoredData, WorkCounters,
+};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{checked_product, Error, Result};
@@ -24,6 +27,8 @@ use crate::rule::{FeedbackShape, Rule};
 use crate::schedule::Schedule;
 pub(crate) use buffers::DeviceBuffers;
 use buffers::StatsSlot;
+use resident::{auto_steps_per_submit, gather_op, ResidentSets};
+pub use resident::{Residency, MAX_STEPS_PER_SUBMIT};
 
 /// How a [`Trainer`] trains.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +53,11 @@ pub struct TrainConfig {
     /// most this, before the optimizer sees it (PyTorch's `clip_grad_norm_`).
     pub grad_clip: Option<f32>,
 }
+
+/// [`Guard::pass`] of the optimizer pass over the network's parameters.
+const PARAMS_PASS: u32 = 0;
+/// [`Guard::pass`] of the pass over a learner's trainable tensors.
+const TENSORS_PASS: u32 = 1;
 
 /// The largest batch size a [`TrainConfig`] accepts.
 pub const MAX_BATCH: usize = 1 << 24;
@@ -134,6 +144,11 @@ pub struct Trainer {
     host_y: Vec<f32>,
     /// Samples in the batch loaded last (per-sample learner tensors hold that batch).
     loaded: usize,
+    /// Data sets stored on a device backend.
+    resident: ResidentSets,
+    /// Steps recorded per submit in an epoch on a device backend (see
+    /// [`Trainer::set_steps_per_submit`]).
+    steps_per_submit: usize,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -202,6 +217,8 @@ impl Trainer {
             host_x: vec![0.0; host_x],
             host_y: vec![0.0; host_y],
             loaded: config.batch_size,
+            resident: ResidentSets::default(),
+            steps_per_submit: auto_steps_per_submit(&layers, config.batch_size),
             bufs,
             learner,
             tensors,
@@ -446,10 +463,30 @@ impl Trainer {
     }
 
     /// One training step on the samples of `data` at `indices`.
+    ///
+    /// On the CPU a diverging step fails at once with [`Error::Diverged`]. A GPU step
+    /// only records its work, so there the step flags the divergence on the device,
+    /// leaves the parameters as they were before it, and the next call that reads
+    /// statistics ([`Trainer::train_epoch`], [`Trainer::evaluate`]) reports it.
     pub fn train_batch(&mut self, data: &Dataset, indices: &[usize]) -> Result<()> {
         let batch = self.load_batch(data, indices)?;
+        self.record_step(batch)?;
+        self.backend.flush()
+    }
+
+    /// The learner's step and the optimizer's on the loaded batch of `batch` samples,
+    /// recorded (a GPU runs it at the next flush).
+    fn record_step(&mut self, batch: usize) -> Result<()> {
         self.learner_step(batch, StatsSlot::Train)?;
         self.steps += 1;
+        // A device backend watches itself (see `backend::divergence`); the host checks
+        // the loss of every step.
+        let guard = (!self.backend.host_resident()).then(|| Guard {
+            flags: self.bufs.flags(),
+            loss: self.bufs.stats(StatsSlot::Train).rows(0, 1).reshape(1, 1),
+            step: u32::try_from(self.steps).unwrap_or(u32::MAX),
+            pass: PARAMS_PASS,
+        });
         // Frozen layers (last-layer-only) are outside the pass: no decay or momentum.
         let first = self.learner.first_trained_layer(&self.layers);
         let pass = OptimizerPass {
@@ -459,6 +496,7 @@ impl Trainer {
             step: self
                 .scheduled(self.config.optimizer)
                 .step_params(self.steps),
+            guard,
         };
         if self.backend.host_resident() {
             // A non-finite loss stops the step before it can corrupt the parameters.
@@ -483,6 +521,10 @@ impl Trainer {
                 grads: t.trainable_arena(1),
                 state: [t.trainable_arena(2), t.trainable_arena(3)],
                 step: self.scheduled(optimizer).step_params(self.steps),
+                guard: guard.map(|g| Guard {
+                    pass: TENSORS_PASS,
+                    ..g
+                }),
             };
             self.backend.optimizer_step(&pass).map_err(|e| match e {
                 Error::NonFinite { value, .. } => Error::Diverged {
@@ -493,7 +535,7 @@ impl Trainer {
                 e => e,
             })?;
         }
-        self.backend.flush()
+        Ok(())
     }
 
     /// One training step on a raw batch: `x` holds `labels.len()` samples row-major.
@@ -511,6 +553,13 @@ impl Trainer {
     /// One pass over `data` in a fresh seeded order; `on_batch(done, total)` is called
     /// after every step (for progress bars). Returns the loss and accuracy accumulated
     /// over the epoch's batches, as the parameters changed.
+    ///
+    /// On a GPU the data set is stored on the device the first time (see
+    /// [`Trainer::store_data`]), each batch is gathered there, and
+    /// [`Trainer::steps_per_submit`] steps share one submit: `on_batch` then reports
+    /// steps as they are recorded. Statistics and divergence flags are read back once,
+    /// at the end; a divergence is reported with the step and layer, and the parameters
+    /// are those from before that step.
     pub fn train_epoch(
         &mut self,
         data: &Dataset,
@@ -518,27 +567,120 @@ impl Trainer {
     ) -> Result<Evaluation> {
         self.check_data(data)?;
         self.backend.fill(self.bufs.stats(StatsSlot::Train), 0.0)?;
+        self.backend.fill(self.bufs.flags(), 0.0)?;
         let mut order: Vec<usize> = (0..data.len()).collect();
         order.shuffle(&mut self.shuffle_rng);
-        let batches = order.chunks(self.config.batch_size);
-        let total = batches.len();
-        for (i, batch) in batches.enumerate() {
-            self.train_batch(data, batch)?;
+        let b = self.config.batch_size;
+        let total = order.len().div_ceil(b);
+        let first_step = self.steps;
+        let (stored, _) = self.resident.store(&mut *self.backend, data)?;
+        let Some(stored) = stored else {
+            for (i, batch) in order.chunks(b).enumerate() {
+                self.train_batch(data, batch)?;
+                on_batch(i + 1, total);
+            }
+            self.epochs += 1;
+            return self.read_stats(StatsSlot::Train);
+        };
+        let order_m = self
+            .resident
+            .write_order(&mut *self.backend, order.iter().copied())?;
+        for i in 0..total {
+            let batch = self.gather(stored, order_m, i * b)?;
+            self.record_step(batch)?;
+            if (i + 1) % self.steps_per_submit == 0 {
+                self.backend.flush()?;
+            }
             on_batch(i + 1, total);
         }
+        self.backend.flush()?;
         self.epochs += 1;
-        self.read_stats(StatsSlot::Train)
+        self.read_stats(StatsSlot::Train).map_err(|e| {
+            let batch_of = |step: u64| (step - first_step - 1) as usize * b;
+            self.locate_device_divergence(e, stored, order_m, batch_of)
+        })
     }
 
-    /// Loss and accuracy on `data` (no parameter changes).
+    /// Gathers into the batch buffers the samples listed at `order`'s columns
+    /// `first..` (up to a batch of them); returns how many.
+    fn gather(&mut self, stored: StoredData, order: Mat, first: usize) -> Result<usize> {
+        let batch = self.config.batch_size.min(order.len() - first);
+        let op = gather_op(
+            stored,
+            order,
+            first,
+            self.bufs.activation(0, batch),
+            self.bufs.targets(batch),
+        );
+        self.backend.gather(&op)?;
+        self.loaded = batch;
+        Ok(batch)
+    }
+
+    /// Stores `data` on the device (once: later calls with the same set, or a clone,
+    /// find it there), so epochs and evaluations over it gather their batches on the
+    /// device. [`Trainer::train_epoch`] and [`Trainer::evaluate`] call it themselves;
+    /// call it to learn whether the set fits: a set over the adapter's limits stays on
+    /// the host ([`Residency::PerBatch`], with the reason) and is uploaded per batch.
+    /// The two sets used last are kept.
+    pub fn store_data(&mut self, data: &Dataset) -> Result<Residency> {
+        self.check_data(data)?;
+        Ok(self.resident.store(&mut *self.backend, data)?.1)
+    }
+
+    /// Steps an epoch records per submit on a device backend. By default enough for
+    /// about 2 ms of a GPU's work (from the network's size and the batch), at most
+    /// [`MAX_STEPS_PER_SUBMIT`].
+    pub fn steps_per_submit(&self) -> usize {
+        self.steps_per_submit
+    }
+
+    /// Sets [`Trainer::steps_per_submit`] (1 to [`MAX_STEPS_PER_SUBMIT`]); `None`
+    /// restores the default. Results do not depend on it.
+    pub fn set_steps_per_submit(&mut self, steps: Option<usize>) -> Result<()> {
+        self.steps_per_submit = match steps {
+            None => auto_steps_per_submit(&self.layers, self.config.batch_size),
+            Some(k @ 1..=MAX_STEPS_PER_SUBMIT) => k,
+            Some(k) => {
+                return Err(Error::config(format!(
+                    "steps per submit must be in 1..={MAX_STEPS_PER_SUBMIT}, got {k}"
+                )))
+            }
+        };
+        Ok(())
+    }
+
+    /// The device's work counters (submits, dispatches, bytes uploaded and read back)
+    /// since its backend was opened; `None` on the CPU.
+    pub fn work_counters(&self) -> Option<WorkCounters> {
+        self.backend.counters()
+    }
+
+    /// Loss and accuracy on `data` (no parameter changes). On a GPU the set is stored
+    /// on the device (see [`Trainer::store_data`]) and evaluated in one submit.
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation> {
         self.check_data(data)?;
         self.backend.fill(self.bufs.stats(StatsSlot::Eval), 0.0)?;
-        let indices: Vec<usize> = (0..data.len()).collect();
-        for chunk in indices.chunks(self.config.batch_size) {
-            let batch = self.load_batch(data, chunk)?;
-            self.forward(batch)?;
-            self.loss_grad(batch, StatsSlot::Eval)?;
+        let b = self.config.batch_size;
+        match self.resident.store(&mut *self.backend, data)?.0 {
+            Some(stored) => {
+                let order = self
+                    .resident
+                    .write_order(&mut *self.backend, 0..data.len())?;
+                for first in (0..data.len()).step_by(b) {
+                    let batch = self.gather(stored, order, first)?;
+                    self.forward(batch)?;
+                    self.loss_grad(batch, StatsSlot::Eval)?;
+                }
+            }
+            None => {
+                let indices: Vec<usize> = (0..data.len()).collect();
+                for chunk in indices.chunks(b) {
+                    let batch = self.load_batch(data, chunk)?;
+                    self.forward(batch)?;
+                    self.loss_grad(batch, StatsSlot::Eval)?;
+                }
+            }
         }
         self.backend.flush()?;
         self.read_stats(StatsSlot::Eval)
@@ -655,10 +797,22 @@ impl Trainer {
         })
     }
 
+    /// The statistics of `slot`, and any divergence a device step flagged (which is
+    /// then cleared: it has been reported).
     fn read_stats(&mut self, slot: StatsSlot) -> Result<Evaluation> {
-        let m = self.bufs.stats(slot);
-        let sums = self.backend.read(m.buf, m.offset, 3)?;
-        let eval = Evaluation::from_sums(&sums);
+        let m = self.bufs.all_stats();
+        let words = self.backend.read(m.buf, m.offset, m.len())?;
+        let flags_at = self.bufs.flags().offset - m.offset;
+        let flags = Flags::from_words(&words[flags_at..]);
+        if let Some(step) = flags.first() {
+            self.backend.fill(self.bufs.flags(), 0.0)?;
+            // The device skipped every update from that step on.
+            self.steps = u64::from(step);
+            let train_loss = words[self.bufs.stats(StatsSlot::Train).offset - m.offset];
+            return Err(self.flagged_divergence(flags, train_loss));
+        }
+        let at = self.bufs.stats(slot).offset - m.offset;
+        let eval = Evaluation::from_sums(&words[at..at + 3]);
         if !eval.loss.is_finite() {
             return Err(Error::Diverged {
                 step: self.steps,
@@ -724,6 +878,61 @@ impl Trainer {
             what: format!("{what} (every layer's output is finite: the loss overflowed)"),
             value,
         }
+    }
+
+    /// The error for divergence a device step flagged: a non-finite loss, or the first
+    /// parameter an update made non-finite.
+    fn flagged_divergence(&mut self, flags: Flags, train_loss: f32) -> Error {
+        if flags.loss != 0 && (flags.update == 0 || flags.loss <= flags.update) {
+            return Error::Diverged {
+                step: u64::from(flags.loss),
+                what: "loss".into(),
+                value: train_loss,
+            };
+        }
+        // The value was not written: only that it would not be finite is known.
+        match flags.pass {
+            PARAMS_PASS => self.diverged_parameter(Error::NonFinite {
+                context: String::new(),
+                index: flags.index as usize,
+                value: f32::INFINITY,
+            }),
+            _ => Error::Diverged {
+                step: u64::from(flags.update),
+                what: "a trainable tensor of the learner".into(),
+                value: f32::INFINITY,
+            },
+        }
+    }
+
+    /// Adds to a loss divergence found after a device epoch the first layer whose
+    /// output of that step's batch is non-finite: the batch is gathered again (at
+    /// `batch_of(step)` in `order`) and run forward on the parameters from before it.
+    fn locate_device_divergence(
+        &mut self,
+        error: Error,
+        stored: StoredData,
+        order: Mat,
+        batch_of: impl Fn(u64) -> usize,
+    ) -> Error {
+        let Error::Diverged { step, ref what, .. } = error else {
+            return error;
+        };
+        if what != "loss" {
+            return error;
+        }
+        let first = batch_of(step);
+        if first >= order.len() {
+            return error;
+        }
+        let batch = match self.gather(stored, order, first).and_then(|b| {
+            self.forward(b)?;
+            Ok(b)
+        }) {
+            Ok(b) => b,
+            Err(_) => return error,
+        };
+        self.locate_divergence(error, batch)
     }
 
     fn check_loss(&mut self, slot: StatsSlot) -> Result<()> {

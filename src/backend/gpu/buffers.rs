@@ -22,12 +22,32 @@ pub(crate) struct GpuBuf {
 /// All buffers of a backend.
 #[derive(Default)]
 pub(crate) struct Buffers {
-    bufs: Vec<GpuBuf>,
+    /// `None` once released.
+    bufs: Vec<Option<GpuBuf>>,
+    /// The backend's own zeroed words (see [`SPARE`]).
+    spare: Option<GpuBuf>,
 }
+
+/// Names the backend's own buffer of zeroed words, outside the ids it hands out (so
+/// every backend numbers the caller's buffers alike), for bindings a kernel declares
+/// but a call does not use.
+pub(crate) const SPARE: BufId = BufId(usize::MAX);
 
 impl Buffers {
     /// Allocates a zeroed buffer of `len` floats, checked against the device's limits.
     pub fn alloc(&mut self, ctx: &Context, len: usize) -> Result<BufId> {
+        let buf = Self::create(ctx, len)?;
+        self.bufs.push(Some(buf));
+        Ok(BufId(self.bufs.len() - 1))
+    }
+
+    /// Creates the [`SPARE`] buffer of `len` floats.
+    pub fn alloc_spare(&mut self, ctx: &Context, len: usize) -> Result<()> {
+        self.spare = Some(Self::create(ctx, len)?);
+        Ok(())
+    }
+
+    fn create(ctx: &Context, len: usize) -> Result<GpuBuf> {
         // Zero-sized bindings are invalid: keep at least one element. Round up to a
         // multiple of 16 bytes so the GEMM family can bind any buffer as
         // `array<vec4<f32>>` too, and a vec4 holding a region's last float lies inside.
@@ -67,21 +87,35 @@ impl Buffers {
                 mapped_at_creation: false,
             })
         })?;
-        self.bufs.push(GpuBuf { buffer, len });
-        Ok(BufId(self.bufs.len() - 1))
+        Ok(GpuBuf { buffer, len })
     }
 
     /// The buffer `id` names.
     pub fn get(&self, id: BufId) -> Result<&GpuBuf> {
-        self.bufs
-            .get(id.0)
+        self.find(id)
             .ok_or_else(|| Error::Backend(format!("buffer {} does not exist", id.0)))
+    }
+
+    fn find(&self, id: BufId) -> Option<&GpuBuf> {
+        match id {
+            SPARE => self.spare.as_ref(),
+            _ => self.bufs.get(id.0).and_then(Option::as_ref),
+        }
+    }
+
+    /// Frees buffer `id` (the device memory goes once no command uses it).
+    pub fn release(&mut self, id: BufId) -> Result<()> {
+        match self.bufs.get_mut(id.0).and_then(Option::take) {
+            // Dropped, not destroyed: submitted work may still use it.
+            Some(_) => Ok(()),
+            None => Err(Error::Backend(format!("buffer {} does not exist", id.0))),
+        }
     }
 
     /// Checks every region lies in its buffer and no written region overlaps another
     /// region of the same call (the same rules as the CPU backend).
     pub fn check(&self, writes: &[Mat], reads: &[Mat]) -> Result<()> {
-        validate(writes, reads, |id| self.bufs.get(id.0).map(|b| b.len))
+        validate(writes, reads, |id| self.find(id).map(|b| b.len))
     }
 }
 

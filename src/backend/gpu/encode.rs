@@ -57,9 +57,29 @@ pub(crate) struct Recorder {
 pub struct GpuCounters {
     dispatches: Arc<AtomicU64>,
     submits: Arc<AtomicU64>,
+    uploaded: Arc<AtomicU64>,
+    read_back: Arc<AtomicU64>,
 }
 
 impl GpuCounters {
+    /// Every total at once.
+    pub fn snapshot(&self) -> crate::backend::WorkCounters {
+        crate::backend::WorkCounters {
+            submits: self.submits(),
+            dispatches: self.dispatches(),
+            bytes_uploaded: self.uploaded.load(Ordering::Relaxed),
+            bytes_read_back: self.read_back.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn add_uploaded(&self, bytes: u64) {
+        self.uploaded.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_read_back(&self, bytes: u64) {
+        self.read_back.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Compute dispatches recorded so far.
     pub fn dispatches(&self) -> u64 {
         self.dispatches.load(Ordering::Relaxed)
@@ -80,6 +100,11 @@ impl Recorder {
             bind_groups: HashMap::new(),
             counters: GpuCounters::default(),
         }
+    }
+
+    /// Drops the bind groups that hold `buf` (before it is released).
+    pub fn forget(&mut self, buf: BufId) {
+        self.bind_groups.retain(|(_, ids), _| !ids.contains(&buf));
     }
 
     /// Whether anything waits for a submit.

@@ -1,15 +1,17 @@
 //! The [`Backend`] operations: validate on the host, then record a dispatch with its
 //! parameter block. The checks mirror the CPU backend's so both reject the same calls.
 
-use super::buffers::{idx, F32};
+use super::buffers::{idx, F32, SPARE};
 use super::encode::Op;
 use super::params::{Block, MAX_GROUPED_LAYERS, TABLE_BYTES};
 use super::pipelines::{Kernel, NARROW_TILE, TILE};
 use super::{GemmKernel, GpuBackend};
 use crate::activation::Activation;
+use crate::backend::divergence::FLAG_WORDS;
 use crate::backend::{
     check_bias, check_same_shape, check_sign_feedback, Axpby, Backend, BufId, ColumnKind, ColumnOp,
-    Epilogue, Gemm, Im2Col, LayerGrad, LossGrad, Mat, Noise, OptimizerPass, Pool,
+    Epilogue, FeatureEncoding, Gather, Gemm, Im2Col, LayerGrad, LossGrad, Mat, Noise,
+    OptimizerPass, Pool, WorkCounters,
 };
 use crate::error::{Error, Result};
 use crate::loss::Loss;
@@ -461,12 +463,23 @@ impl Backend for GpuBackend {
         let n = op.params.len();
         op.check()?;
         self.check(&[op.params, op.state[0], op.state[1]], &[op.grads])?;
+        // Unguarded, the flags binding holds the backend's own spare words; the
+        // kernel does not read them.
+        let (flags, loss) = match op.guard {
+            Some(g) => {
+                self.check(&[g.flags], &[g.loss])?;
+                (g.flags, g.loss)
+            }
+            None => (Mat::new(SPARE, 0, 1, FLAG_WORDS), Mat::new(SPARE, 0, 1, 1)),
+        };
         let head = Block::default()
             .u(idx(op.params.offset)?)
             .u(idx(op.grads.offset)?)
             .u(idx(op.state[0].offset)?)
             .u(idx(op.state[1].offset)?)
             .u(idx(n)?);
+        let guard = u32::from(op.guard.is_some());
+        let (step, tag) = op.guard.map_or((0, 0), |g| (g.step, g.pass));
         let params = match op.step {
             UpdateStep::Sgd {
                 lr,
@@ -476,7 +489,7 @@ impl Backend for GpuBackend {
             } => head
                 .u(0)
                 .u(u32::from(nesterov))
-                .u(0)
+                .u(guard)
                 .f(lr)
                 .f(momentum)
                 .f(0.0)
@@ -493,19 +506,24 @@ impl Backend for GpuBackend {
             } => head
                 .u(1)
                 .u(0)
-                .u(0)
+                .u(guard)
                 .f(step_size)
                 .f(beta1)
                 .f(beta2)
                 .f(eps)
                 .f(weight_decay)
                 .f(inv_sqrt_correction2),
-        };
+        }
+        .u(idx(flags.offset)?)
+        .u(step)
+        .u(idx(loss.offset)?)
+        .u(tag);
         let bufs = [
             op.params.buf,
             op.grads.buf,
             op.state[0].buf,
             op.state[1].buf,
+            flags.buf,
         ];
         let groups = Self::elementwise_groups(n);
         self.dispatch(Kernel::Optimizer, &bufs, params.bytes(), groups)
@@ -540,6 +558,45 @@ impl Backend for GpuBackend {
 
     fn unpool(&mut self, op: &Pool) -> Result<()> {
         self.record_unpool(op)
+    }
+
+    fn gather(&mut self, op: &Gather) -> Result<()> {
+        op.check()?;
+        let (reads, writes) = op.regions();
+        self.check(&writes, &reads)?;
+        let d = &op.data;
+        let params = Block::default()
+            .u(0)
+            .u(idx(d.labels_at())?)
+            .u(idx(d.features_at())?)
+            .u(idx(d.samples)?)
+            .u(idx(d.dim)?)
+            .u(idx(d.classes)?)
+            .u(idx(op.batch())?)
+            .u(u32::from(d.encoding == FeatureEncoding::Bytes))
+            .u(idx(op.order.offset)?)
+            .u(idx(op.x.offset)?)
+            .u(idx(op.targets.offset)?);
+        let len = (op.x.len()).saturating_add(op.targets.len());
+        let groups = Self::elementwise_groups(len);
+        let bufs = [d.buf, op.order.buf, op.x.buf, op.targets.buf];
+        self.dispatch(Kernel::Gather, &bufs, params.bytes(), groups)
+    }
+
+    fn release(&mut self, buf: BufId) -> Result<()> {
+        if buf == SPARE {
+            return Err(Error::Backend(
+                "cannot release the backend's own buffer".into(),
+            ));
+        }
+        // Recorded work may still use it: run that first.
+        self.submit()?;
+        self.rec.forget(buf);
+        self.bufs.release(buf)
+    }
+
+    fn counters(&self) -> Option<WorkCounters> {
+        Some(self.rec.counters.snapshot())
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -84,10 +84,12 @@ impl GpuBackend {
         let ctx = Context::open(index)?;
         let pipelines = Pipelines::build(&ctx)?;
         let rec = Recorder::new(&ctx);
+        let mut bufs = Buffers::default();
+        bufs.alloc_spare(&ctx, crate::backend::divergence::FLAG_WORDS)?;
         Ok(GpuBackend {
             ctx,
             pipelines,
-            bufs: Buffers::default(),
+            bufs,
             rec,
             staging: None,
             gemm_override: None,
@@ -179,6 +181,7 @@ impl GpuBackend {
             let _ = tx.send(r);
         });
         self.wait_idle()?;
+        self.rec.counters.add_read_back(bytes);
         rx.recv()
             .map_err(|_| Error::Backend("read-back was never completed".into()))?
             .map_err(|e| Error::Backend(format!("cannot map the read-back buffer: {e}")))?;
@@ -198,6 +201,7 @@ impl GpuBackend {
     fn upload(&mut self, buf: BufId, offset: usize, data: &[f32]) -> Result<()> {
         let target = self.bufs.get(buf)?.buffer.clone();
         let bytes: &[u8] = bytemuck::cast_slice(data);
+        self.rec.counters.add_uploaded(bytes.len() as u64);
         if self.rec.is_empty() {
             // Runs before the next submit, after the previous ones: in order.
             self.ctx

@@ -22,6 +22,7 @@ const FEEDBACK: &str = include_str!("../../../shaders/feedback.wgsl");
 const CLIP: &str = include_str!("../../../shaders/clip.wgsl");
 const SPATIAL: &str = include_str!("../../../shaders/spatial.wgsl");
 const COLUMNS: &str = include_str!("../../../shaders/columns.wgsl");
+const DATA: &str = include_str!("../../../shaders/data.wgsl");
 
 /// One compute kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,10 +53,11 @@ pub(crate) enum Kernel {
     ColumnNormalize,
     ColumnScale,
     ColumnArgmaxOneHot,
+    Gather,
 }
 
 impl Kernel {
-    const ALL: [Kernel; 22] = [
+    const ALL: [Kernel; 23] = [
         Kernel::Gemm,
         Kernel::GemmNarrow,
         Kernel::GemmWide,
@@ -78,6 +80,7 @@ impl Kernel {
         Kernel::ColumnNormalize,
         Kernel::ColumnScale,
         Kernel::ColumnArgmaxOneHot,
+        Kernel::Gather,
     ];
 
     /// Index of its shader module in [`MODULES`] and its entry point.
@@ -105,6 +108,7 @@ impl Kernel {
             Kernel::ColumnNormalize => (10, "column_normalize"),
             Kernel::ColumnScale => (10, "column_scale"),
             Kernel::ColumnArgmaxOneHot => (10, "column_argmax_one_hot"),
+            Kernel::Gather => (11, "gather"),
         }
     }
 
@@ -121,7 +125,10 @@ impl Kernel {
             Kernel::SignFeedback => 3,
             // Written region, input, argmax.
             Kernel::Im2Col | Kernel::Col2Im | Kernel::Pool | Kernel::Unpool => 3,
-            Kernel::Loss | Kernel::Optimizer => 4,
+            // Stored data, indices, inputs, targets.
+            Kernel::Loss | Kernel::Gather => 4,
+            // Parameters, gradients, two moments, divergence flags.
+            Kernel::Optimizer => 5,
             // C, A, B, A and B again as vec4 views, the epilogue's operand.
             // grad_w, deltas, inputs, grad_b, then deltas and inputs as vec4 views.
             Kernel::Gemm | Kernel::GemmNarrow | Kernel::GemmWide | Kernel::LayerGrads => 6,
@@ -144,7 +151,7 @@ impl Kernel {
 /// `TILE` constant that [`module_source`] prepends; `gemm` and `gemm_narrow` also share
 /// their entry point (`gemm.wgsl`). `gemm_wide` has its own loop (8x8 outputs per
 /// invocation).
-const MODULES: [&str; 11] = [
+const MODULES: [&str; 12] = [
     "gemm",
     "gemm_narrow",
     "gemm_wide",
@@ -156,6 +163,7 @@ const MODULES: [&str; 11] = [
     "clip",
     "spatial",
     "columns",
+    "data",
 ];
 
 /// Output tile side of the `gemm` kernel and of `layer_grads` (`TILE` in
@@ -185,7 +193,8 @@ fn module_source(index: usize) -> String {
         7 => FEEDBACK.to_string(),
         8 => CLIP.to_string(),
         9 => SPATIAL.to_string(),
-        _ => COLUMNS.to_string(),
+        10 => COLUMNS.to_string(),
+        _ => DATA.to_string(),
     }
 }
 
