@@ -16,8 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plasticity::data::DatasetKind;
 use plasticity::layer::Shape;
 use plasticity::{
-    learner, models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Result, Rule,
-    TrainConfig, Trainer, WeightInit,
+    learner, models, Activation, Device, Error, FeedbackInit, Network, Optimizer, Residency,
+    Result, Rule, TrainConfig, Trainer, WeightInit,
 };
 
 mod common;
@@ -438,6 +438,23 @@ fn run() -> Result<()> {
         trainer.device_name()
     );
 
+    if trainer.work_counters().is_some() {
+        for (name, set) in [("training", &train), ("test", &test)] {
+            match trainer.store_data(set)? {
+                Residency::Device { bytes, byte_codes } => println!(
+                    "{name} set stored on the device: {:.1} MB{}",
+                    bytes as f64 / 1e6,
+                    if byte_codes { " (byte codes)" } else { "" }
+                ),
+                Residency::PerBatch(why) => {
+                    println!("{name} set uploaded per batch: {why}")
+                }
+                Residency::Host => {}
+            }
+        }
+        println!("{} steps per submit", trainer.steps_per_submit());
+    }
+
     let style = ProgressStyle::with_template(
         "epoch {prefix:>3} [{bar:40}] {pos}/{len} batches {elapsed_precise} eta {eta}",
     )
@@ -448,11 +465,13 @@ fn run() -> Result<()> {
     for epoch in trainer.epochs() + 1..=args.epochs as u64 {
         let bar = epoch_bar(&style, epoch, batches);
         let start = Instant::now();
+        let counted = trainer.work_counters();
         let stats = trainer.train_epoch(&train, |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         })?;
         let seconds = start.elapsed().as_secs_f64();
+        let work = trainer.work_counters().zip(counted).map(|(a, b)| a - b);
         bar.finish_and_clear();
         let eval = trainer.evaluate(&test)?;
         println!(
@@ -461,6 +480,15 @@ fn run() -> Result<()> {
             100.0 * stats.accuracy,
             100.0 * eval.accuracy
         );
+        if let Some(w) = work {
+            println!(
+                "           {} submits, {} dispatches, {:.1} KB uploaded, {} B read back",
+                w.submits,
+                w.dispatches,
+                w.bytes_uploaded as f64 / 1e3,
+                w.bytes_read_back
+            );
+        }
         last = Some(eval);
         let optimizer = trainer.config().optimizer;
         trainer.set_optimizer(optimizer.with_lr(optimizer.lr() * args.lr_decay))?;

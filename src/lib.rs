@@ -68,7 +68,7 @@ pub use network::{Network, NetworkBuilder, ParamLayout};
 pub use optim::Optimizer;
 pub use rule::Rule;
 pub use schedule::Schedule;
-pub use trainer::{TrainConfig, Trainer};
+pub use trainer::{Residency, TrainConfig, Trainer, MAX_STEPS_PER_SUBMIT};
 
 /// The README's code examples, compiled and run as doctests.
 #[cfg(doctest)]

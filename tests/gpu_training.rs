@@ -18,7 +18,9 @@
 
 use plasticity::backend::{Backend, TracingBackend};
 use plasticity::data::Mnist;
-use plasticity::{Activation, Device, Error, Loss, Network, Optimizer, Rule, TrainConfig, Trainer};
+use plasticity::{
+    Activation, Device, Error, Loss, Network, Optimizer, Residency, Rule, TrainConfig, Trainer,
+};
 
 mod common;
 use common::gpu::{gpu, step_parity, Case, Parity};
@@ -194,5 +196,142 @@ fn auto_skips_software_adapters_and_gpu_can_be_forced() {
     match Device::GpuAdapter(adapters.len()).backend() {
         Err(Error::NoAdapter(_)) => {}
         other => panic!("expected NoAdapter, got {:?}", other.map(|b| b.name())),
+    }
+}
+
+#[test]
+fn an_epoch_on_the_device_submits_every_k_steps_and_uploads_only_the_permutation() {
+    // An MNIST subset at batch 64: the set is stored once, then an epoch uploads its
+    // permutation (4 bytes a sample), submits once per K steps (+2: the epoch's
+    // statistics reset and the final read), and reads back only the statistics.
+    let Some(gpu) = gpu() else { return };
+    let mnist = Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST");
+    let train = mnist.train.take(1250).unwrap();
+    let net = Network::builder(784)
+        .dense(32, Activation::Tanh)
+        .dense(10, Activation::Identity)
+        .seed(2)
+        .build()
+        .unwrap();
+    let config = TrainConfig {
+        rule: Rule::DirectFeedbackAlignment,
+        optimizer: Optimizer::momentum(0.05, 0.9),
+        batch_size: 64,
+        ..Default::default()
+    };
+    let make = |backend: Box<dyn Backend>| Trainer::with_backend(net.clone(), config, backend);
+    let mut on_gpu = make(Box::new(gpu)).unwrap();
+    let mut on_cpu = make(Box::new(plasticity::backend::CpuBackend::new())).unwrap();
+    assert_eq!(on_cpu.store_data(&train).unwrap(), Residency::Host);
+    match on_gpu.store_data(&train).unwrap() {
+        Residency::Device { bytes, byte_codes } => {
+            assert!(byte_codes, "MNIST's features are bytes");
+            // Table, labels, a byte per feature.
+            assert_eq!(bytes, 4 * (256 + 1250) + 1250 * 784);
+        }
+        other => panic!("MNIST subset not stored: {other:?}"),
+    }
+    let steps = 1250usize.div_ceil(64) as u64;
+    for k in [on_gpu.steps_per_submit(), 4] {
+        on_gpu.set_steps_per_submit(Some(k)).unwrap();
+        let before = on_gpu.work_counters().unwrap();
+        let (g, c) = (
+            on_gpu.train_epoch(&train, |_, _| {}).unwrap(),
+            on_cpu.train_epoch(&train, |_, _| {}).unwrap(),
+        );
+        let used = on_gpu.work_counters().unwrap() - before;
+        eprintln!("K = {k}: {used:?}");
+        assert!(
+            used.submits <= steps.div_ceil(k as u64) + 2,
+            "K = {k}: {} submits for {steps} steps",
+            used.submits
+        );
+        assert!(used.bytes_uploaded <= 4 * 1250, "K = {k}: {used:?}");
+        assert!(used.bytes_read_back <= 64, "K = {k}: {used:?}");
+        // The same batches on both backends: the same statistics, up to rounding.
+        assert_eq!(g.samples, c.samples);
+        assert!(
+            (g.loss - c.loss).abs() < 1e-4,
+            "loss {} vs {}",
+            g.loss,
+            c.loss
+        );
+    }
+    let (pc, pg) = (on_cpu.network().unwrap(), on_gpu.network().unwrap());
+    common::assert_trained_close(pc.params(), pg.params(), "parameter");
+    // Evaluation gathers from the stored test set too: no data upload but its order.
+    let before = on_gpu.work_counters().unwrap();
+    let (eg, ec) = (
+        on_gpu.evaluate(&mnist.test).unwrap(),
+        on_cpu.evaluate(&mnist.test).unwrap(),
+    );
+    let stored = on_gpu.work_counters().unwrap() - before;
+    assert_eq!(eg.accuracy, ec.accuracy);
+    let again = on_gpu.work_counters().unwrap();
+    on_gpu.evaluate(&mnist.test).unwrap();
+    let used = on_gpu.work_counters().unwrap() - again;
+    assert!(stored.bytes_uploaded > 10_000 * 784, "{stored:?}");
+    assert!(used.bytes_uploaded <= 4 * 10_000, "{used:?}");
+    assert!(used.submits <= 3, "{used:?}");
+}
+
+#[test]
+fn divergence_on_the_device_is_found_at_the_cpus_step_with_the_parameters_intact() {
+    // Default weights end in a non-finite loss at step 2; weights of 1e3 under
+    // MSE give a finite loss whose update overflows at step 1 (a parameter diverges).
+    let data = random_dataset(96, 5, 3, 2);
+    for (loss, scale) in [
+        (Loss::SoftmaxCrossEntropy, 0.0),
+        (Loss::MeanSquaredError, 0.0),
+        (Loss::MeanSquaredError, 1e3),
+    ] {
+        let Some(gpu) = gpu() else { return };
+        let mut net = Network::builder(5)
+            .dense(7, Activation::Relu)
+            .dense(4, Activation::Relu)
+            .dense(3, Activation::Identity)
+            .seed(3)
+            .build()
+            .unwrap();
+        if scale > 0.0 {
+            common::randomize_params(&mut net, scale, 8);
+        }
+        let config = TrainConfig {
+            rule: Rule::Backprop,
+            optimizer: Optimizer::sgd(1e30),
+            loss,
+            batch_size: 8,
+            ..Default::default()
+        };
+        let mut cpu_t = Trainer::new(net.clone(), config, Device::Cpu).unwrap();
+        let mut gpu_t = Trainer::with_backend(net, config, Box::new(gpu)).unwrap();
+        let (c, g) = (
+            cpu_t.train_epoch(&data, |_, _| {}).unwrap_err(),
+            gpu_t.train_epoch(&data, |_, _| {}).unwrap_err(),
+        );
+        let (
+            Error::Diverged {
+                step: cs, what: cw, ..
+            },
+            Error::Diverged {
+                step: gs, what: gw, ..
+            },
+        ) = (&c, &g)
+        else {
+            panic!("{loss}: cpu {c:?}, gpu {g:?}");
+        };
+        eprintln!("{loss}: cpu: {cw} at step {cs}; gpu: {gw} at step {gs}");
+        assert_eq!(cs, gs, "{loss}: cpu {c}, gpu {g}");
+        assert_eq!(gpu_t.steps(), *gs);
+        // The loss names the layer whose output went first; a parameter, its layer.
+        let layer = |w: &str| w.split(" of layer ").nth(1).map(|l| l.to_string());
+        if cw.starts_with("loss") {
+            assert_eq!(cw, gw, "{loss}");
+        } else {
+            assert!(layer(gw).is_some(), "{loss}: {gw}");
+        }
+        // The device left every parameter finite: readable, and training can go on.
+        let params = gpu_t.network().unwrap();
+        assert!(params.params().iter().all(|v| v.is_finite()));
     }
 }

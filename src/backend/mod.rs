@@ -356,8 +356,10 @@ pub struct WorkCounters {
     pub submits: u64,
     /// Compute dispatches recorded.
     pub dispatches: u64,
-    /// Bytes copied from the host to the device.
+    /// Bytes of data copied from the host to the device (buffer writes).
     pub bytes_uploaded: u64,
+    /// Bytes of kernel parameter blocks written (a few hundred per dispatch).
+    pub bytes_parameters: u64,
     /// Bytes copied from the device to the host.
     pub bytes_read_back: u64,
 }
@@ -371,6 +373,9 @@ impl std::ops::Sub for WorkCounters {
             submits: self.submits.saturating_sub(earlier.submits),
             dispatches: self.dispatches.saturating_sub(earlier.dispatches),
             bytes_uploaded: self.bytes_uploaded.saturating_sub(earlier.bytes_uploaded),
+            bytes_parameters: self
+                .bytes_parameters
+                .saturating_sub(earlier.bytes_parameters),
             bytes_read_back: self.bytes_read_back.saturating_sub(earlier.bytes_read_back),
         }
     }

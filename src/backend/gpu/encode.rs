@@ -58,6 +58,7 @@ pub struct GpuCounters {
     dispatches: Arc<AtomicU64>,
     submits: Arc<AtomicU64>,
     uploaded: Arc<AtomicU64>,
+    parameters: Arc<AtomicU64>,
     read_back: Arc<AtomicU64>,
 }
 
@@ -68,6 +69,7 @@ impl GpuCounters {
             submits: self.submits(),
             dispatches: self.dispatches(),
             bytes_uploaded: self.uploaded.load(Ordering::Relaxed),
+            bytes_parameters: self.parameters.load(Ordering::Relaxed),
             bytes_read_back: self.read_back.load(Ordering::Relaxed),
         }
     }
@@ -134,8 +136,11 @@ impl Recorder {
     fn submit(&mut self, ctx: &Context, pipelines: &Pipelines, bufs: &Buffers) -> Result<()> {
         let param_buf = self.param_buffer(ctx)?;
         if !self.params.is_empty() {
-            ctx.queue
-                .write_buffer(&param_buf, 0, self.params.contents());
+            let bytes = self.params.contents();
+            ctx.queue.write_buffer(&param_buf, 0, bytes);
+            self.counters
+                .parameters
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         for op in &self.ops {
             if let Op::Dispatch {
