@@ -14,7 +14,8 @@ struct Params {
     batch: u32,
     // 0 softmax cross-entropy, 1 mean squared error.
     kind: u32,
-    _pad0: u32,
+    // -inf, from the host: WGSL has no infinite constants.
+    lowest: f32,
     _pad1: u32,
     _pad2: u32,
     _pad3: u32,
@@ -78,7 +79,7 @@ fn sample_loss(j: u32) -> f32 {
 fn argmax(of_targets: bool, j: u32) -> u32 {
     var best = 0u;
     // Start below everything, as the CPU does (NaN never wins).
-    var best_v = bitcast<f32>(0xff800000u);
+    var best_v = p.lowest;
     for (var k = 0u; k < p.classes; k++) {
         var v = y(k, j);
         if (of_targets) {

@@ -1,11 +1,12 @@
 //! Choosing where a network trains.
 
-use crate::backend::gpu::{self, GpuBackend};
+#[cfg(feature = "gpu")]
+use crate::backend::GpuBackend;
 use crate::backend::{Backend, CpuBackend};
 use crate::error::{Error, Result};
 
 /// Environment variable that overrides [`Device::auto`]: `cpu`, `gpu`, `gpu:N` (adapter
-/// `N` of [`gpu::adapters`]) or `auto`.
+/// `N` of [`adapters`](crate::backend::gpu::adapters)) or `auto`.
 pub const DEVICE_ENV: &str = "PLASTICITY_DEVICE";
 
 /// The hardware a [`Trainer`](crate::Trainer) runs on.
@@ -17,9 +18,9 @@ pub enum Device {
     /// The best GPU adapter wgpu finds: real hardware first, else a software one
     /// (lavapipe, llvmpipe, WARP), so forcing it runs the shaders anywhere. Vulkan,
     /// Metal and DX12 are searched first, OpenGL only when they offer nothing (pick a
-    /// GPU reachable only through OpenGL by its index in [`gpu::adapters`]).
+    /// GPU reachable only through OpenGL by its index in [`adapters`](crate::backend::gpu::adapters)).
     Gpu,
-    /// GPU adapter `N` of [`gpu::adapters`]'s list.
+    /// GPU adapter `N` of [`adapters`](crate::backend::gpu::adapters)'s list.
     GpuAdapter(usize),
 }
 
@@ -96,7 +97,7 @@ impl Device {
     /// only through OpenGL is not picked here; [`Device::Gpu`] still opens it.
     pub fn detect() -> Device {
         static DETECTED: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| match gpu::best_adapter_is_hardware() {
+        *DETECTED.get_or_init(|| match hardware_gpu() {
             Some(true) => Device::Gpu,
             _ => Device::Cpu,
         })
@@ -120,10 +121,30 @@ impl Device {
     pub fn backend(&self) -> Result<Box<dyn Backend>> {
         match self {
             Device::Cpu => Ok(Box::new(CpuBackend::new())),
+            #[cfg(feature = "gpu")]
             Device::Gpu => Ok(Box::new(GpuBackend::new()?)),
+            #[cfg(feature = "gpu")]
             Device::GpuAdapter(i) => Ok(Box::new(GpuBackend::with_adapter(*i)?)),
+            #[cfg(not(feature = "gpu"))]
+            Device::Gpu | Device::GpuAdapter(_) => Err(Error::NoAdapter(
+                "this build of plasticity has no GPU backend: enable its `gpu` feature \
+                 (on by default)"
+                    .into(),
+            )),
         }
     }
+}
+
+/// Whether the best adapter of the native APIs is real hardware (`None`: no adapter,
+/// or a build without the `gpu` feature).
+#[cfg(feature = "gpu")]
+fn hardware_gpu() -> Option<bool> {
+    crate::backend::gpu::best_adapter_is_hardware()
+}
+
+#[cfg(not(feature = "gpu"))]
+fn hardware_gpu() -> Option<bool> {
+    None
 }
 
 impl std::fmt::Display for Device {

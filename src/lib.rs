@@ -38,6 +38,9 @@
 
 pub mod activation;
 pub mod backend;
+// Timing helpers for the crate's own examples, benches and reference scripts; public
+// so they can reach them, hidden because they are not part of the API users build on.
+#[doc(hidden)]
 pub mod bench;
 pub mod checkpoint;
 pub mod data;

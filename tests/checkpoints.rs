@@ -6,6 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "gpu")]
 use common::gpu::gpu;
 use common::{build_net, random_dataset};
 use plasticity::backend::CpuBackend;
@@ -327,6 +328,7 @@ fn predict_from_a_checkpoint_on_either_backend() {
     let err = cpu.predict(&data.features()[..7], 2).unwrap_err();
     assert!(err.to_string().contains("2 samples x 6 features"), "{err}");
 
+    #[cfg(feature = "gpu")]
     if let Some(backend) = gpu() {
         let mut g = Trainer::from_checkpoint_with_backend(&ckpt, Box::new(backend)).unwrap();
         let q = g.predict(data.features(), n).unwrap();
@@ -431,6 +433,7 @@ fn a_non_finite_loss_names_the_step_and_the_layer() {
     assert_eq!(t.network().unwrap(), before);
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn gpu_clipping_matches_the_cpu() {
     use plasticity::backend::{Backend, Mat};

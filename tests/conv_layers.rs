@@ -220,6 +220,7 @@ fn backprop_through_every_layer_kind_matches_finite_differences() {
 }
 
 /// The same check with the WGSL kernels (lavapipe in CI).
+#[cfg(feature = "gpu")]
 #[test]
 fn backprop_through_every_layer_kind_matches_finite_differences_on_the_gpu() {
     if common::gpu::gpu().is_none() {

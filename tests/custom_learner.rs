@@ -7,8 +7,11 @@
 
 mod common;
 
+#[cfg(feature = "gpu")]
 use common::gpu::gpu;
-use plasticity::backend::{CpuBackend, LayerGrad};
+#[cfg(feature = "gpu")]
+use plasticity::backend::CpuBackend;
+use plasticity::backend::LayerGrad;
 use plasticity::init::{learner_rng, FeedbackInit};
 use plasticity::learner::{FeedbackPair, TensorSpec};
 use plasticity::{LayerSpec, Learner, Optimizer, Result, Rule, StepCx, TrainConfig, Trainer};
@@ -182,6 +185,7 @@ fn kolen_pollack_pulls_its_feedback_onto_the_weights() {
     eprintln!("feedback angles after 30 epochs: KP {kp_end:?}, FA {fa_end:?}");
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn a_learner_from_outside_trains_on_the_gpu_like_on_the_cpu_and_checkpoints_by_name() {
     let Some(gpu) = gpu() else {

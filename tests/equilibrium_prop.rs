@@ -7,8 +7,10 @@
 
 mod common;
 
+#[cfg(feature = "gpu")]
 use common::gpu::gpu;
 use common::{act, act_deriv, offsets, random_dataset, randomize_params};
+#[cfg(feature = "gpu")]
 use plasticity::backend::CpuBackend;
 use plasticity::data::Dataset;
 use plasticity::learner::EquilibriumProp;
@@ -243,6 +245,7 @@ fn ep_predicts_with_its_free_phase_and_learns() {
     );
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn ep_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
     let data = random_dataset(48, 6, 4, 4);

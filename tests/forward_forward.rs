@@ -5,8 +5,10 @@
 
 mod common;
 
+#[cfg(feature = "gpu")]
 use common::gpu::gpu;
 use common::{act, offsets, randomize_params};
+#[cfg(feature = "gpu")]
 use plasticity::backend::CpuBackend;
 use plasticity::data::{Dataset, Mnist};
 use plasticity::learner::{ForwardForward, Negatives};
@@ -206,6 +208,7 @@ fn ff_learns_mnist_without_a_backward_pass() {
     assert!(eval.accuracy > 0.8, "prediction by goodness: {eval:?}");
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn ff_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
     let d = data(48, 12, 3, 6);

@@ -15,6 +15,8 @@
 //! - Elementwise kernels, loss errors and optimizers: `1e-6 + 1e-5 |cpu|` (same formulas,
 //!   differing only in the last ulps of the GPU's exp, log, division and sqrt and in
 //!   fused multiply-adds). Measured on lavapipe: at most 15% of it (bias + tanh).
+// The whole file tests the GPU backend.
+#![cfg(feature = "gpu")]
 
 mod common;
 

@@ -14,6 +14,8 @@
 //! more). The sign-feedback kernel is exact: one product of exact factors per element.
 //! Measured on lavapipe: at most 2.4e-7 on conv-net update directions and 4.8e-7 on its
 //! parameters after the steps (DFA), at least 4x inside the bound.
+// The whole file tests the GPU backend.
+#![cfg(feature = "gpu")]
 
 use plasticity::backend::{Backend, CpuBackend, Mat};
 use plasticity::layer::{Conv2d, Pool2d, Shape};

@@ -15,6 +15,8 @@
 //!   unpooling). Asserted: `|gpu - cpu| <= 2 (k² + 1) eps Σ|terms|`, twice the classical
 //!   bound of a recursive sum of that length. Measured on lavapipe: every element
 //!   bit-identical (the tests print how many differ).
+// The whole file tests the GPU backend.
+#![cfg(feature = "gpu")]
 
 mod common;
 

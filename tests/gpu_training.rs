@@ -15,6 +15,8 @@
 //! transpose or derivative moves values by 1e-3 or more. SGD is used, not Adam: Adam divides
 //! by the gradient's magnitude, so near-zero gradients turn ulp differences into
 //! step-sized ones.
+// The whole file tests the GPU backend.
+#![cfg(feature = "gpu")]
 
 use plasticity::backend::{Backend, TracingBackend};
 use plasticity::data::Mnist;

@@ -11,6 +11,7 @@ mod common;
 
 use std::sync::OnceLock;
 
+#[cfg(feature = "gpu")]
 use common::gpu::gpu;
 use plasticity::backend::{Backend, CpuBackend};
 use plasticity::data::Mnist;
@@ -224,6 +225,7 @@ fn conv_trainer(learner: Box<dyn Learner>, backend: Box<dyn Backend>) -> Trainer
     Trainer::with_learner_backend(conv_net(), conv_config(), learner, backend).unwrap()
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn both_learners_train_a_conv_net_on_the_gpu_like_on_the_cpu() {
     let data = common::random_dataset(64, 36, 4, 3);

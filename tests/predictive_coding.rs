@@ -5,8 +5,10 @@
 
 mod common;
 
+#[cfg(feature = "gpu")]
 use common::gpu::gpu;
 use common::{random_dataset, randomize_params};
+#[cfg(feature = "gpu")]
 use plasticity::backend::CpuBackend;
 use plasticity::data::Dataset;
 use plasticity::learner::PredictiveCoding;
@@ -105,6 +107,7 @@ fn pc_learns_like_bp() {
     );
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn pc_on_the_gpu_matches_the_cpu_and_resumes_bit_for_bit() {
     let data = random_dataset(48, 6, 4, 4);

@@ -7,7 +7,9 @@ mod common;
 
 use std::sync::OnceLock;
 
+#[cfg(feature = "gpu")]
 use common::gpu::gpu;
+#[cfg(feature = "gpu")]
 use plasticity::backend::CpuBackend;
 use plasticity::data::{Dataset, Mnist};
 use plasticity::layer::{Conv2d, Shape};
@@ -180,10 +182,12 @@ fn a_conv_layers_predictor_learns_its_true_gradient_through_pooling_and_flatten(
     }
 }
 
+#[cfg(feature = "gpu")]
 fn conv_learner() -> SyntheticGradients {
     SyntheticGradients::conditioned().with_optimizer(Optimizer::adam(0.003))
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn a_conv_net_trains_on_the_gpu_like_on_the_cpu_and_resumes_from_a_checkpoint() {
     let data = common::random_dataset(64, 36, 4, 3);
@@ -262,6 +266,7 @@ fn a_conv_net_trains_on_the_gpu_like_on_the_cpu_and_resumes_from_a_checkpoint() 
     }
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn a_dense_net_trains_on_the_gpu_like_on_the_cpu() {
     let Some(gpu) = gpu() else {

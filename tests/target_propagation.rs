@@ -7,7 +7,9 @@ mod common;
 
 use std::sync::OnceLock;
 
+#[cfg(feature = "gpu")]
 use common::gpu::gpu;
+#[cfg(feature = "gpu")]
 use plasticity::backend::CpuBackend;
 use plasticity::data::{Dataset, Mnist};
 use plasticity::learner::target_prop::reconstruction_losses;
@@ -196,6 +198,7 @@ fn trainable(t: &Trainer) -> Vec<String> {
         .collect()
 }
 
+#[cfg(feature = "gpu")]
 #[test]
 fn the_gpu_trains_like_the_cpu() {
     let cases = [

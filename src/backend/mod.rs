@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod divergence;
 pub mod elementwise;
 pub mod gather;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 mod regions;
 mod simd_state;
@@ -32,6 +33,7 @@ pub use cpu::CpuBackend;
 pub use divergence::{Flags, Guard};
 pub use elementwise::{Axpby, Noise};
 pub use gather::{FeatureEncoding, Gather, StoredData};
+#[cfg(feature = "gpu")]
 pub use gpu::GpuBackend;
 pub use spatial::{Im2Col, Pool, PoolMode, Window};
 pub use trace::{OpKind, Trace, TraceSummary, TracedOp, TracingBackend};

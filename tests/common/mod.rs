@@ -5,6 +5,7 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+#[cfg(feature = "gpu")]
 pub mod gpu;
 
 use plasticity::data::Dataset;

@@ -173,7 +173,7 @@ impl Recorder {
                     }) = self.ops.get(i)
                     {
                         let group = &self.bind_groups[&(*kernel, ids.clone())];
-                        pass.set_pipeline(&pipelines.get(*kernel).pipeline);
+                        pass.set_pipeline(&pipelines.require(*kernel)?.pipeline);
                         pass.set_bind_group(0, group, &[*param_offset]);
                         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                         i += 1;
@@ -246,10 +246,11 @@ fn bind_group(
             resource: bufs.get(*id)?.buffer.as_entire_binding(),
         });
     }
+    let layout = &pipelines.require(kernel)?.layout;
     ctx.scoped(|| {
         ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("plasticity bind group"),
-            layout: &pipelines.get(kernel).layout,
+            layout,
             entries: &entries,
         })
     })

@@ -100,6 +100,7 @@ impl GpuBackend {
         if groups.contains(&0) {
             return Ok(());
         }
+        self.pipelines.require(kernel)?;
         let param_offset = self.rec.params.push(params)?;
         self.rec.push(Op::Dispatch {
             kernel,
@@ -151,7 +152,15 @@ impl GpuBackend {
             .u(u32::from(vec4_loadable(op.b.offset, op.b.cols)))
             .u(epilogue)
             .u(idx(operand.offset)?);
-        let (kernel, tile) = match self.gemm_override.unwrap_or_else(|| gemm_kernel(m, n)) {
+        let choice = match self.gemm_override {
+            Some(forced) => forced,
+            // A device without the workgroup memory of the wide kernel takes 64x64 tiles.
+            None => match gemm_kernel(m, n) {
+                GemmKernel::Tile128 if !self.pipelines.has(Kernel::GemmWide) => GemmKernel::Tile64,
+                k => k,
+            },
+        };
+        let (kernel, tile) = match choice {
             GemmKernel::Tile32 => (Kernel::GemmNarrow, NARROW_TILE),
             GemmKernel::Tile64 => (Kernel::Gemm, TILE),
             GemmKernel::Tile128 => (Kernel::GemmWide, WIDE_TILE),
@@ -453,7 +462,8 @@ impl Backend for GpuBackend {
             .u(idx(op.stats.offset)?)
             .u(idx(op.output.rows)?)
             .u(idx(op.output.cols)?)
-            .u(kind);
+            .u(kind)
+            .f(f32::NEG_INFINITY);
         let bufs = [op.output.buf, op.target.buf, op.grad.buf, op.stats.buf];
         // One workgroup loops over the batch and reduces in a fixed order.
         self.dispatch(Kernel::Loss, &bufs, params.bytes(), [1, 1, 1])

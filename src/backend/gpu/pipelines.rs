@@ -135,6 +135,21 @@ impl Kernel {
         }
     }
 
+    /// Bytes of workgroup memory it declares (checked against the shaders by a test).
+    pub fn workgroup_bytes(self) -> u32 {
+        match self {
+            // Two tiles of TILE_Q x TILE_K vec4s (`gemm_tile.wgsl`).
+            Kernel::Gemm | Kernel::LayerGrads => 2 * (TILE as u32 / 4) * 16 * 16,
+            Kernel::GemmNarrow => 2 * (NARROW_TILE as u32 / 4) * 16 * 16,
+            // Two 512-vec4 tiles (`gemm_wide.wgsl`).
+            Kernel::GemmWide => 2 * 512 * 16,
+            // Two 256-float reduction arrays, one for the gradient norm.
+            Kernel::Loss => 2 * 256 * 4,
+            Kernel::GradNorm => 256 * 4,
+            _ => 0,
+        }
+    }
+
     /// Size of its parameter binding.
     pub fn param_bytes(self) -> u64 {
         match self {
@@ -204,9 +219,12 @@ pub(crate) struct Pipeline {
     pub layout: wgpu::BindGroupLayout,
 }
 
-/// Every kernel, compiled.
+/// Every kernel the device can run, compiled.
 pub(crate) struct Pipelines {
-    pipelines: Vec<Pipeline>,
+    /// By [`Kernel`]; `None` for a kernel needing more workgroup memory than the
+    /// device has (the wide GEMM needs 16,384 bytes, the WebGPU downlevel limit is
+    /// 16,352): callers fall back to another kernel.
+    pipelines: Vec<Option<Pipeline>>,
 }
 
 impl Pipelines {
@@ -233,20 +251,37 @@ impl Pipelines {
                         })
                 })
                 .collect();
+            let room = ctx.limits.max_compute_workgroup_storage_size;
             let pipelines = Kernel::ALL
                 .iter()
                 .map(|&kernel| {
                     let (module, entry) = kernel.source();
-                    build_one(ctx, kernel, &modules[module], entry)
+                    (kernel.workgroup_bytes() <= room)
+                        .then(|| build_one(ctx, kernel, &modules[module], entry))
                 })
                 .collect();
             Pipelines { pipelines }
         })
     }
 
-    /// The pipeline of `kernel`.
-    pub fn get(&self, kernel: Kernel) -> &Pipeline {
-        &self.pipelines[kernel as usize]
+    /// The pipeline of `kernel`, if the device can run it.
+    pub fn get(&self, kernel: Kernel) -> Option<&Pipeline> {
+        self.pipelines[kernel as usize].as_ref()
+    }
+
+    /// The pipeline of `kernel`, or why there is none.
+    pub fn require(&self, kernel: Kernel) -> Result<&Pipeline> {
+        self.get(kernel).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{kernel:?} needs {} bytes of workgroup memory, more than this device has",
+                kernel.workgroup_bytes()
+            ))
+        })
+    }
+
+    /// Whether the device can run `kernel`.
+    pub fn has(&self, kernel: Kernel) -> bool {
+        self.get(kernel).is_some()
     }
 }
 
@@ -293,8 +328,128 @@ fn build_one(ctx: &Context, kernel: Kernel, module: &wgpu::ShaderModule, entry: 
             layout: Some(&pipeline_layout),
             module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            // Every kernel writes its workgroup memory before reading it (each tile is
+            // loaded, each reduction slot set, before a barrier), so zero-filling it
+            // first is wasted work.
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: false,
+                ..Default::default()
+            },
             cache: None,
         });
     Pipeline { pipeline, layout }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
+
+    /// Module `i` parsed and validated with WebGPU's base capabilities.
+    fn parsed(i: usize) -> (naga::Module, ModuleInfo) {
+        let source = module_source(i);
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{}: {}", MODULES[i], e.emit_to_string(&source)));
+        let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {}", MODULES[i], e.emit_to_string(&source)));
+        (module, info)
+    }
+
+    #[test]
+    fn every_shader_translates_for_every_backend() {
+        for (i, name) in MODULES.iter().enumerate() {
+            let (module, info) = parsed(i);
+            naga::back::spv::write_vec(&module, &info, &Default::default(), None)
+                .unwrap_or_else(|e| panic!("{name} as SPIR-V: {e}"));
+            naga::back::msl::write_string(&module, &info, &Default::default(), &Default::default())
+                .unwrap_or_else(|e| panic!("{name} as MSL: {e}"));
+            let mut hlsl = String::new();
+            naga::back::hlsl::Writer::new(&mut hlsl, &Default::default(), &Default::default())
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{name} as HLSL: {e}"));
+            for ep in &module.entry_points {
+                let pipeline = naga::back::glsl::PipelineOptions {
+                    shader_stage: naga::ShaderStage::Compute,
+                    entry_point: ep.name.clone(),
+                    multiview: None,
+                };
+                let mut glsl = String::new();
+                naga::back::glsl::Writer::new(
+                    &mut glsl,
+                    &module,
+                    &info,
+                    &Default::default(),
+                    &pipeline,
+                    Default::default(),
+                )
+                .and_then(|mut w| w.write())
+                .unwrap_or_else(|e| panic!("{name}::{} as GLSL ES: {e}", ep.name));
+            }
+        }
+    }
+
+    #[test]
+    fn no_shader_holds_an_infinite_or_nan_constant() {
+        // WGSL forbids them (Tint rejects a constant expression that makes one), even
+        // where naga folds it silently.
+        for (i, name) in MODULES.iter().enumerate() {
+            let (module, _) = parsed(i);
+            let functions = module.functions.iter().map(|(_, f)| f);
+            let entries = module.entry_points.iter().map(|e| &e.function);
+            let arenas = std::iter::once(&module.global_expressions)
+                .chain(functions.chain(entries).map(|f| &f.expressions));
+            for arena in arenas {
+                for (_, e) in arena.iter() {
+                    let value = match *e {
+                        naga::Expression::Literal(naga::Literal::F32(v)) => v,
+                        // A bitcast of an integer constant to a float.
+                        naga::Expression::As {
+                            expr,
+                            kind: naga::ScalarKind::Float,
+                            convert: None,
+                        } => match arena[expr] {
+                            naga::Expression::Literal(naga::Literal::U32(bits)) => {
+                                f32::from_bits(bits)
+                            }
+                            naga::Expression::Literal(naga::Literal::I32(bits)) => {
+                                f32::from_bits(bits as u32)
+                            }
+                            _ => continue,
+                        },
+                        _ => continue,
+                    };
+                    assert!(value.is_finite(), "{name} holds the constant {value}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn workgroup_memory_is_as_declared_and_within_the_downlevel_limit_but_for_the_wide_gemm() {
+        let downlevel = wgpu::Limits::downlevel_defaults().max_compute_workgroup_storage_size;
+        for kernel in Kernel::ALL {
+            let (module_index, entry) = kernel.source();
+            let (module, info) = parsed(module_index);
+            let ep = module
+                .entry_points
+                .iter()
+                .position(|e| e.name == entry)
+                .unwrap_or_else(|| panic!("{kernel:?}: no entry point {entry}"));
+            let uses = info.get_entry_point(ep);
+            let bytes: u32 = module
+                .global_variables
+                .iter()
+                .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !uses[*h].is_empty())
+                .map(|(_, v)| module.types[v.ty].inner.size(module.to_ctx()))
+                .sum();
+            assert_eq!(bytes, kernel.workgroup_bytes(), "{kernel:?}");
+            // Above the limit only a kernel the backend can do without (see
+            // `Pipelines::get` and the GEMM fallback in `kernels.rs`).
+            assert!(
+                bytes <= downlevel || kernel == Kernel::GemmWide,
+                "{kernel:?}: {bytes} bytes"
+            );
+        }
+    }
 }
