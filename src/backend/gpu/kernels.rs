@@ -156,15 +156,18 @@ impl GpuBackend {
             Some(forced) => forced,
             // A device without the workgroup memory of the wide kernel takes 64x64 tiles.
             None => match gemm_kernel(m, n) {
-                GemmKernel::Tile128 if !self.pipelines.has(Kernel::GemmWide) => GemmKernel::Tile64,
+                GemmKernel::Tile128 if !self.pipelines.has(Kernel::Gemm(GemmKernel::Tile128)) => {
+                    GemmKernel::Tile64
+                }
                 k => k,
             },
         };
-        let (kernel, tile) = match choice {
-            GemmKernel::Tile32 => (Kernel::GemmNarrow, NARROW_TILE),
-            GemmKernel::Tile64 => (Kernel::Gemm, TILE),
-            GemmKernel::Tile128 => (Kernel::GemmWide, WIDE_TILE),
+        let tile = match choice {
+            GemmKernel::Tile32 => NARROW_TILE,
+            GemmKernel::Tile64 => TILE,
+            GemmKernel::Tile128 => WIDE_TILE,
         };
+        let kernel = Kernel::Gemm(choice);
         let groups = [n.div_ceil(tile), m.div_ceil(tile), 1];
         // A and B are bound again as vec4 views (bindings 4 and 5), then the
         // epilogue's operand (binding 6; C's buffer when there is none).

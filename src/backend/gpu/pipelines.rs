@@ -7,6 +7,7 @@
 
 use super::context::Context;
 use super::params::{BLOCK_BYTES, TABLE_BYTES};
+use super::GemmKernel;
 use crate::error::{Error, Result};
 
 const ACTIVATION: &str = include_str!("../../../shaders/activation.wgsl");
@@ -25,15 +26,11 @@ const COLUMNS: &str = include_str!("../../../shaders/columns.wgsl");
 const DATA: &str = include_str!("../../../shaders/data.wgsl");
 
 /// One compute kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
-    /// 64x64 output tiles (`shaders/gemm.wgsl` with `TILE` 64).
-    Gemm,
-    /// 32x32 output tiles, for skinny and small products (`shaders/gemm.wgsl` with
-    /// `TILE` 32).
-    GemmNarrow,
-    /// 128x128 output tiles, for large products (`shaders/gemm_wide.wgsl`).
-    GemmWide,
+    /// A GEMM by its output tile: 64x64 and 32x32 (`shaders/gemm.wgsl` with `TILE` 64
+    /// or 32), 128x128 (`shaders/gemm_wide.wgsl`).
+    Gemm(GemmKernel),
     LayerGrads,
     Fill,
     BiasActivation,
@@ -58,9 +55,9 @@ pub(crate) enum Kernel {
 
 impl Kernel {
     const ALL: [Kernel; 23] = [
-        Kernel::Gemm,
-        Kernel::GemmNarrow,
-        Kernel::GemmWide,
+        Kernel::Gemm(GemmKernel::Tile64),
+        Kernel::Gemm(GemmKernel::Tile32),
+        Kernel::Gemm(GemmKernel::Tile128),
         Kernel::LayerGrads,
         Kernel::Fill,
         Kernel::BiasActivation,
@@ -83,12 +80,17 @@ impl Kernel {
         Kernel::Gather,
     ];
 
+    /// Its position in [`Kernel::ALL`] (and in [`Pipelines`]).
+    fn index(self) -> usize {
+        Kernel::ALL.iter().position(|&k| k == self).unwrap_or(0)
+    }
+
     /// Index of its shader module in [`MODULES`] and its entry point.
     fn source(self) -> (usize, &'static str) {
         match self {
-            Kernel::Gemm => (0, "gemm"),
-            Kernel::GemmNarrow => (1, "gemm"),
-            Kernel::GemmWide => (2, "gemm_wide"),
+            Kernel::Gemm(GemmKernel::Tile64) => (0, "gemm"),
+            Kernel::Gemm(GemmKernel::Tile32) => (1, "gemm"),
+            Kernel::Gemm(GemmKernel::Tile128) => (2, "gemm_wide"),
             Kernel::LayerGrads => (3, "layer_grads"),
             Kernel::Fill => (4, "fill"),
             Kernel::BiasActivation => (4, "bias_activation"),
@@ -131,7 +133,7 @@ impl Kernel {
             Kernel::Optimizer => 5,
             // C, A, B, A and B again as vec4 views, the epilogue's operand.
             // grad_w, deltas, inputs, grad_b, then deltas and inputs as vec4 views.
-            Kernel::Gemm | Kernel::GemmNarrow | Kernel::GemmWide | Kernel::LayerGrads => 6,
+            Kernel::Gemm(_) | Kernel::LayerGrads => 6,
         }
     }
 
@@ -139,10 +141,12 @@ impl Kernel {
     pub fn workgroup_bytes(self) -> u32 {
         match self {
             // Two tiles of TILE_Q x TILE_K vec4s (`gemm_tile.wgsl`).
-            Kernel::Gemm | Kernel::LayerGrads => 2 * (TILE as u32 / 4) * 16 * 16,
-            Kernel::GemmNarrow => 2 * (NARROW_TILE as u32 / 4) * 16 * 16,
+            Kernel::Gemm(GemmKernel::Tile64) | Kernel::LayerGrads => {
+                2 * (TILE as u32 / 4) * 16 * 16
+            }
+            Kernel::Gemm(GemmKernel::Tile32) => 2 * (NARROW_TILE as u32 / 4) * 16 * 16,
             // Two 512-vec4 tiles (`gemm_wide.wgsl`).
-            Kernel::GemmWide => 2 * 512 * 16,
+            Kernel::Gemm(GemmKernel::Tile128) => 2 * 512 * 16,
             // Two 256-float reduction arrays, one for the gradient norm.
             Kernel::Loss => 2 * 256 * 4,
             Kernel::GradNorm => 256 * 4,
@@ -266,7 +270,7 @@ impl Pipelines {
 
     /// The pipeline of `kernel`, if the device can run it.
     pub fn get(&self, kernel: Kernel) -> Option<&Pipeline> {
-        self.pipelines[kernel as usize].as_ref()
+        self.pipelines[kernel.index()].as_ref()
     }
 
     /// The pipeline of `kernel`, or why there is none.
@@ -447,7 +451,7 @@ mod tests {
             // Above the limit only a kernel the backend can do without (see
             // `Pipelines::get` and the GEMM fallback in `kernels.rs`).
             assert!(
-                bytes <= downlevel || kernel == Kernel::GemmWide,
+                bytes <= downlevel || kernel == Kernel::Gemm(GemmKernel::Tile128),
                 "{kernel:?}: {bytes} bytes"
             );
         }
