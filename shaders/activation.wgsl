@@ -1,7 +1,7 @@
 // The activation functions and their derivatives, shared by the elementwise kernels
 // and the GEMM kernels' fused epilogue (prepended to the elementwise module and to
 // both GEMM modules).
-// Activation codes: 0 identity, 1 relu, 2 leaky relu, 3 tanh, 4 sigmoid.
+// Activation codes: the ACT_* constants (src/backend/gpu/blocks.rs).
 
 const LEAKY_RELU_SLOPE: f32 = 0.01f;
 
@@ -28,10 +28,10 @@ fn tanh_approx(x: f32) -> f32 {
 
 fn activate(act: u32, z: f32) -> f32 {
     switch act {
-        case 1u: { return max(z, 0.0); }
-        case 2u: { return select(LEAKY_RELU_SLOPE * z, z, z > 0.0); }
-        case 3u: { return tanh_approx(z); }
-        case 4u: { return 0.5 + 0.5 * tanh_approx(0.5 * z); }
+        case ACT_RELU: { return max(z, 0.0); }
+        case ACT_LEAKY_RELU: { return select(LEAKY_RELU_SLOPE * z, z, z > 0.0); }
+        case ACT_TANH: { return tanh_approx(z); }
+        case ACT_SIGMOID: { return 0.5 + 0.5 * tanh_approx(0.5 * z); }
         default: { return z; }
     }
 }
@@ -39,10 +39,10 @@ fn activate(act: u32, z: f32) -> f32 {
 // f'(z) written through the output h = f(z).
 fn derivative(act: u32, h: f32) -> f32 {
     switch act {
-        case 1u: { return select(0.0, 1.0, h > 0.0); }
-        case 2u: { return select(LEAKY_RELU_SLOPE, 1.0, h > 0.0); }
-        case 3u: { return 1.0 - h * h; }
-        case 4u: { return h * (1.0 - h); }
+        case ACT_RELU: { return select(0.0, 1.0, h > 0.0); }
+        case ACT_LEAKY_RELU: { return select(LEAKY_RELU_SLOPE, 1.0, h > 0.0); }
+        case ACT_TANH: { return 1.0 - h * h; }
+        case ACT_SIGMOID: { return h * (1.0 - h); }
         default: { return 1.0; }
     }
 }

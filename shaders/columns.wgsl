@@ -4,29 +4,7 @@
 // One invocation per column for the reductions (a batch is a few hundred columns);
 // one per element for the scaling.
 
-struct Params {
-    // Region read (x) and written (out): element offsets.
-    off_x: u32,
-    off_out: u32,
-    // Shape of the column-major work: rows and columns of the region reduced (for
-    // `column_scale`, of `out`).
-    rows: u32,
-    cols: u32,
-    // column_mean_squares: add to out (1) or overwrite it (0).
-    accumulate: u32,
-    // column_normalize: added to each column's norm, and the length each column gets.
-    eps: f32,
-    length: f32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-    _pad5: u32,
-    _pad6: u32,
-    _pad7: u32,
-    _pad8: u32,
-    _pad9: u32,
-}
+// `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -65,10 +43,10 @@ fn column_normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 }
 
 // out[i, j] *= x[j]: one invocation per element of out.
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn column_scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let len = p.rows * p.cols;
-    for (var k = gid.x; k < len; k += groups.x * 256u) {
+    for (var k = gid.x; k < len; k += groups.x * GROUP) {
         out[p.off_out + k] *= x[p.off_x + k % p.cols];
     }
 }

@@ -5,25 +5,7 @@
 // codes only), one label per sample, then the features row-major, as byte codes packed
 // four to a word (little-endian) or as f32 bit patterns.
 
-struct Params {
-    table_off: u32,
-    labels_off: u32,
-    features_off: u32,
-    samples: u32,
-    dim: u32,
-    classes: u32,
-    batch: u32,
-    // 1: byte codes through the table, 0: f32 values.
-    bytes: u32,
-    order_off: u32,
-    x_off: u32,
-    targets_off: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-}
+// `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> data: array<u32>;
@@ -42,10 +24,10 @@ fn feature(s: u32, f: u32) -> f32 {
 
 // Invocation i writes element i of the stacked [x; targets] (rows dim + classes, one
 // column per sample). A listed index past the set gives a zero column, no target.
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let total = (p.dim + p.classes) * p.batch;
-    for (var i = gid.x; i < total; i += groups.x * 256u) {
+    for (var i = gid.x; i < total; i += groups.x * GROUP) {
         let row = i / p.batch;
         let j = i % p.batch;
         let s = order[p.order_off + j];

@@ -3,41 +3,17 @@
 // Prefixed with activation.wgsl. Each invocation strides over the region, so any
 // length fits a bounded grid.
 
-struct Params {
-    // First region (written): element offset and length.
-    off0: u32,
-    len: u32,
-    // Second region (read): element offset.
-    off1: u32,
-    // Columns of the written region (bias_activation: one bias per row).
-    cols: u32,
-    // Activation: 0 identity, 1 relu, 2 leaky relu, 3 tanh, 4 sigmoid.
-    act: u32,
-    // fill: the value; axpby: alpha; noise: the standard deviation.
-    value: f32,
-    // axpby: beta (0 overwrites without reading).
-    beta: f32,
-    // noise: the draw's seed, and whether to add to the region (1) or overwrite it.
-    seed: u32,
-    accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-    _pad5: u32,
-    _pad6: u32,
-}
+// `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> buf0: array<f32>;
 @group(0) @binding(2) var<storage, read_write> buf1: array<f32>;
 
 fn stride(groups: vec3<u32>) -> u32 {
-    return groups.x * 256u;
+    return groups.x * GROUP;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     for (var i = gid.x; i < p.len; i += stride(groups)) {
         buf0[p.off0 + i] = p.value;
@@ -45,7 +21,7 @@ fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // z = f(z + bias[row]); buf0 holds z, buf1 the bias.
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn bias_activation(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     for (var i = gid.x; i < p.len; i += stride(groups)) {
         let at = p.off0 + i;
@@ -54,7 +30,7 @@ fn bias_activation(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 }
 
 // delta *= f'(h); buf0 holds delta, buf1 h.
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn activation_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     for (var i = gid.x; i < p.len; i += stride(groups)) {
         let at = p.off0 + i;
@@ -63,7 +39,7 @@ fn activation_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 }
 
 // y = alpha * x + beta * y; buf0 holds y, buf1 x.
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn axpby(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     for (var i = gid.x; i < p.len; i += stride(groups)) {
         let at = p.off0 + i;
@@ -89,7 +65,7 @@ fn unit(bits: u32) -> f32 {
 }
 
 // std * N(0, 1) into (or added to) buf0; element i depends only on (seed, i).
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let key = pcg(p.seed);
     for (var i = gid.x; i < p.len; i += stride(groups)) {

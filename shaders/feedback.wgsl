@@ -2,33 +2,16 @@
 // buf0 holds out, buf1 w, buf2 the magnitudes (unread when has_mag is 0; the host then
 // binds w there). Each invocation strides over the region, so any length fits.
 
-struct Params {
-    off_out: u32,
-    len: u32,
-    off_w: u32,
-    off_mag: u32,
-    has_mag: u32,
-    scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-    _pad5: u32,
-    _pad6: u32,
-    _pad7: u32,
-    _pad8: u32,
-    _pad9: u32,
-}
+// `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> buf0: array<f32>;
 @group(0) @binding(2) var<storage, read_write> buf1: array<f32>;
 @group(0) @binding(3) var<storage, read_write> buf2: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn sign_feedback(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    for (var i = gid.x; i < p.len; i += groups.x * 256u) {
+    for (var i = gid.x; i < p.len; i += groups.x * GROUP) {
         var m = 1.0;
         if p.has_mag != 0u {
             m = abs(buf2[p.off_mag + i]);

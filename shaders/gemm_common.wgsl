@@ -15,42 +15,7 @@
 // - 2: a hidden delta, C *= f'(H) with H = f(Z) the layer's output, same shape as C
 //   and contiguous, at `e_off`.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_off: u32,
-    lda: u32,
-    trans_a: u32,
-    b_off: u32,
-    ldb: u32,
-    trans_b: u32,
-    c_off: u32,
-    ldc: u32,
-    alpha: f32,
-    beta: f32,
-    vec_a: u32,
-    vec_b: u32,
-    // Epilogue (0 none, 1 bias + activation, 2 activation derivative) in the low
-    // byte, the activation code above it.
-    epilogue: u32,
-    e_off: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-    _pad5: u32,
-    _pad6: u32,
-    _pad7: u32,
-    _pad8: u32,
-    _pad9: u32,
-    _pad10: u32,
-    _pad11: u32,
-    _pad12: u32,
-    _pad13: u32,
-    _pad14: u32,
-}
+// `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Bound read_write even when only read: the same buffer may hold C and a factor

@@ -11,16 +11,7 @@
 // for its delta (bit 0) and its input (bit 1), set by the host when that region's
 // offset and the batch (both factors' leading dimension) are multiples of 4.
 
-struct Layer {
-    delta_off: u32,
-    input_off: u32,
-    grad_w_off: u32,
-    grad_b_off: u32,
-    outputs: u32,
-    inputs: u32,
-    batch: u32,
-    flags: u32,
-}
+// `struct Layer` comes from src/backend/gpu/blocks.rs.
 
 struct Table {
     count: u32,

@@ -1,30 +1,11 @@
 // Output error and loss statistics of a batch, in one workgroup.
 //
-// Invocation t handles samples t, t + 256, ...: it writes their error columns and
+// Invocation t handles samples t, t + GROUP, ...: it writes their error columns and
 // keeps its loss and correct-count sums; a fixed-order tree reduction then adds the
 // workgroup's totals to the three stats accumulators. No atomics, so the result is
 // deterministic.
 
-struct Params {
-    out_off: u32,
-    target_off: u32,
-    grad_off: u32,
-    stats_off: u32,
-    classes: u32,
-    batch: u32,
-    // 0 softmax cross-entropy, 1 mean squared error.
-    kind: u32,
-    // -inf, from the host: WGSL has no infinite constants.
-    lowest: f32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-    _pad5: u32,
-    _pad6: u32,
-    _pad7: u32,
-    _pad8: u32,
-}
+// `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> outputs: array<f32>;
@@ -32,9 +13,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 
-const THREADS: u32 = 256u;
-var<workgroup> loss_part: array<f32, 256>;
-var<workgroup> correct_part: array<f32, 256>;
+var<workgroup> loss_part: array<f32, GROUP>;
+var<workgroup> correct_part: array<f32, GROUP>;
 
 // Feature-major: class k of sample j sits at k * batch + j.
 fn y(k: u32, j: u32) -> f32 {
@@ -93,18 +73,18 @@ fn argmax(of_targets: bool, j: u32) -> u32 {
     return best;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn loss_grad(@builtin(local_invocation_index) lid: u32) {
     var loss = 0.0;
     var correct = 0.0;
-    for (var j = lid; j < p.batch; j += THREADS) {
+    for (var j = lid; j < p.batch; j += GROUP) {
         loss += sample_loss(j);
         correct += select(0.0, 1.0, argmax(false, j) == argmax(true, j));
     }
     loss_part[lid] = loss;
     correct_part[lid] = correct;
     workgroupBarrier();
-    for (var half = THREADS / 2u; half > 0u; half /= 2u) {
+    for (var half = GROUP / 2u; half > 0u; half /= 2u) {
         if (lid < half) {
             loss_part[lid] += loss_part[lid + half];
             correct_part[lid] += correct_part[lid + half];

@@ -1,47 +1,7 @@
 // One optimizer update of every parameter: a transcription of
 // `UpdateStep::apply` (src/optim.rs), element by element.
 
-struct Params {
-    param_off: u32,
-    grad_off: u32,
-    s0_off: u32,
-    s1_off: u32,
-    len: u32,
-    // 0 SGD (with momentum when momentum != 0), 1 Adam.
-    kind: u32,
-    nesterov: u32,
-    // 1: skip once a divergence flag is set, flag a non-finite update (see
-    // src/backend/divergence.rs).
-    guarded: u32,
-    // SGD: lr. Adam: step_size = lr / (1 - beta1^t).
-    lr: f32,
-    // SGD: momentum. Adam: beta1.
-    momentum: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
-    inv_sqrt_correction2: f32,
-    flags_off: u32,
-    step: u32,
-    // The running loss sum the guard watches, in the flags' buffer.
-    loss_off: u32,
-    // Tags the pass in the flags.
-    pass_tag: u32,
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
-    _pad4: u32,
-    _pad5: u32,
-    _pad6: u32,
-    _pad7: u32,
-    _pad8: u32,
-    _pad9: u32,
-    _pad10: u32,
-    _pad11: u32,
-    _pad12: u32,
-    _pad13: u32,
-    _pad14: u32,
-}
+// `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> params: array<f32>;
@@ -61,7 +21,7 @@ fn flag(word: u32) -> u32 {
     return bitcast<u32>(flags[p.flags_off + word]);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn optimizer_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     if (p.guarded != 0u) {
         // Every invocation that sees a non-finite loss writes the same step.
@@ -74,7 +34,7 @@ fn optimizer_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
             return;
         }
     }
-    for (var i = gid.x; i < p.len; i += groups.x * 256u) {
+    for (var i = gid.x; i < p.len; i += groups.x * GROUP) {
         var w = params[p.param_off + i];
         // Moments: SGD with momentum keeps one, Adam two, plain SGD none.
         let first = p.kind == 1u || p.momentum != 0.0;

@@ -16,28 +16,7 @@
 // binds buf0's buffer there). All read_write so one buffer may be bound several times
 // (a training step keeps a layer's input, output and saved argmax in one arena).
 
-struct Params {
-    channels: u32,
-    height: u32,
-    width: u32,
-    kernel: u32,
-    stride: u32,
-    padding: u32,
-    batch: u32,
-    out_h: u32,
-    out_w: u32,
-    // Elements written (the grid's extent).
-    len: u32,
-    // Element offsets of the written region, the input and the argmax.
-    off0: u32,
-    off1: u32,
-    off2: u32,
-    // Pooling: 0 max, 1 max at the recorded argmax, 2 average.
-    mode: u32,
-    // 1 / k², computed on the host (the same f32 as the host reference's).
-    scale: f32,
-    _pad0: u32,
-}
+// `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> buf0: array<f32>;
@@ -49,7 +28,7 @@ const MODE_MAX_AT: u32 = 1u;
 const MODE_AVG: u32 = 2u;
 
 fn stride(groups: vec3<u32>) -> u32 {
-    return groups.x * 256u;
+    return groups.x * GROUP;
 }
 
 // The image row (or column) window position `o` covers at offset `k`, or `size` when
@@ -85,7 +64,7 @@ fn image_at(c: u32, y: u32, x: u32, n: u32) -> f32 {
 
 // buf0 (patches) from buf1 (image): one invocation per patch element, zero in the
 // padding.
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let k = p.kernel;
     let cols = p.out_h * p.out_w * p.batch;
@@ -107,7 +86,7 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 
 // buf0 (image, overwritten) from buf1 (patches): one invocation per image element,
 // summing the patch entries that map to it in the host's order (ky, then kx).
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let k = p.kernel;
     let cols = p.out_h * p.out_w * p.batch;
@@ -140,7 +119,7 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 // winning window offset ky·k + kx to buf2 (first maximum wins; a NaN wins over
 // anything before it); max-at reads it there; average sums the window, padding
 // counted as zeros, and scales by 1 / k².
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let k = p.kernel;
     for (var i = gid.x; i < p.len; i += stride(groups)) {
@@ -197,7 +176,7 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 // input element, gathering over the windows that cover it in the host's order (oy,
 // then ox): the window's whole gradient where its recorded maximum (buf2) is this
 // element, or its gradient / k² for average pooling.
-@compute @workgroup_size(256)
+@compute @workgroup_size(GROUP)
 fn unpool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let k = p.kernel;
     for (var i = gid.x; i < p.len; i += stride(groups)) {

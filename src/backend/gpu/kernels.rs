@@ -1,9 +1,13 @@
 //! The [`Backend`] operations: validate on the host, then record a dispatch with its
 //! parameter block. The checks mirror the CPU backend's so both reject the same calls.
 
+use super::blocks::{
+    activation_code, ClipParams, ColumnsParams, DataParams, ElementwiseParams, FeedbackParams,
+    GemmParams, KernelParams, LayerEntry, LossParams, OptimizerParams, GROUP,
+};
 use super::buffers::{idx, F32, SPARE};
 use super::encode::Op;
-use super::params::{Block, MAX_GROUPED_LAYERS, TABLE_BYTES};
+use super::params::{BLOCK_BYTES, MAX_GROUPED_LAYERS, TABLE_BYTES};
 use super::pipelines::{Kernel, NARROW_TILE, TILE};
 use super::{GemmKernel, GpuBackend};
 use crate::activation::Activation;
@@ -47,8 +51,6 @@ const WIDE_GEMM_MIN: usize = 512;
 /// that factor on the loads (about 15% on lavapipe), but only on products this small.
 /// Tests reach it through sizes on either side of this (or force it).
 const NARROW_GEMM_MAX_TILES: usize = 128;
-/// Invocations per workgroup of the elementwise kernels.
-const GROUP: usize = 256;
 /// Elementwise grids stop growing here; each invocation then strides over the rest.
 const MAX_ELEMENTWISE_GROUPS: usize = 4096;
 
@@ -71,19 +73,28 @@ fn gemm_kernel(m: usize, n: usize) -> GemmKernel {
     }
 }
 
-fn activation_code(a: Activation) -> u32 {
-    match a {
-        Activation::Identity => 0,
-        Activation::Relu => 1,
-        Activation::LeakyRelu => 2,
-        Activation::Tanh => 3,
-        Activation::Sigmoid => 4,
-    }
-}
-
 impl GpuBackend {
-    /// Records one dispatch.
-    pub(super) fn dispatch(
+    /// Records one dispatch of `kernel` with its parameter block `params`.
+    pub(super) fn dispatch<P: KernelParams>(
+        &mut self,
+        kernel: Kernel,
+        bufs: &[BufId],
+        params: &P,
+        groups: [usize; 3],
+    ) -> Result<()> {
+        if P::WGSL != kernel.params_wgsl() {
+            return Err(Error::Backend(format!(
+                "{kernel:?} was given another kernel's parameter block"
+            )));
+        }
+        let mut block = [0u8; BLOCK_BYTES as usize];
+        let bytes = bytemuck::bytes_of(params);
+        block[..bytes.len()].copy_from_slice(bytes);
+        self.dispatch_raw(kernel, bufs, &block, groups)
+    }
+
+    /// Records one dispatch with `params` as the bytes of its parameter binding.
+    fn dispatch_raw(
         &mut self,
         kernel: Kernel,
         bufs: &[BufId],
@@ -134,24 +145,25 @@ impl GpuBackend {
         };
         let (m, k) = op.a.shape(op.trans_a);
         let n = op.c.cols;
-        let params = Block::default()
-            .u(idx(m)?)
-            .u(idx(n)?)
-            .u(idx(k)?)
-            .u(idx(op.a.offset)?)
-            .u(idx(op.a.cols)?)
-            .u(u32::from(op.trans_a))
-            .u(idx(op.b.offset)?)
-            .u(idx(op.b.cols)?)
-            .u(u32::from(op.trans_b))
-            .u(idx(op.c.offset)?)
-            .u(idx(op.c.cols)?)
-            .f(op.alpha)
-            .f(op.beta)
-            .u(u32::from(vec4_loadable(op.a.offset, op.a.cols)))
-            .u(u32::from(vec4_loadable(op.b.offset, op.b.cols)))
-            .u(epilogue)
-            .u(idx(operand.offset)?);
+        let params = GemmParams {
+            m: idx(m)?,
+            n: idx(n)?,
+            k: idx(k)?,
+            a_off: idx(op.a.offset)?,
+            lda: idx(op.a.cols)?,
+            trans_a: u32::from(op.trans_a),
+            b_off: idx(op.b.offset)?,
+            ldb: idx(op.b.cols)?,
+            trans_b: u32::from(op.trans_b),
+            c_off: idx(op.c.offset)?,
+            ldc: idx(op.c.cols)?,
+            alpha: op.alpha,
+            beta: op.beta,
+            vec_a: u32::from(vec4_loadable(op.a.offset, op.a.cols)),
+            vec_b: u32::from(vec4_loadable(op.b.offset, op.b.cols)),
+            epilogue,
+            e_off: idx(operand.offset)?,
+        };
         let choice = match self.gemm_override {
             Some(forced) => forced,
             // A device without the workgroup memory of the wide kernel takes 64x64 tiles.
@@ -179,32 +191,40 @@ impl GpuBackend {
             op.b.buf,
             operand.buf,
         ];
-        self.dispatch(kernel, &bufs, params.bytes(), groups)
+        self.dispatch(kernel, &bufs, &params, groups)
     }
 
     /// The grid of a kernel striding over `len` elements (256 per workgroup, at most
     /// [`MAX_ELEMENTWISE_GROUPS`] workgroups).
     pub(super) fn elementwise_groups(len: usize) -> [usize; 3] {
-        [len.div_ceil(GROUP).min(MAX_ELEMENTWISE_GROUPS), 1, 1]
+        [
+            len.div_ceil(GROUP as usize).min(MAX_ELEMENTWISE_GROUPS),
+            1,
+            1,
+        ]
     }
 
     /// Records the layers of one group, which share all their buffers.
     fn layer_grads_group(&mut self, layers: &[LayerGrad]) -> Result<()> {
-        let mut table = Block::default().u(idx(layers.len())?).bytes().to_vec();
-        table.truncate(16);
+        // The header (count, three words of padding), then the entries.
+        let mut table = [idx(layers.len())?, 0, 0, 0]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect::<Vec<u8>>();
         let (mut gx, mut gy) = (0, 0);
         for g in layers {
-            let entry = Block::default()
-                .u(idx(g.delta.offset)?)
-                .u(idx(g.input.offset)?)
-                .u(idx(g.grad_w.offset)?)
-                .u(idx(g.grad_b.offset)?)
-                .u(idx(g.delta.rows)?)
-                .u(idx(g.input.rows)?)
-                .u(idx(g.delta.cols)?)
-                .u(u32::from(vec4_loadable(g.delta.offset, g.delta.cols))
-                    | (u32::from(vec4_loadable(g.input.offset, g.input.cols)) << 1));
-            table.extend_from_slice(&entry.bytes()[..32]);
+            let entry = LayerEntry {
+                delta_off: idx(g.delta.offset)?,
+                input_off: idx(g.input.offset)?,
+                grad_w_off: idx(g.grad_w.offset)?,
+                grad_b_off: idx(g.grad_b.offset)?,
+                outputs: idx(g.delta.rows)?,
+                inputs: idx(g.input.rows)?,
+                batch: idx(g.delta.cols)?,
+                flags: u32::from(vec4_loadable(g.delta.offset, g.delta.cols))
+                    | (u32::from(vec4_loadable(g.input.offset, g.input.cols)) << 1),
+            };
+            table.extend_from_slice(bytemuck::bytes_of(&entry));
             // One extra output column holds the bias gradient.
             gx = gx.max((g.input.rows + 1).div_ceil(TILE));
             gy = gy.max(g.delta.rows.div_ceil(TILE));
@@ -220,7 +240,7 @@ impl GpuBackend {
             first.delta.buf,
             first.input.buf,
         ];
-        self.dispatch(Kernel::LayerGrads, &bufs, &table, [gx, gy, layers.len()])
+        self.dispatch_raw(Kernel::LayerGrads, &bufs, &table, [gx, gy, layers.len()])
     }
 }
 
@@ -272,15 +292,15 @@ impl Backend for GpuBackend {
             });
             return Ok(());
         }
-        let params = Block::default()
-            .u(idx(m.offset)?)
-            .u(idx(m.len())?)
-            .u(0)
-            .u(1)
-            .u(0)
-            .f(value);
+        let params = ElementwiseParams {
+            off0: idx(m.offset)?,
+            len: idx(m.len())?,
+            cols: 1,
+            value,
+            ..Default::default()
+        };
         let groups = Self::elementwise_groups(m.len());
-        self.dispatch(Kernel::Fill, &[m.buf], params.bytes(), groups)
+        self.dispatch(Kernel::Fill, &[m.buf], &params, groups)
     }
 
     fn gemm(&mut self, op: &Gemm) -> Result<()> {
@@ -294,19 +314,16 @@ impl Backend for GpuBackend {
     fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {
         check_bias(z, bias)?;
         self.check(&[z], &[bias])?;
-        let params = Block::default()
-            .u(idx(z.offset)?)
-            .u(idx(z.len())?)
-            .u(idx(bias.offset)?)
-            .u(idx(z.cols.max(1))?)
-            .u(activation_code(activation));
+        let params = ElementwiseParams {
+            off0: idx(z.offset)?,
+            len: idx(z.len())?,
+            off1: idx(bias.offset)?,
+            cols: idx(z.cols.max(1))?,
+            act: activation_code(activation),
+            ..Default::default()
+        };
         let groups = Self::elementwise_groups(z.len());
-        self.dispatch(
-            Kernel::BiasActivation,
-            &[z.buf, bias.buf],
-            params.bytes(),
-            groups,
-        )
+        self.dispatch(Kernel::BiasActivation, &[z.buf, bias.buf], &params, groups)
     }
 
     fn activation_grad(&mut self, delta: Mat, h: Mat, activation: Activation) -> Result<()> {
@@ -315,19 +332,16 @@ impl Backend for GpuBackend {
             return Ok(());
         }
         self.check(&[delta], &[h])?;
-        let params = Block::default()
-            .u(idx(delta.offset)?)
-            .u(idx(delta.len())?)
-            .u(idx(h.offset)?)
-            .u(idx(delta.cols.max(1))?)
-            .u(activation_code(activation));
+        let params = ElementwiseParams {
+            off0: idx(delta.offset)?,
+            len: idx(delta.len())?,
+            off1: idx(h.offset)?,
+            cols: idx(delta.cols.max(1))?,
+            act: activation_code(activation),
+            ..Default::default()
+        };
         let groups = Self::elementwise_groups(delta.len());
-        self.dispatch(
-            Kernel::ActivationGrad,
-            &[delta.buf, h.buf],
-            params.bytes(),
-            groups,
-        )
+        self.dispatch(Kernel::ActivationGrad, &[delta.buf, h.buf], &params, groups)
     }
 
     fn axpby(&mut self, op: &Axpby) -> Result<()> {
@@ -336,16 +350,17 @@ impl Backend for GpuBackend {
         if op.y.is_empty() {
             return Ok(());
         }
-        let params = Block::default()
-            .u(idx(op.y.offset)?)
-            .u(idx(op.y.len())?)
-            .u(idx(op.x.offset)?)
-            .u(1)
-            .u(0)
-            .f(op.alpha)
-            .f(op.beta);
+        let params = ElementwiseParams {
+            off0: idx(op.y.offset)?,
+            len: idx(op.y.len())?,
+            off1: idx(op.x.offset)?,
+            cols: 1,
+            value: op.alpha,
+            beta: op.beta,
+            ..Default::default()
+        };
         let groups = Self::elementwise_groups(op.y.len());
-        self.dispatch(Kernel::Axpby, &[op.y.buf, op.x.buf], params.bytes(), groups)
+        self.dispatch(Kernel::Axpby, &[op.y.buf, op.x.buf], &params, groups)
     }
 
     fn noise(&mut self, op: &Noise) -> Result<()> {
@@ -354,18 +369,17 @@ impl Backend for GpuBackend {
         if op.out.is_empty() {
             return Ok(());
         }
-        let params = Block::default()
-            .u(idx(op.out.offset)?)
-            .u(idx(op.out.len())?)
-            .u(0)
-            .u(1)
-            .u(0)
-            .f(op.std)
-            .f(0.0)
-            .u(op.seed)
-            .u(u32::from(op.accumulate));
+        let params = ElementwiseParams {
+            off0: idx(op.out.offset)?,
+            len: idx(op.out.len())?,
+            cols: 1,
+            value: op.std,
+            seed: op.seed,
+            accumulate: u32::from(op.accumulate),
+            ..Default::default()
+        };
         let groups = Self::elementwise_groups(op.out.len());
-        self.dispatch(Kernel::Noise, &[op.out.buf], params.bytes(), groups)
+        self.dispatch(Kernel::Noise, &[op.out.buf], &params, groups)
     }
 
     fn columns(&mut self, op: &ColumnOp) -> Result<()> {
@@ -384,19 +398,20 @@ impl Backend for GpuBackend {
             ColumnKind::Scale => (Kernel::ColumnScale, op.out, false, 0.0, 0.0),
             ColumnKind::ArgmaxOneHot => (Kernel::ColumnArgmaxOneHot, op.x, false, 0.0, 0.0),
         };
-        let params = Block::default()
-            .u(idx(op.x.offset)?)
-            .u(idx(op.out.offset)?)
-            .u(idx(shape.rows)?)
-            .u(idx(shape.cols)?)
-            .u(u32::from(accumulate))
-            .f(eps)
-            .f(length);
+        let params = ColumnsParams {
+            off_x: idx(op.x.offset)?,
+            off_out: idx(op.out.offset)?,
+            rows: idx(shape.rows)?,
+            cols: idx(shape.cols)?,
+            accumulate: u32::from(accumulate),
+            eps,
+            length,
+        };
         let groups = match kernel {
             Kernel::ColumnScale => Self::elementwise_groups(op.out.len()),
             _ => [shape.cols.div_ceil(64).clamp(1, 65_535), 1, 1],
         };
-        self.dispatch(kernel, &[op.out.buf, op.x.buf], params.bytes(), groups)
+        self.dispatch(kernel, &[op.out.buf, op.x.buf], &params, groups)
     }
 
     fn sign_feedback(
@@ -410,20 +425,17 @@ impl Backend for GpuBackend {
         self.check(&[out], &reads)?;
         // Without magnitudes the kernel ignores its third binding; bind `w` there.
         let m = magnitude.unwrap_or(w);
-        let params = Block::default()
-            .u(idx(out.offset)?)
-            .u(idx(out.len())?)
-            .u(idx(w.offset)?)
-            .u(idx(m.offset)?)
-            .u(u32::from(magnitude.is_some()))
-            .f(scale);
+        let params = FeedbackParams {
+            off_out: idx(out.offset)?,
+            len: idx(out.len())?,
+            off_w: idx(w.offset)?,
+            off_mag: idx(m.offset)?,
+            has_mag: u32::from(magnitude.is_some()),
+            scale,
+        };
         let groups = Self::elementwise_groups(out.len());
-        self.dispatch(
-            Kernel::SignFeedback,
-            &[out.buf, w.buf, m.buf],
-            params.bytes(),
-            groups,
-        )
+        let bufs = [out.buf, w.buf, m.buf];
+        self.dispatch(Kernel::SignFeedback, &bufs, &params, groups)
     }
 
     fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()> {
@@ -458,18 +470,19 @@ impl Backend for GpuBackend {
             Loss::SoftmaxCrossEntropy => 0,
             Loss::MeanSquaredError => 1,
         };
-        let params = Block::default()
-            .u(idx(op.output.offset)?)
-            .u(idx(op.target.offset)?)
-            .u(idx(op.grad.offset)?)
-            .u(idx(op.stats.offset)?)
-            .u(idx(op.output.rows)?)
-            .u(idx(op.output.cols)?)
-            .u(kind)
-            .f(f32::NEG_INFINITY);
+        let params = LossParams {
+            out_off: idx(op.output.offset)?,
+            target_off: idx(op.target.offset)?,
+            grad_off: idx(op.grad.offset)?,
+            stats_off: idx(op.stats.offset)?,
+            classes: idx(op.output.rows)?,
+            batch: idx(op.output.cols)?,
+            kind,
+            lowest: f32::NEG_INFINITY,
+        };
         let bufs = [op.output.buf, op.target.buf, op.grad.buf, op.stats.buf];
         // One workgroup loops over the batch and reduces in a fixed order.
-        self.dispatch(Kernel::Loss, &bufs, params.bytes(), [1, 1, 1])
+        self.dispatch(Kernel::Loss, &bufs, &params, [1, 1, 1])
     }
 
     fn optimizer_step(&mut self, op: &OptimizerPass) -> Result<()> {
@@ -485,30 +498,33 @@ impl Backend for GpuBackend {
             }
             None => (Mat::new(SPARE, 0, 1, FLAG_WORDS), Mat::new(SPARE, 0, 1, 1)),
         };
-        let head = Block::default()
-            .u(idx(op.params.offset)?)
-            .u(idx(op.grads.offset)?)
-            .u(idx(op.state[0].offset)?)
-            .u(idx(op.state[1].offset)?)
-            .u(idx(n)?);
-        let guard = u32::from(op.guard.is_some());
-        let (step, tag) = op.guard.map_or((0, 0), |g| (g.step, g.pass));
-        let params = match op.step {
+        let (step, pass_tag) = op.guard.map_or((0, 0), |g| (g.step, g.pass));
+        let mut params = OptimizerParams {
+            param_off: idx(op.params.offset)?,
+            grad_off: idx(op.grads.offset)?,
+            s0_off: idx(op.state[0].offset)?,
+            s1_off: idx(op.state[1].offset)?,
+            len: idx(n)?,
+            guarded: u32::from(op.guard.is_some()),
+            flags_off: idx(flags.offset)?,
+            step,
+            loss_off: idx(loss.offset)?,
+            pass_tag,
+            ..Default::default()
+        };
+        match op.step {
             UpdateStep::Sgd {
                 lr,
                 momentum,
                 weight_decay,
                 nesterov,
-            } => head
-                .u(0)
-                .u(u32::from(nesterov))
-                .u(guard)
-                .f(lr)
-                .f(momentum)
-                .f(0.0)
-                .f(0.0)
-                .f(weight_decay)
-                .f(1.0),
+            } => {
+                params.nesterov = u32::from(nesterov);
+                params.lr = lr;
+                params.momentum = momentum;
+                params.weight_decay = weight_decay;
+                params.inv_sqrt_correction2 = 1.0;
+            }
             UpdateStep::Adam {
                 step_size,
                 beta1,
@@ -516,21 +532,16 @@ impl Backend for GpuBackend {
                 eps,
                 weight_decay,
                 inv_sqrt_correction2,
-            } => head
-                .u(1)
-                .u(0)
-                .u(guard)
-                .f(step_size)
-                .f(beta1)
-                .f(beta2)
-                .f(eps)
-                .f(weight_decay)
-                .f(inv_sqrt_correction2),
+            } => {
+                params.kind = 1;
+                params.lr = step_size;
+                params.momentum = beta1;
+                params.beta2 = beta2;
+                params.eps = eps;
+                params.weight_decay = weight_decay;
+                params.inv_sqrt_correction2 = inv_sqrt_correction2;
+            }
         }
-        .u(idx(flags.offset)?)
-        .u(step)
-        .u(idx(loss.offset)?)
-        .u(tag);
         let bufs = [
             op.params.buf,
             op.grads.buf,
@@ -539,22 +550,23 @@ impl Backend for GpuBackend {
             flags.buf,
         ];
         let groups = Self::elementwise_groups(n);
-        self.dispatch(Kernel::Optimizer, &bufs, params.bytes(), groups)
+        self.dispatch(Kernel::Optimizer, &bufs, &params, groups)
     }
 
     fn clip_grad_norm(&mut self, grads: Mat, max_norm: f32, norm: Mat) -> Result<()> {
         check_same_shape("clip norm", norm, Mat::new(norm.buf, 0, 1, 1))?;
         self.check(&[grads, norm], &[])?;
-        let params = Block::default()
-            .u(idx(grads.offset)?)
-            .u(idx(grads.len())?)
-            .u(idx(norm.offset)?)
-            .f(max_norm);
+        let params = ClipParams {
+            grad_off: idx(grads.offset)?,
+            len: idx(grads.len())?,
+            norm_off: idx(norm.offset)?,
+            max_norm,
+        };
         let bufs = [grads.buf, norm.buf];
         // The norm stays on the device: no read-back inside a step.
-        self.dispatch(Kernel::GradNorm, &bufs, params.bytes(), [1, 1, 1])?;
+        self.dispatch(Kernel::GradNorm, &bufs, &params, [1, 1, 1])?;
         let groups = Self::elementwise_groups(grads.len());
-        self.dispatch(Kernel::GradScale, &bufs, params.bytes(), groups)
+        self.dispatch(Kernel::GradScale, &bufs, &params, groups)
     }
 
     fn im2col(&mut self, op: &Im2Col) -> Result<()> {
@@ -578,22 +590,23 @@ impl Backend for GpuBackend {
         let (reads, writes) = op.regions();
         self.check(&writes, &reads)?;
         let d = &op.data;
-        let params = Block::default()
-            .u(0)
-            .u(idx(d.labels_at())?)
-            .u(idx(d.features_at())?)
-            .u(idx(d.samples)?)
-            .u(idx(d.dim)?)
-            .u(idx(d.classes)?)
-            .u(idx(op.batch())?)
-            .u(u32::from(d.encoding == FeatureEncoding::Bytes))
-            .u(idx(op.order.offset)?)
-            .u(idx(op.x.offset)?)
-            .u(idx(op.targets.offset)?);
+        let params = DataParams {
+            table_off: 0,
+            labels_off: idx(d.labels_at())?,
+            features_off: idx(d.features_at())?,
+            samples: idx(d.samples)?,
+            dim: idx(d.dim)?,
+            classes: idx(d.classes)?,
+            batch: idx(op.batch())?,
+            bytes: u32::from(d.encoding == FeatureEncoding::Bytes),
+            order_off: idx(op.order.offset)?,
+            x_off: idx(op.x.offset)?,
+            targets_off: idx(op.targets.offset)?,
+        };
         let len = (op.x.len()).saturating_add(op.targets.len());
         let groups = Self::elementwise_groups(len);
         let bufs = [d.buf, op.order.buf, op.x.buf, op.targets.buf];
-        self.dispatch(Kernel::Gather, &bufs, params.bytes(), groups)
+        self.dispatch(Kernel::Gather, &bufs, &params, groups)
     }
 
     fn release(&mut self, buf: BufId) -> Result<()> {

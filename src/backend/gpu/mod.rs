@@ -11,6 +11,7 @@
 //! `kernels` (the [`Backend`](super::Backend) operations), `spatial` (the conv-net ones:
 //! im2col, col2im, pooling). The WGSL lives in `shaders/`.
 
+mod blocks;
 mod buffers;
 mod context;
 mod encode;

@@ -9,8 +9,8 @@
 
 use crate::error::{Error, Result};
 
-/// Bytes of an ordinary kernel's parameter block: up to thirty-two 32-bit words (the
-/// WGSL `Params` structs are 16 or 32 words; the slots are 256-byte aligned anyway).
+/// Bytes of an ordinary kernel's parameter binding: room for thirty-two 32-bit words
+/// (the blocks of `blocks.rs` hold up to 18; the slots are 256-byte aligned anyway).
 pub(crate) const BLOCK_BYTES: u64 = 128;
 
 /// Layers one grouped layer-gradient dispatch can hold (its table fills one slot).
@@ -18,32 +18,6 @@ pub(crate) const MAX_GROUPED_LAYERS: usize = 64;
 
 /// Bytes of the layer-gradient table: a 16-byte header and 32 bytes per layer.
 pub(crate) const TABLE_BYTES: u64 = 16 + 32 * MAX_GROUPED_LAYERS as u64;
-
-/// Words written as the WGSL `Params` structs read them.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Block {
-    words: [u32; BLOCK_BYTES as usize / 4],
-    len: usize,
-}
-
-impl Block {
-    /// Appends an unsigned field.
-    pub fn u(mut self, v: u32) -> Self {
-        self.words[self.len] = v;
-        self.len += 1;
-        self
-    }
-
-    /// Appends a float field.
-    pub fn f(self, v: f32) -> Self {
-        self.u(v.to_bits())
-    }
-
-    /// The bytes of the block.
-    pub fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.words)
-    }
-}
 
 /// The host copy of this step's parameter slots.
 pub(crate) struct ParamArena {

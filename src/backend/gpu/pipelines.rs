@@ -5,6 +5,10 @@
 //! `1..=n`, all as read-write storage so one buffer may appear in several bindings
 //! (the GEMM family binds its factors twice: as `array<f32>` and `array<vec4<f32>>`).
 
+use super::blocks::{
+    constants, ClipParams, ColumnsParams, DataParams, ElementwiseParams, FeedbackParams,
+    GemmParams, KernelParams, LayerEntry, LossParams, OptimizerParams, SpatialParams,
+};
 use super::context::Context;
 use super::params::{BLOCK_BYTES, TABLE_BYTES};
 use super::GemmKernel;
@@ -79,6 +83,11 @@ impl Kernel {
         Kernel::ColumnArgmaxOneHot,
         Kernel::Gather,
     ];
+
+    /// The WGSL declaration of the parameter block it reads.
+    pub fn params_wgsl(self) -> &'static str {
+        module_params(self.source().0)
+    }
 
     /// Its position in [`Kernel::ALL`] (and in [`Pipelines`]).
     fn index(self) -> usize {
@@ -197,8 +206,24 @@ fn tile_loop(tile: usize) -> String {
     format!("const TILE: u32 = {tile}u;\n{GEMM_TILE}")
 }
 
-fn module_source(index: usize) -> String {
+/// The parameter block module `index` reads (its WGSL `struct` is generated from it).
+fn module_params(index: usize) -> &'static str {
     match index {
+        0..=2 => GemmParams::WGSL,
+        3 => LayerEntry::WGSL,
+        4 => ElementwiseParams::WGSL,
+        5 => LossParams::WGSL,
+        6 => OptimizerParams::WGSL,
+        7 => FeedbackParams::WGSL,
+        8 => ClipParams::WGSL,
+        9 => SpatialParams::WGSL,
+        10 => ColumnsParams::WGSL,
+        _ => DataParams::WGSL,
+    }
+}
+
+fn module_source(index: usize) -> String {
+    let body = match index {
         0 => format!("{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}", tile_loop(TILE)),
         1 => format!(
             "{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}",
@@ -214,7 +239,8 @@ fn module_source(index: usize) -> String {
         9 => SPATIAL.to_string(),
         10 => COLUMNS.to_string(),
         _ => DATA.to_string(),
-    }
+    };
+    format!("{}{}\n{body}", constants(), module_params(index))
 }
 
 /// A compiled kernel and the layout its bind groups follow.

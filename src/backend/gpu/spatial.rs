@@ -5,8 +5,8 @@
 //! Each kernel gathers: one invocation per element it writes, which it overwrites, with
 //! sums taken in the host reference's order ([`spatial::host`](crate::backend::spatial::host)).
 
+use super::blocks::SpatialParams;
 use super::buffers::idx;
-use super::params::Block;
 use super::pipelines::Kernel;
 use super::GpuBackend;
 use crate::backend::{Im2Col, Mat, Pool, PoolMode, Window};
@@ -27,25 +27,26 @@ impl GpuBackend {
         len: usize,
     ) -> Result<()> {
         let aux = aux.unwrap_or(dst);
-        let params = Block::default()
-            .u(idx(w.channels)?)
-            .u(idx(w.height)?)
-            .u(idx(w.width)?)
-            .u(idx(w.kernel)?)
-            .u(idx(w.stride)?)
-            .u(idx(w.padding)?)
-            .u(idx(w.batch)?)
-            .u(idx(w.out_height())?)
-            .u(idx(w.out_width())?)
-            .u(idx(len)?)
-            .u(idx(dst.offset)?)
-            .u(idx(src.offset)?)
-            .u(idx(aux.offset)?)
-            .u(mode)
+        let params = SpatialParams {
+            channels: idx(w.channels)?,
+            height: idx(w.height)?,
+            width: idx(w.width)?,
+            kernel: idx(w.kernel)?,
+            stride: idx(w.stride)?,
+            padding: idx(w.padding)?,
+            batch: idx(w.batch)?,
+            out_h: idx(w.out_height())?,
+            out_w: idx(w.out_width())?,
+            len: idx(len)?,
+            off0: idx(dst.offset)?,
+            off1: idx(src.offset)?,
+            off2: idx(aux.offset)?,
+            mode,
             // The host reference's scale, the same f32.
-            .f(1.0 / (w.kernel * w.kernel) as f32);
+            scale: 1.0 / (w.kernel * w.kernel) as f32,
+        };
         let groups = Self::elementwise_groups(len);
-        self.dispatch(kernel, &[dst.buf, src.buf, aux.buf], params.bytes(), groups)
+        self.dispatch(kernel, &[dst.buf, src.buf, aux.buf], &params, groups)
     }
 
     pub(super) fn record_im2col(&mut self, op: &Im2Col) -> Result<()> {
