@@ -9,8 +9,8 @@
 @group(0) @binding(3) var<storage, read_write> s0: array<f32>;
 @group(0) @binding(4) var<storage, read_write> s1: array<f32>;
 // The divergence flags (src/backend/divergence.rs): first step with a non-finite
-// loss, first step with a non-finite update, that element's index, the pass's tag
-// (u32 bit patterns, 0 = none).
+// loss, first step with a non-finite update, that element's index (u32 bit patterns,
+// 0 = none).
 @group(0) @binding(5) var<storage, read_write> flags: array<f32>;
 
 fn is_finite(v: f32) -> bool {
@@ -68,7 +68,6 @@ fn optimizer_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
             // Keep the old values; any such element's invocation may win the index.
             flags[p.flags_off + 1u] = bitcast<f32>(p.step);
             flags[p.flags_off + 2u] = bitcast<f32>(p.param_off + i);
-            flags[p.flags_off + 3u] = bitcast<f32>(p.pass_tag);
             continue;
         }
         params[p.param_off + i] = w;

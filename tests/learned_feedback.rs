@@ -318,3 +318,59 @@ fn settings_out_of_range_are_typed_errors() {
     assert!(kp.restore_state(&[]).is_err());
     assert_eq!(kp.decay(), KolenPollack::default().decay());
 }
+
+#[test]
+fn learned_feedback_lives_in_the_parameter_arena_and_shares_its_optimizer_pass() {
+    // KP's B follows the network's optimizer: one pass over parameters and B. The
+    // weight mirror trains B with its own SGD: a second pass, over the same arena
+    // (the first pass's buffer, right after the parameters).
+    use plasticity::backend::{OpKind, TracingBackend};
+    use plasticity::learner::TensorKind;
+    let data = common::random_dataset(8, 784, 10, 4);
+    let all: Vec<usize> = (0..8).collect();
+    let config = TrainConfig {
+        optimizer: Optimizer::adam(1e-3),
+        batch_size: 8,
+        ..Default::default()
+    };
+    let learners: [(Box<dyn Learner>, usize); 2] = [
+        (Box::new(KolenPollack::default()), 1),
+        (Box::new(WeightMirror::default()), 2),
+    ];
+    for (learner, expected) in learners {
+        let name = learner.name();
+        let tracer = TracingBackend::new(Box::new(CpuBackend::new()));
+        let trace = tracer.trace();
+        let mut t =
+            Trainer::with_learner_backend(mlp(), config, learner, Box::new(tracer)).unwrap();
+        let params = mlp().params().len();
+        trace.clear();
+        t.train_batch(&data, &all).unwrap();
+        let passes: Vec<_> = trace
+            .ops()
+            .into_iter()
+            .filter(|op| op.kind == OpKind::OptimizerStep)
+            .collect();
+        assert_eq!(passes.len(), expected, "{name}: optimizer passes");
+        let trainable: usize = t
+            .tensor_specs()
+            .iter()
+            .filter(|s| s.kind == TensorKind::Trainable)
+            .map(|s| s.rows * s.cols)
+            .sum();
+        let arena = passes[0].writes[0];
+        let last = passes.last().unwrap().writes[0];
+        assert_eq!(last.buf, arena.buf, "{name}: B in the parameter arena");
+        assert_eq!(last.range().end, params + trainable, "{name}");
+        if expected == 1 {
+            assert_eq!(
+                arena.range(),
+                0..last.range().end,
+                "{name}: one pass over all"
+            );
+        } else {
+            assert_eq!(arena.range(), 0..params, "{name}: the network's pass");
+            assert_eq!(last.range().start, params, "{name}: then B's");
+        }
+    }
+}

@@ -15,20 +15,18 @@ use super::Mat;
 use crate::error::{Error, Result};
 
 /// Words of the flag block.
-pub const FLAG_WORDS: usize = 4;
+pub const FLAG_WORDS: usize = 3;
 /// The first step whose running loss sum was not finite.
 pub const LOSS_FLAG: usize = 0;
 /// The first step whose update would have made a value non-finite.
 pub const UPDATE_FLAG: usize = 1;
 /// The index (in its buffer) of a value that update would have made non-finite.
 pub const INDEX_FLAG: usize = 2;
-/// The [`Guard::pass`] of that update.
-pub const PASS_FLAG: usize = 3;
 
 /// Makes an optimizer pass watch its step: first it sets the loss flag to `step` if
 /// the running loss sum `loss` is not finite; it updates nothing while a flag is set;
 /// and it writes no non-finite value, setting the update flag (with the element's
-/// index and `pass`) instead. A flag already set is never overwritten by a later step.
+/// index) instead. A flag already set is never overwritten by a later step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Guard {
     /// The [`FLAG_WORDS`] flag words.
@@ -37,8 +35,6 @@ pub struct Guard {
     pub loss: Mat,
     /// This step's number (from 1).
     pub step: u32,
-    /// Names the pass in the flags (the trainer's parameters 0, a learner's tensors 1).
-    pub pass: u32,
 }
 
 impl Guard {
@@ -73,7 +69,7 @@ impl Guard {
 
 /// Host reference of the flag updates.
 pub mod host {
-    use super::{Guard, INDEX_FLAG, LOSS_FLAG, PASS_FLAG, UPDATE_FLAG};
+    use super::{Guard, INDEX_FLAG, LOSS_FLAG, UPDATE_FLAG};
 
     /// Flags a non-finite `loss`; returns whether the guarded pass may update (no flag
     /// set).
@@ -88,7 +84,6 @@ pub mod host {
     pub fn record_update(guard: &Guard, flags: &mut [f32], index: u32) {
         flags[UPDATE_FLAG] = f32::from_bits(guard.step);
         flags[INDEX_FLAG] = f32::from_bits(index);
-        flags[PASS_FLAG] = f32::from_bits(guard.pass);
     }
 }
 
@@ -101,8 +96,6 @@ pub struct Flags {
     pub update: u32,
     /// Where: the element's index in its buffer.
     pub index: u32,
-    /// Which pass ([`Guard::pass`]).
-    pub pass: u32,
 }
 
 impl Flags {
@@ -113,7 +106,6 @@ impl Flags {
             loss: word(LOSS_FLAG),
             update: word(UPDATE_FLAG),
             index: word(INDEX_FLAG),
-            pass: word(PASS_FLAG),
         }
     }
 

@@ -2,9 +2,11 @@
 //!
 //! Fixed tensors (feedback matrices) sit one after another in one buffer, in the order
 //! the learner declares them, so consecutive tensors of one column count form one
-//! stacked matrix (DFA's `[B_1; …; B_L]`). Trainable tensors get their own arena with
-//! gradients and optimizer moments laid out alike, so one optimizer pass updates them
-//! all. Per-sample tensors (state such as a settling network's activity) are
+//! stacked matrix (DFA's `[B_1; …; B_L]`). Trainable tensors sit in the network's
+//! parameter arena, after the parameters, with their gradients and optimizer moments
+//! laid out alike: one optimizer pass updates the network and them together (two
+//! passes over the one arena when the learner gives them an optimizer of their own).
+//! Per-sample tensors (state such as a settling network's activity) are
 //! `rows x batch`, packed for the batch in flight like activations.
 
 use crate::backend::{Backend, BufId, Mat};
@@ -74,17 +76,36 @@ const RESERVED_PREFIXES: [&str; 2] = ["layers.", "optimizer."];
 #[derive(Debug, Clone)]
 pub(crate) struct LearnerTensors {
     specs: Vec<TensorSpec>,
-    /// Element offset (row offset for per-sample tensors) within its buffer.
+    /// Element offset (row offset for per-sample tensors) within its kind's storage.
     offsets: Vec<usize>,
     fixed: BufId,
-    /// Values, gradients and two optimizer moments of the trainable tensors.
-    pub trainable: [BufId; 4],
+    /// The parameter arena's values, gradients and two optimizer moments.
+    trainable: [BufId; 4],
+    /// Where the trainable tensors begin in the arena (after the parameters).
+    trainable_base: usize,
     trainable_len: usize,
     per_sample: BufId,
 }
 
+/// The learner's tensors, checked and laid out, before anything is allocated: the
+/// trainer sizes its parameter arena with [`TensorPlan::trainable_len`].
+pub(crate) struct TensorPlan {
+    specs: Vec<TensorSpec>,
+    offsets: Vec<usize>,
+    /// Floats of the fixed, trainable and per-sample (per sample) tensors.
+    sizes: [usize; 3],
+}
+
+impl TensorPlan {
+    /// Floats the trainable tensors need in the parameter arena.
+    pub fn trainable_len(&self) -> usize {
+        self.sizes[TensorKind::Trainable as usize]
+    }
+}
+
 impl LearnerTensors {
-    pub fn new(backend: &mut dyn Backend, specs: Vec<TensorSpec>, capacity: usize) -> Result<Self> {
+    /// Checks names and sizes and gives every tensor its place.
+    pub fn plan(specs: Vec<TensorSpec>) -> Result<TensorPlan> {
         let mut seen = std::collections::HashSet::new();
         let mut sizes = [0usize; 3];
         let mut offsets = Vec::with_capacity(specs.len());
@@ -116,6 +137,28 @@ impl LearnerTensors {
                 .checked_add(per)
                 .ok_or_else(|| Error::config("learner tensors too large"))?;
         }
+        Ok(TensorPlan {
+            specs,
+            offsets,
+            sizes,
+        })
+    }
+
+    /// Allocates the planned tensors; the trainable ones go into the parameter arena
+    /// `arena` (values, gradients, two moments) from element `base`, which the trainer
+    /// sized for them.
+    pub fn new(
+        backend: &mut dyn Backend,
+        plan: TensorPlan,
+        capacity: usize,
+        arena: [BufId; 4],
+        base: usize,
+    ) -> Result<Self> {
+        let TensorPlan {
+            specs,
+            offsets,
+            sizes,
+        } = plan;
         let per_sample_len = sizes[2]
             .checked_mul(capacity)
             .ok_or_else(|| Error::config("learner per-sample tensors too large"))?;
@@ -123,12 +166,8 @@ impl LearnerTensors {
         let alloc = |b: &mut dyn Backend, n: usize| b.alloc(n.max(1));
         Ok(LearnerTensors {
             fixed: alloc(backend, sizes[0])?,
-            trainable: [
-                alloc(backend, sizes[1])?,
-                alloc(backend, sizes[1])?,
-                alloc(backend, sizes[1])?,
-                alloc(backend, sizes[1])?,
-            ],
+            trainable: arena,
+            trainable_base: base,
             trainable_len: sizes[1],
             per_sample: alloc(backend, per_sample_len)?,
             specs,
@@ -166,7 +205,12 @@ impl LearnerTensors {
         let (spec, offset) = (&self.specs[i], self.offsets[i]);
         match spec.kind {
             TensorKind::Fixed => Mat::new(self.fixed, offset, spec.rows, spec.cols),
-            TensorKind::Trainable => Mat::new(self.trainable[0], offset, spec.rows, spec.cols),
+            TensorKind::Trainable => Mat::new(
+                self.trainable[0],
+                self.trainable_base + offset,
+                spec.rows,
+                spec.cols,
+            ),
             TensorKind::PerSample => Mat::new(self.per_sample, offset * batch, spec.rows, batch),
         }
     }
@@ -190,9 +234,28 @@ impl LearnerTensors {
         Ok(Mat::new(m.buf, m.offset, rows, cols))
     }
 
-    /// The whole trainable arena of `buf` (0 values, 1 gradients, 2-3 moments).
+    /// The trainable tensors' part of arena `buf` (0 values, 1 gradients, 2-3
+    /// moments).
     pub fn trainable_arena(&self, buf: usize) -> Mat {
-        Mat::new(self.trainable[buf], 0, 1, self.trainable_len)
+        Mat::new(
+            self.trainable[buf],
+            self.trainable_base,
+            1,
+            self.trainable_len,
+        )
+    }
+
+    /// The name of the trainable tensor holding element `index` of the parameter
+    /// arena, if one does.
+    pub fn trainable_at(&self, index: usize) -> Option<&str> {
+        let at = index.checked_sub(self.trainable_base)?;
+        self.specs
+            .iter()
+            .zip(&self.offsets)
+            .find(|(s, &o)| {
+                s.kind == TensorKind::Trainable && (o..o + s.rows * s.cols).contains(&at)
+            })
+            .map(|(s, _)| s.name.as_str())
     }
 
     pub fn trainable_len(&self) -> usize {

@@ -71,10 +71,14 @@ fn arena_len(rows: usize, capacity: usize, what: &str) -> Result<usize> {
 }
 
 impl DeviceBuffers {
+    /// The buffers of `layers` at batch `capacity`; the parameter arena (and the
+    /// gradients and moments laid out like it) has room for `extra` floats after the
+    /// parameters: a learner's trainable tensors.
     pub fn new(
         backend: &mut dyn Backend,
         layers: &[LayerSpec],
         layout: &ParamLayout,
+        extra: usize,
         capacity: usize,
     ) -> Result<Self> {
         let weighted = weighted_layers(layers);
@@ -114,7 +118,10 @@ impl DeviceBuffers {
         let work_at = delta_rows.take(layers.iter().map(|l| l.work_rows()).max().unwrap_or(0));
         let hidden_rows = hidden.iter().map(|&l| layers[l].outputs()).sum();
         let classes = layers[layers.len() - 1].outputs();
-        let n = layout.total();
+        let n = layout
+            .total()
+            .checked_add(extra)
+            .ok_or_else(|| Error::config("learner tensors too large"))?;
         // Zero-length buffers are invalid on some backends; allocate at least one float.
         Ok(DeviceBuffers {
             params: backend.alloc(n)?,

@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::Trainer;
 use crate::backend::Backend;
+use crate::backend::Mat;
 use crate::checkpoint::{Checkpoint, NamedTensor, RngState};
 use crate::data::Dataset;
 use crate::device::Device;
@@ -32,6 +33,10 @@ fn rng_from(state: &RngState) -> ChaCha8Rng {
 }
 
 impl Trainer {
+    fn read_region(&mut self, m: Mat) -> Result<Vec<f32>> {
+        self.backend.read(m.buf, m.offset, m.len())
+    }
+
     /// Everything needed to resume this run, read back from the backend.
     pub fn checkpoint(&mut self) -> Result<Checkpoint> {
         let n = self.layout.total();
@@ -52,9 +57,9 @@ impl Trainer {
         }
         let learner_optimizer_state = match self.tensors.trainable_len() {
             0 => [Vec::new(), Vec::new()],
-            len => [
-                self.backend.read(self.tensors.trainable[2], 0, len)?,
-                self.backend.read(self.tensors.trainable[3], 0, len)?,
+            _ => [
+                self.read_region(self.tensors.trainable_arena(2))?,
+                self.read_region(self.tensors.trainable_arena(3))?,
             ],
         };
         Ok(Checkpoint {
@@ -231,8 +236,8 @@ impl Trainer {
         }
         if trainable > 0 {
             for (i, values) in checkpoint.learner_optimizer_state.iter().enumerate() {
-                self.backend
-                    .write(self.tensors.trainable[2 + i], 0, values)?;
+                let m = self.tensors.trainable_arena(2 + i);
+                self.backend.write(m.buf, m.offset, values)?;
             }
         }
         self.config = *c;

@@ -54,11 +54,6 @@ pub struct TrainConfig {
     pub grad_clip: Option<f32>,
 }
 
-/// [`Guard::pass`] of the optimizer pass over the network's parameters.
-const PARAMS_PASS: u32 = 0;
-/// [`Guard::pass`] of the pass over a learner's trainable tensors.
-const TENSORS_PASS: u32 = 1;
-
 /// The largest batch size a [`TrainConfig`] accepts.
 pub const MAX_BATCH: usize = 1 << 24;
 
@@ -205,9 +200,22 @@ impl Trainer {
         }
         let layers = network.layers().to_vec();
         let layout = network.layout().clone();
-        let bufs = DeviceBuffers::new(&mut *backend, &layers, &layout, config.batch_size)?;
-        let tensors =
-            LearnerTensors::new(&mut *backend, learner.tensors(&layers), config.batch_size)?;
+        let plan = LearnerTensors::plan(learner.tensors(&layers))?;
+        let bufs = DeviceBuffers::new(
+            &mut *backend,
+            &layers,
+            &layout,
+            plan.trainable_len(),
+            config.batch_size,
+        )?;
+        let arena = [bufs.params, bufs.grads, bufs.state[0], bufs.state[1]];
+        let tensors = LearnerTensors::new(
+            &mut *backend,
+            plan,
+            config.batch_size,
+            arena,
+            layout.total(),
+        )?;
         backend.write(bufs.params, 0, network.params())?;
         let seed = network.seed();
         let host_x = checked_product("input batch", &[layers[0].inputs(), config.batch_size])?;
@@ -485,55 +493,51 @@ impl Trainer {
             flags: self.bufs.flags(),
             loss: self.bufs.stats(StatsSlot::Train).rows(0, 1).reshape(1, 1),
             step: u32::try_from(self.steps).unwrap_or(u32::MAX),
-            pass: PARAMS_PASS,
         });
-        // Frozen layers (last-layer-only) are outside the pass: no decay or momentum.
-        let first = self.learner.first_trained_layer(&self.layers);
-        let pass = OptimizerPass {
-            params: self.bufs.arena_from(self.bufs.params, first),
-            grads: self.bufs.arena_from(self.bufs.grads, first),
-            state: self.bufs.state.map(|s| self.bufs.arena_from(s, first)),
-            step: self
-                .scheduled(self.config.optimizer)
-                .step_params(self.steps),
-            guard,
-        };
         if self.backend.host_resident() {
             // A non-finite loss stops the step before it can corrupt the parameters.
             self.check_loss(StatsSlot::Train)
                 .map_err(|e| self.locate_divergence(e, batch))?;
         }
+        // Frozen layers (last-layer-only) are outside the pass: no decay or momentum.
+        let first = self.learner.first_trained_layer(&self.layers);
+        let net = |buf| self.bufs.arena_from(buf, first);
         if let Some(max_norm) = self.config.grad_clip {
             self.backend
-                .clip_grad_norm(pass.grads, max_norm, self.bufs.grad_norm())?;
+                .clip_grad_norm(net(self.bufs.grads), max_norm, self.bufs.grad_norm())?;
         }
-        self.backend
-            .optimizer_step(&pass)
-            .map_err(|e| self.diverged_parameter(e))?;
-        if self.tensors.trainable_len() > 0 {
-            let optimizer = self
-                .learner
-                .tensor_optimizer()
-                .unwrap_or(self.config.optimizer);
+        // The learner's trainable tensors follow the parameters in the arena: one
+        // pass covers both unless the learner updates them its own way.
+        let tensors = self.tensors.trainable_len();
+        let own = self
+            .learner
+            .tensor_optimizer()
+            .filter(|o| *o != self.config.optimizer && tensors > 0);
+        let joint = if own.is_none() { tensors } else { 0 };
+        let widen = |m: Mat| Mat::new(m.buf, m.offset, 1, m.len() + joint);
+        let mut passes = vec![OptimizerPass {
+            params: widen(net(self.bufs.params)),
+            grads: widen(net(self.bufs.grads)),
+            state: self.bufs.state.map(|s| widen(net(s))),
+            step: self
+                .scheduled(self.config.optimizer)
+                .step_params(self.steps),
+            guard,
+        }];
+        if let Some(optimizer) = own {
             let t = &self.tensors;
-            let pass = OptimizerPass {
+            passes.push(OptimizerPass {
                 params: t.trainable_arena(0),
                 grads: t.trainable_arena(1),
                 state: [t.trainable_arena(2), t.trainable_arena(3)],
                 step: self.scheduled(optimizer).step_params(self.steps),
-                guard: guard.map(|g| Guard {
-                    pass: TENSORS_PASS,
-                    ..g
-                }),
-            };
-            self.backend.optimizer_step(&pass).map_err(|e| match e {
-                Error::NonFinite { value, .. } => Error::Diverged {
-                    step: self.steps,
-                    what: "a trainable tensor of the learner".into(),
-                    value,
-                },
-                e => e,
-            })?;
+                guard,
+            });
+        }
+        for pass in passes {
+            self.backend
+                .optimizer_step(&pass)
+                .map_err(|e| self.diverged_parameter(e))?;
         }
         Ok(())
     }
@@ -847,9 +851,15 @@ impl Trainer {
                 None
             }
         });
+        let tensor = || {
+            let name = self.tensors.trainable_at(index)?;
+            Some(format!("the learner's trainable tensor {name}"))
+        };
         Error::Diverged {
             step: self.steps,
-            what: layer.unwrap_or_else(|| format!("parameter {index}")),
+            what: layer
+                .or_else(tensor)
+                .unwrap_or_else(|| format!("parameter {index}")),
             value,
         }
     }
@@ -891,18 +901,11 @@ impl Trainer {
             };
         }
         // The value was not written: only that it would not be finite is known.
-        match flags.pass {
-            PARAMS_PASS => self.diverged_parameter(Error::NonFinite {
-                context: String::new(),
-                index: flags.index as usize,
-                value: f32::INFINITY,
-            }),
-            _ => Error::Diverged {
-                step: u64::from(flags.update),
-                what: "a trainable tensor of the learner".into(),
-                value: f32::INFINITY,
-            },
-        }
+        self.diverged_parameter(Error::NonFinite {
+            context: String::new(),
+            index: flags.index as usize,
+            value: f32::INFINITY,
+        })
     }
 
     /// Adds to a loss divergence found after a device epoch the first layer whose

@@ -144,8 +144,6 @@ kernel_params!(
         step: u32,
         /// The running loss sum the guard watches.
         loss_off: u32,
-        /// Tags the pass in the flags.
-        pass_tag: u32,
     }
 );
 

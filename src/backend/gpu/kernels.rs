@@ -498,7 +498,7 @@ impl Backend for GpuBackend {
             }
             None => (Mat::new(SPARE, 0, 1, FLAG_WORDS), Mat::new(SPARE, 0, 1, 1)),
         };
-        let (step, pass_tag) = op.guard.map_or((0, 0), |g| (g.step, g.pass));
+        let step = op.guard.map_or(0, |g| g.step);
         let mut params = OptimizerParams {
             param_off: idx(op.params.offset)?,
             grad_off: idx(op.grads.offset)?,
@@ -509,7 +509,6 @@ impl Backend for GpuBackend {
             flags_off: idx(flags.offset)?,
             step,
             loss_off: idx(loss.offset)?,
-            pass_tag,
             ..Default::default()
         };
         match op.step {
