@@ -389,34 +389,44 @@ fn time_gemm(
 }
 
 /// A fresh backend for `--gemm`: on a GPU, with its GEMM kernel forced (`Some`) or
-/// picked by size (`None`).
-fn gemm_backend(device: Device, kernel: Option<GemmKernel>) -> Result<Box<dyn Backend>> {
+/// picked by size (`None`), and split over K into up to `split` slices when given.
+fn gemm_backend(
+    device: Device,
+    kernel: Option<GemmKernel>,
+    split: Option<usize>,
+) -> Result<Box<dyn Backend>> {
     let mut gpu = match device {
         Device::Cpu => return device.backend(),
         Device::Gpu => GpuBackend::new()?,
         Device::GpuAdapter(i) => GpuBackend::with_adapter(i)?,
     };
     gpu.force_gemm_kernel(kernel);
+    gpu.force_split_k(split);
     Ok(Box::new(gpu))
 }
 
 fn run_gemm(args: &Args, report: &mut Report) -> Result<()> {
-    // On a GPU, every kernel at every size: the data behind the size rule that picks one.
-    let kernels: &[(Option<GemmKernel>, &'static str)] = match args.device {
-        Device::Cpu => &[(None, "faer")],
+    // On a GPU, every kernel at every size, unsplit and split over K into 4 and 16
+    // slices: the data behind the rules that pick a kernel and a split.
+    type Variant = (Option<GemmKernel>, Option<usize>, &'static str);
+    let kernels: &[Variant] = match args.device {
+        Device::Cpu => &[(None, None, "faer")],
         _ => &[
-            (None, "auto"),
-            (Some(GemmKernel::Tile32), "32x32"),
-            (Some(GemmKernel::Tile64), "64x64"),
-            (Some(GemmKernel::Tile128), "128x128"),
+            (None, None, "auto"),
+            (Some(GemmKernel::Tile32), Some(1), "32x32"),
+            (Some(GemmKernel::Tile32), Some(4), "32x32 split 4"),
+            (Some(GemmKernel::Tile32), Some(16), "32x32 split 16"),
+            (Some(GemmKernel::Tile64), Some(1), "64x64"),
+            (Some(GemmKernel::Tile64), Some(4), "64x64 split 4"),
+            (Some(GemmKernel::Tile128), None, "128x128"),
         ],
     };
     println!("| m x n x k | variant | kernel | median ms | GFLOP/s |\n|---|---|---|---:|---:|");
     for &shape in &args.gemm {
         let size = format!("{}x{}x{}", shape.m, shape.n, shape.k);
-        for &(forced, kernel) in kernels {
+        for &(forced, split, kernel) in kernels {
             // A fresh backend per size and kernel keeps earlier buffers out of memory.
-            let mut backend = gemm_backend(args.device, forced)?;
+            let mut backend = gemm_backend(args.device, forced, split)?;
             for (variant, trans) in [
                 ("NN", (false, false)),
                 ("TN", (true, false)),

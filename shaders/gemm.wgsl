@@ -9,10 +9,25 @@
 
 @compute @workgroup_size(TILE_Q, TILE_Q)
 fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    // Split over K (`split` > 0): workgroup layer z multiplies the z-th run of `split`
+    // k (a multiple of 16, so vec4 alignment holds) and stores its partial product in
+    // its own m x n block of C (the host makes C a scratch block and the store plain);
+    // gemm_reduce then sums the blocks.
+    var k = p.k;
+    var a_off = p.a_off;
+    var b_off = p.b_off;
+    c_base = p.c_off;
+    if (p.split != 0u) {
+        let k0 = wg.z * p.split;
+        k = min(p.split, p.k - k0);
+        a_off += select(k0, k0 * p.lda, p.trans_a != 0u);
+        b_off += select(k0 * p.ldb, k0, p.trans_b != 0u);
+        c_base += wg.z * p.m * p.n;
+    }
     let t = Tile(
-        p.m, p.n, p.k,
-        p.a_off, p.lda, p.trans_a,
-        p.b_off, p.ldb, p.trans_b,
+        p.m, p.n, k,
+        a_off, p.lda, p.trans_a,
+        b_off, p.ldb, p.trans_b,
         NO_COL, p.vec_a, p.vec_b,
     );
     let row0 = wg.y * TILE_M;
@@ -24,4 +39,20 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     store_c4(i + 1u, j, acc1);
     store_c4(i + 2u, j, acc2);
     store_c4(i + 3u, j, acc3);
+}
+
+// The second half of a split-K product: sums the `slices` partial blocks at `s_off` of
+// binding 2 in slice order (so the result does not depend on scheduling), then stores C
+// as the unsplit product would (alpha, beta, the epilogue).
+@compute @workgroup_size(GROUP)
+fn gemm_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    c_base = p.c_off;
+    let total = p.m * p.n;
+    for (var e = gid.x; e < total; e += groups.x * GROUP) {
+        var acc = 0.0;
+        for (var z = 0u; z < p.slices; z++) {
+            acc += a_buf[p.s_off + z * total + e];
+        }
+        store_c(e / p.n, e % p.n, acc);
+    }
 }

@@ -29,6 +29,9 @@
 // The epilogue's operand: the bias or the layer output H (unused with epilogue 0).
 @group(0) @binding(6) var<storage, read_write> e_buf: array<f32>;
 
+// Where this invocation's C starts: `p.c_off`, or a split-K slice's own block.
+var<private> c_base: u32;
+
 const EPILOGUE_BIAS_ACTIVATION: u32 = 1u;
 const EPILOGUE_DERIVATIVE: u32 = 2u;
 
@@ -40,7 +43,7 @@ fn store_c(i: u32, j: u32, acc: f32) {
     }
     let epilogue = p.epilogue & 0xffu;
     let act = p.epilogue >> 8u;
-    let at = p.c_off + i * p.ldc + j;
+    let at = c_base + i * p.ldc + j;
     var v = p.alpha * acc;
     // beta == 0 overwrites without reading (C may hold garbage or NaN).
     if (p.beta != 0.0) {

@@ -187,6 +187,7 @@ fn wide_load_b_vec(col0: u32, k0: u32, flat: u32) {
 
 @compute @workgroup_size(16, 16)
 fn gemm_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    c_base = p.c_off;
     let row0 = wg.y * WIDE_M;
     let col0 = wg.x * WIDE_N;
     let flat = lid.y * 16u + lid.x;

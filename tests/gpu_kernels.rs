@@ -42,6 +42,8 @@ struct Pair {
     lens: HashMap<BufId, usize>,
     /// Largest `|gpu - cpu| / bound` of the `assert_close` checks so far.
     worst: f64,
+    /// Dispatches a fused GEMM takes: 1, or 2 while split-K is forced.
+    gemm_passes: u64,
 }
 
 impl Drop for Pair {
@@ -58,6 +60,7 @@ impl Pair {
             rng: ChaCha8Rng::seed_from_u64(seed),
             lens: HashMap::new(),
             worst: 0.0,
+            gemm_passes: 1,
         })
     }
 
@@ -438,7 +441,12 @@ fn check_gemm_then(
         let before = pair.gpu.dispatch_count();
         // beta is 0: each run overwrites C.
         pair.gpu.gemm_then(&op, then).unwrap();
-        assert_eq!(pair.gpu.dispatch_count() - before, 1, "fused: one dispatch");
+        let passes = pair.gemm_passes;
+        assert_eq!(
+            pair.gpu.dispatch_count() - before,
+            passes,
+            "fused: one pass"
+        );
         let (c, g) = pair.both(c_buf);
         let bounds: Vec<f64> = gemm_bounds(&op, &ab, &ab, &c_old)
             .iter()
@@ -454,6 +462,43 @@ fn check_gemm_then(
     }
     pair.gpu.force_gemm_kernel(None);
     worst
+}
+
+#[test]
+fn split_k_gemms_match_the_cpu_within_the_gemm_bound() {
+    // Split over K into 2, 3 and 16 slices (forced: a software adapter never splits on
+    // its own): K not a multiple of the 16-k slice step, every transpose, beta != 0,
+    // C in the factors' buffer, both tile kernels, and both fused epilogues.
+    let Some(mut pair) = Pair::new(23) else {
+        return;
+    };
+    pair.gemm_passes = 2;
+    for slices in [2, 3, 16] {
+        pair.gpu.force_split_k(Some(slices));
+        for (m, n, k) in [(33, 7, 301), (5, 70, 97), (64, 64, 512)] {
+            for trans in TRANSPOSES {
+                for kernel in [Some(GemmKernel::Tile32), Some(GemmKernel::Tile64)] {
+                    pair.gpu.force_gemm_kernel(kernel);
+                    let before = pair.gpu.dispatch_count();
+                    check_gemm(&mut pair, (m, n, k), trans, (0.7, -1.3), false);
+                    assert_eq!(pair.gpu.dispatch_count() - before, 2, "split: two passes");
+                    check_gemm(&mut pair, (m, n, k), trans, (1.0, 0.0), true);
+                }
+            }
+        }
+        for derivative in [false, true] {
+            check_gemm_then(
+                &mut pair,
+                (40, 9, 333),
+                derivative,
+                derivative,
+                Activation::Tanh,
+                &[Some(GemmKernel::Tile32)],
+            );
+        }
+    }
+    pair.gpu.force_split_k(None);
+    pair.gpu.force_gemm_kernel(None);
 }
 
 #[test]

@@ -62,6 +62,11 @@ kernel_params!(
         epilogue: u32,
         /// Offset of the epilogue's operand (bias or stored output).
         e_off: u32,
+        /// Split-K: the k of each slice (0: not split), how many slices, and where
+        /// their partial blocks start (for `gemm_reduce`).
+        split: u32,
+        slices: u32,
+        s_off: u32,
     }
 );
 

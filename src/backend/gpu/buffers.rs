@@ -26,7 +26,12 @@ pub(crate) struct Buffers {
     bufs: Vec<Option<GpuBuf>>,
     /// The backend's own zeroed words (see [`SPARE`]).
     spare: Option<GpuBuf>,
+    /// Split-K partial products (see [`SCRATCH`]), grown on demand.
+    scratch: Option<GpuBuf>,
 }
+
+/// Names the backend's scratch buffer for split-K partial products.
+pub(crate) const SCRATCH: BufId = BufId(usize::MAX - 1);
 
 /// Names the backend's own buffer of zeroed words, outside the ids it hands out (so
 /// every backend numbers the caller's buffers alike), for bindings a kernel declares
@@ -96,9 +101,21 @@ impl Buffers {
             .ok_or_else(|| Error::Backend(format!("buffer {} does not exist", id.0)))
     }
 
+    /// Makes the scratch buffer hold at least `len` floats; returns whether it was
+    /// replaced (bind groups holding the old one must go).
+    pub fn ensure_scratch(&mut self, ctx: &Context, len: usize) -> Result<bool> {
+        if self.scratch.as_ref().is_some_and(|s| s.len >= len) {
+            return Ok(false);
+        }
+        let grown = self.scratch.as_ref().map_or(0, |s| s.len.saturating_mul(2));
+        self.scratch = Some(Self::create(ctx, len.max(grown))?);
+        Ok(true)
+    }
+
     fn find(&self, id: BufId) -> Option<&GpuBuf> {
         match id {
             SPARE => self.spare.as_ref(),
+            SCRATCH => self.scratch.as_ref(),
             _ => self.bufs.get(id.0).and_then(Option::as_ref),
         }
     }

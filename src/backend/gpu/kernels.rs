@@ -5,7 +5,7 @@ use super::blocks::{
     activation_code, ClipParams, ColumnsParams, DataParams, ElementwiseParams, FeedbackParams,
     GemmParams, KernelParams, LayerEntry, LossParams, OptimizerParams, GROUP,
 };
-use super::buffers::{idx, F32, SPARE};
+use super::buffers::{idx, F32, SCRATCH, SPARE};
 use super::encode::Op;
 use super::params::{BLOCK_BYTES, MAX_GROUPED_LAYERS, TABLE_BYTES};
 use super::pipelines::{Kernel, NARROW_TILE, TILE};
@@ -59,6 +59,37 @@ const MAX_ELEMENTWISE_GROUPS: usize = 4096;
 /// 4 floats it reads then starts at a multiple of 4 floats, i.e. 16 bytes.
 fn vec4_loadable(offset: usize, ld: usize) -> bool {
     offset % 4 == 0 && ld % 4 == 0
+}
+
+/// Products whose 32x32 grid has fewer workgroups than this are split over K on a
+/// hardware GPU: a training step's skinny products (an 800 x 64 output is 50 tiles) would
+/// otherwise leave most of a large GPU's compute units idle while a few workgroups walk
+/// all of K alone. 256 is two workgroups for each of the ~128 compute units of a large
+/// GPU. An estimate from the kernels' shapes, to confirm on hardware
+/// (`bench_rules --gemm`); a software adapter's few threads are busy with a handful of
+/// workgroups already, so it never splits (the extra pass would only cost).
+const SPLIT_TARGET_GROUPS: usize = 256;
+/// Each slice keeps at least this much of K: below it the partial blocks' traffic and
+/// the reduction outweigh the parallelism gained.
+const MIN_SPLIT_K: usize = 256;
+/// At most this many slices.
+const MAX_SPLIT: usize = 16;
+
+/// How many slices of K a product with `groups` output workgroups and inner size `k`
+/// is split into (1: not split).
+fn split_slices(groups: usize, k: usize) -> usize {
+    if groups >= SPLIT_TARGET_GROUPS {
+        return 1;
+    }
+    (SPLIT_TARGET_GROUPS / groups.max(1))
+        .min(k / MIN_SPLIT_K)
+        .clamp(1, MAX_SPLIT)
+}
+
+/// `a * b` floats, or an error naming the overflow.
+fn checked_len(a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| Error::Backend("split-K scratch size overflows".into()))
 }
 
 /// The GEMM kernel for an `m` x `n` output (see [`WIDE_GEMM_MIN`] and
@@ -163,6 +194,7 @@ impl GpuBackend {
             vec_b: u32::from(vec4_loadable(op.b.offset, op.b.cols)),
             epilogue,
             e_off: idx(operand.offset)?,
+            ..Default::default()
         };
         let choice = match self.gemm_override {
             Some(forced) => forced,
@@ -181,6 +213,22 @@ impl GpuBackend {
         };
         let kernel = Kernel::Gemm(choice);
         let groups = [n.div_ceil(tile), m.div_ceil(tile), 1];
+        let slices = match (self.split_override, choice) {
+            (Some(s), _) => s,
+            (None, GemmKernel::Tile32) if !self.is_software() => {
+                split_slices(groups[0] * groups[1], k)
+            }
+            _ => 1,
+        };
+        // Below 17 k a split would leave one slice anyway.
+        if slices > 1 && k > 16 && choice != GemmKernel::Tile128 {
+            return self.split_gemm(
+                params,
+                (kernel, groups),
+                slices,
+                [op.c.buf, op.a.buf, op.b.buf, operand.buf],
+            );
+        }
         // A and B are bound again as vec4 views (bindings 4 and 5), then the
         // epilogue's operand (binding 6; C's buffer when there is none).
         let bufs = [
@@ -192,6 +240,47 @@ impl GpuBackend {
             operand.buf,
         ];
         self.dispatch(kernel, &bufs, &params, groups)
+    }
+
+    /// Records a product split over K into `slices` (see [`split_slices`]): each slice's
+    /// partial product into the scratch buffer, then one pass that sums them in order and
+    /// stores C with `params`' alpha, beta and epilogue. Not the same bits as the unsplit
+    /// product (another summation order), within the same error bound.
+    fn split_gemm(
+        &mut self,
+        params: GemmParams,
+        (kernel, groups): (Kernel, [usize; 3]),
+        slices: usize,
+        [c, a, b, operand]: [BufId; 4],
+    ) -> Result<()> {
+        let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
+        // Slices of a multiple of 16 k (the tile loop's step), so vec4 loads stay aligned.
+        let split = k.div_ceil(slices).next_multiple_of(16);
+        let slices = k.div_ceil(split);
+        let block = m * n;
+        let scratch = checked_len(block, slices)?;
+        if self.bufs.ensure_scratch(&self.ctx, scratch)? {
+            self.rec.forget(SCRATCH);
+        }
+        let partial = GemmParams {
+            c_off: 0,
+            ldc: params.n,
+            alpha: 1.0,
+            beta: 0.0,
+            epilogue: 0,
+            split: idx(split)?,
+            ..params
+        };
+        let grid = [groups[0], groups[1], slices];
+        self.dispatch(kernel, &[SCRATCH, a, b, a, b, SCRATCH], &partial, grid)?;
+        let reduce = GemmParams {
+            slices: idx(slices)?,
+            s_off: 0,
+            ..params
+        };
+        let bufs = [c, SCRATCH, SCRATCH, SCRATCH, SCRATCH, operand];
+        let groups = Self::elementwise_groups(block);
+        self.dispatch(Kernel::GemmReduce, &bufs, &reduce, groups)
     }
 
     /// The grid of a kernel striding over `len` elements (256 per workgroup, at most

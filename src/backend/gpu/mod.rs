@@ -41,6 +41,8 @@ pub struct GpuBackend {
     staging: Option<wgpu::Buffer>,
     /// Forces one GEMM kernel (see [`GpuBackend::force_gemm_kernel`]).
     gemm_override: Option<GemmKernel>,
+    /// Forces split-K (see [`GpuBackend::force_split_k`]).
+    split_override: Option<usize>,
 }
 
 /// The GEMM kernels, by output tile (see `gemm_dispatch` in `kernels.rs` for which one
@@ -94,6 +96,7 @@ impl GpuBackend {
             rec,
             staging: None,
             gemm_override: None,
+            split_override: None,
         })
     }
 
@@ -109,6 +112,15 @@ impl GpuBackend {
     #[doc(hidden)]
     pub fn force_gemm_kernel(&mut self, kernel: Option<GemmKernel>) {
         self.gemm_override = kernel;
+    }
+
+    /// Testing and benchmarking knob: `Some(s)` splits every 32x32- or 64x64-tile GEMM
+    /// over K into up to `s` slices (1: never), `None` (the default) splits skinny
+    /// products on hardware GPUs only. Split products sum in another order: within the
+    /// same error bound, not the same bits.
+    #[doc(hidden)]
+    pub fn force_split_k(&mut self, slices: Option<usize>) {
+        self.split_override = slices;
     }
 
     /// Command buffers submitted since the backend was created.

@@ -35,6 +35,8 @@ pub(crate) enum Kernel {
     /// A GEMM by its output tile: 64x64 and 32x32 (`shaders/gemm.wgsl` with `TILE` 64
     /// or 32), 128x128 (`shaders/gemm_wide.wgsl`).
     Gemm(GemmKernel),
+    /// Sums a split-K product's slices into C (`gemm_reduce` in `shaders/gemm.wgsl`).
+    GemmReduce,
     LayerGrads,
     Fill,
     BiasActivation,
@@ -58,10 +60,11 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    const ALL: [Kernel; 23] = [
+    const ALL: [Kernel; 24] = [
         Kernel::Gemm(GemmKernel::Tile64),
         Kernel::Gemm(GemmKernel::Tile32),
         Kernel::Gemm(GemmKernel::Tile128),
+        Kernel::GemmReduce,
         Kernel::LayerGrads,
         Kernel::Fill,
         Kernel::BiasActivation,
@@ -100,6 +103,7 @@ impl Kernel {
             Kernel::Gemm(GemmKernel::Tile64) => (0, "gemm"),
             Kernel::Gemm(GemmKernel::Tile32) => (1, "gemm"),
             Kernel::Gemm(GemmKernel::Tile128) => (2, "gemm_wide"),
+            Kernel::GemmReduce => (1, "gemm_reduce"),
             Kernel::LayerGrads => (3, "layer_grads"),
             Kernel::Fill => (4, "fill"),
             Kernel::BiasActivation => (4, "bias_activation"),
@@ -142,7 +146,7 @@ impl Kernel {
             Kernel::Optimizer => 5,
             // C, A, B, A and B again as vec4 views, the epilogue's operand.
             // grad_w, deltas, inputs, grad_b, then deltas and inputs as vec4 views.
-            Kernel::Gemm(_) | Kernel::LayerGrads => 6,
+            Kernel::Gemm(_) | Kernel::GemmReduce | Kernel::LayerGrads => 6,
         }
     }
 
