@@ -242,14 +242,7 @@ impl Backend for CpuBackend {
         if let Some(g) = op.guard {
             return self.guarded_optimizer_step(op, &g);
         }
-        let (mut w, r) = borrow(
-            &mut self.bufs,
-            &[op.params, op.state[0], op.state[1]],
-            &[op.grads],
-        )?;
-        let [params, s0, s1] = &mut w[..] else {
-            return Err(Error::Backend("optimizer regions".into()));
-        };
+        let ([params, s0, s1], grads) = pass_regions(&mut self.bufs, op)?;
         let step = op.step;
         const CHUNK: usize = 1 << 14;
         // The finiteness check rides along the update pass, so it costs no extra sweep.
@@ -257,7 +250,7 @@ impl Backend for CpuBackend {
             .par_chunks_mut(CHUNK)
             .zip(s0.par_chunks_mut(CHUNK))
             .zip(s1.par_chunks_mut(CHUNK))
-            .zip(r[0].par_chunks(CHUNK))
+            .zip(grads.par_chunks(CHUNK))
             .map(|(((p, a), b), g)| step.apply_slice(p, g, a, b))
             .reduce(|| true, |x, y| x && y);
         if !all_finite {
@@ -378,18 +371,11 @@ impl CpuBackend {
         if !divergence::host::may_update(g, r[0][0], w[0]) {
             return Ok(());
         }
-        let (mut w, r) = borrow(
-            &mut self.bufs,
-            &[op.params, op.state[0], op.state[1]],
-            &[op.grads],
-        )?;
-        let [params, s0, s1] = &mut w[..] else {
-            return Err(Error::Backend("optimizer regions".into()));
-        };
+        let ([params, s0, s1], grads) = pass_regions(&mut self.bufs, op)?;
         let mut first_bad = None;
         for i in 0..params.len() {
             let (mut p, mut a, mut b) = ([params[i]], [s0[i]], [s1[i]]);
-            if op.step.apply_slice(&mut p, &r[0][i..=i], &mut a, &mut b) {
+            if op.step.apply_slice(&mut p, &grads[i..=i], &mut a, &mut b) {
                 (params[i], s0[i], s1[i]) = (p[0], a[0], b[0]);
             } else {
                 first_bad.get_or_insert(op.params.offset + i);
@@ -400,6 +386,17 @@ impl CpuBackend {
             divergence::host::record_update(g, w[0], idx_u32(index)?);
         }
         Ok(())
+    }
+}
+
+/// An optimizer pass's parameters and two moments (written) and gradients (read).
+type PassRegions<'a> = ([&'a mut [f32]; 3], &'a [f32]);
+
+fn pass_regions<'a>(bufs: &'a mut [Vec<f32>], op: &OptimizerPass) -> Result<PassRegions<'a>> {
+    let (w, r) = borrow(bufs, &[op.params, op.state[0], op.state[1]], &[op.grads])?;
+    match (<[&mut [f32]; 3]>::try_from(w), r.first()) {
+        (Ok(w), Some(&g)) => Ok((w, g)),
+        _ => Err(Error::Backend("optimizer regions".into())),
     }
 }
 
