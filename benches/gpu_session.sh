@@ -24,6 +24,7 @@ dir="${2:-.gpu-bundle}"
 
 bundle() {
   mkdir -p "$dir"
+  rm -f "$dir"/*.gz "$dir/COMMIT"
   cargo build --release --example bench_rules --example mnist
   cp target/release/examples/bench_rules target/release/examples/mnist "$dir/"
   { git rev-parse HEAD && git status --porcelain --untracked-files=no | head -20; } \
@@ -38,10 +39,13 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["target"]["name"], m["executable"])' |
     while read -r name exe; do cp "$exe" "$dir/$name"; done
-  # Symbols stripped: the bundle and the repository must travel together in 64 MiB.
-  if command -v strip >/dev/null; then
-    for f in "$dir"/*; do [ -x "$f" ] && strip "$f"; done
-  fi
+  # Symbols stripped and gzipped (57 MB -> about 20): the bundle and the repository
+  # (13 MB, most of it data/mnist) must travel together in 64 MiB. `run` unpacks them.
+  for f in "$dir"/*; do
+    [ -f "$f" ] && [ -x "$f" ] || continue
+    if command -v strip >/dev/null; then strip "$f"; fi
+    gzip -9 -f "$f"
+  done
   du -sh "$dir"
 }
 
@@ -62,6 +66,20 @@ run() {
   local only=" ${ONLY:-tests gemm grid mnist dfa} "
   local py="${PYTHON:-python3}" tdev="${TORCH_DEVICE:-cuda}"
   local lim=() t0=$SECONDS
+  # The bundle's binaries, unpacked (gzip, or python3 where there is none).
+  bin="$(mktemp -d "${TMPDIR:-/tmp}/gpu-bundle.XXXXXX")"
+  trap 'rm -rf "$bin"' EXIT
+  for f in "$dir"/*; do
+    [ -f "$f" ] || continue
+    local name="${f##*/}"
+    case "$name" in
+      *.gz) if command -v gzip >/dev/null; then gzip -dc "$f" > "$bin/${name%.gz}"
+            else python3 -c 'import gzip,shutil,sys; shutil.copyfileobj(gzip.open(sys.argv[1]), sys.stdout.buffer)' "$f" > "$bin/${name%.gz}"; fi
+            chmod +x "$bin/${name%.gz}" ;;
+      COMMIT) ;;
+      *) cp "$f" "$bin/$name" ;;
+    esac
+  done
   [ -n "$limit" ] && lim=(--train-limit "$limit")
   export PLASTICITY_REQUIRE_GPU=1 PYTHONUNBUFFERED=1
 
@@ -94,7 +112,7 @@ run() {
     echo "gemm_shapes=$shapes"; echo "mnist_epochs=$mnist_epochs"
     echo "mnist_limit=$limit"; echo "dfa_epochs=$epochs"; echo "torch_device=$tdev"
     echo "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    [ -f "$dir/COMMIT" ] && echo "commit=$(head -1 "$dir/COMMIT")"
+    if [ -f "$dir/COMMIT" ]; then echo "commit=$(head -1 "$dir/COMMIT")"; fi
   } > "$out/run.txt"
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi -L | tee "$out/gpu.txt" || true
@@ -112,8 +130,8 @@ run() {
   if want tests; then
     section tests "GPU tests (kernels and whole steps against the CPU backend)"
     for t in gpu_kernels gpu_training gpu_rules gpu_spatial; do
-      if [ -x "$dir/$t" ]; then
-        SHOW=2 try logged "$out/test-$t.txt" "$dir/$t"
+      if [ -x "$bin/$t" ]; then
+        SHOW=2 try logged "$out/test-$t.txt" "$bin/$t"
       else
         echo "$t: not in the bundle" | tee -a "$out/failed.txt"
       fi
@@ -124,7 +142,7 @@ run() {
     section gemm "GEMM GFLOP/s: WGSL vs torch.matmul (FP32, TF32 off)"
     # Square sizes (against cuBLAS), then the skinny shapes of a batch-128 step, each on
     # every GPU kernel: the data for the rule that picks one by size.
-    SHOW=40 try logged "$out/gemm.txt" "$dir/bench_rules" --device gpu \
+    SHOW=40 try logged "$out/gemm.txt" "$bin/bench_rules" --device gpu \
         --gemm "$sizes${shapes:+,$shapes}" --json "$out/gemm.json"
     if [ "$have_torch" = 1 ]; then
       try logged "$out/torch-matmul.txt" "$py" benches/reference/torch_step.py \
@@ -134,7 +152,7 @@ run() {
 
   if want grid; then
     section grid "one training step: BP / FA / DFA over the grid (batch 128)"
-    SHOW=40 try logged "$out/grid.txt" "$dir/bench_rules" --device gpu --widths "$widths" \
+    SHOW=40 try logged "$out/grid.txt" "$bin/bench_rules" --device gpu --widths "$widths" \
         --depths "$depths" --batch 128 --json "$out/gpu.json" --plot "$out/gpu-speedup.svg"
     if [ "$have_torch" = 1 ]; then
       section torch-grid "the same steps in PyTorch eager"
@@ -148,7 +166,7 @@ run() {
   if want mnist; then
     for model in mlp lenet; do
       section "mnist-$model" "MNIST epochs, $model, BP, Adam 1e-3, batch 64 ($mnist_epochs epochs)"
-      try logged "$out/mnist-$model.txt" "$dir/mnist" --device gpu --rule bp \
+      try logged "$out/mnist-$model.txt" "$bin/mnist" --device gpu --rule bp \
           --model "$model" --epochs "$mnist_epochs" --lr-decay 1 "${lim[@]}"
       if [ "$have_torch" = 1 ]; then
         section "torch-mnist-$model" "the same epochs in PyTorch eager, data on the device"
@@ -161,7 +179,7 @@ run() {
 
   if want dfa && [ "$epochs" -gt 0 ]; then
     section mnist-dfa "MNIST 784-800-800-10 on the GPU (defaults: DFA, Adam, batch 64, $epochs epochs)"
-    try logged "$out/mnist-dfa.txt" "$dir/mnist" --device gpu --epochs "$epochs" "${lim[@]}"
+    try logged "$out/mnist-dfa.txt" "$bin/mnist" --device gpu --epochs "$epochs" "${lim[@]}"
   fi
 
   section report "report: $out/report.json, $out/report.md"
