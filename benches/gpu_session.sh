@@ -15,7 +15,9 @@
 # Overrides: WIDTHS, DEPTHS, GEMM_SIZES, GEMM_SHAPES, MNIST_EPOCHS (BP epochs, ours and
 # PyTorch's), MNIST_LIMIT (training images), EPOCHS (the DFA run; 0 skips it),
 # ONLY="tests gemm grid mnist dfa" (sections to run), PYTHON (the one with torch),
-# TORCH_DEVICE (cuda; cpu checks the PyTorch side without a GPU).
+# TORCH_DEVICE (cuda; cpu checks the PyTorch side without a GPU), CMD_TIMEOUT (seconds
+# one command may take, default 200; 600 with QUICK), BUDGET (seconds after which the
+# sections left are skipped, default 400; 0: no limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,11 +57,12 @@ run() {
   rm -f "$out/sections.tsv" "$out/failed.txt"
   local widths="256,1024,4096" depths="2,4,8,16" sizes="1024,2048,4096"
   local shapes="256x128x256,1024x128x1024,4096x128x4096"
-  local epochs=20 mnist_epochs=3 limit=""
+  local epochs=20 mnist_epochs=3 limit="" cmd_timeout=200 budget=400
   if [ -n "${QUICK:-}" ]; then
     widths="256"; depths="2,8"; sizes="512"; shapes="256x128x256"
-    epochs=1; mnist_epochs=1; limit=2000
+    epochs=1; mnist_epochs=1; limit=2000; cmd_timeout=600; budget=0
   fi
+  cmd_timeout="${CMD_TIMEOUT:-$cmd_timeout}" budget="${BUDGET:-$budget}"
   widths="${WIDTHS:-$widths}" depths="${DEPTHS:-$depths}"
   sizes="${GEMM_SIZES:-$sizes}" shapes="${GEMM_SHAPES-$shapes}" epochs="${EPOCHS:-$epochs}"
   mnist_epochs="${MNIST_EPOCHS:-$mnist_epochs}" limit="${MNIST_LIMIT:-$limit}"
@@ -96,21 +99,33 @@ run() {
       echo "FAILED (exit $rc): $*" | tee -a "$out/failed.txt"
     fi
   }
-  # Runs "$@" with its output in FILE, then shows its last lines.
+  # Runs "$@" with its output in FILE (at most cmd_timeout seconds: a hung GPU command
+  # must not eat the session), then shows its last lines.
+  local limiter=()
+  command -v timeout >/dev/null && limiter=(timeout -k 10 "$cmd_timeout")
   logged() {
     local file="$1" rc=0
     shift
-    "$@" > "$file" 2>&1 || rc=$?
+    "${limiter[@]}" "$@" > "$file" 2>&1 || rc=$?
+    [ "$rc" = 124 ] && echo "timed out after $cmd_timeout s" >> "$file"
     grep -v '^\s*$' "$file" | tail -n "${SHOW:-25}"
     return "$rc"
   }
-  want() { [[ "$only" == *" $1 "* ]]; }
+  # A section runs if ONLY names it and the time budget is not spent.
+  want() {
+    [[ "$only" == *" $1 "* ]] || return 1
+    if [ "$budget" -gt 0 ] && [ $((SECONDS - t0)) -ge "$budget" ]; then
+      echo "skipped $1: the ${budget} s budget is spent" | tee -a "$out/failed.txt"
+      return 1
+    fi
+  }
 
   {
     echo "quick=${QUICK:-}"
     echo "widths=$widths"; echo "depths=$depths"; echo "gemm_sizes=$sizes"
     echo "gemm_shapes=$shapes"; echo "mnist_epochs=$mnist_epochs"
     echo "mnist_limit=$limit"; echo "dfa_epochs=$epochs"; echo "torch_device=$tdev"
+    echo "cmd_timeout=$cmd_timeout"; echo "budget=$budget"
     echo "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
     if [ -f "$dir/COMMIT" ]; then echo "commit=$(head -1 "$dir/COMMIT")"; fi
   } > "$out/run.txt"
@@ -165,7 +180,7 @@ run() {
 
   if want mnist; then
     for model in mlp lenet; do
-      section "mnist-$model" "MNIST epochs, $model, BP, Adam 1e-3, batch 64 ($mnist_epochs epochs)"
+      section "mnist-$model" "MNIST epochs, $model, BP, Adam 1e-3, batch 64, epochs: $mnist_epochs"
       try logged "$out/mnist-$model.txt" "$bin/mnist" --device gpu --rule bp \
           --model "$model" --epochs "$mnist_epochs" --lr-decay 1 "${lim[@]}"
       if [ "$have_torch" = 1 ]; then
@@ -178,7 +193,7 @@ run() {
   fi
 
   if want dfa && [ "$epochs" -gt 0 ]; then
-    section mnist-dfa "MNIST 784-800-800-10 on the GPU (defaults: DFA, Adam, batch 64, $epochs epochs)"
+    section mnist-dfa "MNIST 784-800-800-10 on the GPU (defaults: DFA, Adam, batch 64, epochs: $epochs)"
     try logged "$out/mnist-dfa.txt" "$bin/mnist" --device gpu --epochs "$epochs" "${lim[@]}"
   fi
 

@@ -280,7 +280,7 @@ def targets(gemm_rows, grid_rows, mnist):
     out.append(target(
         "BP step faster than PyTorch eager BP (widths "
         f"{' and '.join(map(str, BP_TARGET_WIDTHS))}, batch {BP_TARGET_BATCH}), every depth",
-        low, 1.0, None if low is None else (low > 1.0 and complete),
+        low, 1.0, None if low is None or (low > 1.0 and not complete) else low > 1.0,
         (", ".join(f"w={w} d={d}: {v:.2f}x" for w, d, v in bp)
          + ("" if complete or not bp else " (not every width measured)")) or None))
     return out
@@ -301,6 +301,8 @@ def markdown(doc):
     dev = doc["device"]
     if dev.get("adapter"):
         md.append(f"wgpu adapter: {dev['adapter']}")
+    if doc.get("torch_device"):
+        md.append(f"PyTorch on: {doc['torch_device']}")
     smi = dev.get("nvidia_smi")
     if smi:
         md.append("nvidia-smi: " + ", ".join(f"{k} {v}" for k, v in smi.items()))
@@ -401,12 +403,21 @@ def main():
     mnist = read_mnist(r)
     device = read_device(r, grid_doc, gemm_doc)
     failed = [line for line in (r.text("failed.txt", None) or "").splitlines() if line]
+    goals = targets(gemm_rows, grid_rows, mnist)
+    for t in goals:
+        if t["pass"] is None:
+            r.missing.append(f"target without figures: {t['target']}")
+    adapter = (device.get("adapter") or "").lower()
+    if device.get("nvidia_smi_list") and any(
+            word in adapter for word in ("llvmpipe", "lavapipe", "swiftshader", "cpu)")):
+        r.missing.append(f"the crate ran on a software adapter ({device['adapter']}), "
+                         "not on the GPU nvidia-smi lists: check the Vulkan driver (ICD)")
     doc = {"device": device, "settings": settings, "sections": sections, "tests": tests,
            "gemm": gemm_rows,
            "torch_device": next((d.get("device") for d in (torch_matmul, grid_torch)
                                  if d and d.get("device")), None),
            "step_grid": grid_rows, "mnist": mnist,
-           "targets": targets(gemm_rows, grid_rows, mnist),
+           "targets": goals,
            "failed": failed, "missing": r.missing}
     with open(r.path("report.json"), "w") as f:
         json.dump(doc, f, indent=2)
