@@ -59,7 +59,7 @@ run() {
   local shapes="256x128x256,1024x128x1024,4096x128x4096"
   local epochs=20 mnist_epochs=3 limit="" cmd_timeout=200 budget=400
   if [ -n "${QUICK:-}" ]; then
-    widths="256"; depths="2,8"; sizes="512"; shapes="256x128x256"
+    widths="256"; depths="2,8"; sizes="256"; shapes="256x128x256"
     epochs=1; mnist_epochs=1; limit=2000; cmd_timeout=600; budget=0
   fi
   cmd_timeout="${CMD_TIMEOUT:-$cmd_timeout}" budget="${BUDGET:-$budget}"
@@ -83,6 +83,9 @@ run() {
       *) cp "$f" "$bin/$name" ;;
     esac
   done
+  if [ ! -x "$bin/bench_rules" ] || [ ! -x "$bin/mnist" ]; then
+    echo "warning: $dir holds no bench_rules/mnist: run 'benches/gpu_session.sh bundle' first"
+  fi
   [ -n "$limit" ] && lim=(--train-limit "$limit")
   export PLASTICITY_REQUIRE_GPU=1 PYTHONUNBUFFERED=1
 

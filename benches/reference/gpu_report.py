@@ -375,7 +375,7 @@ def markdown(doc):
                  "test acc torch", "submits / dispatches per epoch"], rows)
     dfa = doc["mnist"].get("dfa")
     if dfa:
-        md += ["", f"DFA run (the example's defaults): {len(dfa['epochs'])} epochs, "
+        md += ["", f"DFA run (the example's defaults): epochs: {len(dfa['epochs'])}, "
                f"median epoch {dfa['median_seconds']:.3f} s, final test accuracy "
                f"{100 * dfa['final_test_accuracy']:.2f}%."]
     md.append("")
