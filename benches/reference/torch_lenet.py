@@ -33,7 +33,6 @@ this process if set (and said so); the torch version, the thread count
 (torch.get_num_threads()), the CPU kernel level and the CPU model are printed.
 """
 
-import gzip
 import os
 import sys
 import time
@@ -42,15 +41,10 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grid  # noqa: E402  (pure Python: imports neither numpy nor torch)
-
-CLASSES = 10
-PARAMETERS = 61_706  # 156 + 2,416 + 48,120 + 10,164 + 850
-BUNDLED_MNIST = os.path.normpath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "mnist"))
-MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+# The IDX reader and the network, shared with torch_mnist_epoch.py; both import numpy and
+# torch only when called.
+from mnist_idx import BUNDLED_MNIST, CLASSES, load_mnist  # noqa: E402
+from torch_nets import LENET_PARAMETERS as PARAMETERS, lenet5  # noqa: E402
 
 
 def parse_args():
@@ -91,7 +85,6 @@ CLEARED = os.environ.pop("ATEN_CPU_CAPABILITY", None)
 try:
     import numpy as np
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
 except ImportError as err:
     sys.exit(f"torch_lenet.py needs PyTorch and NumPy ({err}): pip install torch numpy "
@@ -100,19 +93,6 @@ except ImportError as err:
 
 # --------------------------------------------------------------------------------------
 # The network and the step
-
-
-def lenet5():
-    """BioTorch's LeNetMNIST on 28x28 input: padding 2 on the first convolution gives the
-    shapes of its 32x32 input (28 -> 14 -> 10 -> 5 -> 1)."""
-    return nn.Sequential(
-        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # 6x14x14
-        nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),            # 16x5x5
-        nn.Conv2d(16, 120, kernel_size=5), nn.ReLU(),                           # 120x1x1
-        nn.Flatten(),
-        nn.Linear(120, 84), nn.ReLU(),
-        nn.Linear(84, CLASSES),
-    )
 
 
 class Trainer:
@@ -175,45 +155,10 @@ def time_step(args):
 # MNIST epochs
 
 
-def read_idx(path):
-    """An IDX file of unsigned bytes (gzipped or not) as a numpy array, checked."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
-        sys.exit(f"{path}: not an unsigned-byte IDX file")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    start = 4 + 4 * ndim
-    if len(raw) - start != int(np.prod(dims)):
-        sys.exit(f"{path}: header {dims} needs {int(np.prod(dims))} bytes, "
-                 f"file has {len(raw) - start}")
-    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
-
-
-def find_file(directory, name):
-    for candidate in (name + ".gz", name):
-        path = os.path.join(directory, candidate)
-        if os.path.isfile(path):
-            return path
-    sys.exit(f"--mnist {directory}: neither {name} nor {name}.gz exists")
-
-
-def load_mnist(directory):
-    """{"train": (x, y), "test": (x, y)}: x float32 [n, 1, 28, 28] in [0, 1], y int64."""
-    out = {}
-    for split, (images, labels) in MNIST_FILES.items():
-        x = read_idx(find_file(directory, images))
-        y = read_idx(find_file(directory, labels))
-        if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (x.shape[0],):
-            sys.exit(f"--mnist {directory}: {split} images {x.shape}, labels {y.shape}; "
-                     "expected [n, 28, 28] and [n]")
-        if y.max() >= CLASSES:
-            sys.exit(f"--mnist {directory}: {split} label {y.max()} >= {CLASSES}")
-        x = torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1)
-        out[split] = (x.contiguous(), torch.from_numpy(y.astype(np.int64)))
-    return out
+def load_tensors(directory):
+    """{"train": (x, y), "test": (x, y)}: x float32 [n, 1, 28, 28], y int64, as tensors."""
+    return {split: (torch.from_numpy(x).unsqueeze(1).contiguous(), torch.from_numpy(y))
+            for split, (x, y) in load_mnist(directory).items()}
 
 
 def evaluate(trainer, x, y, batch=1000):
@@ -227,7 +172,7 @@ def evaluate(trainer, x, y, batch=1000):
 
 
 def run_epochs(args):
-    data = load_mnist(args.mnist)
+    data = load_tensors(args.mnist)
     (x, y), (tx, ty) = data["train"], data["test"]
     print(f"MNIST from {args.mnist}: {len(y)} training, {len(ty)} test images "
           f"(pixels / 255); batch {args.batch}, lr {args.lr:g}, momentum 0.9, "

@@ -22,6 +22,7 @@ torch.optim.SGD(foreach=True).
     python3 benches/reference/torch_step.py --widths 1024 --depths 4,16 --batch 128 \\
         --json torch.json
     python3 benches/reference/torch_step.py --matmul 1024,2048,4096   # FP32 GEMM GFLOP/s
+    python3 benches/reference/torch_step.py --matmul 1024x128x1024    # M x K times K x N
     python3 benches/reference/torch_step.py --check               # DFA/FA == BP where they must
 
 Timing: --warmup untimed steps, then --repeats samples; each sample runs --inner steps and
@@ -65,22 +66,39 @@ def parse_args():
                    help="CPU only: torch.set_num_threads (default: torch's own choice)")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 matmuls (default off: FP32 throughout)")
-    p.add_argument("--matmul", default=None, metavar="N1,N2,...",
-                   help="instead of the grid, time torch.matmul FP32 on N x N matrices and "
-                        "print GFLOP/s")
+    p.add_argument("--matmul", default=None, metavar="N,MxNxK,...",
+                   help="instead of the grid, time torch.matmul FP32 on N x N matrices "
+                        "(or M x K times K x N, as bench_rules --gemm) and print GFLOP/s")
     p.add_argument("--check", action="store_true",
                    help="instead of timing, check the manual gradients against autograd "
                         "(DFA with B = W_out on one hidden layer, FA with B = W) and exit")
     p.add_argument("--json", default=None, metavar="FILE", help="write the results to FILE")
     args = p.parse_args()
     grid.set_grid(p, args)
-    args.matmul = grid.int_list(p, "--matmul", args.matmul) if args.matmul else None
+    args.matmul = matmul_shapes(p, args.matmul) if args.matmul else None
     if args.repeats < 1 or args.warmup < 0 or args.inner < 1:
         p.error("--repeats and --inner must be positive, --warmup not negative")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be positive")
     grid.set_rules(p, args)
     return args
+
+
+def matmul_shapes(p, text):
+    """--matmul N or MxNxK items (as bench_rules --gemm): (m, n, k) for an m x k times
+    k x n product."""
+    shapes = []
+    for item in text.split(","):
+        try:
+            dims = [int(d) for d in item.strip().split("x")]
+        except ValueError:
+            dims = []
+        if len(dims) == 1:
+            dims = dims * 3
+        if len(dims) != 3 or min(dims) < 1:
+            p.error(f"--matmul wants N or MxNxK items, comma-separated, got {item!r}")
+        shapes.append(tuple(dims))
+    return shapes
 
 
 ARGS = parse_args()
@@ -305,40 +323,41 @@ def run_grid(args, dev, name, threads):
 
 
 def run_matmul(args, dev, name, threads):
-    print(f"torch.matmul FP32 (TF32 {'on' if args.tf32 else 'off'}), N x N times N x N | "
+    print(f"torch.matmul FP32 (TF32 {'on' if args.tf32 else 'off'}), M x K times K x N | "
           f"{args.repeats} repeats x {args.inner} products after {args.warmup} warmup")
     print()
-    print("| N | median ms (min) | GFLOP/s (median) | GFLOP/s (best) |")
-    print("|--:|----------------:|-----------------:|---------------:|")
+    print("| m x n x k | median ms (min) | GFLOP/s (median) | GFLOP/s (best) |")
+    print("|----------:|----------------:|-----------------:|---------------:|")
     results = []
     gen = torch.Generator().manual_seed(0)
-    for n in args.matmul:
-        need = 3 * 4 * n * n
+    for m, n, k in args.matmul:
+        size = f"{m}x{n}x{k}"
+        need = 4 * (m * k + k * n + m * n)
         free = free_bytes(dev)
         if free is not None and need > 0.9 * free:
-            print(f"skipped (memory): N={n} needs {need / 2**30:.1f} GiB, "
+            print(f"skipped (memory): {size} needs {need / 2**30:.1f} GiB, "
                   f"{free / 2**30:.1f} GiB free")
             continue
         try:
-            a = torch.randn(n, n, generator=gen).to(dev)
-            b = torch.randn(n, n, generator=gen).to(dev)
-            c = torch.empty(n, n, device=dev)
+            a = torch.randn(m, k, generator=gen).to(dev)
+            b = torch.randn(k, n, generator=gen).to(dev)
+            c = torch.empty(m, n, device=dev)
             med, best, _ = grid.time_loop(lambda i: torch.matmul(a, b, out=c), args,
                                           sync=lambda: sync(dev))
         except Exception as err:  # noqa: BLE001
             if not is_oom(err):
                 raise
-            print(f"skipped (memory): N={n}: out of memory")
+            print(f"skipped (memory): {size}: out of memory")
             continue
         finally:
             a = b = c = None
             release(dev)
-        flop = 2.0 * n ** 3
-        row = {"n": n, "ms": round(med * 1e3, 5), "min_ms": round(best * 1e3, 5),
-               "gflops": round(flop / med / 1e9, 2),
+        flop = 2.0 * m * n * k
+        row = {"m": m, "n": n, "k": k, "ms": round(med * 1e3, 5),
+               "min_ms": round(best * 1e3, 5), "gflops": round(flop / med / 1e9, 2),
                "gflops_best": round(flop / best / 1e9, 2)}
         results.append(row)
-        print(f"| {n} | {row['ms']:.3f} ({row['min_ms']:.3f}) | {row['gflops']:.1f} | "
+        print(f"| {size} | {row['ms']:.3f} ({row['min_ms']:.3f}) | {row['gflops']:.1f} | "
               f"{row['gflops_best']:.1f} |", flush=True)
     return grid.report("torch", name, threads, [], matmul=results)
 
