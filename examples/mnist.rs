@@ -475,7 +475,7 @@ fn run() -> Result<()> {
         bar.finish_and_clear();
         let eval = trainer.evaluate(&test)?;
         println!(
-            "epoch {epoch:>3}  loss {:.4}  train acc {:6.2}%  test acc {:6.2}%  {seconds:6.2}s",
+            "epoch {epoch:>3}  loss {:.4}  train acc {:6.2}%  test acc {:6.2}%  {seconds:7.3}s",
             stats.loss,
             100.0 * stats.accuracy,
             100.0 * eval.accuracy
