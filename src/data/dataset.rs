@@ -19,7 +19,7 @@ pub struct Dataset {
     id: u64,
 }
 
-/// Equal contents, whatever their [`Dataset::id`].
+/// Equal contents (features, labels, sizes), whatever their ids.
 impl PartialEq for Dataset {
     fn eq(&self, other: &Self) -> bool {
         (self.dim, self.classes) == (other.dim, other.classes)
