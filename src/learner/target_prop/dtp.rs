@@ -258,3 +258,30 @@ impl Learner for Dtp {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_top_target_reads_back_and_old_checkpoints_get_the_inverse() {
+        for top in [TopTarget::Gradient, TopTarget::Inverse] {
+            let dtp = Dtp::default().with_top_target(top);
+            let mut back = Dtp::default().with_top_target(TopTarget::Gradient);
+            back.restore_state(&dtp.state()).unwrap();
+            assert_eq!(back.top_target(), top);
+        }
+        let mut state = Dtp::default().state();
+        state.retain(|(k, _)| k != "top_target");
+        let mut old = Dtp::default();
+        old.restore_state(&state).unwrap();
+        assert_eq!(old.top_target(), TopTarget::Inverse);
+        let mut bad = Dtp::default().state();
+        for (k, v) in &mut bad {
+            if k == "top_target" {
+                *v = "sideways".into();
+            }
+        }
+        assert!(Dtp::default().restore_state(&bad).is_err());
+    }
+}
