@@ -1,7 +1,8 @@
 //! The target-propagation learners `dtp` (Lee et al. 2015) and `ddtp` (DDTP-linear,
 //! Meulemans et al. 2020): targets that equal the activity move nothing, exact
-//! inverses carry each target onto the next layer's, the feedback learns to
-//! reconstruct, CPU and GPU agree, checkpoints resume bit for bit, and both learn MNIST.
+//! inverses carry each target onto the next layer's, `dtp`'s first target is a
+//! gradient step, the feedback learns to reconstruct, CPU and GPU agree, checkpoints
+//! resume bit for bit, and both learn MNIST.
 
 mod common;
 
@@ -12,7 +13,7 @@ use common::gpu::gpu;
 #[cfg(feature = "gpu")]
 use plasticity::backend::CpuBackend;
 use plasticity::data::{Dataset, Mnist};
-use plasticity::learner::target_prop::reconstruction_losses;
+use plasticity::learner::target_prop::{reconstruction_losses, TopTarget};
 use plasticity::learner::{Ddtp, Dtp, TargetPropSettings};
 use plasticity::{Activation, Device, Learner, Network, Optimizer, TrainConfig, Trainer};
 
@@ -28,6 +29,8 @@ fn settings(target_step: f32) -> TargetPropSettings {
 fn learner(name: &str, s: TargetPropSettings) -> Box<dyn Learner> {
     match name {
         "dtp" => Box::new(Dtp::new(s)),
+        // The output target through the output layer's inverse too.
+        "dtp-inverse" => Box::new(Dtp::new(s).with_top_target(TopTarget::Inverse)),
         _ => Box::new(Ddtp::new(s)),
     }
 }
@@ -55,7 +58,7 @@ fn batch() -> Vec<usize> {
 #[test]
 fn a_zero_target_step_leaves_every_hidden_layer_still() {
     let data = common::random_dataset(64, 20, 4, 1);
-    for name in ["dtp", "ddtp"] {
+    for name in ["dtp", "dtp-inverse", "ddtp"] {
         let mut t = trainer(dense_net(Activation::Tanh), name, settings(0.0));
         let before = t.network().unwrap();
         // An epoch trains the (random, imperfect) feedback; hidden layers get nothing.
@@ -129,7 +132,8 @@ fn with_exact_inverses_each_target_maps_onto_the_next() {
         }
     }
     net.set_params(&params).unwrap();
-    let mut t = trainer(net.clone(), "dtp", settings(0.5));
+    // Every target through an inverse, the output layer's included.
+    let mut t = trainer(net.clone(), "dtp-inverse", settings(0.5));
     for l in 0..2 {
         let (w, b) = (net.weights(l + 1).unwrap(), net.bias(l + 1).unwrap());
         let q = inverse(w, N);
@@ -171,9 +175,48 @@ fn with_exact_inverses_each_target_maps_onto_the_next() {
 }
 
 #[test]
+fn dtps_first_target_is_a_gradient_step() {
+    // Lee et al.'s t_{L-1} = h_{L-1} - η̂ W_L^T e: the top hidden layer's local delta
+    // (h - t) ⊙ f' / B is η̂ times backprop's, so its update is too.
+    let data = common::random_dataset(BATCH, 20, 4, 9);
+    let net = dense_net(Activation::Tanh);
+    let eta = 0.5;
+    let mut bp = Trainer::new(net.clone(), config(), Device::Cpu).unwrap();
+    let want = bp.update_direction(&data, &batch()).unwrap();
+    let top = [net.layout().weights(1), net.layout().bias(1)];
+    let output = [net.layout().weights(2), net.layout().bias(2)];
+    let mut misses = Vec::new();
+    for name in ["dtp", "dtp-inverse"] {
+        let mut t = trainer(net.clone(), name, settings(eta));
+        let got = t.update_direction(&data, &batch()).unwrap();
+        // The output layer learns from the true error either way.
+        for k in output.iter().flat_map(|r| r.clone()) {
+            assert!((got[k] - want[k]).abs() <= 1e-6, "{name}: output {k}");
+        }
+        let (mut miss, mut norm) = (0.0f64, 0.0f64);
+        for k in top.iter().flat_map(|r| r.clone()) {
+            let scaled = eta as f64 * want[k] as f64;
+            miss += (got[k] as f64 - scaled).powi(2);
+            norm += scaled.powi(2);
+        }
+        misses.push((miss / norm).sqrt());
+        // The layer below learns through the inverse.
+        let below = net.layout().weights(0);
+        assert!(got[below].iter().any(|&g| g != 0.0), "{name}: layer 0");
+    }
+    eprintln!("top layer's relative distance to η̂ BP: gradient {misses:?}");
+    assert!(misses[0] < 1e-5, "{misses:?}");
+    // Through the (random) inverse of the output layer it is not backprop's.
+    assert!(misses[1] > 0.1, "{misses:?}");
+}
+
+#[test]
 fn the_feedback_learns_to_reconstruct() {
     let data = common::random_dataset(128, 20, 4, 6);
-    for name in ["dtp", "ddtp"] {
+    // The feedback every target passes through: all of it, except the output layer's
+    // inverse under `dtp`'s gradient-step first target, which no target uses (it is
+    // trained all the same, and may fall behind a top layer that learns by gradient).
+    for (name, used) in [("dtp", 1), ("dtp-inverse", 2), ("ddtp", 2)] {
         let mut t = trainer(dense_net(Activation::Tanh), name, settings(0.1));
         t.update_direction(&data, &batch()).unwrap();
         let start = reconstruction_losses(&mut t).unwrap();
@@ -184,7 +227,7 @@ fn the_feedback_learns_to_reconstruct() {
         let end = reconstruction_losses(&mut t).unwrap();
         eprintln!("{name} reconstruction loss {start:?} -> {end:?}");
         assert_eq!(start.len(), 2);
-        for (a, b) in start.iter().zip(&end) {
+        for (a, b) in start.iter().zip(&end).take(used) {
             assert!(b < &(0.85 * a), "{name}: {start:?} -> {end:?}");
         }
     }
@@ -203,6 +246,7 @@ fn trainable(t: &Trainer) -> Vec<String> {
 fn the_gpu_trains_like_the_cpu() {
     let cases = [
         ("dtp", dense_net(Activation::Tanh), 20),
+        ("dtp-inverse", dense_net(Activation::Tanh), 20),
         ("ddtp", dense_net(Activation::Tanh), 20),
         ("ddtp", common::small_conv_net(), 36),
     ];
@@ -253,14 +297,16 @@ fn a_checkpoint_resumes_bit_for_bit_with_its_settings() {
         noise_std: 0.05,
         feedback_optimizer: Some(Optimizer::momentum(0.05, 0.9)),
     };
-    for name in ["dtp", "ddtp"] {
+    // `dtp-inverse` is `dtp` with its non-default top target: the built-in `dtp` the
+    // checkpoint rebuilds must take it from the file.
+    for name in ["dtp", "dtp-inverse", "ddtp"] {
         let mut t = trainer(dense_net(Activation::Tanh), name, s);
         for _ in 0..2 {
             t.train_epoch(&data, |_, _| {}).unwrap();
         }
         let bytes = t.checkpoint().unwrap().to_bytes().unwrap();
         let back = plasticity::Checkpoint::from_bytes(&bytes, std::path::Path::new(name)).unwrap();
-        assert_eq!(back.learner, name);
+        assert_eq!(back.learner, name.trim_end_matches("-inverse"));
         let mut resumed = Trainer::from_checkpoint(&back, Device::Cpu).unwrap();
         t.train_epoch(&data, |_, _| {}).unwrap();
         resumed.train_epoch(&data, |_, _| {}).unwrap();

@@ -2,7 +2,7 @@
 
 use super::{local_delta, output_step, Common, TargetPropSettings};
 use crate::backend::{Axpby, Epilogue, Gemm, LayerGrad, Noise};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::layer::LayerSpec;
 use crate::learner::{Learner, StepCx, TensorSpec};
 use crate::optim::Optimizer;
@@ -17,9 +17,47 @@ use crate::optim::Optimizer;
 /// `dtp.target.{l}`, the output's included). Each inverse descends its
 /// reconstruction loss `½‖g_{l+1}(f_{l+1}(h̃_l)) − h̃_l‖²` on corrupted activity
 /// `h̃_l = h_l + σ ε` (error in `dtp.error.{l}`), with respect to `Q`, `c` only.
+///
+/// The last hidden layer's target is set by [`TopTarget`]: Lee et al.'s gradient step
+/// (the default), or the output target through the output layer's inverse.
 #[derive(Debug, Clone)]
 pub struct Dtp {
     common: Common,
+    top: TopTarget,
+}
+
+/// How [`Dtp`] sets the last hidden layer's target `t_{L−1}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopTarget {
+    /// Lee et al. 2015's first target (their Algorithm 1): a step down the loss
+    /// gradient, `t_{L−1} = h_{L−1} − η̂ ∂ℓ/∂h_{L−1}` per sample, with
+    /// `∂ℓ/∂h_{L−1} = W_L^T ∂ℓ/∂z_L`. Only the layers below it go through inverses.
+    /// The output layer's inverse is still trained but unused: the learner keeps the
+    /// same tensors either way, so a checkpoint of either resumes through the built-in
+    /// `dtp`, which reads the setting back.
+    Gradient,
+    /// The output target `t_L` carried down through the learned inverse of the output
+    /// layer, like every other target (as Meulemans et al.'s code does).
+    Inverse,
+}
+
+impl TopTarget {
+    fn text(self) -> &'static str {
+        match self {
+            TopTarget::Gradient => "gradient",
+            TopTarget::Inverse => "inverse",
+        }
+    }
+
+    fn parse(text: &str) -> Result<TopTarget> {
+        match text {
+            "gradient" => Ok(TopTarget::Gradient),
+            "inverse" => Ok(TopTarget::Inverse),
+            _ => Err(Error::config(format!(
+                "dtp top_target {text:?}: expected gradient or inverse"
+            ))),
+        }
+    }
 }
 
 fn name(kind: &str, l: usize) -> String {
@@ -27,11 +65,24 @@ fn name(kind: &str, l: usize) -> String {
 }
 
 impl Dtp {
-    /// The learner with `settings`.
+    /// The learner with `settings`, the last hidden layer's target a gradient step
+    /// ([`TopTarget::Gradient`]).
     pub fn new(settings: TargetPropSettings) -> Dtp {
         Dtp {
             common: Common::new(settings),
+            top: TopTarget::Gradient,
         }
+    }
+
+    /// Sets how the last hidden layer's target is formed.
+    pub fn with_top_target(mut self, top: TopTarget) -> Dtp {
+        self.top = top;
+        self
+    }
+
+    /// How the last hidden layer's target is formed.
+    pub fn top_target(&self) -> TopTarget {
+        self.top
     }
 
     /// Its settings.
@@ -93,7 +144,26 @@ impl Learner for Dtp {
         output_step(cx, t_last, settings.target_step)?;
         let h_last = cx.output(last);
         cx.backend().axpby(&Axpby::new(t_last, 1.0, h_last, 1.0))?;
-        for l in (0..last).rev() {
+        // Lee et al.'s first target: t_{L−1} = h_{L−1} − η̂ B W_L^T δ_L.
+        let inverted = match self.top {
+            TopTarget::Gradient if last > 0 => {
+                let top = last - 1;
+                let t = cx.tensor(&name("target", top))?;
+                let (w, delta, h) = (cx.weights(last), cx.delta(last), cx.output(top));
+                let step = -settings.target_step * cx.batch() as f32;
+                let b = cx.backend();
+                b.axpby(&Axpby::copy(t, h))?;
+                b.gemm(&Gemm {
+                    alpha: step,
+                    beta: 1.0,
+                    ..Gemm::new(t, w, true, delta, false)
+                })?;
+                local_delta(cx, top, t)?;
+                top
+            }
+            _ => last,
+        };
+        for l in (0..inverted).rev() {
             let (q, c) = (
                 cx.tensor(&name("inverse", l))?,
                 cx.tensor(&name("inverse_bias", l))?,
@@ -172,10 +242,46 @@ impl Learner for Dtp {
     }
 
     fn state(&self) -> Vec<(String, String)> {
-        self.common.state()
+        let mut state = self.common.state();
+        state.push(("top_target".into(), self.top.text().into()));
+        state
     }
 
     fn restore_state(&mut self, state: &[(String, String)]) -> Result<()> {
-        self.common.restore_state(state)
+        // Checkpoints written before the setting existed used the inverse.
+        let top = match state.iter().find(|(k, _)| k == "top_target") {
+            Some((_, v)) => TopTarget::parse(v)?,
+            None => TopTarget::Inverse,
+        };
+        self.common.restore_state(state)?;
+        self.top = top;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_top_target_reads_back_and_old_checkpoints_get_the_inverse() {
+        for top in [TopTarget::Gradient, TopTarget::Inverse] {
+            let dtp = Dtp::default().with_top_target(top);
+            let mut back = Dtp::default().with_top_target(TopTarget::Gradient);
+            back.restore_state(&dtp.state()).unwrap();
+            assert_eq!(back.top_target(), top);
+        }
+        let mut state = Dtp::default().state();
+        state.retain(|(k, _)| k != "top_target");
+        let mut old = Dtp::default();
+        old.restore_state(&state).unwrap();
+        assert_eq!(old.top_target(), TopTarget::Inverse);
+        let mut bad = Dtp::default().state();
+        for (k, v) in &mut bad {
+            if k == "top_target" {
+                *v = "sideways".into();
+            }
+        }
+        assert!(Dtp::default().restore_state(&bad).is_err());
     }
 }
