@@ -325,6 +325,11 @@ fn divergence_on_the_device_is_found_at_the_cpus_step_with_the_parameters_intact
         eprintln!("{loss}: cpu: {cw} at step {cs}; gpu: {gw} at step {gs}");
         assert_eq!(cs, gs, "{loss}: cpu {c}, gpu {g}");
         assert_eq!(gpu_t.steps(), *gs);
+        assert_eq!(
+            (gpu_t.epochs(), cpu_t.epochs()),
+            (0, 0),
+            "{loss}: no epoch done"
+        );
         // The loss names the layer whose output went first; a parameter, its layer.
         let layer = |w: &str| w.split(" of layer ").nth(1).map(|l| l.to_string());
         if cw.starts_with("loss") {

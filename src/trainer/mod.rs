@@ -583,8 +583,9 @@ impl Trainer {
                 self.train_batch(data, batch)?;
                 on_batch(i + 1, total);
             }
+            let stats = self.read_stats(StatsSlot::Train)?;
             self.epochs += 1;
-            return self.read_stats(StatsSlot::Train);
+            return Ok(stats);
         };
         let order_m = self
             .resident
@@ -598,11 +599,13 @@ impl Trainer {
             on_batch(i + 1, total);
         }
         self.backend.flush()?;
-        self.epochs += 1;
-        self.read_stats(StatsSlot::Train).map_err(|e| {
+        let stats = self.read_stats(StatsSlot::Train).map_err(|e| {
             let batch_of = |step: u64| (step - first_step - 1) as usize * b;
             self.locate_device_divergence(e, stored, order_m, batch_of)
-        })
+        })?;
+        // Counted once it is known to have gone through, as on the CPU.
+        self.epochs += 1;
+        Ok(stats)
     }
 
     /// Gathers into the batch buffers the samples listed at `order`'s columns
