@@ -368,3 +368,55 @@ fn steps_with_every_product_split_over_k_match_the_cpu() {
         );
     }
 }
+
+#[test]
+fn a_changed_data_set_is_stored_again_and_trains_like_on_the_cpu() {
+    // Standardizing changes the features in place: the stored copy must not be reused
+    // (per-feature scaling leaves more than 256 values, so they are stored as floats),
+    // while a clone of an unchanged set is recognised.
+    use plasticity::data::{Scaling, Standardizer};
+    let Some(gpu) = gpu() else { return };
+    let mnist = Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST");
+    let mut data = mnist.train.take(300).unwrap();
+    let net = Network::builder(784)
+        .dense(16, Activation::Tanh)
+        .dense(10, Activation::Identity)
+        .seed(4)
+        .build()
+        .unwrap();
+    let config = TrainConfig {
+        optimizer: Optimizer::momentum(0.02, 0.9),
+        batch_size: 32,
+        ..Default::default()
+    };
+    let mut on_gpu = Trainer::with_backend(net.clone(), config, Box::new(gpu)).unwrap();
+    let mut on_cpu = Trainer::new(net, config, Device::Cpu).unwrap();
+    let bytes = |r: Residency| match r {
+        Residency::Device { byte_codes, .. } => byte_codes,
+        other => panic!("not stored: {other:?}"),
+    };
+    assert!(bytes(on_gpu.store_data(&data).unwrap()));
+    let before = on_gpu.work_counters().unwrap();
+    assert!(bytes(on_gpu.store_data(&data.clone()).unwrap()));
+    assert_eq!(on_gpu.work_counters().unwrap() - before, Default::default());
+    Standardizer::fit(&data, Scaling::Standardize)
+        .unwrap()
+        .apply(&mut data)
+        .unwrap();
+    assert!(
+        !bytes(on_gpu.store_data(&data).unwrap()),
+        "stored again, as floats"
+    );
+    let (g, c) = (
+        on_gpu.train_epoch(&data, |_, _| {}).unwrap(),
+        on_cpu.train_epoch(&data, |_, _| {}).unwrap(),
+    );
+    assert!(
+        (g.loss - c.loss).abs() < 1e-4,
+        "loss {} vs {}",
+        g.loss,
+        c.loss
+    );
+    let (pc, pg) = (on_cpu.network().unwrap(), on_gpu.network().unwrap());
+    common::assert_trained_close(pc.params(), pg.params(), "parameter");
+}
