@@ -92,6 +92,11 @@ ARGS = parse_args()
 # The BLAS reads its thread count when it is loaded: set it before importing numpy.
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
+# A reference must run on the machine's best kernel. OPENBLAS_CORETYPE (and the cache
+# size OPENBLAS_L2_SIZE) set by the environment force an older, slower OpenBLAS kernel:
+# clear them for this process, before OpenBLAS loads, and say so.
+CLEARED = {var: os.environ.pop(var) for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+           if var in os.environ}
 
 import numpy as np  # noqa: E402
 
@@ -213,11 +218,19 @@ def make_data(rng, batch, width, batches=4, normal=True):
 
 
 def blas_threads_text():
+    """The BLAS's threads and kernel, as threadpoolctl reports them (the kernel only with
+    threadpoolctl installed), and any kernel override cleared at start."""
+    cleared = "".join(f"; cleared {var}={value}" for var, value in CLEARED.items())
     try:
         from threadpoolctl import threadpool_info  # optional
-        return ",".join(str(i["num_threads"]) for i in threadpool_info())
     except ImportError:
-        return os.environ["OPENBLAS_NUM_THREADS"] + " (requested)"
+        return (os.environ["OPENBLAS_NUM_THREADS"] + " (requested; install threadpoolctl "
+                "to see the BLAS kernel)" + cleared)
+    pools = [i for i in threadpool_info() if i.get("user_api") == "blas"] or threadpool_info()
+    return ", ".join(
+        f"{i['num_threads']} ({i.get('internal_api', '?')} {i.get('version') or ''} "
+        f"kernel {i.get('architecture') or '?'})"
+        for i in pools) + cleared
 
 
 def run_fixed(args):
