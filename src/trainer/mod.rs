@@ -577,22 +577,11 @@ impl Trainer {
         let b = self.config.batch_size;
         let total = order.len().div_ceil(b);
         let first_step = self.steps;
-        let (stored, _) = self.resident.store(&mut *self.backend, data)?;
-        let Some(stored) = stored else {
-            for (i, batch) in order.chunks(b).enumerate() {
-                self.train_batch(data, batch)?;
-                on_batch(i + 1, total);
-            }
-            let stats = self.read_stats(StatsSlot::Train)?;
-            self.epochs += 1;
-            return Ok(stats);
-        };
-        let order_m = self
-            .resident
-            .write_order(&mut *self.backend, order.iter().copied())?;
+        let source = self.batches(data, &order)?;
         for i in 0..total {
-            let batch = self.gather(stored, order_m, i * b)?;
+            let batch = self.load_from(&source, i * b)?;
             self.record_step(batch)?;
+            // Eager backends ran the step already; a device runs K at a time.
             if (i + 1) % self.steps_per_submit == 0 {
                 self.backend.flush()?;
             }
@@ -601,27 +590,46 @@ impl Trainer {
         self.backend.flush()?;
         let stats = self.read_stats(StatsSlot::Train).map_err(|e| {
             let batch_of = |step: u64| (step - first_step - 1) as usize * b;
-            self.locate_device_divergence(e, stored, order_m, batch_of)
+            self.locate_device_divergence(e, &source, batch_of)
         })?;
         // Counted once it is known to have gone through, as on the CPU.
         self.epochs += 1;
         Ok(stats)
     }
 
-    /// Gathers into the batch buffers the samples listed at `order`'s columns
-    /// `first..` (up to a batch of them); returns how many.
-    fn gather(&mut self, stored: StoredData, order: Mat, first: usize) -> Result<usize> {
-        let batch = self.config.batch_size.min(order.len() - first);
-        let op = gather_op(
-            stored,
-            order,
-            first,
-            self.bufs.activation(0, batch),
-            self.bufs.targets(batch),
-        );
-        self.backend.gather(&op)?;
-        self.loaded = batch;
-        Ok(batch)
+    /// Where the batches of `data` in `order` come from: the set stored on the device
+    /// with `order` written beside it, or the host.
+    fn batches<'a>(&mut self, data: &'a Dataset, order: &'a [usize]) -> Result<Batches<'a>> {
+        Ok(match self.resident.store(&mut *self.backend, data)?.0 {
+            Some(stored) => {
+                let indices = self
+                    .resident
+                    .write_order(&mut *self.backend, order.iter().copied())?;
+                Batches::Device(stored, indices)
+            }
+            None => Batches::Host(data, order),
+        })
+    }
+
+    /// Loads into the batch buffers the samples at positions `first..` of the source's
+    /// order (up to a batch of them); returns how many.
+    fn load_from(&mut self, source: &Batches, first: usize) -> Result<usize> {
+        let batch = self.config.batch_size.min(source.len() - first);
+        match *source {
+            Batches::Host(data, order) => self.load_batch(data, &order[first..first + batch]),
+            Batches::Device(stored, order) => {
+                let op = gather_op(
+                    stored,
+                    order,
+                    first,
+                    self.bufs.activation(0, batch),
+                    self.bufs.targets(batch),
+                );
+                self.backend.gather(&op)?;
+                self.loaded = batch;
+                Ok(batch)
+            }
+        }
     }
 
     /// Stores `data` on the device (once: later calls with the same set, or a clone,
@@ -668,26 +676,12 @@ impl Trainer {
     pub fn evaluate(&mut self, data: &Dataset) -> Result<Evaluation> {
         self.check_data(data)?;
         self.backend.fill(self.bufs.stats(StatsSlot::Eval), 0.0)?;
-        let b = self.config.batch_size;
-        match self.resident.store(&mut *self.backend, data)?.0 {
-            Some(stored) => {
-                let order = self
-                    .resident
-                    .write_order(&mut *self.backend, 0..data.len())?;
-                for first in (0..data.len()).step_by(b) {
-                    let batch = self.gather(stored, order, first)?;
-                    self.forward(batch)?;
-                    self.loss_grad(batch, StatsSlot::Eval)?;
-                }
-            }
-            None => {
-                let indices: Vec<usize> = (0..data.len()).collect();
-                for chunk in indices.chunks(b) {
-                    let batch = self.load_batch(data, chunk)?;
-                    self.forward(batch)?;
-                    self.loss_grad(batch, StatsSlot::Eval)?;
-                }
-            }
+        let in_order: Vec<usize> = (0..data.len()).collect();
+        let source = self.batches(data, &in_order)?;
+        for first in (0..data.len()).step_by(self.config.batch_size) {
+            let batch = self.load_from(&source, first)?;
+            self.forward(batch)?;
+            self.loss_grad(batch, StatsSlot::Eval)?;
         }
         self.backend.flush()?;
         self.read_stats(StatsSlot::Eval)
@@ -912,13 +906,13 @@ impl Trainer {
     }
 
     /// Adds to a loss divergence found after a device epoch the first layer whose
-    /// output of that step's batch is non-finite: the batch is gathered again (at
-    /// `batch_of(step)` in `order`) and run forward on the parameters from before it.
+    /// output of that step's batch is non-finite: the batch is loaded again (at
+    /// `batch_of(step)` in the source's order) and run forward on the parameters from
+    /// before it.
     fn locate_device_divergence(
         &mut self,
         error: Error,
-        stored: StoredData,
-        order: Mat,
+        source: &Batches,
         batch_of: impl Fn(u64) -> usize,
     ) -> Error {
         let Error::Diverged { step, ref what, .. } = error else {
@@ -928,10 +922,10 @@ impl Trainer {
             return error;
         }
         let first = batch_of(step);
-        if first >= order.len() {
+        if first >= source.len() {
             return error;
         }
-        let batch = match self.gather(stored, order, first).and_then(|b| {
+        let batch = match self.load_from(source, first).and_then(|b| {
             self.forward(b)?;
             Ok(b)
         }) {
@@ -943,6 +937,24 @@ impl Trainer {
 
     fn check_loss(&mut self, slot: StatsSlot) -> Result<()> {
         self.read_stats(slot).map(|_| ())
+    }
+}
+
+/// Where an epoch's or an evaluation's batches come from, in their order.
+enum Batches<'a> {
+    /// Copied from the data set on the host, the samples at these indices.
+    Host(&'a Dataset, &'a [usize]),
+    /// Gathered from the set stored on the device through these indices.
+    Device(StoredData, Mat),
+}
+
+impl Batches<'_> {
+    /// Samples in the order.
+    fn len(&self) -> usize {
+        match self {
+            Batches::Host(_, order) => order.len(),
+            Batches::Device(_, order) => order.len(),
+        }
     }
 }
 
