@@ -19,7 +19,6 @@
 #![cfg(feature = "gpu")]
 
 use plasticity::backend::{Backend, TracingBackend};
-use plasticity::data::Mnist;
 use plasticity::{
     Activation, Device, Error, Loss, Network, Optimizer, Residency, Rule, TrainConfig, Trainer,
 };
@@ -147,7 +146,7 @@ fn dispatches_per_step_by_rule() {
 fn mnist_subset_learns_on_the_gpu() {
     let Some(gpu) = gpu() else { return };
     let name = gpu.name();
-    let mnist = Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST");
+    let mnist = common::mnist();
     let train = mnist.train.take(2000).unwrap();
     let net = Network::builder(784)
         .dense(64, Activation::Relu)
@@ -207,7 +206,7 @@ fn an_epoch_on_the_device_submits_every_k_steps_and_uploads_only_the_permutation
     // permutation (4 bytes a sample), submits once per K steps (+2: the epoch's
     // statistics reset and the final read), and reads back only the statistics.
     let Some(gpu) = gpu() else { return };
-    let mnist = Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST");
+    let mnist = common::mnist();
     let train = mnist.train.take(1250).unwrap();
     let net = Network::builder(784)
         .dense(32, Activation::Tanh)
@@ -376,7 +375,7 @@ fn a_changed_data_set_is_stored_again_and_trains_like_on_the_cpu() {
     // while a clone of an unchanged set is recognised.
     use plasticity::data::{Scaling, Standardizer};
     let Some(gpu) = gpu() else { return };
-    let mnist = Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST");
+    let mnist = common::mnist();
     let mut data = mnist.train.take(300).unwrap();
     let net = Network::builder(784)
         .dense(16, Activation::Tanh)

@@ -9,23 +9,14 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 #[cfg(feature = "gpu")]
 use common::gpu::gpu;
 use plasticity::backend::{Backend, CpuBackend};
-use plasticity::data::Mnist;
 use plasticity::layer::{Conv2d, Shape};
 use plasticity::learner::{KolenPollack, WeightMirror};
 use plasticity::{
     Activation, Checkpoint, Device, Learner, Network, Optimizer, Rule, TrainConfig, Trainer,
 };
-
-/// MNIST, decoded once for the whole file.
-fn mnist() -> &'static Mnist {
-    static DATA: OnceLock<Mnist> = OnceLock::new();
-    DATA.get_or_init(|| Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST in data/mnist"))
-}
 
 /// 784-256-256-256-10 tanh, seeded.
 fn mlp() -> Network {
@@ -50,7 +41,7 @@ fn mnist_config() -> TrainConfig {
 /// of the test images.
 fn angles(t: &mut Trainer) -> (Vec<f64>, Vec<f64>) {
     let batch: Vec<usize> = (0..t.config().batch_size).collect();
-    let a = t.alignment(&mnist().test, &batch).unwrap();
+    let a = t.alignment(&common::mnist().test, &batch).unwrap();
     (
         a.iter().filter_map(|a| a.feedback_angle).collect(),
         a.iter().filter_map(|a| a.update_angle).collect(),
@@ -67,7 +58,7 @@ fn fa() -> Box<dyn Learner> {
 
 #[test]
 fn kolen_pollack_aligns_its_feedback_within_one_mnist_epoch_where_fa_does_not() {
-    let train = &mnist().train;
+    let train = &common::mnist().train;
     let mut kp = trainer(Box::new(KolenPollack::default().with_decay(0.01)));
     let mut fa = trainer(fa());
     let (kp_start, kp_update_start) = angles(&mut kp);
@@ -92,7 +83,7 @@ fn kolen_pollack_aligns_its_feedback_within_one_mnist_epoch_where_fa_does_not() 
 #[test]
 fn weight_mirror_aligns_its_feedback_on_mnist_where_fa_does_not() {
     // A sixth of an epoch: the mirror needs no data, only steps.
-    let train = mnist().train.take(10_000).unwrap();
+    let train = common::mnist().train.take(10_000).unwrap();
     let mut wm = trainer(Box::new(WeightMirror::default()));
     let mut fa = trainer(fa());
     let (wm_start, _) = angles(&mut wm);

@@ -7,10 +7,12 @@
 //! to each) so that harmless numeric changes pass while a broken rule (chance level,
 //! or a large regression) fails.
 
+mod common;
+
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use plasticity::data::{Dataset, Mnist};
+use plasticity::data::Dataset;
 use plasticity::{
     Activation, Device, FeedbackInit, Loss, Network, Optimizer, Rule, TrainConfig, Trainer,
 };
@@ -30,7 +32,7 @@ fn mnist() -> &'static Subset {
     static DATA: OnceLock<Subset> = OnceLock::new();
     DATA.get_or_init(|| {
         let start = Instant::now();
-        let mnist = Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST in data/mnist");
+        let mnist = common::mnist();
         let subset = Subset {
             train: mnist.train.take(TRAIN_SAMPLES).unwrap(),
             test: mnist.test.take(TEST_SAMPLES).unwrap(),

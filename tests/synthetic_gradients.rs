@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use common::gpu::gpu;
 #[cfg(feature = "gpu")]
 use plasticity::backend::CpuBackend;
-use plasticity::data::{Dataset, Mnist};
+use plasticity::data::Dataset;
 use plasticity::layer::{Conv2d, Shape};
 use plasticity::learner::SyntheticGradients;
 use plasticity::{Activation, Device, Network, Optimizer, TrainConfig, Trainer};
@@ -314,7 +314,7 @@ const TEST_SAMPLES: usize = 2000;
 fn mnist() -> &'static (Dataset, Dataset) {
     static DATA: OnceLock<(Dataset, Dataset)> = OnceLock::new();
     DATA.get_or_init(|| {
-        let mnist = Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST in data/mnist");
+        let mnist = common::mnist();
         (
             mnist.train.take(TRAIN_SAMPLES).unwrap(),
             mnist.test.take(TEST_SAMPLES).unwrap(),

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use common::gpu::gpu;
 #[cfg(feature = "gpu")]
 use plasticity::backend::CpuBackend;
-use plasticity::data::{Dataset, Mnist};
+use plasticity::data::Dataset;
 use plasticity::learner::target_prop::{reconstruction_losses, TopTarget};
 use plasticity::learner::{Ddtp, Dtp, TargetPropSettings};
 use plasticity::{Activation, Device, Learner, Network, Optimizer, TrainConfig, Trainer};
@@ -371,7 +371,7 @@ struct Subset {
 fn mnist() -> &'static Subset {
     static DATA: OnceLock<Subset> = OnceLock::new();
     DATA.get_or_init(|| {
-        let mnist = Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST in data/mnist");
+        let mnist = common::mnist();
         Subset {
             train: mnist.train.take(6000).unwrap(),
             test: mnist.test.take(2000).unwrap(),

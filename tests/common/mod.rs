@@ -266,6 +266,14 @@ pub fn min_kink_distance(layers: &[LayerSpec], params: &[f64], xs: &[Vec<f64>]) 
     min
 }
 
+/// MNIST from the repository's `data/mnist`, decoded once per test binary (about a
+/// second) and shared by its tests.
+pub fn mnist() -> &'static plasticity::data::Mnist {
+    use plasticity::data::Mnist;
+    static DATA: std::sync::OnceLock<Mnist> = std::sync::OnceLock::new();
+    DATA.get_or_init(|| Mnist::load(Mnist::bundled_dir()).expect("bundled MNIST in data/mnist"))
+}
+
 /// The learner tests' small conv net: 1x6x6 input, conv 3@3x3 (padding 1, tanh), max
 /// pool 2, flatten, dense 12 tanh, dense 4.
 pub fn small_conv_net() -> Network {
