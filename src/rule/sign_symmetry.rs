@@ -45,7 +45,7 @@ pub(super) fn prepare(
                         fan,
                         fan_in,
                     };
-                    init.fill_shaped(&mut values, &shape, rng)?;
+                    init.fill_shaped_parallel(&mut values, &shape, rng)?;
                     backend.write(m.buf, m.offset, &values)?;
                 }
                 backend.sign_feedback(b, w, Some(m), 1.0)?;
