@@ -22,6 +22,14 @@ use crate::error::{Error, Result};
 const PARALLEL_GEMM_MIN_MACS: usize = 1 << 18;
 /// Elementwise passes shorter than this run on one thread.
 const PARALLEL_ELEMENTWISE_MIN: usize = 1 << 16;
+/// `C = Aᵀ B` products (BP's `Wᵀ δ`) with at least this many rows of `C` and this depth
+/// run faster written column-major into scratch and transposed into place: faer then
+/// packs the large transposed operand in its favour. Measured on a 2-core Xeon
+/// (AVX-512), batch 32-512: 1.03-1.9x for 1024-4096 rows, slower below 1024 (0.7-0.98x at
+/// 512-784 rows). Narrow products (a batch of a few samples) stay as they are.
+const COLUMN_MAJOR_MIN_ROWS: usize = 1024;
+const COLUMN_MAJOR_MIN_DEPTH: usize = 512;
+const COLUMN_MAJOR_MIN_COLS: usize = 16;
 
 /// How [`Backend::layer_grads`] spreads independent layers over the CPU's threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +49,8 @@ pub enum LayerParallelism {
 pub struct CpuBackend {
     bufs: Vec<Vec<f32>>,
     layer_parallelism: LayerParallelism,
+    /// Column-major products before they are transposed into place.
+    scratch: Vec<f32>,
 }
 
 impl CpuBackend {
@@ -118,7 +128,24 @@ impl Backend for CpuBackend {
         } else {
             Par::Seq
         };
-        gemm_slices(op, w[0], r[0], r[1], par);
+        let column_major = op.trans_a
+            && !op.trans_b
+            && op.beta == 0.0
+            && op.c.rows >= COLUMN_MAJOR_MIN_ROWS
+            && op.a.rows >= COLUMN_MAJOR_MIN_DEPTH
+            && op.c.cols >= COLUMN_MAJOR_MIN_COLS;
+        if column_major {
+            let scratch = &mut self.scratch;
+            scratch.resize(op.c.len(), 0.0);
+            let a = MatRef::from_row_major_slice(r[0], op.a.rows, op.a.cols).transpose();
+            let b = MatRef::from_row_major_slice(r[1], op.b.rows, op.b.cols);
+            let c = MatMut::from_column_major_slice_mut(scratch, op.c.rows, op.c.cols);
+            matmul(c, Accum::Replace, a, b, op.alpha, par);
+            super::simd_state::clear_upper();
+            transpose_into(w[0], scratch, op.c.cols);
+        } else {
+            gemm_slices(op, w[0], r[0], r[1], par);
+        }
         Ok(())
     }
 
@@ -163,9 +190,26 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let reads = check_sign_feedback(out, w, magnitude)?;
         let (mut o, r) = borrow(&mut self.bufs, &[out], &reads)?;
-        for (i, b) in o[0].iter_mut().enumerate() {
-            let m = r.get(1).map_or(1.0, |m| m[i].abs());
-            *b = scale * m * sign(r[0][i]);
+        // Chunks of rows in parallel, and one loop per variant so each vectorises: this
+        // runs over every feedback weight before every sign-symmetric backward pass.
+        const CHUNK: usize = 1 << 14;
+        let parallel = out.len() >= PARALLEL_ELEMENTWISE_MIN;
+        let chunks = |o: &mut [f32], w: &[f32], m: Option<&[f32]>| match m {
+            None => o.iter_mut().zip(w).for_each(|(b, &w)| *b = scale * sign(w)),
+            Some(m) => o
+                .iter_mut()
+                .zip(w)
+                .zip(m)
+                .for_each(|((b, &w), &m)| *b = scale * m.abs() * sign(w)),
+        };
+        let (o, w, m) = (&mut *o[0], r[0], r.get(1).copied());
+        if parallel {
+            o.par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| {
+                let range = i * CHUNK..i * CHUNK + o.len();
+                chunks(o, &w[range.clone()], m.map(|m| &m[range]))
+            });
+        } else {
+            chunks(o, w, m);
         }
         Ok(())
     }
@@ -420,15 +464,10 @@ impl GradJob<'_> {
     }
 }
 
-/// `sign(v)` with `sign(0) = 0`, like WGSL's `sign` (`f32::signum(0.0)` is 1).
+/// `sign(v)` with `sign(0) = 0`, like WGSL's `sign` (`f32::signum(0.0)` is 1), and 0 for
+/// NaN; branch-free so loops over it vectorise.
 fn sign(v: f32) -> f32 {
-    if v > 0.0 {
-        1.0
-    } else if v < 0.0 {
-        -1.0
-    } else {
-        0.0
-    }
+    (v > 0.0) as u8 as f32 - (v < 0.0) as u8 as f32
 }
 
 /// Finish time of `work` spread over `threads` by assigning each job, largest first,
@@ -464,6 +503,28 @@ fn row_sums(out: &mut [f32], m: &[f32], cols: usize) {
 }
 
 /// Runs a checked [`Gemm`] on host slices.
+/// `dst` (row-major, rows of `cols`) from `src`, the same matrix column-major, in
+/// cache-sized tiles, in parallel over bands of rows when large.
+fn transpose_into(dst: &mut [f32], src: &[f32], cols: usize) {
+    const TILE: usize = 32;
+    let rows = dst.len() / cols.max(1);
+    let band = |(band, dst): (usize, &mut [f32])| {
+        let r0 = band * TILE;
+        for c0 in (0..cols).step_by(TILE) {
+            for (i, row) in dst.chunks_mut(cols).enumerate() {
+                for c in c0..(c0 + TILE).min(cols) {
+                    row[c] = src[c * rows + r0 + i];
+                }
+            }
+        }
+    };
+    if dst.len() >= PARALLEL_ELEMENTWISE_MIN {
+        dst.par_chunks_mut(TILE * cols).enumerate().for_each(band);
+    } else {
+        dst.chunks_mut(TILE * cols).enumerate().for_each(band);
+    }
+}
+
 fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
     let a_view = MatRef::from_row_major_slice(a, op.a.rows, op.a.cols);
     let b_view = MatRef::from_row_major_slice(b, op.b.rows, op.b.cols);
@@ -489,4 +550,77 @@ fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
     matmul(c_view, accum, a_view, b_view, op.alpha, par);
     // The scalar passes that follow are SSE code: no upper-state penalty for them.
     super::simd_state::clear_upper();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `C = alpha Aᵀ B` through the backend (column-major scratch over the thresholds)
+    /// against the plain row-major product and f64 sums, to rounding.
+    fn transposed_product(rows: usize, depth: usize, cols: usize) {
+        let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5;
+        let a: Vec<f32> = (0..depth * rows).map(|i| value(i, 1)).collect();
+        let b: Vec<f32> = (0..depth * cols).map(|i| value(i, 2)).collect();
+        let mut backend = CpuBackend::new();
+        let (ab, bb, cb) = (
+            backend.alloc(a.len()).unwrap(),
+            backend.alloc(b.len()).unwrap(),
+            backend.alloc(rows * cols).unwrap(),
+        );
+        backend.write(ab, 0, &a).unwrap();
+        backend.write(bb, 0, &b).unwrap();
+        backend.fill(Mat::new(cb, 0, rows, cols), f32::NAN).unwrap();
+        let op = Gemm {
+            alpha: 0.5,
+            ..Gemm::new(
+                Mat::new(cb, 0, rows, cols),
+                Mat::new(ab, 0, depth, rows),
+                true,
+                Mat::new(bb, 0, depth, cols),
+                false,
+            )
+        };
+        backend.gemm(&op).unwrap();
+        let got = backend.read(cb, 0, rows * cols).unwrap();
+        let mut plain = vec![0.0; rows * cols];
+        gemm_slices(&op, &mut plain, &a, &b, Par::Seq);
+        for i in 0..rows {
+            for j in 0..cols {
+                let (exact, magnitude) = (0..depth)
+                    .map(|k| a[k * rows + i] as f64 * b[k * cols + j] as f64)
+                    .fold((0.0, 0.0), |(s, m), t| (s + t, m + t.abs()));
+                let tolerance = 1e-6 * magnitude;
+                let (g, p) = (got[i * cols + j] as f64, plain[i * cols + j] as f64);
+                assert!(
+                    (g - 0.5 * exact).abs() <= tolerance && (g - p).abs() <= tolerance,
+                    "{rows}x{depth}x{cols} at ({i}, {j}): {g} against {p} row-major, {} exact",
+                    0.5 * exact
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_products_written_column_major_match_the_row_major_ones() {
+        // Over the threshold, with rows and columns that are not multiples of the tile.
+        transposed_product(COLUMN_MAJOR_MIN_ROWS + 37, COLUMN_MAJOR_MIN_DEPTH, 45);
+        transposed_product(COLUMN_MAJOR_MIN_ROWS, COLUMN_MAJOR_MIN_DEPTH + 1, 16);
+        // Under it: the plain path.
+        transposed_product(100, 64, 33);
+    }
+
+    #[test]
+    fn transpose_into_handles_partial_tiles() {
+        for (rows, cols) in [(1, 1), (33, 7), (64, 65), (3, 100)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let mut dst = vec![0.0; rows * cols];
+            transpose_into(&mut dst, &src, cols);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[i * cols + j], src[j * rows + i]);
+                }
+            }
+        }
+    }
 }
