@@ -9,7 +9,9 @@
 //! The network is `784 - hidden... - 10` (tanh hidden, identity output, softmax
 //! cross-entropy), trained with plain SGD on random data. `--breakdown` also times the
 //! step's matrix products as bare faer GEMMs (same shapes, layout and threading as the
-//! CPU backend) and its elementwise passes, to show where a step's time goes.
+//! CPU backend, and each shape with untransposed operands) and its elementwise passes,
+//! to show where a step's time goes, and prints each rule's floor: its products each at
+//! their best, summed, with the step's time against it.
 
 use std::time::Duration;
 
@@ -182,8 +184,10 @@ fn main() -> Result<()> {
     println!(
         "| rule | median ms | min ms | samples/s (median) |\n|------|----------:|-------:|-------------------:|"
     );
+    let mut steps = Vec::new();
     for &rule in &args.rules {
         let t = time_rule(&args, rule, &data)?;
+        steps.push((rule, ms(t.median)));
         println!(
             "| {:<4} | {:>9.2} | {:>6.2} | {:>18.0} |",
             rule.name(),
@@ -193,7 +197,7 @@ fn main() -> Result<()> {
         );
     }
     if args.breakdown {
-        breakdown(&args)?;
+        breakdown(&args, &steps)?;
     }
     Ok(())
 }
@@ -224,6 +228,16 @@ impl Product {
 
     fn macs(&self) -> usize {
         self.m * self.k * self.n
+    }
+
+    /// The same shape with both operands stored untransposed.
+    fn untransposed(&self) -> Product {
+        Product {
+            what: self.what.clone(),
+            trans_a: false,
+            trans_b: false,
+            ..*self
+        }
     }
 
     fn run(&self, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
@@ -268,19 +282,20 @@ fn backend_par(p: &Product) -> Par {
     }
 }
 
-fn row(what: &str, t: &Timing, gflops: Option<f64>) {
+fn row(what: &str, t: &Timing, gflops: Option<f64>, best_ms: Option<f64>) {
     let rate = gflops.map_or(String::from("-"), |g| {
         format!("{:.1}", g / t.median.as_secs_f64())
     });
+    let best = best_ms.map_or(String::from("-"), |b| format!("{b:.3}"));
     println!(
-        "| {what:<44} | {:>9.3} | {:>6.3} | {rate:>8} |",
+        "| {what:<44} | {:>9.3} | {:>6.3} | {rate:>8} | {best:>7} |",
         ms(t.median),
         ms(t.min)
     );
 }
 
 /// Times the pieces of a step in isolation.
-fn breakdown(args: &Args) -> Result<()> {
+fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
     let (warmup, repeats) = (args.warmup.max(3), args.repeats.max(20));
     let batch = args.batch;
     let mut dims = vec![INPUTS];
@@ -330,32 +345,70 @@ fn breakdown(args: &Args) -> Result<()> {
         })
         .collect();
 
+    // IFA: B_1 e into the first hidden layer, then up through the hidden layers' own
+    // weights (forward-shaped products).
+    let ifa: Vec<Product> = std::iter::once(Product::new(
+        format!("ifa  B1 e   ({}x{CLASSES} . {CLASSES}x{batch})", dims[1]),
+        (dims[1], CLASSES, batch),
+        false,
+        false,
+    ))
+    .chain((1..layers - 1).map(|l| {
+        let what = format!(
+            "ifa  W{l} δ  ({}x{} . {}x{batch})",
+            dims[l + 1],
+            dims[l],
+            dims[l]
+        );
+        Product::new(what, (dims[l + 1], dims[l], batch), false, false)
+    }))
+    .collect();
+
     println!();
-    println!("Breakdown: bare faer GEMMs (row-major, as the CPU backend calls them) and elementwise passes");
+    println!("Breakdown: bare faer GEMMs (row-major, as the CPU backend calls them; \"best\" adds the same shape with untransposed operands) and elementwise passes");
     println!();
     println!(
-        "| piece {:<38} | median ms | min ms | GFLOP/s |\n|{}|----------:|-------:|--------:|",
+        "| piece {:<38} | median ms | min ms | GFLOP/s | best ms |\n|{}|----------:|-------:|--------:|--------:|",
         "",
         "-".repeat(46)
     );
-    let mut total = |products: &[Product], par_of: &dyn Fn(&Product) -> Par| -> Result<f64> {
-        let mut sum = 0.0;
-        for p in products {
+    // Each product's median as the backend runs it, and its best: the lower of that and
+    // the same shape with both operands untransposed (what a transposed product could
+    // reach laid out in faer's favour).
+    let mut time = |p: &Product, par: Par| -> Result<(f64, f64)> {
+        let mut measure = |p: &Product| -> Result<Timing> {
             let mut o = Operands::new(p, &mut rng);
-            let par = par_of(p);
-            let t = time_repeated(warmup, repeats, || {
+            time_repeated(warmup, repeats, || {
                 p.run(&mut o.c, &o.a, &o.b, par);
                 Ok(())
-            })?;
-            row(&p.what, &t, Some(2.0 * p.macs() as f64 * 1e-9));
-            sum += ms(t.median);
-        }
-        Ok(sum)
+            })
+        };
+        let t = measure(p)?;
+        let best = if p.trans_a || p.trans_b {
+            ms(t.median).min(ms(measure(&p.untransposed())?.median))
+        } else {
+            ms(t.median)
+        };
+        row(&p.what, &t, Some(2.0 * p.macs() as f64 * 1e-9), Some(best));
+        Ok((ms(t.median), best))
     };
-    let fwd_ms = total(&forward, &backend_par)?;
-    let chain_ms = total(&chain, &backend_par)?;
-    let dfa_ms = total(std::slice::from_ref(&dfa), &backend_par)?;
-    let grads_ms = total(&grads, &|_| Par::rayon(rayon::current_num_threads()))?;
+    // Per product: (median as the backend runs it, best).
+    let mut each =
+        |products: &[Product], par_of: &dyn Fn(&Product) -> Par| -> Result<Vec<(f64, f64)>> {
+            products.iter().map(|p| time(p, par_of(p))).collect()
+        };
+    let sums = |times: &[(f64, f64)]| -> (f64, f64) {
+        times
+            .iter()
+            .fold((0.0, 0.0), |(s, b), &(t, best)| (s + t, b + best))
+    };
+    let (fwd_ms, fwd_best) = sums(&each(&forward, &backend_par)?);
+    let (chain_ms, chain_best) = sums(&each(&chain, &backend_par)?);
+    let (dfa_ms, dfa_best) = sums(&each(std::slice::from_ref(&dfa), &backend_par)?);
+    let (_, ifa_best) = sums(&each(&ifa, &backend_par)?);
+    let grad_times = each(&grads, &|_| Par::rayon(rayon::current_num_threads()))?;
+    let (grads_ms, _) = sums(&grad_times);
+    let last_grad_ms = grad_times[layers - 1].1;
 
     // The backend's default (`LayerParallelism::Auto`) runs the gradient products one per
     // thread when there are at least as many layers as threads.
@@ -371,6 +424,7 @@ fn breakdown(args: &Args) -> Result<()> {
         "grad, all layers across threads (Par::Seq)",
         &across,
         Some(grad_flops),
+        None,
     );
 
     // Elementwise: bias + tanh over every hidden output, the tanh derivative, SGD update.
@@ -395,6 +449,7 @@ fn breakdown(args: &Args) -> Result<()> {
         &format!("tanh over {hidden_len} hidden outputs"),
         &tanh,
         None,
+        None,
     );
     let hz = z.clone();
     let dtanh = time_repeated(warmup, repeats, || {
@@ -407,6 +462,7 @@ fn breakdown(args: &Args) -> Result<()> {
         &format!("tanh' over {hidden_len} hidden deltas"),
         &dtanh,
         None,
+        None,
     );
     let params: usize = (0..layers).map(|l| dims[l + 1] * (dims[l] + 1)).sum();
     let mut w: Vec<f32> = vec![0.5; params];
@@ -417,10 +473,15 @@ fn breakdown(args: &Args) -> Result<()> {
             .for_each(|(w, g)| w.iter_mut().zip(g).for_each(|(w, g)| *w -= 0.01 * g));
         Ok(())
     })?;
-    row(&format!("sgd w -= lr g over {params} params"), &sgd, None);
+    row(
+        &format!("sgd w -= lr g over {params} params"),
+        &sgd,
+        None,
+        None,
+    );
 
-    // The CPU backend's optimizer pass: `UpdateStep::apply` per element over params, the
-    // two state buffers and the gradient, with a finiteness check folded in.
+    // The CPU backend's optimizer pass: `UpdateStep::apply_slice` per chunk over params,
+    // the two state buffers and the gradient, with a finiteness check folded in.
     let step = Optimizer::sgd(0.01).step_params(1);
     let (mut s0, mut s1) = (vec![0.0f32; params], vec![0.0f32; params]);
     let backend_sgd = time_repeated(warmup, repeats, || {
@@ -430,14 +491,7 @@ fn breakdown(args: &Args) -> Result<()> {
             .zip(s0.par_chunks_mut(CHUNK))
             .zip(s1.par_chunks_mut(CHUNK))
             .zip(g.par_chunks(CHUNK))
-            .map(|(((p, a), b), g)| {
-                let mut finite = true;
-                for i in 0..p.len() {
-                    step.apply(&mut p[i], g[i], &mut a[i], &mut b[i]);
-                    finite &= p[i].is_finite();
-                }
-                finite
-            })
+            .map(|(((p, a), b), g)| step.apply_slice(p, g, a, b))
             .reduce(|| true, |x, y| x && y);
         if finite {
             Ok(())
@@ -445,19 +499,44 @@ fn breakdown(args: &Args) -> Result<()> {
             Err(Error::Backend("non-finite parameters".into()))
         }
     })?;
-    row("sgd as the backend's optimizer pass", &backend_sgd, None);
+    row(
+        "sgd as the backend's optimizer pass",
+        &backend_sgd,
+        None,
+        None,
+    );
 
-    let elementwise = ms(tanh.median) + ms(dtanh.median) + ms(sgd.median);
+    let elementwise = ms(tanh.median) + ms(dtanh.median) + ms(backend_sgd.median);
     println!();
     println!("Sums of medians (ms): forward GEMMs {fwd_ms:.2}, BP/FA delta chain {chain_ms:.2}, \
               DFA delta {dfa_ms:.2}, gradient GEMMs {grads_ms:.2} sequential / {:.2} across layers, \
               elementwise {elementwise:.2}",
              ms(across.median));
-    let best_grads = grads_ms.min(ms(across.median));
-    println!(
-        "Bare lower bound per step (ms): BP/FA {:.2}, DFA {:.2}",
-        fwd_ms + chain_ms + best_grads + elementwise,
-        fwd_ms + dfa_ms + best_grads + elementwise
-    );
+
+    // The floor: every product of the step at its best, summed (no elementwise work).
+    let grads_best = grads_ms.min(ms(across.median));
+    let floor = |rule: Rule| -> f64 {
+        fwd_best
+            + match rule {
+                Rule::DirectFeedbackAlignment | Rule::DirectRandomTargetProjection => {
+                    dfa_best + grads_best
+                }
+                Rule::IndirectFeedbackAlignment => ifa_best + grads_best,
+                Rule::LastLayerOnly => last_grad_ms,
+                _ => chain_best + grads_best,
+            }
+    };
+    println!();
+    println!("Floor: the step's products each at its best, summed; the step against it");
+    println!();
+    println!("| rule | step ms | floor ms | step / floor |\n|------|--------:|---------:|-------------:|");
+    for &(rule, step_ms) in steps {
+        let f = floor(rule);
+        println!(
+            "| {:<4} | {step_ms:>7.2} | {f:>8.2} | {:>11.2}x |",
+            rule.name(),
+            step_ms / f
+        );
+    }
     Ok(())
 }
