@@ -8,8 +8,8 @@
 //!
 //! The network is `784 - hidden... - 10` (tanh hidden, identity output, softmax
 //! cross-entropy), trained with plain SGD on random data. `--breakdown` also times the
-//! step's matrix products as bare faer GEMMs (same shapes, layout and threading as the
-//! CPU backend, and each shape with untransposed operands) and its elementwise passes,
+//! step's matrix products alone as the CPU backend runs them (and each shape with
+//! untransposed operands) and its elementwise passes,
 //! to show where a step's time goes, and prints each rule's floor: its products each at
 //! their best, summed, with the step's time against it.
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use plasticity::bench::{time_repeated, Timing};
+use plasticity::bench::{cpu_product, time_repeated, Timing};
 use plasticity::data::Dataset;
 use plasticity::{
     Activation, Device, Error, Network, Optimizer, Result, Rule, TrainConfig, Trainer,
@@ -33,8 +33,6 @@ const INPUTS: usize = 784;
 const CLASSES: usize = 10;
 /// Distinct batches of random data the timed steps cycle through.
 const DATA_BATCHES: usize = 4;
-/// The CPU backend's threshold for a multithreaded product (multiply-adds).
-const PARALLEL_GEMM_MIN_MACS: usize = 1 << 18;
 
 #[derive(Debug)]
 struct Args {
@@ -240,7 +238,20 @@ impl Product {
         }
     }
 
-    fn run(&self, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
+    /// Runs the product as the CPU backend's `gemm` does (`par: None`: its threading
+    /// and layout choices), or as one faer call on `par`'s threads.
+    fn run(
+        &self,
+        c: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        par: Option<Par>,
+        scratch: &mut Vec<f32>,
+    ) -> Result<()> {
+        let Some(par) = par else {
+            let shape = (self.m, self.k, self.n);
+            return cpu_product(c, a, b, shape, self.trans_a, self.trans_b, scratch);
+        };
         let a = if self.trans_a {
             MatRef::from_row_major_slice(a, self.k, self.m).transpose()
         } else {
@@ -253,6 +264,7 @@ impl Product {
         };
         let c = MatMut::from_row_major_slice_mut(c, self.m, self.n);
         matmul(c, Accum::Replace, a, b, 1.0, par);
+        Ok(())
     }
 }
 
@@ -271,14 +283,6 @@ impl Operands {
             a: random(p.m * p.k),
             b: random(p.k * p.n),
         }
-    }
-}
-
-fn backend_par(p: &Product) -> Par {
-    if p.macs() >= PARALLEL_GEMM_MIN_MACS {
-        Par::rayon(rayon::current_num_threads())
-    } else {
-        Par::Seq
     }
 }
 
@@ -365,7 +369,7 @@ fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
     .collect();
 
     println!();
-    println!("Breakdown: bare faer GEMMs (row-major, as the CPU backend calls them; \"best\" adds the same shape with untransposed operands) and elementwise passes");
+    println!("Breakdown: the step's products as the CPU backend runs them (\"best\": the lower of that and the same shape with untransposed operands) and its elementwise passes");
     println!();
     println!(
         "| piece {:<38} | median ms | min ms | GFLOP/s | best ms |\n|{}|----------:|-------:|--------:|--------:|",
@@ -375,12 +379,12 @@ fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
     // Each product's median as the backend runs it, and its best: the lower of that and
     // the same shape with both operands untransposed (what a transposed product could
     // reach laid out in faer's favour).
-    let mut time = |p: &Product, par: Par| -> Result<(f64, f64)> {
+    let mut scratch = Vec::new();
+    let mut time = |p: &Product, par: Option<Par>| -> Result<(f64, f64)> {
         let mut measure = |p: &Product| -> Result<Timing> {
             let mut o = Operands::new(p, &mut rng);
             time_repeated(warmup, repeats, || {
-                p.run(&mut o.c, &o.a, &o.b, par);
-                Ok(())
+                p.run(&mut o.c, &o.a, &o.b, par, &mut scratch)
             })
         };
         let t = measure(p)?;
@@ -393,20 +397,19 @@ fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
         Ok((ms(t.median), best))
     };
     // Per product: (median as the backend runs it, best).
-    let mut each =
-        |products: &[Product], par_of: &dyn Fn(&Product) -> Par| -> Result<Vec<(f64, f64)>> {
-            products.iter().map(|p| time(p, par_of(p))).collect()
-        };
+    let mut each = |products: &[Product], par: Option<Par>| -> Result<Vec<(f64, f64)>> {
+        products.iter().map(|p| time(p, par)).collect()
+    };
     let sums = |times: &[(f64, f64)]| -> (f64, f64) {
         times
             .iter()
             .fold((0.0, 0.0), |(s, b), &(t, best)| (s + t, b + best))
     };
-    let (fwd_ms, fwd_best) = sums(&each(&forward, &backend_par)?);
-    let (chain_ms, chain_best) = sums(&each(&chain, &backend_par)?);
-    let (dfa_ms, dfa_best) = sums(&each(std::slice::from_ref(&dfa), &backend_par)?);
-    let (_, ifa_best) = sums(&each(&ifa, &backend_par)?);
-    let grad_times = each(&grads, &|_| Par::rayon(rayon::current_num_threads()))?;
+    let (fwd_ms, fwd_best) = sums(&each(&forward, None)?);
+    let (chain_ms, chain_best) = sums(&each(&chain, None)?);
+    let (dfa_ms, dfa_best) = sums(&each(std::slice::from_ref(&dfa), None)?);
+    let (_, ifa_best) = sums(&each(&ifa, None)?);
+    let grad_times = each(&grads, Some(Par::rayon(rayon::current_num_threads())))?;
     let (grads_ms, _) = sums(&grad_times);
     let last_grad_ms = grad_times[layers - 1].1;
 
@@ -414,10 +417,9 @@ fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
     // thread when there are at least as many layers as threads.
     let mut ops: Vec<Operands> = grads.iter().map(|p| Operands::new(p, &mut rng)).collect();
     let across = time_repeated(warmup, repeats, || {
-        ops.par_iter_mut().zip(&grads).for_each(|(o, p)| {
-            p.run(&mut o.c, &o.a, &o.b, Par::Seq);
-        });
-        Ok(())
+        ops.par_iter_mut()
+            .zip(&grads)
+            .try_for_each(|(o, p)| p.run(&mut o.c, &o.a, &o.b, Some(Par::Seq), &mut Vec::new()))
     })?;
     let grad_flops: f64 = grads.iter().map(|p| 2.0 * p.macs() as f64 * 1e-9).sum();
     row(

@@ -31,6 +31,49 @@ use crate::data::Dataset;
 use crate::error::{checked_product, Error, Result};
 use crate::{Activation, Device, Network, Optimizer, Rule, TrainConfig, Trainer};
 
+/// One product `C = op(A) op(B)` on row-major slices, run exactly as the CPU backend
+/// runs [`Backend::gemm`](crate::backend::Backend::gemm) (its threading, and the
+/// column-major form it picks for tall `Aᵀ B`), with `alpha = 1`, `beta = 0`: `C` is
+/// `m x n`, `A` is stored `m x k` (`k x m` when `trans_a`), `B` is `k x n` (`n x k` when
+/// `trans_b`). `scratch` is reused between calls. For timing a step's products alone
+/// (`examples/step_time.rs --breakdown`).
+#[allow(clippy::too_many_arguments)]
+pub fn cpu_product(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+    scratch: &mut Vec<f32>,
+) -> Result<()> {
+    use crate::backend::{BufId, Gemm, Mat};
+    let stored = |rows, cols, trans| if trans { (cols, rows) } else { (rows, cols) };
+    let (ar, ac) = stored(m, k, trans_a);
+    let (br, bc) = stored(k, n, trans_b);
+    let op = Gemm::new(
+        Mat::new(BufId(0), 0, m, n),
+        Mat::new(BufId(1), 0, ar, ac),
+        trans_a,
+        Mat::new(BufId(2), 0, br, bc),
+        trans_b,
+    );
+    op.check()?;
+    for (what, len, want) in [
+        ("C", c.len(), m * n),
+        ("A", a.len(), m * k),
+        ("B", b.len(), k * n),
+    ] {
+        if len != want {
+            return Err(Error::Backend(format!(
+                "cpu_product: {what} holds {len} values, the {m}x{k}x{n} product needs {want}"
+            )));
+        }
+    }
+    crate::backend::cpu::product(&op, c, a, b, scratch);
+    Ok(())
+}
+
 /// Output classes of every benchmark network.
 pub const CLASSES: usize = 10;
 

@@ -122,30 +122,7 @@ impl Backend for CpuBackend {
     fn gemm(&mut self, op: &Gemm) -> Result<()> {
         op.check()?;
         let (mut w, r) = borrow(&mut self.bufs, &[op.c], &[op.a, op.b])?;
-        let macs = op.flops() as usize / 2;
-        let par = if macs >= PARALLEL_GEMM_MIN_MACS {
-            Par::rayon(rayon::current_num_threads())
-        } else {
-            Par::Seq
-        };
-        let column_major = op.trans_a
-            && !op.trans_b
-            && op.beta == 0.0
-            && op.c.rows >= COLUMN_MAJOR_MIN_ROWS
-            && op.a.rows >= COLUMN_MAJOR_MIN_DEPTH
-            && op.c.cols >= COLUMN_MAJOR_MIN_COLS;
-        if column_major {
-            let scratch = &mut self.scratch;
-            scratch.resize(op.c.len(), 0.0);
-            let a = MatRef::from_row_major_slice(r[0], op.a.rows, op.a.cols).transpose();
-            let b = MatRef::from_row_major_slice(r[1], op.b.rows, op.b.cols);
-            let c = MatMut::from_column_major_slice_mut(scratch, op.c.rows, op.c.cols);
-            matmul(c, Accum::Replace, a, b, op.alpha, par);
-            super::simd_state::clear_upper();
-            transpose_into(w[0], scratch, op.c.cols);
-        } else {
-            gemm_slices(op, w[0], r[0], r[1], par);
-        }
+        product(op, w[0], r[0], r[1], &mut self.scratch);
         Ok(())
     }
 
@@ -503,6 +480,35 @@ fn row_sums(out: &mut [f32], m: &[f32], cols: usize) {
 }
 
 /// Runs a checked [`Gemm`] on host slices.
+/// [`Backend::gemm`] on the operands' slices, with `scratch` for the column-major form:
+/// threaded when large, and tall `Aᵀ B` products written column-major and transposed
+/// into place (see [`COLUMN_MAJOR_MIN_ROWS`]). `plasticity::bench::cpu_product` times it.
+pub(crate) fn product(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], scratch: &mut Vec<f32>) {
+    let macs = op.flops() as usize / 2;
+    let par = if macs >= PARALLEL_GEMM_MIN_MACS {
+        Par::rayon(rayon::current_num_threads())
+    } else {
+        Par::Seq
+    };
+    let column_major = op.trans_a
+        && !op.trans_b
+        && op.beta == 0.0
+        && op.c.rows >= COLUMN_MAJOR_MIN_ROWS
+        && op.a.rows >= COLUMN_MAJOR_MIN_DEPTH
+        && op.c.cols >= COLUMN_MAJOR_MIN_COLS;
+    if column_major {
+        scratch.resize(op.c.len(), 0.0);
+        let a = MatRef::from_row_major_slice(a, op.a.rows, op.a.cols).transpose();
+        let b = MatRef::from_row_major_slice(b, op.b.rows, op.b.cols);
+        let column_major = MatMut::from_column_major_slice_mut(scratch, op.c.rows, op.c.cols);
+        matmul(column_major, Accum::Replace, a, b, op.alpha, par);
+        super::simd_state::clear_upper();
+        transpose_into(c, scratch, op.c.cols);
+    } else {
+        gemm_slices(op, c, a, b, par);
+    }
+}
+
 /// `dst` (row-major, rows of `cols`) from `src`, the same matrix column-major, in
 /// cache-sized tiles, in parallel over bands of rows when large.
 fn transpose_into(dst: &mut [f32], src: &[f32], cols: usize) {
