@@ -93,11 +93,17 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&mut self, len: usize) -> Result<BufId> {
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(len).map_err(|e| {
-            Error::Backend(format!("cannot allocate {len} floats on the host: {e}"))
-        })?;
-        buf.resize(len, 0.0);
+        // Zeroed by the allocator, not by writing: the OS maps large zeroed blocks on
+        // first touch, so a buffer a run never writes (plain SGD's two moment arenas, as
+        // large as the parameters) costs no memory.
+        let buf = bytemuck::allocation::try_zeroed_slice_box::<f32>(len)
+            .map_err(|()| {
+                Error::Backend(format!(
+                    "cannot allocate {len} floats ({} bytes) on the host",
+                    len.saturating_mul(4)
+                ))
+            })?
+            .into_vec();
         self.bufs.push(buf);
         Ok(BufId(self.bufs.len() - 1))
     }
