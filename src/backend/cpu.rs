@@ -485,7 +485,6 @@ fn row_sums(out: &mut [f32], m: &[f32], cols: usize) {
     }
 }
 
-/// Runs a checked [`Gemm`] on host slices.
 /// [`Backend::gemm`] on the operands' slices, with `scratch` for the column-major form:
 /// threaded when large, and tall `Aᵀ B` products written column-major and transposed
 /// into place (see [`COLUMN_MAJOR_MIN_ROWS`]). `plasticity::bench::cpu_product` times it.
@@ -537,6 +536,7 @@ fn transpose_into(dst: &mut [f32], src: &[f32], cols: usize) {
     }
 }
 
+/// Runs a checked [`Gemm`] on host slices, row-major, on `par`'s threads.
 fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
     let a_view = MatRef::from_row_major_slice(a, op.a.rows, op.a.cols);
     let b_view = MatRef::from_row_major_slice(b, op.b.rows, op.b.cols);
