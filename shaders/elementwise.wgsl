@@ -1,5 +1,5 @@
 // Element-by-element passes: fill, bias + activation, activation derivative, scaled
-// sums (axpby) and counter-based Gaussian noise.
+// sums (axpby) and counter-based Gaussian and uniform noise.
 // Prefixed with activation.wgsl. Each invocation strides over the region, so any
 // length fits a bounded grid.
 
@@ -77,6 +77,22 @@ fn noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
             buf0[at] += n;
         } else {
             buf0[at] = n;
+        }
+    }
+}
+
+// lo + (hi - lo) * U(0, 1] into (or added to) buf0 (lo = p.value, hi = p.beta); element
+// i depends only on (seed, i), as `backend::elementwise::host::uniform`.
+@compute @workgroup_size(GROUP)
+fn uniform_noise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let key = pcg(p.seed);
+    for (var i = gid.x; i < p.len; i += stride(groups)) {
+        let u = p.value + (p.beta - p.value) * unit(pcg(key ^ pcg(i)));
+        let at = p.off0 + i;
+        if (p.accumulate != 0u) {
+            buf0[at] += u;
+        } else {
+            buf0[at] = u;
         }
     }
 }

@@ -2,8 +2,9 @@
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal, Uniform};
+use rand_distr::{Distribution as _, Normal, Uniform};
 
+use crate::backend::Distribution;
 use crate::error::{Error, Result};
 
 /// How a dense layer's weights are drawn (biases always start at zero).
@@ -99,29 +100,6 @@ impl FeedbackInit {
         self.fill_fans(b, shape.fan, shape.fan_in, rng)
     }
 
-    /// [`FeedbackInit::fill_shaped`]'s distribution drawn in parallel: one seed from
-    /// `rng`, then each block of 64Ki values from its own ChaCha stream of that seed. The
-    /// values depend on `rng`'s state only, not on the thread count. For draws redone
-    /// every step (brSF's magnitudes), where one sequential stream cost milliseconds.
-    pub fn fill_shaped_parallel(
-        self,
-        b: &mut [f32],
-        shape: &crate::rule::FeedbackShape,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<()> {
-        use rand::RngCore;
-        use rayon::prelude::*;
-        const BLOCK: usize = 1 << 16;
-        let seed = rng.next_u64();
-        b.par_chunks_mut(BLOCK)
-            .enumerate()
-            .try_for_each(|(i, block)| {
-                let mut block_rng = ChaCha8Rng::seed_from_u64(seed);
-                block_rng.set_stream(i as u64);
-                self.fill_fans(block, shape.fan, shape.fan_in, &mut block_rng)
-            })
-    }
-
     fn fill_fans(
         self,
         b: &mut [f32],
@@ -129,14 +107,33 @@ impl FeedbackInit {
         other: usize,
         rng: &mut ChaCha8Rng,
     ) -> Result<()> {
+        match self.distribution(fan, other) {
+            Distribution::Normal { std } => fill_normal(b, std, rng),
+            Distribution::Uniform { lo, hi } => fill_uniform(b, lo, hi, rng),
+        }
+    }
+
+    /// What a feedback tensor of `shape` draws each value from (as
+    /// [`FeedbackInit::fill_shaped`], for draws made on a backend).
+    pub fn distribution_for(self, shape: &crate::rule::FeedbackShape) -> Distribution {
+        self.distribution(shape.fan, shape.fan_in)
+    }
+
+    fn distribution(self, fan: usize, other: usize) -> Distribution {
         let scale = (1.0 / fan.max(1) as f64).sqrt() as f32;
         match self {
-            FeedbackInit::Uniform => fill_uniform(b, -scale, scale, rng),
-            FeedbackInit::Gaussian => fill_normal(b, scale, rng),
-            FeedbackInit::UnitUniform => fill_uniform(b, 0.0, 1.0, rng),
+            FeedbackInit::Uniform => Distribution::Uniform {
+                lo: -scale,
+                hi: scale,
+            },
+            FeedbackInit::Gaussian => Distribution::Normal { std: scale },
+            FeedbackInit::UnitUniform => Distribution::Uniform { lo: 0.0, hi: 1.0 },
             FeedbackInit::Xavier => {
                 let bound = (6.0 / (fan + other).max(1) as f64).sqrt() as f32;
-                fill_uniform(b, -bound, bound, rng)
+                Distribution::Uniform {
+                    lo: -bound,
+                    hi: bound,
+                }
             }
         }
     }

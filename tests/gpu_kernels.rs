@@ -319,10 +319,8 @@ fn noise_draws_the_same_values_on_both_backends() {
     let out = Mat::new(buf, 5, 1, len);
     for (seed, std, accumulate) in [(0, 1.0, false), (12345, 0.3, true), (u32::MAX, 2.0, true)] {
         let op = Noise {
-            out,
-            std,
-            seed,
             accumulate,
+            ..Noise::normal(out, std, seed)
         };
         pair.run(|be| be.noise(&op));
         let (c, g) = pair.both(buf);
@@ -330,12 +328,34 @@ fn noise_draws_the_same_values_on_both_backends() {
         assert_within(&c, &g, &bounds, &format!("noise seed {seed}"));
         assert_eq!(c[..5], [1.0; 5], "noise stays inside its region");
     }
-    let err = pair.gpu.noise(&Noise {
-        out,
-        std: f32::NAN,
-        seed: 0,
-        accumulate: false,
-    });
+    let err = pair.gpu.noise(&Noise::normal(out, f32::NAN, 0));
+    assert!(matches!(err, Err(Error::InvalidConfig(_))), "{err:?}");
+}
+
+/// Uniform noise is the same hashed bits scaled into `(lo, hi]`: the GPU draws what the
+/// CPU draws, to the rounding of one multiply-add.
+#[test]
+fn uniform_noise_draws_the_same_values_on_both_backends() {
+    let Some(mut pair) = Pair::new(8) else { return };
+    let len = 70_001;
+    let buf = pair.buffer(&vec![1.0; len + 3]);
+    let out = Mat::new(buf, 3, 1, len);
+    for (seed, lo, hi, accumulate) in [
+        (0, -0.5, 0.5, false),
+        (777, 0.0, 1.0, true),
+        (u32::MAX, -3.0, -1.0, false),
+    ] {
+        let op = Noise {
+            accumulate,
+            ..Noise::uniform(out, lo, hi, seed)
+        };
+        pair.run(|be| be.noise(&op));
+        let (c, g) = pair.both(buf);
+        let bounds: Vec<f64> = c.iter().map(|&v| 1e-6 * (1.0 + (v as f64).abs())).collect();
+        assert_within(&c, &g, &bounds, &format!("uniform noise seed {seed}"));
+        assert_eq!(c[..3], [1.0; 3], "noise stays inside its region");
+    }
+    let err = pair.gpu.noise(&Noise::uniform(out, 1.0, 0.0, 0));
     assert!(matches!(err, Err(Error::InvalidConfig(_))), "{err:?}");
 }
 

@@ -374,7 +374,13 @@ impl Backend for CpuBackend {
     fn noise(&mut self, op: &Noise) -> Result<()> {
         op.check()?;
         let (mut w, _) = borrow(&mut self.bufs, &[op.out], &[])?;
-        elementwise::host::noise(op, w[0]);
+        // Element i depends on (seed, i) alone: chunks drawn in parallel are the same
+        // values.
+        const CHUNK: usize = 1 << 14;
+        w[0].par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+            // `op.check` bounds the region's length by u32::MAX.
+            elementwise::host::noise_from(op, out, (c * CHUNK) as u32)
+        });
         Ok(())
     }
 

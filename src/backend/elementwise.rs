@@ -1,5 +1,5 @@
 //! Elementwise operations learners build their own passes from: a scaled sum of two
-//! regions ([`Axpby`]) and Gaussian noise ([`Noise`]).
+//! regions ([`Axpby`]) and random values ([`Noise`]: Gaussian or uniform).
 //!
 //! The noise comes from a counter-based generator: element `i` of a draw with seed `s`
 //! is a pure function of `(s, i)` (a PCG hash and the Box-Muller transform), so every
@@ -50,28 +50,74 @@ impl Axpby {
     }
 }
 
-/// `out = std * n` (or `out += std * n` when `accumulate`), with `n` standard normal
-/// noise drawn from `seed` (see the [module docs](self)).
+/// What a [`Noise`] op draws.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Distribution {
+    /// `std * n` with `n` standard normal (Box-Muller on two hashed uniforms).
+    Normal {
+        /// Standard deviation.
+        std: f32,
+    },
+    /// `lo + (hi - lo) * u` with `u` uniform on `(0, 1]` (24 hashed bits).
+    Uniform {
+        /// Lower end.
+        lo: f32,
+        /// Upper end.
+        hi: f32,
+    },
+}
+
+/// Random values drawn from `seed` into `out` (or added to it when `accumulate`), one
+/// per element (see the [module docs](self)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Noise {
     /// Written (and read when `accumulate`).
     pub out: Mat,
-    /// Standard deviation.
-    pub std: f32,
-    /// The draw: the same seed gives the same noise.
+    /// What each element draws.
+    pub distribution: Distribution,
+    /// The draw: the same seed gives the same values.
     pub seed: u32,
-    /// Whether to add the noise to `out` rather than overwrite it.
+    /// Whether to add the values to `out` rather than overwrite it.
     pub accumulate: bool,
 }
 
 impl Noise {
-    /// Checks the region and the standard deviation.
+    /// `out = std * N(0, 1)`, seeded.
+    pub fn normal(out: Mat, std: f32, seed: u32) -> Noise {
+        Noise {
+            out,
+            distribution: Distribution::Normal { std },
+            seed,
+            accumulate: false,
+        }
+    }
+
+    /// `out = U(lo, hi]`, seeded.
+    pub fn uniform(out: Mat, lo: f32, hi: f32, seed: u32) -> Noise {
+        Noise {
+            out,
+            distribution: Distribution::Uniform { lo, hi },
+            seed,
+            accumulate: false,
+        }
+    }
+
+    /// Checks the region and the distribution's parameters.
     pub fn check(&self) -> Result<()> {
-        if !(self.std.is_finite() && self.std >= 0.0) {
-            return Err(Error::config(format!(
-                "noise standard deviation must be finite and >= 0, got {}",
-                self.std
-            )));
+        match self.distribution {
+            Distribution::Normal { std } if !(std.is_finite() && std >= 0.0) => {
+                return Err(Error::config(format!(
+                    "noise standard deviation must be finite and >= 0, got {std}"
+                )));
+            }
+            Distribution::Uniform { lo, hi }
+                if !(lo.is_finite() && hi.is_finite() && lo <= hi && (hi - lo).is_finite()) =>
+            {
+                return Err(Error::config(format!(
+                    "uniform noise needs finite bounds lo <= hi, got [{lo}, {hi}]"
+                )));
+            }
+            _ => {}
         }
         if u32::try_from(self.out.len()).is_err() {
             return Err(Error::config(format!(
@@ -86,7 +132,7 @@ impl Noise {
 /// The reference implementations, shared by the CPU backend and the default
 /// (read-back) methods of [`Backend`](super::Backend).
 pub mod host {
-    use super::{Axpby, Noise};
+    use super::{Axpby, Distribution, Noise};
 
     /// [`Axpby`] on host slices.
     pub fn axpby(op: &Axpby, y: &mut [f32], x: &[f32]) {
@@ -102,10 +148,33 @@ pub mod host {
 
     /// [`Noise`] on a host slice.
     pub fn noise(op: &Noise, out: &mut [f32]) {
+        noise_from(op, out, 0);
+    }
+
+    /// Elements `first..first + out.len()` of the [`Noise`] draw into `out`: a part of
+    /// the region, so that parts can be drawn in parallel (each element depends only on
+    /// the seed and its index).
+    pub fn noise_from(op: &Noise, out: &mut [f32], first: u32) {
         let key = pcg(op.seed);
-        for (i, v) in out.iter_mut().enumerate() {
-            let n = op.std * standard_normal(key, i as u32);
-            *v = if op.accumulate { *v + n } else { n };
+        let indices = (first..).take(out.len());
+        // One loop per case, so each is a plain loop over the elements.
+        match (op.distribution, op.accumulate) {
+            (Distribution::Normal { std }, false) => out
+                .iter_mut()
+                .zip(indices)
+                .for_each(|(v, i)| *v = std * standard_normal(key, i)),
+            (Distribution::Normal { std }, true) => out
+                .iter_mut()
+                .zip(indices)
+                .for_each(|(v, i)| *v += std * standard_normal(key, i)),
+            (Distribution::Uniform { lo, hi }, false) => out
+                .iter_mut()
+                .zip(indices)
+                .for_each(|(v, i)| *v = lo + (hi - lo) * uniform(key, i)),
+            (Distribution::Uniform { lo, hi }, true) => out
+                .iter_mut()
+                .zip(indices)
+                .for_each(|(v, i)| *v += lo + (hi - lo) * uniform(key, i)),
         }
     }
 
@@ -120,6 +189,11 @@ pub mod host {
     /// A uniform value in `(0, 1]` from 24 random bits.
     fn unit(bits: u32) -> f32 {
         ((bits >> 8) + 1) as f32 * (1.0 / 16_777_216.0)
+    }
+
+    /// Element `i` of the uniform draw on `(0, 1]` keyed by `key`.
+    pub fn uniform(key: u32, i: u32) -> f32 {
+        unit(pcg(key ^ pcg(i)))
     }
 
     /// Element `i` of the standard normal draw keyed by `key` (Box-Muller on two
@@ -142,15 +216,7 @@ mod tests {
         let out = Mat::new(BufId(0), 0, 1, 200_000);
         let draw = |seed| {
             let mut v = vec![0.0; out.len()];
-            noise(
-                &Noise {
-                    out,
-                    std: 1.0,
-                    seed,
-                    accumulate: false,
-                },
-                &mut v,
-            );
+            noise(&Noise::normal(out, 1.0, seed), &mut v);
             v
         };
         let a = draw(7);
@@ -171,6 +237,45 @@ mod tests {
         // Neighbouring elements are independent too.
         let lag = a.windows(2).map(|w| (w[0] * w[1]) as f64).sum::<f64>() / n;
         assert!(lag.abs() < 0.01, "lag-1 correlation {lag}");
+    }
+
+    #[test]
+    fn uniform_noise_fills_its_interval_evenly_and_is_keyed_by_seed() {
+        let out = Mat::new(BufId(0), 0, 1, 200_000);
+        let draw = |seed, lo, hi| {
+            let mut v = vec![0.0; out.len()];
+            noise(&Noise::uniform(out, lo, hi, seed), &mut v);
+            v
+        };
+        let a = draw(3, -2.0, 6.0);
+        assert!(a.iter().all(|&v| v > -2.0 && v <= 6.0));
+        let n = a.len() as f64;
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        // U(-2, 6]: mean 2, variance 64 / 12.
+        assert!((mean - 2.0).abs() < 0.02, "mean {mean}");
+        assert!((var - 64.0 / 12.0).abs() < 0.05, "variance {var}");
+        for k in 0..8 {
+            let (lo, hi) = (-2.0 + k as f32, -1.0 + k as f32);
+            let share = a.iter().filter(|&&v| v > lo && v <= hi).count() as f64 / n;
+            assert!((share - 0.125).abs() < 0.004, "({lo}, {hi}] holds {share}");
+        }
+        assert_eq!(a, draw(3, -2.0, 6.0));
+        let b = draw(4, -2.0, 6.0);
+        let corr = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| ((x - 2.0) * (y - 2.0)) as f64)
+            .sum::<f64>()
+            / n;
+        assert!(corr.abs() / var < 0.01, "seeds 3 and 4 correlate {corr}");
+        let mut bad = Noise::uniform(out, 1.0, 0.0, 0);
+        assert!(bad.check().is_err());
+        bad.distribution = Distribution::Uniform {
+            lo: 0.0,
+            hi: f32::INFINITY,
+        };
+        assert!(bad.check().is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::optim::UpdateStep;
 pub use columns::{ColumnKind, ColumnOp};
 pub use cpu::CpuBackend;
 pub use divergence::{Flags, Guard};
-pub use elementwise::{Axpby, Noise};
+pub use elementwise::{Axpby, Distribution, Noise};
 pub use gather::{FeatureEncoding, Gather, StoredData};
 #[cfg(feature = "gpu")]
 pub use gpu::GpuBackend;

@@ -200,12 +200,11 @@ impl Learner for WeightMirror {
         }
         let noise_rows: usize = mirrored.iter().map(|&l| layers[l].inputs()).sum();
         let first_noise = cx.tensor(&noise_name(0))?;
-        let noise = Noise {
-            out: Mat::new(first_noise.buf, first_noise.offset, noise_rows, cx.batch()),
-            std: self.noise_std,
-            seed: self.rng.next_u32(),
-            accumulate: false,
-        };
+        let noise = Noise::normal(
+            Mat::new(first_noise.buf, first_noise.offset, noise_rows, cx.batch()),
+            self.noise_std,
+            self.rng.next_u32(),
+        );
         cx.backend().noise(&noise)?;
         let zero = cx.tensor(ZERO_BIAS)?;
         for (i, &l) in mirrored.iter().enumerate() {

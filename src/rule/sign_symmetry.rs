@@ -1,13 +1,15 @@
 //! Sign-concordant feedback (Liao, Leibo & Poggio 2016; Moskovitz et al. 2018): FA's
 //! chain with `B` taking the SIGN of the weight it stands in for, recomputed from the
 //! current `W` before every backward pass. The three variants differ only in magnitude:
-//! uSF one scale per layer, brSF random magnitudes redrawn every batch, frSF random
-//! magnitudes drawn once (kept beside `B` in the magnitude buffer).
+//! uSF one scale per layer, brSF random magnitudes redrawn every batch (on the backend,
+//! from the counter-based generator of [`Noise`]), frSF random magnitudes drawn once
+//! (kept beside `B` in the magnitude buffer).
 
+use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 
 use super::{FeedbackShape, Rule, StepViews};
-use crate::backend::Backend;
+use crate::backend::{Backend, Noise};
 use crate::error::Result;
 use crate::init::FeedbackInit;
 
@@ -38,15 +40,20 @@ pub(super) fn prepare(
             _ => {
                 let m = views.magnitude(i);
                 if rule == Rule::BatchRandomSignSymmetry {
-                    let mut values = vec![0.0; m.len()];
+                    // Drawn on the backend from a counter-based generator: nothing is
+                    // drawn on the host or uploaded per batch.
                     let shape = FeedbackShape {
                         rows: w.rows,
                         cols: w.cols,
                         fan,
                         fan_in,
                     };
-                    init.fill_shaped_parallel(&mut values, &shape, rng)?;
-                    backend.write(m.buf, m.offset, &values)?;
+                    backend.noise(&Noise {
+                        out: m,
+                        distribution: init.distribution_for(&shape),
+                        seed: rng.next_u32(),
+                        accumulate: false,
+                    })?;
                 }
                 backend.sign_feedback(b, w, Some(m), 1.0)?;
             }

@@ -98,9 +98,10 @@ kernel_params!(
         cols: u32,
         /// Activation code.
         act: u32,
-        /// fill: the value; axpby: alpha; noise: the standard deviation.
+        /// fill: the value; axpby: alpha; noise: the standard deviation; uniform noise:
+        /// the lower end.
         value: f32,
-        /// axpby: beta (0 overwrites without reading).
+        /// axpby: beta (0 overwrites without reading); uniform noise: the upper end.
         beta: f32,
         /// noise: the draw's seed, and whether to add to the region.
         seed: u32,

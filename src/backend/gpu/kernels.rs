@@ -14,7 +14,7 @@ use crate::activation::Activation;
 use crate::backend::divergence::FLAG_WORDS;
 use crate::backend::{
     check_bias, check_same_shape, check_sign_feedback, Axpby, Backend, BufId, ColumnKind, ColumnOp,
-    Epilogue, FeatureEncoding, Gather, Gemm, Im2Col, LayerGrad, LossGrad, Mat, Noise,
+    Distribution, Epilogue, FeatureEncoding, Gather, Gemm, Im2Col, LayerGrad, LossGrad, Mat, Noise,
     OptimizerPass, Pool, WorkCounters,
 };
 use crate::error::{Error, Result};
@@ -458,17 +458,22 @@ impl Backend for GpuBackend {
         if op.out.is_empty() {
             return Ok(());
         }
+        let (kernel, value, beta) = match op.distribution {
+            Distribution::Normal { std } => (Kernel::Noise, std, 0.0),
+            Distribution::Uniform { lo, hi } => (Kernel::UniformNoise, lo, hi),
+        };
         let params = ElementwiseParams {
             off0: idx(op.out.offset)?,
             len: idx(op.out.len())?,
             cols: 1,
-            value: op.std,
+            value,
+            beta,
             seed: op.seed,
             accumulate: u32::from(op.accumulate),
             ..Default::default()
         };
         let groups = Self::elementwise_groups(op.out.len());
-        self.dispatch(Kernel::Noise, &[op.out.buf], &params, groups)
+        self.dispatch(kernel, &[op.out.buf], &params, groups)
     }
 
     fn columns(&mut self, op: &ColumnOp) -> Result<()> {

@@ -52,6 +52,7 @@ pub(crate) enum Kernel {
     Unpool,
     Axpby,
     Noise,
+    UniformNoise,
     ColumnMeanSquares,
     ColumnNormalize,
     ColumnScale,
@@ -60,7 +61,7 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
-    const ALL: [Kernel; 24] = [
+    const ALL: [Kernel; 25] = [
         Kernel::Gemm(GemmKernel::Tile64),
         Kernel::Gemm(GemmKernel::Tile32),
         Kernel::Gemm(GemmKernel::Tile128),
@@ -80,6 +81,7 @@ impl Kernel {
         Kernel::Unpool,
         Kernel::Axpby,
         Kernel::Noise,
+        Kernel::UniformNoise,
         Kernel::ColumnMeanSquares,
         Kernel::ColumnNormalize,
         Kernel::ColumnScale,
@@ -119,6 +121,7 @@ impl Kernel {
             Kernel::Unpool => (9, "unpool"),
             Kernel::Axpby => (4, "axpby"),
             Kernel::Noise => (4, "noise"),
+            Kernel::UniformNoise => (4, "uniform_noise"),
             Kernel::ColumnMeanSquares => (10, "column_mean_squares"),
             Kernel::ColumnNormalize => (10, "column_normalize"),
             Kernel::ColumnScale => (10, "column_scale"),
@@ -130,7 +133,7 @@ impl Kernel {
     /// Storage buffers it binds (bindings `1..=n`).
     pub fn storage_bindings(self) -> usize {
         match self {
-            Kernel::Fill | Kernel::Noise => 1,
+            Kernel::Fill | Kernel::Noise | Kernel::UniformNoise => 1,
             Kernel::BiasActivation | Kernel::ActivationGrad | Kernel::Axpby => 2,
             Kernel::ColumnMeanSquares
             | Kernel::ColumnNormalize

@@ -136,12 +136,7 @@ impl Learner for Ddtp {
             let (q, sink) = (t("feedback")?, t("sink")?);
             let h = cx.output(l);
             let (backend, views, batch) = cx.split();
-            backend.noise(&Noise {
-                out: eps,
-                std: settings.noise_std,
-                seed,
-                accumulate: false,
-            })?;
+            backend.noise(&Noise::normal(eps, settings.noise_std, seed))?;
             backend.axpby(&Axpby::new(h, 1.0, eps, 1.0))?;
             for k in l + 1..=last {
                 views.layers()[k]

@@ -202,12 +202,7 @@ impl Learner for Dtp {
             let (h, w_up, b_up) = (cx.output(l), cx.weights(l + 1), cx.bias(l + 1));
             let (act, act_up) = (cx.layers()[l].activation(), cx.layers()[l + 1].activation());
             let b = cx.backend();
-            b.noise(&Noise {
-                out: noisy,
-                std: settings.noise_std,
-                seed,
-                accumulate: false,
-            })?;
+            b.noise(&Noise::normal(noisy, settings.noise_std, seed))?;
             b.axpby(&Axpby::new(noisy, 1.0, h, 1.0))?;
             b.gemm_then(
                 &Gemm::new(fwd, w_up, false, noisy, false),
