@@ -35,6 +35,9 @@ pub(crate) struct ResidentSets {
     sets: Vec<(u64, Option<StoredData>, Residency)>,
     /// Sample indices (`u32` bit patterns) of the current epoch or evaluation.
     order: Option<(BufId, usize)>,
+    /// What the order buffer holds from its start, so an order written again (every
+    /// evaluation's) is not uploaded again.
+    written: Vec<u32>,
 }
 
 /// Stored sets kept at once (older ones are released).
@@ -79,11 +82,20 @@ impl ResidentSets {
                 }
                 let buf = backend.alloc(n)?;
                 self.order = Some((buf, n));
+                self.written.clear();
                 buf
             }
         };
-        let words: Vec<f32> = indices.map(|i| f32::from_bits(i as u32)).collect();
-        backend.write(buf, 0, &words)?;
+        let words: Vec<u32> = indices.map(|i| i as u32).collect();
+        if self.written.get(..n) != Some(&words[..]) {
+            let bits: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
+            backend.write(buf, 0, &bits)?;
+            // The buffer now holds `words`, then whatever it held past them.
+            if self.written.len() < n {
+                self.written.resize(n, 0);
+            }
+            self.written[..n].copy_from_slice(&words);
+        }
         Ok(Mat::new(buf, 0, 1, n))
     }
 }
