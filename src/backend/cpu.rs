@@ -139,7 +139,7 @@ impl Backend for CpuBackend {
         let cols = z.cols.max(1);
         let row = |(i, row): (usize, &mut [f32])| {
             let b = bias[i];
-            row.iter_mut().for_each(|v| *v = activation.apply(*v + b));
+            super::simd_state::wide(BiasActivationRow { row, b, activation });
         };
         if z.len() >= PARALLEL_ELEMENTWISE_MIN {
             z_data.par_chunks_mut(cols).enumerate().for_each(row);
@@ -155,11 +155,16 @@ impl Backend for CpuBackend {
             return Ok(());
         }
         let (mut w, r) = borrow(&mut self.bufs, &[delta], &[h])?;
-        let pass = |(d, h): (&mut f32, &f32)| *d *= activation.derivative_from_output(*h);
+        let pass = |(d, h): (&mut [f32], &[f32])| {
+            super::simd_state::wide(ActivationGradChunk { d, h, activation })
+        };
+        const CHUNK: usize = 1 << 14;
         if delta.len() >= PARALLEL_ELEMENTWISE_MIN {
-            w[0].par_iter_mut().zip(r[0].par_iter()).for_each(pass);
+            w[0].par_chunks_mut(CHUNK)
+                .zip(r[0].par_chunks(CHUNK))
+                .for_each(pass);
         } else {
-            w[0].iter_mut().zip(r[0].iter()).for_each(pass);
+            pass((w[0], r[0]));
         }
         Ok(())
     }
@@ -453,6 +458,43 @@ impl GradJob<'_> {
     }
 }
 
+/// `row[j] = f(row[j] + b)`: one row of [`Backend::bias_activation`], as a loop the
+/// compiler vectorises for the CPU's widest lanes (see `simd_state::wide`).
+struct BiasActivationRow<'a> {
+    row: &'a mut [f32],
+    b: f32,
+    activation: Activation,
+}
+
+impl pulp::WithSimd for BiasActivationRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        for v in self.row.iter_mut() {
+            *v = self.activation.apply(*v + self.b);
+        }
+    }
+}
+
+/// `d[i] *= f'(h[i])`: a chunk of [`Backend::activation_grad`], vectorised likewise.
+struct ActivationGradChunk<'a> {
+    d: &'a mut [f32],
+    h: &'a [f32],
+    activation: Activation,
+}
+
+impl pulp::WithSimd for ActivationGradChunk<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        for (d, h) in self.d.iter_mut().zip(self.h) {
+            *d *= self.activation.derivative_from_output(*h);
+        }
+    }
+}
+
 /// `sign(v)` with `sign(0) = 0`, like WGSL's `sign` (`f32::signum(0.0)` is 1), and 0 for
 /// NaN; branch-free so loops over it vectorise.
 fn sign(v: f32) -> f32 {
@@ -626,6 +668,36 @@ mod tests {
         transposed_product(COLUMN_MAJOR_MIN_ROWS, COLUMN_MAJOR_MIN_DEPTH + 1, 16);
         // Under it: the plain path.
         transposed_product(100, 64, 33);
+    }
+
+    #[test]
+    fn wide_elementwise_loops_give_the_baselines_values_bit_for_bit() {
+        use pulp::WithSimd;
+        let inputs: Vec<f32> = (0..4099)
+            .map(|i| ((i * 7919) % 20011) as f32 / 1000.0 - 10.0)
+            .chain([0.0, -0.0, 1e-30, -1e-30, 8.0, -8.0, f32::INFINITY])
+            .collect();
+        for activation in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::LeakyRelu,
+            Activation::Tanh,
+            Activation::Sigmoid,
+        ] {
+            let (mut wide, mut base) = (inputs.clone(), inputs.clone());
+            let (b, row) = (0.25, &mut wide[..]);
+            super::super::simd_state::wide(BiasActivationRow { row, b, activation });
+            let row = &mut base[..];
+            BiasActivationRow { row, b, activation }.with_simd(pulp::Scalar::new());
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&wide), bits(&base), "{activation:?} forward");
+            let (mut wide_d, mut base_d) = (inputs.clone(), inputs.clone());
+            let (d, h) = (&mut wide_d[..], &base[..]);
+            super::super::simd_state::wide(ActivationGradChunk { d, h, activation });
+            let d = &mut base_d[..];
+            ActivationGradChunk { d, h, activation }.with_simd(pulp::Scalar::new());
+            assert_eq!(bits(&wide_d), bits(&base_d), "{activation:?} derivative");
+        }
     }
 
     #[test]

@@ -40,3 +40,18 @@ pub(crate) fn clear_upper() {
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
 pub(crate) fn clear_upper() {}
+
+/// Runs `op` compiled for AVX2 (8 lanes, against baseline x86-64's 4) when the CPU has
+/// it, else for the baseline: for elementwise loops the compiler vectorises, written out
+/// in the op's `with_simd` (a closure called from there would be compiled for the
+/// baseline). The same operations lane for lane (Rust never fuses a multiply and an add
+/// on its own), so the values are the same either way. 256-bit on purpose, like
+/// [`clear_upper`]; the wrapper leaves a clean upper state.
+#[inline(always)]
+pub(crate) fn wide<Op: WithSimd>(op: Op) -> Op::Output {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx2) = pulp::x86::V3::try_new() {
+        return Simd::vectorize(avx2, op);
+    }
+    op.with_simd(pulp::Scalar::new())
+}
