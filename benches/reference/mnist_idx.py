@@ -1,6 +1,7 @@
 """MNIST from its four IDX files (gzipped or not), read with gzip and NumPy only.
 
-Shared by torch_lenet.py and torch_mnist_epoch.py (each imports it from its own folder).
+Shared by torch_lenet.py, torch_mnist_epoch.py, torch_load_checkpoint.py and
+torch_synthetic_gradients.py (each imports it from its own folder).
 Pixels are scaled to [0, 1] like the crate's loader; labels are int64. NumPy is imported
 only when a file is read, so a script can take BUNDLED_MNIST for its argument defaults
 before it imports anything else.

@@ -16,7 +16,6 @@ Needs torch and numpy; reads safetensors itself (no safetensors package).
 """
 
 import argparse
-import gzip
 import json
 import os
 import struct
@@ -26,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-BUNDLED_MNIST = os.path.normpath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "mnist"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mnist_idx import BUNDLED_MNIST, MNIST_FILES, find_file, read_idx  # noqa: E402
+
 ACTIVATIONS = {
     "identity": None,
     "relu": nn.ReLU,
@@ -95,23 +95,6 @@ class Model(nn.Module):
         return self.layers(x)
 
 
-def read_idx(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = struct.unpack(">" + "I" * dims, data[4:4 + 4 * dims])
-    return np.frombuffer(data[4 + 4 * dims:], dtype=np.uint8).reshape(shape)
-
-
-def find(directory, name):
-    for candidate in (name + ".gz", name):
-        path = os.path.join(directory, candidate)
-        if os.path.exists(path):
-            return path
-    sys.exit(f"{name}(.gz) not found in {directory}")
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
@@ -123,8 +106,9 @@ def main():
     state = {k: v for k, v in tensors.items() if k.startswith("layers.")}
     model.load_state_dict(state, strict=True)
     model.eval()
-    x = read_idx(find(args.mnist, "t10k-images-idx3-ubyte")).astype(np.float32) / 255.0
-    y = read_idx(find(args.mnist, "t10k-labels-idx1-ubyte")).astype(np.int64)
+    images, labels = MNIST_FILES["test"]
+    x = read_idx(find_file(args.mnist, images)).astype(np.float32) / 255.0
+    y = read_idx(find_file(args.mnist, labels)).astype(np.int64)
     x = torch.from_numpy(x).reshape([-1] + inputs)
     with torch.no_grad():
         logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
