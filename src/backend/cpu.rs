@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 const PARALLEL_GEMM_MIN_MACS: usize = 1 << 18;
 /// Elementwise passes shorter than this run on one thread.
 const PARALLEL_ELEMENTWISE_MIN: usize = 1 << 16;
+/// Elements per parallel piece of an elementwise pass.
+const CHUNK: usize = 1 << 14;
 /// `C = Aᵀ B` products (BP's `Wᵀ δ`) with at least this many rows of `C` and this depth
 /// run faster written column-major into scratch and transposed into place: faer then
 /// packs the large transposed operand in its favour. Measured on a 2-core Xeon
@@ -158,7 +160,6 @@ impl Backend for CpuBackend {
         let pass = |(d, h): (&mut [f32], &[f32])| {
             super::simd_state::wide(ActivationGradChunk { d, h, activation })
         };
-        const CHUNK: usize = 1 << 14;
         if delta.len() >= PARALLEL_ELEMENTWISE_MIN {
             w[0].par_chunks_mut(CHUNK)
                 .zip(r[0].par_chunks(CHUNK))
@@ -180,7 +181,6 @@ impl Backend for CpuBackend {
         let (mut o, r) = borrow(&mut self.bufs, &[out], &reads)?;
         // Chunks of rows in parallel, and one loop per variant so each vectorises: this
         // runs over every feedback weight before every sign-symmetric backward pass.
-        const CHUNK: usize = 1 << 14;
         let parallel = out.len() >= PARALLEL_ELEMENTWISE_MIN;
         let chunks = |o: &mut [f32], w: &[f32], m: Option<&[f32]>| match m {
             None => o.iter_mut().zip(w).for_each(|(b, &w)| *b = scale * sign(w)),
@@ -276,7 +276,6 @@ impl Backend for CpuBackend {
         }
         let ([params, s0, s1], grads) = pass_regions(&mut self.bufs, op)?;
         let step = op.step;
-        const CHUNK: usize = 1 << 14;
         // The finiteness check rides along the update pass, so it costs no extra sweep.
         let all_finite = params
             .par_chunks_mut(CHUNK)
@@ -381,7 +380,6 @@ impl Backend for CpuBackend {
         let (mut w, _) = borrow(&mut self.bufs, &[op.out], &[])?;
         // Element i depends on (seed, i) alone: chunks drawn in parallel are the same
         // values.
-        const CHUNK: usize = 1 << 14;
         w[0].par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
             // `op.check` bounds the region's length by u32::MAX.
             elementwise::host::noise_from(op, out, (c * CHUNK) as u32)
