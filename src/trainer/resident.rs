@@ -88,8 +88,8 @@ impl ResidentSets {
         };
         let words: Vec<u32> = indices.map(|i| i as u32).collect();
         if self.written.get(..n) != Some(&words[..]) {
-            let bits: Vec<f32> = words.iter().map(|&w| f32::from_bits(w)).collect();
-            backend.write(buf, 0, &bits)?;
+            // Written as the f32s with the indices' bit patterns.
+            backend.write(buf, 0, bytemuck::cast_slice(&words))?;
             // The buffer now holds `words`, then whatever it held past them.
             if self.written.len() < n {
                 self.written.resize(n, 0);
