@@ -296,10 +296,7 @@ impl GpuBackend {
     /// Records the layers of one group, which share all their buffers.
     fn layer_grads_group(&mut self, layers: &[LayerGrad]) -> Result<()> {
         // The header (count, three words of padding), then the entries.
-        let mut table = [idx(layers.len())?, 0, 0, 0]
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect::<Vec<u8>>();
+        let mut table = bytemuck::cast_slice::<u32, u8>(&[idx(layers.len())?, 0, 0, 0]).to_vec();
         let (mut gx, mut gy) = (0, 0);
         for g in layers {
             let entry = LayerEntry {
