@@ -91,7 +91,7 @@ impl Kernel {
 
     /// The WGSL declaration of the parameter block it reads.
     pub fn params_wgsl(self) -> &'static str {
-        module_params(self.source().0)
+        self.source().0.params()
     }
 
     /// Its position in [`Kernel::ALL`] (and in [`Pipelines`]).
@@ -99,34 +99,34 @@ impl Kernel {
         Kernel::ALL.iter().position(|&k| k == self).unwrap_or(0)
     }
 
-    /// Index of its shader module in [`MODULES`] and its entry point.
-    fn source(self) -> (usize, &'static str) {
+    /// Its shader module and entry point.
+    fn source(self) -> (Module, &'static str) {
         match self {
-            Kernel::Gemm(GemmKernel::Tile64) => (0, "gemm"),
-            Kernel::Gemm(GemmKernel::Tile32) => (1, "gemm"),
-            Kernel::Gemm(GemmKernel::Tile128) => (2, "gemm_wide"),
-            Kernel::GemmReduce => (1, "gemm_reduce"),
-            Kernel::LayerGrads => (3, "layer_grads"),
-            Kernel::Fill => (4, "fill"),
-            Kernel::BiasActivation => (4, "bias_activation"),
-            Kernel::ActivationGrad => (4, "activation_grad"),
-            Kernel::Loss => (5, "loss_grad"),
-            Kernel::Optimizer => (6, "optimizer_step"),
-            Kernel::SignFeedback => (7, "sign_feedback"),
-            Kernel::GradNorm => (8, "grad_norm"),
-            Kernel::GradScale => (8, "grad_scale"),
-            Kernel::Im2Col => (9, "im2col"),
-            Kernel::Col2Im => (9, "col2im"),
-            Kernel::Pool => (9, "pool"),
-            Kernel::Unpool => (9, "unpool"),
-            Kernel::Axpby => (4, "axpby"),
-            Kernel::Noise => (4, "noise"),
-            Kernel::UniformNoise => (4, "uniform_noise"),
-            Kernel::ColumnMeanSquares => (10, "column_mean_squares"),
-            Kernel::ColumnNormalize => (10, "column_normalize"),
-            Kernel::ColumnScale => (10, "column_scale"),
-            Kernel::ColumnArgmaxOneHot => (10, "column_argmax_one_hot"),
-            Kernel::Gather => (11, "gather"),
+            Kernel::Gemm(GemmKernel::Tile64) => (Module::Gemm, "gemm"),
+            Kernel::Gemm(GemmKernel::Tile32) => (Module::GemmNarrow, "gemm"),
+            Kernel::Gemm(GemmKernel::Tile128) => (Module::GemmWide, "gemm_wide"),
+            Kernel::GemmReduce => (Module::GemmNarrow, "gemm_reduce"),
+            Kernel::LayerGrads => (Module::LayerGrads, "layer_grads"),
+            Kernel::Fill => (Module::Elementwise, "fill"),
+            Kernel::BiasActivation => (Module::Elementwise, "bias_activation"),
+            Kernel::ActivationGrad => (Module::Elementwise, "activation_grad"),
+            Kernel::Loss => (Module::Loss, "loss_grad"),
+            Kernel::Optimizer => (Module::Optimizer, "optimizer_step"),
+            Kernel::SignFeedback => (Module::Feedback, "sign_feedback"),
+            Kernel::GradNorm => (Module::Clip, "grad_norm"),
+            Kernel::GradScale => (Module::Clip, "grad_scale"),
+            Kernel::Im2Col => (Module::Spatial, "im2col"),
+            Kernel::Col2Im => (Module::Spatial, "col2im"),
+            Kernel::Pool => (Module::Spatial, "pool"),
+            Kernel::Unpool => (Module::Spatial, "unpool"),
+            Kernel::Axpby => (Module::Elementwise, "axpby"),
+            Kernel::Noise => (Module::Elementwise, "noise"),
+            Kernel::UniformNoise => (Module::Elementwise, "uniform_noise"),
+            Kernel::ColumnMeanSquares => (Module::Columns, "column_mean_squares"),
+            Kernel::ColumnNormalize => (Module::Columns, "column_normalize"),
+            Kernel::ColumnScale => (Module::Columns, "column_scale"),
+            Kernel::ColumnArgmaxOneHot => (Module::Columns, "column_argmax_one_hot"),
+            Kernel::Gather => (Module::Data, "gather"),
         }
     }
 
@@ -179,27 +179,102 @@ impl Kernel {
     }
 }
 
-/// Shader modules by name. The three GEMM kernels share their parameters, bindings and
+/// A shader module. The three GEMM kernels share their parameters, bindings and
 /// epilogue (`gemm_common.wgsl`) but not their tile sizes, so each gets its own module
 /// and declares only its own workgroup memory. `gemm` (64x64), `gemm_narrow` (32x32)
 /// and `layer_grads` (64x64) share one tile loop (`gemm_tile.wgsl`), sized by the
-/// `TILE` constant that [`module_source`] prepends; `gemm` and `gemm_narrow` also share
+/// `TILE` constant that [`Module::source`] prepends; `gemm` and `gemm_narrow` also share
 /// their entry point (`gemm.wgsl`). `gemm_wide` has its own loop (8x8 outputs per
 /// invocation).
-const MODULES: [&str; 12] = [
-    "gemm",
-    "gemm_narrow",
-    "gemm_wide",
-    "layer_grads",
-    "elementwise",
-    "loss",
-    "optimizer",
-    "feedback",
-    "clip",
-    "spatial",
-    "columns",
-    "data",
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Module {
+    Gemm,
+    GemmNarrow,
+    GemmWide,
+    LayerGrads,
+    Elementwise,
+    Loss,
+    Optimizer,
+    Feedback,
+    Clip,
+    Spatial,
+    Columns,
+    Data,
+}
+
+impl Module {
+    /// Every module, in the order [`Pipelines::build`] compiles them (`module as usize`).
+    const ALL: [Module; 12] = [
+        Module::Gemm,
+        Module::GemmNarrow,
+        Module::GemmWide,
+        Module::LayerGrads,
+        Module::Elementwise,
+        Module::Loss,
+        Module::Optimizer,
+        Module::Feedback,
+        Module::Clip,
+        Module::Spatial,
+        Module::Columns,
+        Module::Data,
+    ];
+
+    /// Its label.
+    fn name(self) -> &'static str {
+        match self {
+            Module::Gemm => "gemm",
+            Module::GemmNarrow => "gemm_narrow",
+            Module::GemmWide => "gemm_wide",
+            Module::LayerGrads => "layer_grads",
+            Module::Elementwise => "elementwise",
+            Module::Loss => "loss",
+            Module::Optimizer => "optimizer",
+            Module::Feedback => "feedback",
+            Module::Clip => "clip",
+            Module::Spatial => "spatial",
+            Module::Columns => "columns",
+            Module::Data => "data",
+        }
+    }
+
+    /// The parameter block it reads (its WGSL `struct` is generated from it).
+    fn params(self) -> &'static str {
+        match self {
+            Module::Gemm | Module::GemmNarrow | Module::GemmWide => GemmParams::WGSL,
+            Module::LayerGrads => LayerEntry::WGSL,
+            Module::Elementwise => ElementwiseParams::WGSL,
+            Module::Loss => LossParams::WGSL,
+            Module::Optimizer => OptimizerParams::WGSL,
+            Module::Feedback => FeedbackParams::WGSL,
+            Module::Clip => ClipParams::WGSL,
+            Module::Spatial => SpatialParams::WGSL,
+            Module::Columns => ColumnsParams::WGSL,
+            Module::Data => DataParams::WGSL,
+        }
+    }
+
+    /// Its WGSL: the injected constants, its parameter block, then its files.
+    fn source(self) -> String {
+        let body = match self {
+            Module::Gemm => format!("{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}", tile_loop(TILE)),
+            Module::GemmNarrow => format!(
+                "{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}",
+                tile_loop(NARROW_TILE)
+            ),
+            Module::GemmWide => format!("{ACTIVATION}\n{GEMM_COMMON}\n{GEMM_WIDE}"),
+            Module::LayerGrads => format!("{}\n{LAYER_GRADS}", tile_loop(TILE)),
+            Module::Elementwise => format!("{ACTIVATION}\n{ELEMENTWISE}"),
+            Module::Loss => LOSS.to_string(),
+            Module::Optimizer => OPTIMIZER.to_string(),
+            Module::Feedback => FEEDBACK.to_string(),
+            Module::Clip => CLIP.to_string(),
+            Module::Spatial => SPATIAL.to_string(),
+            Module::Columns => COLUMNS.to_string(),
+            Module::Data => DATA.to_string(),
+        };
+        format!("{}{}\n{body}", constants(), self.params())
+    }
+}
 
 /// Output tile side of the `gemm` kernel and of `layer_grads` (`TILE` in
 /// `gemm_tile.wgsl`; `layer_grads.wgsl` assumes 64).
@@ -211,43 +286,6 @@ pub(crate) const NARROW_TILE: usize = 32;
 /// `TILE / 4` invocations square and must divide the loads evenly).
 fn tile_loop(tile: usize) -> String {
     format!("const TILE: u32 = {tile}u;\n{GEMM_TILE}")
-}
-
-/// The parameter block module `index` reads (its WGSL `struct` is generated from it).
-fn module_params(index: usize) -> &'static str {
-    match index {
-        0..=2 => GemmParams::WGSL,
-        3 => LayerEntry::WGSL,
-        4 => ElementwiseParams::WGSL,
-        5 => LossParams::WGSL,
-        6 => OptimizerParams::WGSL,
-        7 => FeedbackParams::WGSL,
-        8 => ClipParams::WGSL,
-        9 => SpatialParams::WGSL,
-        10 => ColumnsParams::WGSL,
-        _ => DataParams::WGSL,
-    }
-}
-
-fn module_source(index: usize) -> String {
-    let body = match index {
-        0 => format!("{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}", tile_loop(TILE)),
-        1 => format!(
-            "{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}",
-            tile_loop(NARROW_TILE)
-        ),
-        2 => format!("{ACTIVATION}\n{GEMM_COMMON}\n{GEMM_WIDE}"),
-        3 => format!("{}\n{LAYER_GRADS}", tile_loop(TILE)),
-        4 => format!("{ACTIVATION}\n{ELEMENTWISE}"),
-        5 => LOSS.to_string(),
-        6 => OPTIMIZER.to_string(),
-        7 => FEEDBACK.to_string(),
-        8 => CLIP.to_string(),
-        9 => SPATIAL.to_string(),
-        10 => COLUMNS.to_string(),
-        _ => DATA.to_string(),
-    };
-    format!("{}{}\n{body}", constants(), module_params(index))
 }
 
 /// A compiled kernel and the layout its bind groups follow.
@@ -279,12 +317,13 @@ impl Pipelines {
             )));
         }
         ctx.scoped(|| {
-            let modules: Vec<wgpu::ShaderModule> = (0..MODULES.len())
-                .map(|i| {
+            let modules: Vec<wgpu::ShaderModule> = Module::ALL
+                .iter()
+                .map(|m| {
                     ctx.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(MODULES[i]),
-                            source: wgpu::ShaderSource::Wgsl(module_source(i).into()),
+                            label: Some(m.name()),
+                            source: wgpu::ShaderSource::Wgsl(m.source().into()),
                         })
                 })
                 .collect();
@@ -294,7 +333,7 @@ impl Pipelines {
                 .map(|&kernel| {
                     let (module, entry) = kernel.source();
                     (kernel.workgroup_bytes() <= room)
-                        .then(|| build_one(ctx, kernel, &modules[module], entry))
+                        .then(|| build_one(ctx, kernel, &modules[module as usize], entry))
                 })
                 .collect();
             Pipelines { pipelines }
@@ -382,21 +421,28 @@ mod tests {
     use super::*;
     use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 
-    /// Module `i` parsed and validated with WebGPU's base capabilities.
-    fn parsed(i: usize) -> (naga::Module, ModuleInfo) {
-        let source = module_source(i);
+    /// `m` parsed and validated with WebGPU's base capabilities.
+    fn parsed(m: Module) -> (naga::Module, ModuleInfo) {
+        let source = m.source();
         let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{}: {}", MODULES[i], e.emit_to_string(&source)));
+            .unwrap_or_else(|e| panic!("{}: {}", m.name(), e.emit_to_string(&source)));
         let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", MODULES[i], e.emit_to_string(&source)));
+            .unwrap_or_else(|e| panic!("{}: {}", m.name(), e.emit_to_string(&source)));
         (module, info)
     }
 
     #[test]
+    fn modules_are_listed_in_the_order_pipelines_index_them() {
+        for (i, m) in Module::ALL.into_iter().enumerate() {
+            assert_eq!(m as usize, i, "{m:?}");
+        }
+    }
+
+    #[test]
     fn every_shader_translates_for_every_backend() {
-        for (i, name) in MODULES.iter().enumerate() {
-            let (module, info) = parsed(i);
+        for m in Module::ALL {
+            let (name, (module, info)) = (m.name(), parsed(m));
             naga::back::spv::write_vec(&module, &info, &Default::default(), None)
                 .unwrap_or_else(|e| panic!("{name} as SPIR-V: {e}"));
             naga::back::msl::write_string(&module, &info, &Default::default(), &Default::default())
@@ -430,8 +476,8 @@ mod tests {
     fn no_shader_holds_an_infinite_or_nan_constant() {
         // WGSL forbids them (Tint rejects a constant expression that makes one), even
         // where naga folds it silently.
-        for (i, name) in MODULES.iter().enumerate() {
-            let (module, _) = parsed(i);
+        for m in Module::ALL {
+            let (name, (module, _)) = (m.name(), parsed(m));
             let functions = module.functions.iter().map(|(_, f)| f);
             let entries = module.entry_points.iter().map(|e| &e.function);
             let arenas = std::iter::once(&module.global_expressions)
@@ -466,8 +512,8 @@ mod tests {
     fn workgroup_memory_is_as_declared_and_within_the_downlevel_limit_but_for_the_wide_gemm() {
         let downlevel = wgpu::Limits::downlevel_defaults().max_compute_workgroup_storage_size;
         for kernel in Kernel::ALL {
-            let (module_index, entry) = kernel.source();
-            let (module, info) = parsed(module_index);
+            let (which, entry) = kernel.source();
+            let (module, info) = parsed(which);
             let ep = module
                 .entry_points
                 .iter()
