@@ -8,7 +8,7 @@
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
 
 fn column_sum_squares(j: u32) -> f32 {
     var sum = 0.0;

@@ -7,7 +7,7 @@
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> buf0: array<f32>;
-@group(0) @binding(2) var<storage, read_write> buf1: array<f32>;
+@group(0) @binding(2) var<storage, read> buf1: array<f32>;
 
 fn stride(groups: vec3<u32>) -> u32 {
     return groups.x * GROUP;

@@ -51,7 +51,7 @@ fn gemm_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     for (var e = gid.x; e < total; e += groups.x * GROUP) {
         var acc = 0.0;
         for (var z = 0u; z < p.slices; z++) {
-            acc += a_buf[p.s_off + z * total + e];
+            acc += a_at(p.s_off + z * total + e);
         }
         store_c(e / p.n, e % p.n, acc);
     }

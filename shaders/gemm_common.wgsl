@@ -18,16 +18,16 @@
 // `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
-// Bound read_write even when only read: the same buffer may hold C and a factor
-// (disjoint regions), and wgpu forbids read-only and read-write uses together.
+// Inputs are declared `read`; the host redeclares one `read_write` for a dispatch whose
+// output lies in the same buffer (WebGPU lets a buffer be either read-only in a
+// dispatch or writable in all its bindings), with ranges that do not overlap.
 @group(0) @binding(1) var<storage, read_write> c_buf: array<f32>;
-@group(0) @binding(2) var<storage, read_write> a_buf: array<f32>;
-@group(0) @binding(3) var<storage, read_write> b_buf: array<f32>;
-// The buffers of bindings 2 and 3 again, as vec4s (for the vector load path).
-@group(0) @binding(4) var<storage, read_write> a_vec: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> b_vec: array<vec4<f32>>;
+// A and B as vec4s, for both load paths (the scalar path picks lanes: see
+// `factors.wgsl`); each factor is bound once, so its range never overlaps itself.
+@group(0) @binding(2) var<storage, read> a_vec: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> b_vec: array<vec4<f32>>;
 // The epilogue's operand: the bias or the layer output H (unused with epilogue 0).
-@group(0) @binding(6) var<storage, read_write> e_buf: array<f32>;
+@group(0) @binding(4) var<storage, read> e_buf: array<f32>;
 
 // Where this invocation's C starts: `p.c_off`, or a split-K slice's own block.
 var<private> c_base: u32;

@@ -45,9 +45,9 @@
 // same chain of FMAs over k = 0, 1, .. (zero-padded to a multiple of 16).
 //
 // Besides `TILE` (prepended by the host), the module that includes this declares
-// `a_buf` and `b_buf` (array<f32>) and `a_vec` and `b_vec` (the same buffers as
-// array<vec4<f32>>): gemm_common.wgsl for the GEMM, layer_grads.wgsl itself for the
-// gradients (which is written for TILE = 64: 16x16 invocations).
+// `a_vec` and `b_vec` (array<vec4<f32>>, read through `factors.wgsl` on the scalar
+// path): gemm_common.wgsl for the GEMM, layer_grads.wgsl itself for the gradients
+// (which is written for TILE = 64: 16x16 invocations).
 
 const TILE_M: u32 = TILE;
 const TILE_N: u32 = TILE;
@@ -111,9 +111,9 @@ fn load_a(t: Tile, row0: u32, k0: u32, flat: u32) {
         var v = 0.0;
         if (gi < t.m && gk < t.k) {
             if (t.trans_a == 0u) {
-                v = a_buf[t.a_off + gi * t.lda + gk];
+                v = a_at(t.a_off + gi * t.lda + gk);
             } else {
-                v = a_buf[t.a_off + gk * t.lda + gi];
+                v = a_at(t.a_off + gk * t.lda + gi);
             }
         }
         tile_a[kk * TILE_Q + i / 4u][i % 4u] = v;
@@ -137,9 +137,9 @@ fn load_b(t: Tile, col0: u32, k0: u32, flat: u32) {
                 v = 1.0;
             } else if (gj < t.n) {
                 if (t.trans_b == 0u) {
-                    v = b_buf[t.b_off + gk * t.ldb + gj];
+                    v = b_at(t.b_off + gk * t.ldb + gj);
                 } else {
-                    v = b_buf[t.b_off + gj * t.ldb + gk];
+                    v = b_at(t.b_off + gj * t.ldb + gk);
                 }
             }
         }

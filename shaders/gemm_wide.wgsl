@@ -76,9 +76,9 @@ fn wide_load_a(row0: u32, k0: u32, flat: u32) {
         var v = 0.0;
         if (gi < p.m && gk < p.k) {
             if (p.trans_a == 0u) {
-                v = a_buf[p.a_off + gi * p.lda + gk];
+                v = a_at(p.a_off + gi * p.lda + gk);
             } else {
-                v = a_buf[p.a_off + gk * p.lda + gi];
+                v = a_at(p.a_off + gk * p.lda + gi);
             }
         }
         wide_a[kk * WIDE_Q + i / 4u][i % 4u] = v;
@@ -100,9 +100,9 @@ fn wide_load_b(col0: u32, k0: u32, flat: u32) {
         var v = 0.0;
         if (gk < p.k && gj < p.n) {
             if (p.trans_b == 0u) {
-                v = b_buf[p.b_off + gk * p.ldb + gj];
+                v = b_at(p.b_off + gk * p.ldb + gj);
             } else {
-                v = b_buf[p.b_off + gj * p.ldb + gk];
+                v = b_at(p.b_off + gj * p.ldb + gk);
             }
         }
         wide_b[kk * WIDE_Q + j / 4u][j % 4u] = v;

@@ -1,15 +1,15 @@
 // Every layer's parameter gradients in ONE dispatch: workgroup_id.z is the layer.
-// Prefixed with gemm_tile.wgsl.
+// Prefixed with gemm_tile.wgsl and factors.wgsl.
 //
 // grad_W = delta * input^T (outputs x inputs) and grad_b = delta * 1 (row sums): the
 // input is read as if it had one more row of ones, so the bias gradient is just
 // column `inputs` of an outputs x (inputs + 1) product. All deltas share one buffer,
-// all activations another, all gradients a third (bound twice, for weights and
-// biases); the table gives each layer's
-// offsets and shape. The grid is the largest layer's; workgroups outside a smaller
-// layer's extent return at once. Each layer's `flags` pick the vec4 global-load path
-// for its delta (bit 0) and its input (bit 1), set by the host when that region's
-// offset and the batch (both factors' leading dimension) are multiples of 4.
+// all activations another, all gradients a third (weights and biases in one binding
+// when they share a buffer); the table gives each layer's offsets and shape. The grid
+// is the largest layer's; workgroups outside a smaller layer's extent return at once.
+// Each layer's `flags` pick the vec4 global-load path for its delta (bit 0) and its
+// input (bit 1), set by the host when that region's offset and the batch (both
+// factors' leading dimension) are multiples of 4; bit 2 is `BIAS_WITH_WEIGHTS`.
 
 // `struct Layer` comes from src/backend/gpu/blocks.rs.
 
@@ -22,14 +22,17 @@ struct Table {
 }
 
 @group(0) @binding(0) var<uniform> table: Table;
+// Weight gradients; with `BIAS_WITH_WEIGHTS` set in a layer's flags, its bias gradient
+// too (the trainer's gradient arena holds both: one binding, so the two writable
+// ranges cannot overlap).
 @group(0) @binding(1) var<storage, read_write> grad_w: array<f32>;
-@group(0) @binding(2) var<storage, read_write> a_buf: array<f32>; // deltas
-@group(0) @binding(3) var<storage, read_write> b_buf: array<f32>; // activations
-// Usually the same buffer as grad_w (the trainer's gradient arena).
+// Deltas and inputs as vec4s, for both load paths (see `factors.wgsl`).
+@group(0) @binding(2) var<storage, read> a_vec: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> b_vec: array<vec4<f32>>;
+// Bias gradients kept in another buffer than the weights'.
 @group(0) @binding(4) var<storage, read_write> grad_b: array<f32>;
-// The buffers of bindings 2 and 3 again, as vec4s (for the vector load path).
-@group(0) @binding(5) var<storage, read_write> a_vec: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> b_vec: array<vec4<f32>>;
+
+// `BIAS_WITH_WEIGHTS` (a flag bit) comes from src/backend/gpu/blocks.rs.
 
 @compute @workgroup_size(16, 16)
 fn layer_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -59,7 +62,11 @@ fn layer_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                 if (j < l.inputs) {
                     grad_w[l.grad_w_off + i * l.inputs + j] = acc_at(r, c);
                 } else if (j == l.inputs) {
-                    grad_b[l.grad_b_off + i] = acc_at(r, c);
+                    if ((l.flags & BIAS_WITH_WEIGHTS) != 0u) {
+                        grad_w[l.grad_b_off + i] = acc_at(r, c);
+                    } else {
+                        grad_b[l.grad_b_off + i] = acc_at(r, c);
+                    }
                 }
             }
         }

@@ -8,8 +8,8 @@
 // `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> outputs: array<f32>;
-@group(0) @binding(2) var<storage, read_write> targets: array<f32>;
+@group(0) @binding(1) var<storage, read> outputs: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 

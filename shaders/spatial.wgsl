@@ -12,15 +12,16 @@
 // bounded grid (like elementwise.wgsl).
 //
 // Bindings: buf0 the written region, buf1 the main input, buf2 the argmax (pool: written
-// by max, read by max-at; unpool: read by both max modes; otherwise unused, the host
-// binds buf0's buffer there). All read_write so one buffer may be bound several times
-// (a training step keeps a layer's input, output and saved argmax in one arena).
+// by max, read by max-at; unpool: read by both max modes; otherwise unused). The input
+// is declared `read`; the host redeclares it `read_write` for a dispatch whose output
+// lies in the same buffer (a training step keeps a layer's input, output and saved
+// argmax in one arena), with ranges that do not overlap.
 
 // `struct Params` comes from src/backend/gpu/blocks.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> buf0: array<f32>;
-@group(0) @binding(2) var<storage, read_write> buf1: array<f32>;
+@group(0) @binding(2) var<storage, read> buf1: array<f32>;
 @group(0) @binding(3) var<storage, read_write> buf2: array<f32>;
 
 const MODE_MAX: u32 = 0u;

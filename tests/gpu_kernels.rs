@@ -1535,3 +1535,72 @@ fn process_cpu_secs() -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
 }
+
+#[test]
+fn operands_within_the_binding_alignment_of_a_written_range_are_bound_as_copies() {
+    // WebGPU binds ranges at multiples of the device's offset alignment and forbids
+    // overlapping writable ranges of one buffer; these regions share an aligned block,
+    // so the backend binds a copy: an input copied in, an output copied in and out.
+    let Some(mut pair) = Pair::new(12) else {
+        return;
+    };
+    let aliased = |pair: &Pair| pair.gpu.counters().snapshot().bytes_aliased;
+
+    // C starts right after B in one buffer.
+    let (m, n, k) = (7, 5, 9);
+    let buf = pair.random_buffer(3 + m * k + k * n + m * n + 2);
+    let op = Gemm::new(
+        Mat::new(buf, 3 + m * k + k * n, m, n),
+        Mat::new(buf, 3, m, k),
+        false,
+        Mat::new(buf, 3 + m * k, k, n),
+        false,
+    );
+    let (before, _) = pair.both(buf);
+    let copied = aliased(&pair);
+    pair.run(|be| be.gemm(&op));
+    assert!(aliased(&pair) > copied, "B was bound as a copy");
+    let (c, g) = pair.both(buf);
+    let bounds = gemm_bounds(&op, &before, &before, &before);
+    assert_within(&c, &g, &bounds, "gemm with C beside B");
+    let outside_c = 0..op.c.offset;
+    assert_eq!(
+        bits(&g[outside_c.clone()]),
+        bits(&before[outside_c]),
+        "factors unchanged"
+    );
+
+    // The loss writes its error and its statistics; here they touch.
+    let (classes, batch) = (3, 5);
+    let out = pair.random(classes * batch, -3.0, 3.0);
+    let out = pair.buffer(&out);
+    let mut target = vec![0.0; classes * batch];
+    for j in 0..batch {
+        target[(j % classes) * batch + j] = 1.0;
+    }
+    let target = pair.buffer(&target);
+    let written = pair.random_buffer(classes * batch + 3 + 2);
+    let stats_at = classes * batch;
+    pair.run(|be| be.fill(Mat::new(written, stats_at, 1, 3), 0.0));
+    let op = LossGrad {
+        loss: Loss::SoftmaxCrossEntropy,
+        output: Mat::new(out, 0, classes, batch),
+        target: Mat::new(target, 0, classes, batch),
+        grad: Mat::new(written, 0, classes, batch),
+        stats: Mat::new(written, stats_at, 1, 3),
+    };
+    let (before, _) = pair.both(written);
+    let copied = aliased(&pair);
+    pair.run(|be| be.loss_grad(&op));
+    pair.run(|be| be.loss_grad(&op));
+    assert!(aliased(&pair) > copied, "one output was bound as a copy");
+    let (c, g) = pair.both(written);
+    let bounds: Vec<f64> = c.iter().map(|&v| 1e-6 + 1e-5 * (v as f64).abs()).collect();
+    assert_within(&c, &g, &bounds, "loss error and statistics side by side");
+    let tail = stats_at + 3..c.len();
+    assert_eq!(
+        bits(&g[tail.clone()]),
+        bits(&before[tail]),
+        "floats after them kept"
+    );
+}

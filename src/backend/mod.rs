@@ -364,6 +364,11 @@ pub struct WorkCounters {
     pub bytes_parameters: u64,
     /// Bytes copied from the device to the host.
     pub bytes_read_back: u64,
+    /// Bytes copied on the device so an operand could be bound as a copy, where its
+    /// range and a written one in the same buffer would overlap once aligned to the
+    /// device's binding alignment (see the GPU backend's binding rules; a training
+    /// step at the usual batch sizes copies none).
+    pub bytes_aliased: u64,
 }
 
 impl std::ops::Sub for WorkCounters {
@@ -379,6 +384,7 @@ impl std::ops::Sub for WorkCounters {
                 .bytes_parameters
                 .saturating_sub(earlier.bytes_parameters),
             bytes_read_back: self.bytes_read_back.saturating_sub(earlier.bytes_read_back),
+            bytes_aliased: self.bytes_aliased.saturating_sub(earlier.bytes_aliased),
         }
     }
 }

@@ -15,11 +15,20 @@ use crate::activation::Activation;
 pub(crate) trait KernelParams: bytemuck::Pod {
     /// The WGSL declaration, as `struct <name> { ... }`.
     const WGSL: &'static str;
+
+    /// Makes every element offset relative to the start of the binding it indexes:
+    /// `bases[i]` is where binding `i + 1` starts in its buffer (a dispatch binds
+    /// each operand's range, not the whole buffer; see [`bindings`](super::bindings)).
+    fn rebase(&mut self, bases: &[u32]);
 }
 
-/// Declares a parameter block: `kernel_params!(RustName as WgslName { field: u32, ... })`.
+/// Declares a parameter block:
+/// `kernel_params!(RustName as WgslName { field: u32, offset: u32 @ 2, ... })`, where
+/// `@ n` marks an element offset into storage binding `n`.
 macro_rules! kernel_params {
-    ($(#[$doc:meta])* $name:ident as $wgsl:ident { $($(#[$fdoc:meta])* $field:ident: $ty:ident),* $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident as $wgsl:ident {
+        $($(#[$fdoc:meta])* $field:ident: $ty:ident $(@ $binding:literal)?),* $(,)?
+    }) => {
         $(#[$doc])*
         #[repr(C)]
         #[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -33,6 +42,15 @@ macro_rules! kernel_params {
                 $("    ", stringify!($field), ": ", stringify!($ty), ",\n",)*
                 "}\n"
             );
+
+            fn rebase(&mut self, bases: &[u32]) {
+                // Wrapping: an offset into a binding the call leaves unused is never
+                // read, whatever it becomes (and kernels sharing a block may bind
+                // fewer buffers than it names).
+                $($(if let Some(base) = bases.get($binding - 1) {
+                    self.$field = self.$field.wrapping_sub(*base);
+                })?)*
+            }
         }
     };
 }
@@ -44,13 +62,13 @@ kernel_params!(
         m: u32,
         n: u32,
         k: u32,
-        a_off: u32,
+        a_off: u32 @ 2,
         lda: u32,
         trans_a: u32,
-        b_off: u32,
+        b_off: u32 @ 3,
         ldb: u32,
         trans_b: u32,
-        c_off: u32,
+        c_off: u32 @ 1,
         ldc: u32,
         alpha: f32,
         beta: f32,
@@ -61,26 +79,28 @@ kernel_params!(
         /// activation code above it.
         epilogue: u32,
         /// Offset of the epilogue's operand (bias or stored output).
-        e_off: u32,
+        e_off: u32 @ 4,
         /// Split-K: the k of each slice (0: not split), how many slices, and where
         /// their partial blocks start (for `gemm_reduce`).
         split: u32,
         slices: u32,
-        s_off: u32,
+        s_off: u32 @ 2,
     }
 );
 
 kernel_params!(
     /// One layer of the grouped layer-gradient table (`shaders/layer_grads.wgsl`).
     LayerEntry as Layer {
-        delta_off: u32,
-        input_off: u32,
-        grad_w_off: u32,
+        delta_off: u32 @ 2,
+        input_off: u32 @ 3,
+        grad_w_off: u32 @ 1,
+        /// Into binding 1 with `BIAS_WITH_WEIGHTS` in `flags` (the host rebases it).
         grad_b_off: u32,
         outputs: u32,
         inputs: u32,
         batch: u32,
-        /// Bit 0: the delta loads as vec4s; bit 1: the input does.
+        /// Bit 0: the delta loads as vec4s; bit 1: the input does; bit 2
+        /// ([`BIAS_WITH_WEIGHTS`]): the bias gradient goes to binding 1.
         flags: u32,
     }
 );
@@ -90,10 +110,10 @@ kernel_params!(
     /// (`shaders/elementwise.wgsl`).
     ElementwiseParams as Params {
         /// The written region: offset and length.
-        off0: u32,
+        off0: u32 @ 1,
         len: u32,
         /// The region read.
-        off1: u32,
+        off1: u32 @ 2,
         /// Columns of the written region (bias_activation: one bias per row).
         cols: u32,
         /// Activation code.
@@ -112,10 +132,10 @@ kernel_params!(
 kernel_params!(
     /// Output error and loss statistics (`shaders/loss.wgsl`).
     LossParams as Params {
-        out_off: u32,
-        target_off: u32,
-        grad_off: u32,
-        stats_off: u32,
+        out_off: u32 @ 1,
+        target_off: u32 @ 2,
+        grad_off: u32 @ 3,
+        stats_off: u32 @ 4,
         classes: u32,
         batch: u32,
         /// 0 softmax cross-entropy, 1 mean squared error.
@@ -128,10 +148,10 @@ kernel_params!(
 kernel_params!(
     /// One optimizer update, guarded or not (`shaders/optimizer.wgsl`).
     OptimizerParams as Params {
-        param_off: u32,
-        grad_off: u32,
-        s0_off: u32,
-        s1_off: u32,
+        param_off: u32 @ 1,
+        grad_off: u32 @ 2,
+        s0_off: u32 @ 3,
+        s1_off: u32 @ 4,
         len: u32,
         /// 0 SGD (with momentum when momentum != 0), 1 Adam.
         kind: u32,
@@ -146,20 +166,20 @@ kernel_params!(
         eps: f32,
         weight_decay: f32,
         inv_sqrt_correction2: f32,
-        flags_off: u32,
+        flags_off: u32 @ 5,
         step: u32,
         /// The running loss sum the guard watches.
-        loss_off: u32,
+        loss_off: u32 @ 5,
     }
 );
 
 kernel_params!(
     /// Sign-symmetric feedback (`shaders/feedback.wgsl`).
     FeedbackParams as Params {
-        off_out: u32,
+        off_out: u32 @ 1,
         len: u32,
-        off_w: u32,
-        off_mag: u32,
+        off_w: u32 @ 2,
+        off_mag: u32 @ 3,
         has_mag: u32,
         scale: f32,
     }
@@ -168,9 +188,9 @@ kernel_params!(
 kernel_params!(
     /// Gradient-norm clipping (`shaders/clip.wgsl`).
     ClipParams as Params {
-        grad_off: u32,
+        grad_off: u32 @ 1,
         len: u32,
-        norm_off: u32,
+        norm_off: u32 @ 2,
         max_norm: f32,
     }
 );
@@ -190,9 +210,9 @@ kernel_params!(
         /// Elements written (the grid's extent).
         len: u32,
         /// Offsets of the written region, the input and the argmax.
-        off0: u32,
-        off1: u32,
-        off2: u32,
+        off0: u32 @ 1,
+        off1: u32 @ 2,
+        off2: u32 @ 3,
         /// Pooling: 0 max, 1 max at the recorded argmax, 2 average.
         mode: u32,
         /// 1 / k², computed on the host.
@@ -203,8 +223,8 @@ kernel_params!(
 kernel_params!(
     /// Per-column reductions and scalings (`shaders/columns.wgsl`).
     ColumnsParams as Params {
-        off_x: u32,
-        off_out: u32,
+        off_x: u32 @ 2,
+        off_out: u32 @ 1,
         /// Rows and columns of the region reduced (column_scale: of `out`).
         rows: u32,
         cols: u32,
@@ -219,20 +239,24 @@ kernel_params!(
 kernel_params!(
     /// A batch gathered from a stored data set (`shaders/data.wgsl`).
     DataParams as Params {
-        table_off: u32,
-        labels_off: u32,
-        features_off: u32,
+        table_off: u32 @ 1,
+        labels_off: u32 @ 1,
+        features_off: u32 @ 1,
         samples: u32,
         dim: u32,
         classes: u32,
         batch: u32,
         /// 1: byte codes through the table, 0: f32 values.
         bytes: u32,
-        order_off: u32,
-        x_off: u32,
-        targets_off: u32,
+        order_off: u32 @ 2,
+        x_off: u32 @ 3,
+        targets_off: u32 @ 4,
     }
 );
+
+/// [`LayerEntry::flags`] bit: the layer's bias gradient lies in the weight gradients'
+/// buffer and is written through their binding (`shaders/layer_grads.wgsl`).
+pub(crate) const BIAS_WITH_WEIGHTS: u32 = 4;
 
 /// Invocations per workgroup of the elementwise kernels (and of the loss kernel's one
 /// workgroup); WGSL's `GROUP`.
@@ -255,6 +279,7 @@ pub(crate) fn constants() -> String {
         |name: &str, a: Activation| format!("const ACT_{name}: u32 = {}u;\n", activation_code(a));
     [
         format!("const GROUP: u32 = {GROUP}u;\n"),
+        format!("const BIAS_WITH_WEIGHTS: u32 = {BIAS_WITH_WEIGHTS}u;\n"),
         act("IDENTITY", Activation::Identity),
         act("RELU", Activation::Relu),
         act("LEAKY_RELU", Activation::LeakyRelu),

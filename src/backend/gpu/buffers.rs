@@ -1,6 +1,7 @@
 //! Device buffers named by [`BufId`], their allocation against the device's limits,
 //! and the region checks every call makes before recording anything.
 
+use super::bindings::ALIAS;
 use super::context::Context;
 use crate::backend::regions::validate;
 use crate::backend::{BufId, Mat};
@@ -28,6 +29,8 @@ pub(crate) struct Buffers {
     spare: Option<GpuBuf>,
     /// Split-K partial products (see [`SCRATCH`]), grown on demand.
     scratch: Option<GpuBuf>,
+    /// Operands bound as copies (see [`ALIAS`]), grown on demand.
+    alias: Option<GpuBuf>,
 }
 
 /// Names the backend's scratch buffer for split-K partial products.
@@ -35,7 +38,8 @@ pub(crate) const SCRATCH: BufId = BufId(usize::MAX - 1);
 
 /// Names the backend's own buffer of zeroed words, outside the ids it hands out (so
 /// every backend numbers the caller's buffers alike), for bindings a kernel declares
-/// but a call does not use.
+/// but a call does not use (each in its own aligned slot, see
+/// [`spare_bytes`](super::bindings::spare_bytes)).
 pub(crate) const SPARE: BufId = BufId(usize::MAX);
 
 impl Buffers {
@@ -101,21 +105,33 @@ impl Buffers {
             .ok_or_else(|| Error::Backend(format!("buffer {} does not exist", id.0)))
     }
 
-    /// Makes the scratch buffer hold at least `len` floats; returns whether it was
-    /// replaced (bind groups holding the old one must go).
-    pub fn ensure_scratch(&mut self, ctx: &Context, len: usize) -> Result<bool> {
-        if self.scratch.as_ref().is_some_and(|s| s.len >= len) {
+    /// Makes the backend's growable buffer `id` ([`SCRATCH`] or [`ALIAS`]) hold at
+    /// least `len` floats; returns whether it was replaced (bind groups holding the old
+    /// one must go; recorded work names it by id, so it all binds the new one).
+    pub fn ensure(&mut self, ctx: &Context, id: BufId, len: usize) -> Result<bool> {
+        let slot = match id {
+            SCRATCH => &mut self.scratch,
+            ALIAS => &mut self.alias,
+            _ => return Err(Error::Backend(format!("buffer {} does not grow", id.0))),
+        };
+        if slot.as_ref().is_some_and(|s| s.len >= len) {
             return Ok(false);
         }
-        let grown = self.scratch.as_ref().map_or(0, |s| s.len.saturating_mul(2));
-        self.scratch = Some(Self::create(ctx, len.max(grown))?);
+        let grown = slot.as_ref().map_or(0, |s| s.len.saturating_mul(2));
+        *slot = Some(Self::create(ctx, len.max(grown))?);
         Ok(true)
+    }
+
+    /// The size of buffer `id` in bytes (a multiple of 16).
+    pub fn bytes_of(&self, id: BufId) -> Result<u64> {
+        Ok(self.get(id)?.buffer.size())
     }
 
     fn find(&self, id: BufId) -> Option<&GpuBuf> {
         match id {
             SPARE => self.spare.as_ref(),
             SCRATCH => self.scratch.as_ref(),
+            ALIAS => self.alias.as_ref(),
             _ => self.bufs.get(id.0).and_then(Option::as_ref),
         }
     }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::bindings::{check, Bound, CopyRange};
 use super::buffers::Buffers;
 use super::context::Context;
 use super::params::ParamArena;
@@ -19,13 +20,17 @@ use crate::error::Result;
 
 /// One recorded command.
 pub(crate) enum Op {
-    /// A compute dispatch: buffers bound at `1..`, parameters at `param_offset`.
+    /// A compute dispatch: storage ranges bound at `1..` (those in `writable` as
+    /// `read_write`, see [`bindings`](super::bindings)), parameters at `param_offset`.
     Dispatch {
         kernel: Kernel,
-        bufs: Vec<BufId>,
+        writable: u32,
+        bound: Vec<Bound>,
         param_offset: u32,
         groups: [u32; 3],
     },
+    /// A copy between two of the backend's buffers (an operand bound as a copy).
+    CopyWithin(CopyRange),
     /// A buffer copy (staged uploads, read-backs), in bytes.
     Copy {
         src: wgpu::Buffer,
@@ -38,15 +43,15 @@ pub(crate) enum Op {
     Clear { buf: BufId, offset: u64, size: u64 },
 }
 
-type BindKey = (Kernel, Vec<BufId>);
+type BindKey = (Kernel, u32, Vec<Bound>);
 
 /// The work recorded since the last submit.
 pub(crate) struct Recorder {
     ops: Vec<Op>,
     pub params: ParamArena,
     param_buf: Option<wgpu::Buffer>,
-    /// Bind groups depend only on the kernel and the buffers (the parameter slot is
-    /// a dynamic offset), so a training run creates each once.
+    /// Bind groups depend only on the kernel and the ranges bound (the parameter slot
+    /// is a dynamic offset), so a training run creates each once.
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
     pub counters: GpuCounters,
 }
@@ -60,6 +65,7 @@ pub struct GpuCounters {
     uploaded: Arc<AtomicU64>,
     parameters: Arc<AtomicU64>,
     read_back: Arc<AtomicU64>,
+    aliased: Arc<AtomicU64>,
 }
 
 impl GpuCounters {
@@ -71,11 +77,16 @@ impl GpuCounters {
             bytes_uploaded: self.uploaded.load(Ordering::Relaxed),
             bytes_parameters: self.parameters.load(Ordering::Relaxed),
             bytes_read_back: self.read_back.load(Ordering::Relaxed),
+            bytes_aliased: self.aliased.load(Ordering::Relaxed),
         }
     }
 
     pub(crate) fn add_uploaded(&self, bytes: u64) {
         self.uploaded.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_aliased(&self, bytes: u64) {
+        self.aliased.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn add_read_back(&self, bytes: u64) {
@@ -106,7 +117,8 @@ impl Recorder {
 
     /// Drops the bind groups that hold `buf` (before it is released).
     pub fn forget(&mut self, buf: BufId) {
-        self.bind_groups.retain(|(_, ids), _| !ids.contains(&buf));
+        self.bind_groups
+            .retain(|(_, _, bound), _| bound.iter().all(|b| b.buf != buf));
     }
 
     /// Whether anything waits for a submit.
@@ -144,11 +156,18 @@ impl Recorder {
         }
         for op in &self.ops {
             if let Op::Dispatch {
-                kernel, bufs: ids, ..
+                kernel,
+                writable,
+                bound,
+                ..
             } = op
             {
-                if let Entry::Vacant(slot) = self.bind_groups.entry((*kernel, ids.clone())) {
-                    slot.insert(bind_group(ctx, pipelines, bufs, &param_buf, *kernel, ids)?);
+                let key = (*kernel, *writable, bound.clone());
+                if let Entry::Vacant(slot) = self.bind_groups.entry(key) {
+                    let layout = &pipelines.require(*kernel, *writable)?.layout;
+                    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
+                    check(bound, *writable, align)?;
+                    slot.insert(bind_group(ctx, layout, bufs, &param_buf, *kernel, bound)?);
                 }
             }
         }
@@ -167,13 +186,14 @@ impl Recorder {
                     });
                     while let Some(Op::Dispatch {
                         kernel,
-                        bufs: ids,
+                        writable,
+                        bound,
                         param_offset,
                         groups,
                     }) = self.ops.get(i)
                     {
-                        let group = &self.bind_groups[&(*kernel, ids.clone())];
-                        pass.set_pipeline(&pipelines.require(*kernel)?.pipeline);
+                        let group = &self.bind_groups[&(*kernel, *writable, bound.clone())];
+                        pass.set_pipeline(&pipelines.require(*kernel, *writable)?.pipeline);
                         pass.set_bind_group(0, group, &[*param_offset]);
                         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
                         i += 1;
@@ -187,6 +207,11 @@ impl Recorder {
                     size,
                 } => {
                     encoder.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size);
+                    i += 1;
+                }
+                Op::CopyWithin(c) => {
+                    let (src, dst) = (&bufs.get(c.src)?.buffer, &bufs.get(c.dst)?.buffer);
+                    encoder.copy_buffer_to_buffer(src, c.src_offset, dst, c.dst_offset, c.size);
                     i += 1;
                 }
                 Op::Clear { buf, offset, size } => {
@@ -226,11 +251,11 @@ impl Recorder {
 
 fn bind_group(
     ctx: &Context,
-    pipelines: &Pipelines,
+    layout: &wgpu::BindGroupLayout,
     bufs: &Buffers,
     param_buf: &wgpu::Buffer,
     kernel: Kernel,
-    ids: &[BufId],
+    bound: &[Bound],
 ) -> Result<wgpu::BindGroup> {
     let mut entries = vec![wgpu::BindGroupEntry {
         binding: 0,
@@ -240,13 +265,16 @@ fn bind_group(
             size: wgpu::BufferSize::new(kernel.param_bytes()),
         }),
     }];
-    for (i, id) in ids.iter().enumerate() {
+    for (i, b) in bound.iter().enumerate() {
         entries.push(wgpu::BindGroupEntry {
             binding: i as u32 + 1,
-            resource: bufs.get(*id)?.buffer.as_entire_binding(),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &bufs.get(b.buf)?.buffer,
+                offset: b.offset,
+                size: wgpu::BufferSize::new(b.size),
+            }),
         });
     }
-    let layout = &pipelines.require(kernel)?.layout;
     ctx.scoped(|| {
         ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("plasticity bind group"),

@@ -1,9 +1,10 @@
 //! The [`Backend`] operations: validate on the host, then record a dispatch with its
 //! parameter block. The checks mirror the CPU backend's so both reject the same calls.
 
+use super::bindings::{self, Operand, ALIAS};
 use super::blocks::{
     activation_code, ClipParams, ColumnsParams, DataParams, ElementwiseParams, FeedbackParams,
-    GemmParams, KernelParams, LayerEntry, LossParams, OptimizerParams, GROUP,
+    GemmParams, KernelParams, LayerEntry, LossParams, OptimizerParams, BIAS_WITH_WEIGHTS, GROUP,
 };
 use super::buffers::{idx, F32, SCRATCH, SPARE};
 use super::encode::Op;
@@ -11,7 +12,6 @@ use super::params::{BLOCK_BYTES, MAX_GROUPED_LAYERS, TABLE_BYTES};
 use super::pipelines::{Kernel, NARROW_TILE, TILE};
 use super::{GemmKernel, GpuBackend};
 use crate::activation::Activation;
-use crate::backend::divergence::FLAG_WORDS;
 use crate::backend::{
     check_bias, check_same_shape, check_sign_feedback, Axpby, Backend, BufId, ColumnKind, ColumnOp,
     Distribution, Epilogue, FeatureEncoding, Gather, Gemm, Im2Col, LayerGrad, LossGrad, Mat, Noise,
@@ -105,11 +105,13 @@ fn gemm_kernel(m: usize, n: usize) -> GemmKernel {
 }
 
 impl GpuBackend {
-    /// Records one dispatch of `kernel` with its parameter block `params`.
+    /// Records one dispatch of `kernel` over `operands` (one per storage binding) with
+    /// its parameter block `params`, whose offsets are made relative to the ranges
+    /// bound.
     pub(super) fn dispatch<P: KernelParams>(
         &mut self,
         kernel: Kernel,
-        bufs: &[BufId],
+        operands: &[Operand],
         params: &P,
         groups: [usize; 3],
     ) -> Result<()> {
@@ -118,20 +120,33 @@ impl GpuBackend {
                 "{kernel:?} was given another kernel's parameter block"
             )));
         }
-        let mut block = [0u8; BLOCK_BYTES as usize];
-        let bytes = bytemuck::bytes_of(params);
-        block[..bytes.len()].copy_from_slice(bytes);
-        self.dispatch_raw(kernel, bufs, &block, groups)
+        self.dispatch_with(kernel, operands, groups, |bases| {
+            let mut params = *params;
+            params.rebase(bases);
+            let mut block = vec![0u8; BLOCK_BYTES as usize];
+            let bytes = bytemuck::bytes_of(&params);
+            block[..bytes.len()].copy_from_slice(bytes);
+            Ok(block)
+        })
     }
 
-    /// Records one dispatch with `params` as the bytes of its parameter binding.
-    fn dispatch_raw(
+    /// Records one dispatch whose parameter binding holds `params(bases)`, given where
+    /// each storage binding starts (see [`bindings::plan`]), with the copies the plan
+    /// needs before and after it.
+    fn dispatch_with(
         &mut self,
         kernel: Kernel,
-        bufs: &[BufId],
-        params: &[u8],
+        operands: &[Operand],
         groups: [usize; 3],
+        params: impl FnOnce(&[u32]) -> Result<Vec<u8>>,
     ) -> Result<()> {
+        if operands.len() != kernel.storage_bindings() {
+            return Err(Error::Backend(format!(
+                "{kernel:?} binds {} buffers, was given {}",
+                kernel.storage_bindings(),
+                operands.len()
+            )));
+        }
         let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
         if let Some(&g) = groups.iter().find(|&&g| g > max) {
             return Err(Error::Backend(format!(
@@ -142,14 +157,35 @@ impl GpuBackend {
         if groups.contains(&0) {
             return Ok(());
         }
-        self.pipelines.require(kernel)?;
-        let param_offset = self.rec.params.push(params)?;
+        let align = u64::from(self.ctx.limits.min_storage_buffer_offset_alignment);
+        let plan = bindings::plan(operands, kernel.outputs(), align, |id| {
+            self.bufs.bytes_of(id)
+        })?;
+        self.pipelines.prepare(&self.ctx, kernel, plan.writable)?;
+        if plan.alias_bytes > 0
+            && self
+                .bufs
+                .ensure(&self.ctx, ALIAS, (plan.alias_bytes / F32) as usize)?
+        {
+            self.rec.forget(ALIAS);
+        }
+        let params = params(&plan.bases)?;
+        let param_offset = self.rec.params.push(&params)?;
+        for copy in &plan.before {
+            self.rec.counters.add_aliased(copy.size);
+            self.rec.push(Op::CopyWithin(*copy));
+        }
         self.rec.push(Op::Dispatch {
             kernel,
-            bufs: bufs.to_vec(),
+            writable: plan.writable,
+            bound: plan.bound,
             param_offset,
             groups: groups.map(|g| g as u32),
         });
+        for copy in plan.after {
+            self.rec.counters.add_aliased(copy.size);
+            self.rec.push(Op::CopyWithin(copy));
+        }
         Ok(())
     }
 
@@ -166,12 +202,12 @@ impl GpuBackend {
         }
         self.check(&[op.c], &reads)?;
         let (epilogue, operand) = match then {
-            None => (0, op.c),
+            None => (0, None),
             Some(Epilogue::BiasActivation { bias, activation }) => {
-                (1 | activation_code(activation) << 8, bias)
+                (1 | activation_code(activation) << 8, Some(bias))
             }
             Some(Epilogue::ActivationGrad { h, activation }) => {
-                (2 | activation_code(activation) << 8, h)
+                (2 | activation_code(activation) << 8, Some(h))
             }
         };
         let (m, k) = op.a.shape(op.trans_a);
@@ -193,9 +229,10 @@ impl GpuBackend {
             vec_a: u32::from(vec4_loadable(op.a.offset, op.a.cols)),
             vec_b: u32::from(vec4_loadable(op.b.offset, op.b.cols)),
             epilogue,
-            e_off: idx(operand.offset)?,
+            e_off: idx(operand.map_or(0, |e| e.offset))?,
             ..Default::default()
         };
+        let operand = operand.map_or(Operand::Unused, Operand::from);
         let choice = match self.gemm_override {
             Some(forced) => forced,
             // A device without the workgroup memory of the wide kernel takes 64x64 tiles.
@@ -226,20 +263,11 @@ impl GpuBackend {
                 params,
                 (kernel, groups),
                 slices,
-                [op.c.buf, op.a.buf, op.b.buf, operand.buf],
+                [op.c.into(), op.a.into(), op.b.into(), operand],
             );
         }
-        // A and B are bound again as vec4 views (bindings 4 and 5), then the
-        // epilogue's operand (binding 6; C's buffer when there is none).
-        let bufs = [
-            op.c.buf,
-            op.a.buf,
-            op.b.buf,
-            op.a.buf,
-            op.b.buf,
-            operand.buf,
-        ];
-        self.dispatch(kernel, &bufs, &params, groups)
+        let operands = [op.c.into(), op.a.into(), op.b.into(), operand];
+        self.dispatch(kernel, &operands, &params, groups)
     }
 
     /// Records a product split over K into `slices` (see [`split_slices`]): each slice's
@@ -251,7 +279,7 @@ impl GpuBackend {
         params: GemmParams,
         (kernel, groups): (Kernel, [usize; 3]),
         slices: usize,
-        [c, a, b, operand]: [BufId; 4],
+        [c, a, b, operand]: [Operand; 4],
     ) -> Result<()> {
         let (m, n, k) = (params.m as usize, params.n as usize, params.k as usize);
         // Slices of a multiple of 16 k (the tile loop's step), so vec4 loads stay aligned.
@@ -259,9 +287,14 @@ impl GpuBackend {
         let slices = k.div_ceil(split);
         let block = m * n;
         let scratch = checked_len(block, slices)?;
-        if self.bufs.ensure_scratch(&self.ctx, scratch)? {
+        if self.bufs.ensure(&self.ctx, SCRATCH, scratch)? {
             self.rec.forget(SCRATCH);
         }
+        let partials = Operand::Range {
+            buf: SCRATCH,
+            start: 0,
+            end: scratch,
+        };
         let partial = GemmParams {
             c_off: 0,
             ldc: params.n,
@@ -272,15 +305,15 @@ impl GpuBackend {
             ..params
         };
         let grid = [groups[0], groups[1], slices];
-        self.dispatch(kernel, &[SCRATCH, a, b, a, b, SCRATCH], &partial, grid)?;
+        self.dispatch(kernel, &[partials, a, b, Operand::Unused], &partial, grid)?;
         let reduce = GemmParams {
             slices: idx(slices)?,
             s_off: 0,
             ..params
         };
-        let bufs = [c, SCRATCH, SCRATCH, SCRATCH, SCRATCH, operand];
+        let operands = [c, partials, Operand::Unused, operand];
         let groups = Self::elementwise_groups(block);
-        self.dispatch(Kernel::GemmReduce, &bufs, &reduce, groups)
+        self.dispatch(Kernel::GemmReduce, &operands, &reduce, groups)
     }
 
     /// The grid of a kernel striding over `len` elements (256 per workgroup, at most
@@ -293,13 +326,30 @@ impl GpuBackend {
         ]
     }
 
-    /// Records the layers of one group, which share all their buffers.
+    /// Records the layers of one group, which share all their buffers. Each binding
+    /// spans its regions of every layer; biases kept beside the weights (the
+    /// trainer's arena) are written through the weights' binding, so the two writable
+    /// ranges of that buffer cannot overlap.
     fn layer_grads_group(&mut self, layers: &[LayerGrad]) -> Result<()> {
-        // The header (count, three words of padding), then the entries.
-        let mut table = bytemuck::cast_slice::<u32, u8>(&[idx(layers.len())?, 0, 0, 0]).to_vec();
+        let regions = |pick: fn(&LayerGrad) -> Mat| layers.iter().map(pick).collect::<Vec<_>>();
+        let (grad_w, grad_b) = (regions(|g| g.grad_w), regions(|g| g.grad_b));
+        let together = grad_w[0].buf == grad_b[0].buf;
+        let (weights, biases) = if together {
+            let both = [grad_w, grad_b].concat();
+            (Operand::spanning(&both)?, Operand::Unused)
+        } else {
+            (Operand::spanning(&grad_w)?, Operand::spanning(&grad_b)?)
+        };
+        let operands = [
+            weights,
+            Operand::spanning(&regions(|g| g.delta))?,
+            Operand::spanning(&regions(|g| g.input))?,
+            biases,
+        ];
         let (mut gx, mut gy) = (0, 0);
+        let mut entries = Vec::with_capacity(layers.len());
         for g in layers {
-            let entry = LayerEntry {
+            let mut entry = LayerEntry {
                 delta_off: idx(g.delta.offset)?,
                 input_off: idx(g.input.offset)?,
                 grad_w_off: idx(g.grad_w.offset)?,
@@ -310,23 +360,32 @@ impl GpuBackend {
                 flags: u32::from(vec4_loadable(g.delta.offset, g.delta.cols))
                     | (u32::from(vec4_loadable(g.input.offset, g.input.cols)) << 1),
             };
-            table.extend_from_slice(bytemuck::bytes_of(&entry));
+            if together {
+                entry.flags |= BIAS_WITH_WEIGHTS;
+            }
+            entries.push(entry);
             // One extra output column holds the bias gradient.
             gx = gx.max((g.input.rows + 1).div_ceil(TILE));
             gy = gy.max(g.delta.rows.div_ceil(TILE));
         }
-        table.resize(TABLE_BYTES as usize, 0);
-        let first = layers[0];
-        // Deltas and inputs are bound again as vec4 views (bindings 5 and 6).
-        let bufs = [
-            first.grad_w.buf,
-            first.delta.buf,
-            first.input.buf,
-            first.grad_b.buf,
-            first.delta.buf,
-            first.input.buf,
-        ];
-        self.dispatch_raw(Kernel::LayerGrads, &bufs, &table, [gx, gy, layers.len()])
+        let count = idx(layers.len())?;
+        self.dispatch_with(
+            Kernel::LayerGrads,
+            &operands,
+            [gx, gy, layers.len()],
+            |bases| {
+                // The header (count, three words of padding), then the entries.
+                let mut table = bytemuck::cast_slice::<u32, u8>(&[count, 0, 0, 0]).to_vec();
+                for mut entry in entries {
+                    entry.rebase(bases);
+                    let bias_binding = if together { 0 } else { 3 };
+                    entry.grad_b_off = entry.grad_b_off.wrapping_sub(bases[bias_binding]);
+                    table.extend_from_slice(bytemuck::bytes_of(&entry));
+                }
+                table.resize(TABLE_BYTES as usize, 0);
+                Ok(table)
+            },
+        )
     }
 }
 
@@ -386,7 +445,7 @@ impl Backend for GpuBackend {
             ..Default::default()
         };
         let groups = Self::elementwise_groups(m.len());
-        self.dispatch(Kernel::Fill, &[m.buf], &params, groups)
+        self.dispatch(Kernel::Fill, &[m.into()], &params, groups)
     }
 
     fn gemm(&mut self, op: &Gemm) -> Result<()> {
@@ -409,7 +468,12 @@ impl Backend for GpuBackend {
             ..Default::default()
         };
         let groups = Self::elementwise_groups(z.len());
-        self.dispatch(Kernel::BiasActivation, &[z.buf, bias.buf], &params, groups)
+        self.dispatch(
+            Kernel::BiasActivation,
+            &[z.into(), bias.into()],
+            &params,
+            groups,
+        )
     }
 
     fn activation_grad(&mut self, delta: Mat, h: Mat, activation: Activation) -> Result<()> {
@@ -427,7 +491,12 @@ impl Backend for GpuBackend {
             ..Default::default()
         };
         let groups = Self::elementwise_groups(delta.len());
-        self.dispatch(Kernel::ActivationGrad, &[delta.buf, h.buf], &params, groups)
+        self.dispatch(
+            Kernel::ActivationGrad,
+            &[delta.into(), h.into()],
+            &params,
+            groups,
+        )
     }
 
     fn axpby(&mut self, op: &Axpby) -> Result<()> {
@@ -446,7 +515,7 @@ impl Backend for GpuBackend {
             ..Default::default()
         };
         let groups = Self::elementwise_groups(op.y.len());
-        self.dispatch(Kernel::Axpby, &[op.y.buf, op.x.buf], &params, groups)
+        self.dispatch(Kernel::Axpby, &[op.y.into(), op.x.into()], &params, groups)
     }
 
     fn noise(&mut self, op: &Noise) -> Result<()> {
@@ -470,7 +539,7 @@ impl Backend for GpuBackend {
             ..Default::default()
         };
         let groups = Self::elementwise_groups(op.out.len());
-        self.dispatch(kernel, &[op.out.buf], &params, groups)
+        self.dispatch(kernel, &[op.out.into()], &params, groups)
     }
 
     fn columns(&mut self, op: &ColumnOp) -> Result<()> {
@@ -502,7 +571,7 @@ impl Backend for GpuBackend {
             Kernel::ColumnScale => Self::elementwise_groups(op.out.len()),
             _ => [shape.cols.div_ceil(64).clamp(1, 65_535), 1, 1],
         };
-        self.dispatch(kernel, &[op.out.buf, op.x.buf], &params, groups)
+        self.dispatch(kernel, &[op.out.into(), op.x.into()], &params, groups)
     }
 
     fn sign_feedback(
@@ -514,19 +583,18 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         let reads = check_sign_feedback(out, w, magnitude)?;
         self.check(&[out], &reads)?;
-        // Without magnitudes the kernel ignores its third binding; bind `w` there.
-        let m = magnitude.unwrap_or(w);
         let params = FeedbackParams {
             off_out: idx(out.offset)?,
             len: idx(out.len())?,
             off_w: idx(w.offset)?,
-            off_mag: idx(m.offset)?,
+            off_mag: idx(magnitude.map_or(0, |m| m.offset))?,
             has_mag: u32::from(magnitude.is_some()),
             scale,
         };
         let groups = Self::elementwise_groups(out.len());
-        let bufs = [out.buf, w.buf, m.buf];
-        self.dispatch(Kernel::SignFeedback, &bufs, &params, groups)
+        let magnitude = magnitude.map_or(Operand::Unused, Operand::from);
+        let operands = [out.into(), w.into(), magnitude];
+        self.dispatch(Kernel::SignFeedback, &operands, &params, groups)
     }
 
     fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()> {
@@ -571,23 +639,31 @@ impl Backend for GpuBackend {
             kind,
             lowest: f32::NEG_INFINITY,
         };
-        let bufs = [op.output.buf, op.target.buf, op.grad.buf, op.stats.buf];
+        let operands = [
+            op.output.into(),
+            op.target.into(),
+            op.grad.into(),
+            op.stats.into(),
+        ];
         // One workgroup loops over the batch and reduces in a fixed order.
-        self.dispatch(Kernel::Loss, &bufs, &params, [1, 1, 1])
+        self.dispatch(Kernel::Loss, &operands, &params, [1, 1, 1])
     }
 
     fn optimizer_step(&mut self, op: &OptimizerPass) -> Result<()> {
         let n = op.params.len();
         op.check()?;
         self.check(&[op.params, op.state[0], op.state[1]], &[op.grads])?;
-        // Unguarded, the flags binding holds the backend's own spare words; the
-        // kernel does not read them.
-        let (flags, loss) = match op.guard {
+        // Unguarded, the kernel does not read its flags binding.
+        let (flags, loss, guard) = match op.guard {
             Some(g) => {
                 self.check(&[g.flags], &[g.loss])?;
-                (g.flags, g.loss)
+                (
+                    g.flags.offset,
+                    g.loss.offset,
+                    Operand::spanning(&[g.flags, g.loss])?,
+                )
             }
-            None => (Mat::new(SPARE, 0, 1, FLAG_WORDS), Mat::new(SPARE, 0, 1, 1)),
+            None => (0, 0, Operand::Unused),
         };
         let step = op.guard.map_or(0, |g| g.step);
         let mut params = OptimizerParams {
@@ -597,9 +673,9 @@ impl Backend for GpuBackend {
             s1_off: idx(op.state[1].offset)?,
             len: idx(n)?,
             guarded: u32::from(op.guard.is_some()),
-            flags_off: idx(flags.offset)?,
+            flags_off: idx(flags)?,
             step,
-            loss_off: idx(loss.offset)?,
+            loss_off: idx(loss)?,
             ..Default::default()
         };
         match op.step {
@@ -632,15 +708,15 @@ impl Backend for GpuBackend {
                 params.inv_sqrt_correction2 = inv_sqrt_correction2;
             }
         }
-        let bufs = [
-            op.params.buf,
-            op.grads.buf,
-            op.state[0].buf,
-            op.state[1].buf,
-            flags.buf,
+        let operands = [
+            op.params.into(),
+            op.grads.into(),
+            op.state[0].into(),
+            op.state[1].into(),
+            guard,
         ];
         let groups = Self::elementwise_groups(n);
-        self.dispatch(Kernel::Optimizer, &bufs, &params, groups)
+        self.dispatch(Kernel::Optimizer, &operands, &params, groups)
     }
 
     fn clip_grad_norm(&mut self, grads: Mat, max_norm: f32, norm: Mat) -> Result<()> {
@@ -652,11 +728,11 @@ impl Backend for GpuBackend {
             norm_off: idx(norm.offset)?,
             max_norm,
         };
-        let bufs = [grads.buf, norm.buf];
+        let operands = [grads.into(), norm.into()];
         // The norm stays on the device: no read-back inside a step.
-        self.dispatch(Kernel::GradNorm, &bufs, &params, [1, 1, 1])?;
+        self.dispatch(Kernel::GradNorm, &operands, &params, [1, 1, 1])?;
         let groups = Self::elementwise_groups(grads.len());
-        self.dispatch(Kernel::GradScale, &bufs, &params, groups)
+        self.dispatch(Kernel::GradScale, &operands, &params, groups)
     }
 
     fn im2col(&mut self, op: &Im2Col) -> Result<()> {
@@ -695,8 +771,13 @@ impl Backend for GpuBackend {
         };
         let len = (op.x.len()).saturating_add(op.targets.len());
         let groups = Self::elementwise_groups(len);
-        let bufs = [d.buf, op.order.buf, op.x.buf, op.targets.buf];
-        self.dispatch(Kernel::Gather, &bufs, &params, groups)
+        let operands = [
+            d.region().into(),
+            op.order.into(),
+            op.x.into(),
+            op.targets.into(),
+        ];
+        self.dispatch(Kernel::Gather, &operands, &params, groups)
     }
 
     fn release(&mut self, buf: BufId) -> Result<()> {

@@ -11,6 +11,7 @@
 //! `kernels` (the [`Backend`](super::Backend) operations), `spatial` (the conv-net ones:
 //! im2col, col2im, pooling). The WGSL lives in `shaders/`.
 
+mod bindings;
 mod blocks;
 mod buffers;
 mod context;
@@ -88,7 +89,9 @@ impl GpuBackend {
         let pipelines = Pipelines::build(&ctx)?;
         let rec = Recorder::new(&ctx);
         let mut bufs = Buffers::default();
-        bufs.alloc_spare(&ctx, crate::backend::divergence::FLAG_WORDS)?;
+        let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment);
+        let spare = bindings::spare_bytes(pipelines::MAX_STORAGE_BINDINGS, align) / F32;
+        bufs.alloc_spare(&ctx, spare as usize)?;
         Ok(GpuBackend {
             ctx,
             pipelines,

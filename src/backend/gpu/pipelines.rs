@@ -1,9 +1,13 @@
 //! The compute pipelines, compiled once when the backend opens its device.
 //!
 //! Every kernel binds, in group 0, its parameter block at binding 0 (a uniform with a
-//! dynamic offset, see [`params`](super::params)) and its buffers at bindings
-//! `1..=n`, all as read-write storage so one buffer may appear in several bindings
-//! (the GEMM family binds its factors twice: as `array<f32>` and `array<vec4<f32>>`).
+//! dynamic offset, see [`params`](super::params)) and ranges of its buffers at bindings
+//! `1..=n`: its outputs as `read_write` storage, its inputs as `read` storage. A
+//! dispatch whose input shares a buffer with its output needs that input `read_write`
+//! too (see [`bindings`](super::bindings)): such a pipeline variant is compiled on first
+//! use, from the same WGSL with that declaration changed.
+
+use std::collections::HashMap;
 
 use super::blocks::{
     constants, ClipParams, ColumnsParams, DataParams, ElementwiseParams, FeedbackParams,
@@ -17,6 +21,7 @@ use crate::error::{Error, Result};
 const ACTIVATION: &str = include_str!("../../../shaders/activation.wgsl");
 const GEMM_TILE: &str = include_str!("../../../shaders/gemm_tile.wgsl");
 const GEMM_COMMON: &str = include_str!("../../../shaders/gemm_common.wgsl");
+const FACTORS: &str = include_str!("../../../shaders/factors.wgsl");
 const GEMM: &str = include_str!("../../../shaders/gemm.wgsl");
 const GEMM_WIDE: &str = include_str!("../../../shaders/gemm_wide.wgsl");
 const LAYER_GRADS: &str = include_str!("../../../shaders/layer_grads.wgsl");
@@ -130,7 +135,7 @@ impl Kernel {
         }
     }
 
-    /// Storage buffers it binds (bindings `1..=n`).
+    /// Storage buffers it binds (bindings `1..=n`, at most [`MAX_STORAGE_BINDINGS`]).
     pub fn storage_bindings(self) -> usize {
         match self {
             Kernel::Fill | Kernel::Noise | Kernel::UniformNoise => 1,
@@ -147,10 +152,16 @@ impl Kernel {
             Kernel::Loss | Kernel::Gather => 4,
             // Parameters, gradients, two moments, divergence flags.
             Kernel::Optimizer => 5,
-            // C, A, B, A and B again as vec4 views, the epilogue's operand.
-            // grad_w, deltas, inputs, grad_b, then deltas and inputs as vec4 views.
-            Kernel::Gemm(_) | Kernel::GemmReduce | Kernel::LayerGrads => 6,
+            // C, A, B, the epilogue's operand; grad_w, deltas, inputs, grad_b.
+            Kernel::Gemm(_) | Kernel::GemmReduce | Kernel::LayerGrads => 4,
         }
+    }
+
+    /// Its outputs: bit `i` for binding `i + 1` if its module declares that binding
+    /// `read_write`.
+    pub fn outputs(self) -> u32 {
+        let mask = (1u32 << self.storage_bindings()) - 1;
+        self.source().0.outputs() & mask
     }
 
     /// Bytes of workgroup memory it declares (checked against the shaders by a test).
@@ -200,6 +211,11 @@ enum Module {
     Spatial,
     Columns,
     Data,
+}
+
+/// The WGSL declaration of storage binding `binding` with access `access`.
+fn declaration(binding: usize, access: &str) -> String {
+    format!("@group(0) @binding({binding}) var<storage, {access}>")
 }
 
 impl Module {
@@ -253,16 +269,36 @@ impl Module {
         }
     }
 
+    /// The storage bindings it declares `read_write`: bit `i` for binding `i + 1`.
+    fn outputs(self) -> u32 {
+        let source = self.source();
+        (1..=MAX_STORAGE_BINDINGS)
+            .filter(|&b| source.contains(&declaration(b, "read_write")))
+            .fold(0, |mask, b| mask | 1 << (b - 1))
+    }
+
+    /// Its WGSL with the bindings in `writable` declared `read_write`.
+    fn source_with(self, writable: u32) -> String {
+        let mut source = self.source();
+        for b in (1..=MAX_STORAGE_BINDINGS).filter(|b| writable & (1 << (b - 1)) != 0) {
+            source = source.replace(&declaration(b, "read"), &declaration(b, "read_write"));
+        }
+        source
+    }
+
     /// Its WGSL: the injected constants, its parameter block, then its files.
     fn source(self) -> String {
         let body = match self {
-            Module::Gemm => format!("{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}", tile_loop(TILE)),
+            Module::Gemm => format!(
+                "{ACTIVATION}\n{}\n{FACTORS}\n{GEMM_COMMON}\n{GEMM}",
+                tile_loop(TILE)
+            ),
             Module::GemmNarrow => format!(
-                "{ACTIVATION}\n{}\n{GEMM_COMMON}\n{GEMM}",
+                "{ACTIVATION}\n{}\n{FACTORS}\n{GEMM_COMMON}\n{GEMM}",
                 tile_loop(NARROW_TILE)
             ),
-            Module::GemmWide => format!("{ACTIVATION}\n{GEMM_COMMON}\n{GEMM_WIDE}"),
-            Module::LayerGrads => format!("{}\n{LAYER_GRADS}", tile_loop(TILE)),
+            Module::GemmWide => format!("{ACTIVATION}\n{FACTORS}\n{GEMM_COMMON}\n{GEMM_WIDE}"),
+            Module::LayerGrads => format!("{}\n{FACTORS}\n{LAYER_GRADS}", tile_loop(TILE)),
             Module::Elementwise => format!("{ACTIVATION}\n{ELEMENTWISE}"),
             Module::Loss => LOSS.to_string(),
             Module::Optimizer => OPTIMIZER.to_string(),
@@ -275,6 +311,9 @@ impl Module {
         format!("{}{}\n{body}", constants(), self.params())
     }
 }
+
+/// The most storage bindings a kernel declares (the optimizer's five).
+pub(crate) const MAX_STORAGE_BINDINGS: usize = 5;
 
 /// Output tile side of the `gemm` kernel and of `layer_grads` (`TILE` in
 /// `gemm_tile.wgsl`; `layer_grads.wgsl` assumes 64).
@@ -296,10 +335,13 @@ pub(crate) struct Pipeline {
 
 /// Every kernel the device can run, compiled.
 pub(crate) struct Pipelines {
-    /// By [`Kernel`]; `None` for a kernel needing more workgroup memory than the
-    /// device has (the wide GEMM needs 16,384 bytes, the WebGPU downlevel limit is
-    /// 16,352): callers fall back to another kernel.
+    /// By [`Kernel`], with its inputs read-only; `None` for a kernel needing more
+    /// workgroup memory than the device has (the wide GEMM needs 16,384 bytes, the
+    /// WebGPU downlevel limit is 16,352): callers fall back to another kernel.
     pipelines: Vec<Option<Pipeline>>,
+    /// Variants with some inputs declared `read_write`, by kernel and writable
+    /// bindings, compiled on first use.
+    variants: HashMap<(Kernel, u32), Pipeline>,
 }
 
 impl Pipelines {
@@ -319,49 +361,84 @@ impl Pipelines {
         ctx.scoped(|| {
             let modules: Vec<wgpu::ShaderModule> = Module::ALL
                 .iter()
-                .map(|m| {
-                    ctx.device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(m.name()),
-                            source: wgpu::ShaderSource::Wgsl(m.source().into()),
-                        })
-                })
+                .map(|&m| shader_module(ctx, m, m.source()))
                 .collect();
             let room = ctx.limits.max_compute_workgroup_storage_size;
             let pipelines = Kernel::ALL
                 .iter()
                 .map(|&kernel| {
-                    let (module, entry) = kernel.source();
+                    let (module, _) = kernel.source();
+                    let writable = kernel.outputs();
                     (kernel.workgroup_bytes() <= room)
-                        .then(|| build_one(ctx, kernel, &modules[module as usize], entry))
+                        .then(|| build_one(ctx, kernel, writable, &modules[module as usize]))
                 })
                 .collect();
-            Pipelines { pipelines }
+            Pipelines {
+                pipelines,
+                variants: HashMap::new(),
+            }
         })
     }
 
-    /// The pipeline of `kernel`, if the device can run it.
-    pub fn get(&self, kernel: Kernel) -> Option<&Pipeline> {
-        self.pipelines[kernel.index()].as_ref()
+    /// Compiles the variant of `kernel` with the bindings in `writable` declared
+    /// `read_write`, unless it exists (or the device cannot run the kernel at all).
+    pub fn prepare(&mut self, ctx: &Context, kernel: Kernel, writable: u32) -> Result<()> {
+        self.require(kernel, kernel.outputs())?;
+        if writable == kernel.outputs() || self.variants.contains_key(&(kernel, writable)) {
+            return Ok(());
+        }
+        let pipeline = ctx.scoped(|| {
+            let module = shader_module(
+                ctx,
+                kernel.source().0,
+                kernel.source().0.source_with(writable),
+            );
+            build_one(ctx, kernel, writable, &module)
+        })?;
+        self.variants.insert((kernel, writable), pipeline);
+        Ok(())
     }
 
-    /// The pipeline of `kernel`, or why there is none.
-    pub fn require(&self, kernel: Kernel) -> Result<&Pipeline> {
-        self.get(kernel).ok_or_else(|| {
+    /// The pipeline of `kernel` with the bindings in `writable` declared `read_write`,
+    /// or why there is none.
+    pub fn require(&self, kernel: Kernel, writable: u32) -> Result<&Pipeline> {
+        let base = self.pipelines[kernel.index()].as_ref().ok_or_else(|| {
             Error::Unsupported(format!(
                 "{kernel:?} needs {} bytes of workgroup memory, more than this device has",
                 kernel.workgroup_bytes()
+            ))
+        })?;
+        if writable == kernel.outputs() {
+            return Ok(base);
+        }
+        self.variants.get(&(kernel, writable)).ok_or_else(|| {
+            Error::Backend(format!(
+                "{kernel:?} with writable bindings {writable:#b} was never prepared"
             ))
         })
     }
 
     /// Whether the device can run `kernel`.
     pub fn has(&self, kernel: Kernel) -> bool {
-        self.get(kernel).is_some()
+        self.pipelines[kernel.index()].is_some()
     }
 }
 
-fn build_one(ctx: &Context, kernel: Kernel, module: &wgpu::ShaderModule, entry: &str) -> Pipeline {
+fn shader_module(ctx: &Context, module: Module, source: String) -> wgpu::ShaderModule {
+    ctx.device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(module.name()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        })
+}
+
+fn build_one(
+    ctx: &Context,
+    kernel: Kernel,
+    writable: u32,
+    module: &wgpu::ShaderModule,
+) -> Pipeline {
+    let entry = kernel.source().1;
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
         binding: 0,
         visibility: wgpu::ShaderStages::COMPUTE,
@@ -377,7 +454,9 @@ fn build_one(ctx: &Context, kernel: Kernel, module: &wgpu::ShaderModule, entry: 
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: false },
+                ty: wgpu::BufferBindingType::Storage {
+                    read_only: writable & (1 << (binding - 1)) == 0,
+                },
                 has_dynamic_offset: false,
                 min_binding_size: None,
             },
@@ -469,6 +548,31 @@ mod tests {
                 .and_then(|mut w| w.write())
                 .unwrap_or_else(|e| panic!("{name}::{} as GLSL ES: {e}", ep.name));
             }
+        }
+    }
+
+    #[test]
+    fn every_binding_is_declared_once_and_every_variant_validates() {
+        for kernel in Kernel::ALL {
+            let module = kernel.source().0;
+            let source = module.source();
+            for b in 1..=kernel.storage_bindings() {
+                let found = ["read", "read_write"]
+                    .map(|access| source.matches(&declaration(b, access)).count());
+                assert_eq!(found.iter().sum::<usize>(), 1, "{kernel:?} binding {b}");
+            }
+            assert_ne!(kernel.outputs(), 0, "{kernel:?} writes something");
+        }
+        // With every input writable (an input sharing the output's buffer), each
+        // module still parses and validates.
+        for m in Module::ALL {
+            let source = m.source_with(u32::MAX);
+            assert!(!source.contains("var<storage, read>"), "{}", m.name());
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{}: {}", m.name(), e.emit_to_string(&source)));
+            Validator::new(ValidationFlags::all(), Capabilities::empty())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{}: {}", m.name(), e.emit_to_string(&source)));
         }
     }
 

@@ -5,6 +5,7 @@
 //! Each kernel gathers: one invocation per element it writes, which it overwrites, with
 //! sums taken in the host reference's order ([`spatial::host`](crate::backend::spatial::host)).
 
+use super::bindings::Operand;
 use super::blocks::SpatialParams;
 use super::buffers::idx;
 use super::pipelines::Kernel;
@@ -14,7 +15,7 @@ use crate::error::Result;
 
 impl GpuBackend {
     /// Records one spatial kernel writing `len` elements of `dst` from `src` (and
-    /// `aux`, the argmax, bound at the third binding; `dst`'s buffer when unused).
+    /// `aux`, the argmax, bound at the third binding).
     #[allow(clippy::too_many_arguments)]
     fn spatial_dispatch(
         &mut self,
@@ -26,7 +27,6 @@ impl GpuBackend {
         aux: Option<Mat>,
         len: usize,
     ) -> Result<()> {
-        let aux = aux.unwrap_or(dst);
         let params = SpatialParams {
             channels: idx(w.channels)?,
             height: idx(w.height)?,
@@ -40,13 +40,14 @@ impl GpuBackend {
             len: idx(len)?,
             off0: idx(dst.offset)?,
             off1: idx(src.offset)?,
-            off2: idx(aux.offset)?,
+            off2: idx(aux.map_or(0, |m| m.offset))?,
             mode,
             // The host reference's scale, the same f32.
             scale: 1.0 / (w.kernel * w.kernel) as f32,
         };
         let groups = Self::elementwise_groups(len);
-        self.dispatch(kernel, &[dst.buf, src.buf, aux.buf], &params, groups)
+        let aux = aux.map_or(Operand::Unused, Operand::from);
+        self.dispatch(kernel, &[dst.into(), src.into(), aux], &params, groups)
     }
 
     pub(super) fn record_im2col(&mut self, op: &Im2Col) -> Result<()> {
