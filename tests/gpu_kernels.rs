@@ -822,8 +822,9 @@ fn gemm_wide_kernel_matches_the_small_one_bitwise() {
     }
 }
 
-/// Sizes above the wide kernel's threshold (512 rows and columns), picked by size
-/// alone, awkward against its 128x128 tile and 16-deep K step.
+/// Sizes whose grid of 128x128 tiles fills a software adapter (16 or more), so that
+/// the wide kernel is picked by size alone there (a hardware GPU takes the 64x64 one),
+/// awkward against its tile and 16-deep K step.
 #[test]
 fn gemm_above_the_wide_threshold_awkward_sizes() {
     let Some(mut pair) = Pair::new(14) else {
@@ -913,7 +914,7 @@ fn gemm_wide_beta_zero_ignores_nan_in_c() {
 }
 
 /// Both fused epilogues on the wide kernel: forced on a small size (bitwise against
-/// the 64x64 kernel) and picked by size above the threshold.
+/// the 64x64 kernel) and picked by size on a software adapter.
 #[test]
 fn gemm_then_on_the_wide_kernel() {
     let Some(mut pair) = Pair::new(16) else {
@@ -985,8 +986,9 @@ fn gemm_narrow_kernel_matches_the_others_bitwise() {
 }
 
 /// Training-step shapes picked by size alone: skinny outputs that take the 32x32 kernel
-/// (fewer than 128 tiles of 64x64: 1024x128, 128x1024, 256x128, 10x1024) and one just
-/// past the threshold that takes the 64x64 kernel (2048x256: 128 tiles), with odd
+/// on a hardware GPU (fewer than 128 tiles of 64x64: 1024x128, 128x1024, 256x128,
+/// 10x1024) and one just past that that takes the 64x64 kernel (2048x256: 128 tiles);
+/// a software adapter fills sooner and takes the 64x64 kernel for most. With odd
 /// offsets (scalar loads) and C in its own buffer or after the factors.
 #[test]
 fn gemm_skinny_training_shapes_picked_by_size() {
@@ -1473,8 +1475,8 @@ fn gemm_throughput() {
         (256, 128, 256),
         (1024, 128, 1024),
     ] {
-        // Every kernel at every size (the default picks the wide one from 512x512, the
-        // 32x32 one below 128 tiles of 64x64).
+        // Every kernel at every size (the default picks the widest whose grid fills
+        // the device: see `HARDWARE_FILL` in src/backend/gpu/kernels.rs).
         for (kernel, forced) in [
             ("32x32", GemmKernel::Tile32),
             ("64x64", GemmKernel::Tile64),

@@ -23,34 +23,28 @@ use crate::optim::UpdateStep;
 
 /// Output tile of the wide GEMM kernel (see `shaders/gemm_wide.wgsl`).
 const WIDE_TILE: usize = 128;
-/// Products whose output is at least this many rows AND columns use the wide GEMM
-/// kernel (128x128 tiles, 8x8 outputs per invocation), smaller ones the 64x64 or the
-/// 32x32 kernel (see [`NARROW_GEMM_MAX_TILES`]).
-/// The wide kernel does four times the work per workgroup at twice the arithmetic per
-/// float of workgroup memory read, so it wins once there are enough of its tiles to
-/// occupy the device: at 512x512 there are 16 of them (64 of the small kernel's),
-/// which already keeps a CPU adapter's cores and a small GPU busy, and from 1024x1024
-/// (64 wide tiles) a big one's compute units too. Below 512 on either side the
-/// small kernel's four times as many workgroups spread better, and 128-wide tiles
-/// waste more of their edge tiles. Tests reach both kernels through sizes on either
-/// side of this (or force one with `GpuBackend::force_gemm_kernel`).
-const WIDE_GEMM_MIN: usize = 512;
-/// Products below [`WIDE_GEMM_MIN`] whose output would make fewer than this many
-/// 64x64 tiles use the 32x32 kernel (four times as many workgroups of a quarter the
-/// size), the others the 64x64 one.
+/// Workgroups a product's grid should reach on a hardware GPU: each GEMM takes the
+/// widest output tile (128x128, 64x64, 32x32) whose grid has at least this many, so
+/// the device's compute units all get work, and the largest tile that does so gets the
+/// best reuse per load.
 ///
-/// Training-step products are skinny: at width 1024 and batch 128 the forward product
-/// has a 1024x128 output, 32 tiles of 64x64 (and at width 256, 8), where a large GPU
-/// has around 128 compute units (132 on an H100) to fill, and each of those few
-/// workgroups walks all of K alone. The 32x32 kernel turns 32 workgroups into 128 with
-/// a quarter of the work each: on a device with that many idle compute units, up to
-/// four times the speed. It pays for this with twice the loads per FMA (global and
-/// workgroup memory), so once the 64x64 grid reaches about one workgroup per compute
-/// unit of a large GPU (128), the 64x64 kernel's grid is big enough and its better
-/// reuse wins. Smaller devices (and CPU adapters) are saturated sooner and then lose
-/// that factor on the loads (about 15% on lavapipe), but only on products this small.
-/// Tests reach it through sizes on either side of this (or force it).
-const NARROW_GEMM_MAX_TILES: usize = 128;
+/// A large GPU has around 128 compute units (132 on an H100 or H200). Wider tiles do
+/// more work per workgroup at more arithmetic per float loaded (the 128x128 kernel
+/// twice the 64x64's, which does twice the 32x32's), but a grid of fewer workgroups
+/// than compute units leaves the rest idle while each of its workgroups walks all of K
+/// alone. Training-step products are skinny: at width 1024 and batch 128 the forward
+/// product has a 1024x128 output, 8 tiles of 128x128, 32 of 64x64 and 128 of 32x32,
+/// so it takes the 32x32 kernel (up to four times the 64x64 kernel's speed on an idle
+/// large GPU); a 4096x4096 product has 1024 wide tiles and takes the wide kernel; at
+/// 1024x1024 the 64 wide tiles would leave half of such a GPU idle, so it takes the
+/// 256 tiles of 64x64. Products whose 32x32 grid is still short are split over K (see
+/// [`SPLIT_TARGET_GROUPS`]).
+const HARDWARE_FILL: usize = 128;
+/// [`HARDWARE_FILL`] for a software adapter, whose worker threads (a few CPU cores)
+/// are busy with a handful of workgroups: 512x512 already takes the wide kernel (16
+/// tiles) and skinny products the 64x64 one, sparing the 32x32 kernel's extra loads
+/// (about 15% on lavapipe).
+const SOFTWARE_FILL: usize = 16;
 /// Elementwise grids stop growing here; each invocation then strides over the rest.
 const MAX_ELEMENTWISE_GROUPS: usize = 4096;
 
@@ -92,15 +86,17 @@ fn checked_len(a: usize, b: usize) -> Result<usize> {
         .ok_or_else(|| Error::Backend("split-K scratch size overflows".into()))
 }
 
-/// The GEMM kernel for an `m` x `n` output (see [`WIDE_GEMM_MIN`] and
-/// [`NARROW_GEMM_MAX_TILES`]).
-fn gemm_kernel(m: usize, n: usize) -> GemmKernel {
-    if m >= WIDE_GEMM_MIN && n >= WIDE_GEMM_MIN {
+/// The GEMM kernel for an `m` x `n` output: the widest tile whose grid has at least
+/// `fill` workgroups ([`HARDWARE_FILL`] or [`SOFTWARE_FILL`]), the wide one only if
+/// the device can run it (`wide`), else the 32x32 one.
+fn gemm_kernel(m: usize, n: usize, fill: usize, wide: bool) -> GemmKernel {
+    let groups = |tile: usize| m.div_ceil(tile) * n.div_ceil(tile);
+    if wide && groups(WIDE_TILE) >= fill {
         GemmKernel::Tile128
-    } else if m.div_ceil(TILE) * n.div_ceil(TILE) < NARROW_GEMM_MAX_TILES {
-        GemmKernel::Tile32
-    } else {
+    } else if groups(TILE) >= fill {
         GemmKernel::Tile64
+    } else {
+        GemmKernel::Tile32
     }
 }
 
@@ -190,9 +186,7 @@ impl GpuBackend {
     }
 
     /// Records `op`, with `then` fused into its epilogue (see `shaders/gemm_common.wgsl`),
-    /// on the wide kernel for large outputs (see [`WIDE_GEMM_MIN`]), else on the 32x32
-    /// one when the 64x64 grid would be small (see [`NARROW_GEMM_MAX_TILES`]), else on
-    /// the 64x64 one.
+    /// on the widest tile whose grid fills the device (see [`HARDWARE_FILL`]).
     fn gemm_dispatch(&mut self, op: &Gemm, then: Option<Epilogue>) -> Result<()> {
         op.check()?;
         let mut reads = vec![op.a, op.b];
@@ -235,13 +229,16 @@ impl GpuBackend {
         let operand = operand.map_or(Operand::Unused, Operand::from);
         let choice = match self.gemm_override {
             Some(forced) => forced,
-            // A device without the workgroup memory of the wide kernel takes 64x64 tiles.
-            None => match gemm_kernel(m, n) {
-                GemmKernel::Tile128 if !self.pipelines.has(Kernel::Gemm(GemmKernel::Tile128)) => {
-                    GemmKernel::Tile64
-                }
-                k => k,
-            },
+            None => {
+                let fill = if self.is_software() {
+                    SOFTWARE_FILL
+                } else {
+                    HARDWARE_FILL
+                };
+                // A device without the wide kernel's workgroup memory never takes it.
+                let wide = self.pipelines.has(Kernel::Gemm(GemmKernel::Tile128));
+                gemm_kernel(m, n, fill, wide)
+            }
         };
         let tile = match choice {
             GemmKernel::Tile32 => NARROW_TILE,
@@ -811,24 +808,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gemm_kernel_by_size() {
-        // Large on both sides: the wide kernel, whatever the grid.
-        assert_eq!(gemm_kernel(512, 512), GemmKernel::Tile128);
-        assert_eq!(gemm_kernel(4096, 512), GemmKernel::Tile128);
+    fn gemm_kernel_by_workgroups() {
+        let hw = |m, n| gemm_kernel(m, n, HARDWARE_FILL, true);
+        // A hardware GPU: the wide kernel from 128 of its tiles (partial ones count).
+        assert_eq!(hw(4096, 4096), GemmKernel::Tile128);
+        assert_eq!(hw(1409, 1409), GemmKernel::Tile128);
+        assert_eq!(hw(16 * 128, 8 * 128), GemmKernel::Tile128);
+        // 64 and 120 wide tiles: the 64x64 kernel's 256 and 480.
+        assert_eq!(hw(1024, 1024), GemmKernel::Tile64);
+        assert_eq!(hw(15 * 128, 8 * 128), GemmKernel::Tile64);
         // Skinny training-step products: 32 and 8 tiles of 64x64, and small ones.
-        assert_eq!(gemm_kernel(1024, 128), GemmKernel::Tile32);
-        assert_eq!(gemm_kernel(128, 1024), GemmKernel::Tile32);
-        assert_eq!(gemm_kernel(256, 128), GemmKernel::Tile32);
-        assert_eq!(gemm_kernel(10, 784), GemmKernel::Tile32);
-        assert_eq!(gemm_kernel(1, 1), GemmKernel::Tile32);
-        // 127 and 126 tiles of 64x64: still the narrow kernel.
-        assert_eq!(gemm_kernel(127 * 64, 64), GemmKernel::Tile32);
-        assert_eq!(gemm_kernel(4032, 128), GemmKernel::Tile32);
-        // From 128 tiles up (partial tiles count), the 64x64 kernel.
-        assert_eq!(gemm_kernel(128 * 64, 64), GemmKernel::Tile64);
-        assert_eq!(gemm_kernel(4033, 128), GemmKernel::Tile64);
-        assert_eq!(gemm_kernel(4096, 128), GemmKernel::Tile64);
-        assert_eq!(gemm_kernel(8192, 511), GemmKernel::Tile64);
-        assert_eq!(gemm_kernel(511, 1024), GemmKernel::Tile64);
+        assert_eq!(hw(1024, 128), GemmKernel::Tile32);
+        assert_eq!(hw(128, 1024), GemmKernel::Tile32);
+        assert_eq!(hw(256, 128), GemmKernel::Tile32);
+        assert_eq!(hw(10, 784), GemmKernel::Tile32);
+        assert_eq!(hw(1, 1), GemmKernel::Tile32);
+        // 127 tiles of 64x64: still the narrow kernel; from 128 up the 64x64 one.
+        assert_eq!(hw(127 * 64, 64), GemmKernel::Tile32);
+        assert_eq!(hw(4032, 128), GemmKernel::Tile32);
+        assert_eq!(hw(128 * 64, 64), GemmKernel::Tile64);
+        assert_eq!(hw(4033, 128), GemmKernel::Tile64);
+        assert_eq!(hw(4096, 128), GemmKernel::Tile64);
+        // Without the wide kernel, the 64x64 one instead.
+        assert_eq!(
+            gemm_kernel(4096, 4096, HARDWARE_FILL, false),
+            GemmKernel::Tile64
+        );
+        // A software adapter fills sooner.
+        let sw = |m, n| gemm_kernel(m, n, SOFTWARE_FILL, true);
+        assert_eq!(sw(512, 512), GemmKernel::Tile128);
+        assert_eq!(sw(513, 517), GemmKernel::Tile128);
+        assert_eq!(sw(1024, 128), GemmKernel::Tile64);
+        assert_eq!(sw(256, 256), GemmKernel::Tile64);
+        assert_eq!(sw(256, 128), GemmKernel::Tile32);
     }
 }
