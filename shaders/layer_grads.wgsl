@@ -1,15 +1,16 @@
 // Every layer's parameter gradients in ONE dispatch: workgroup_id.z is the layer.
 // Prefixed with gemm_tile.wgsl and factors.wgsl.
 //
-// grad_W = delta * input^T (outputs x inputs) and grad_b = delta * 1 (row sums): the
+// grad_W = alpha delta input^T + beta grad_W (outputs x inputs) and grad_b = alpha
+// (row sums of delta) + beta grad_b, the old values read only when beta != 0: the
 // input is read as if it had one more row of ones, so the bias gradient is just
 // column `inputs` of an outputs x (inputs + 1) product. All deltas share one buffer,
 // all activations another, all gradients a third (weights and biases in one binding
-// when they share a buffer); the table gives each layer's offsets and shape. The grid
-// is the largest layer's; workgroups outside a smaller layer's extent return at once.
-// Each layer's `flags` pick the vec4 global-load path for its delta (bit 0) and its
-// input (bit 1), set by the host when that region's offset and the batch (both
-// factors' leading dimension) are multiples of 4; bit 2 is `BIAS_WITH_WEIGHTS`.
+// when they share a buffer); the table gives each layer's offsets, shape and scales.
+// The grid is the largest layer's; workgroups outside a smaller layer's extent return
+// at once. Each layer's `flags` pick the vec4 global-load path for its delta (bit 0)
+// and its input (bit 1), set by the host when that region's offset and the batch
+// (both factors' leading dimension) are multiples of 4; bit 2 is `BIAS_WITH_WEIGHTS`.
 
 // `struct Layer` comes from src/backend/gpu/blocks.rs.
 
@@ -60,12 +61,25 @@ fn layer_grads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             let j = col0 + 4u * lid.x + c;
             if (i < l.outputs) {
                 if (j < l.inputs) {
-                    grad_w[l.grad_w_off + i * l.inputs + j] = acc_at(r, c);
+                    let at = l.grad_w_off + i * l.inputs + j;
+                    // beta == 0 overwrites without reading (the old values may be NaN).
+                    var v = l.alpha * acc_at(r, c);
+                    if (l.beta != 0.0) {
+                        v += l.beta * grad_w[at];
+                    }
+                    grad_w[at] = v;
                 } else if (j == l.inputs) {
+                    var v = l.alpha * acc_at(r, c);
                     if ((l.flags & BIAS_WITH_WEIGHTS) != 0u) {
-                        grad_w[l.grad_b_off + i] = acc_at(r, c);
+                        if (l.beta != 0.0) {
+                            v += l.beta * grad_w[l.grad_b_off + i];
+                        }
+                        grad_w[l.grad_b_off + i] = v;
                     } else {
-                        grad_b[l.grad_b_off + i] = acc_at(r, c);
+                        if (l.beta != 0.0) {
+                            v += l.beta * grad_b[l.grad_b_off + i];
+                        }
+                        grad_b[l.grad_b_off + i] = v;
                     }
                 }
             }

@@ -569,12 +569,12 @@ fn layer_grads_grouped_over_layers_of_different_shapes() {
         let (mut a_off, mut d_off, mut p_off) = (0, 0, 3);
         let mut layers = Vec::new();
         for &(o, i) in &shapes {
-            layers.push(LayerGrad {
-                delta: Mat::new(deltas, d_off, o, batch),
-                input: Mat::new(acts, a_off, i, batch),
-                grad_w: Mat::new(grads, p_off, o, i),
-                grad_b: Mat::new(grads, p_off + o * i, o, 1),
-            });
+            layers.push(LayerGrad::new(
+                Mat::new(deltas, d_off, o, batch),
+                Mat::new(acts, a_off, i, batch),
+                Mat::new(grads, p_off, o, i),
+                Mat::new(grads, p_off + o * i, o, 1),
+            ));
             a_off += i * batch;
             d_off += o * batch;
             p_off += o * (i + 1);
@@ -590,21 +590,41 @@ fn layer_grads_grouped_over_layers_of_different_shapes() {
         let (aa, _) = pair.both(acts);
         let (c, g) = pair.both(grads);
         // The 3 leading floats are no layer's: they must keep their value.
-        let bounds = layer_grad_bounds(&layers, &da, &aa, c.len());
+        let bounds = layer_grad_bounds(&layers, &da, &aa, &vec![0.0; c.len()]);
         assert_within(&c, &g, &bounds, &format!("layer_grads batch {batch}"));
+        // Scaled and added to what is there (as a two-phase contrast does), from the
+        // same values on both.
+        pair.gpu.write(grads, 0, &c).unwrap();
+        let added: Vec<LayerGrad> = layers
+            .iter()
+            .map(|&l| LayerGrad {
+                alpha: -0.5,
+                beta: 1.5,
+                ..l
+            })
+            .collect();
+        pair.run(|be| be.layer_grads(&added));
+        let (c2, g2) = pair.both(grads);
+        let bounds = layer_grad_bounds(&added, &da, &aa, &c);
+        assert_within(
+            &c2,
+            &g2,
+            &bounds,
+            &format!("layer_grads added, batch {batch}"),
+        );
     }
 }
 
-/// Per-element bounds of `layer_grads` over a gradient buffer of `len` floats (all
-/// layers' deltas in `da`, inputs in `aa`): the GEMM bound for weights, the same for
-/// the bias row sums, 0 (exact: untouched) elsewhere.
-fn layer_grad_bounds(layers: &[LayerGrad], da: &[f32], aa: &[f32], len: usize) -> Vec<f64> {
-    let mut bounds = vec![0.0; len];
-    let zeros = vec![0.0; len];
+/// Per-element bounds of `layer_grads` over a gradient buffer that held `old` (all
+/// layers' deltas in `da`, inputs in `aa`): the GEMM bound for weights (with the
+/// layer's alpha and beta), the same for the bias row sums, 0 (exact: untouched)
+/// elsewhere.
+fn layer_grad_bounds(layers: &[LayerGrad], da: &[f32], aa: &[f32], old: &[f32]) -> Vec<f64> {
+    let mut bounds = vec![0.0; old.len()];
     for l in layers {
         let batch = l.delta.cols;
-        let w = Gemm::new(l.grad_w, l.delta, false, l.input, true);
-        for (i, b) in gemm_bounds(&w, da, aa, &zeros)
+        let w = l.check().unwrap();
+        for (i, b) in gemm_bounds(&w, da, aa, old)
             .into_iter()
             .enumerate()
             .skip(l.grad_w.offset)
@@ -616,7 +636,11 @@ fn layer_grad_bounds(layers: &[LayerGrad], da: &[f32], aa: &[f32], len: usize) -
             let s: f64 = (0..batch)
                 .map(|j| (da[l.delta.offset + r * batch + j] as f64).abs())
                 .sum();
-            bounds[l.grad_b.offset + r] = 2.0 * (batch as f64 + 2.0) * EPS * s + 1e-30;
+            let at = l.grad_b.offset + r;
+            let scale = (l.alpha as f64).abs().max(1.0);
+            bounds[at] = 2.0 * (batch as f64 + 2.0) * EPS * scale * s
+                + 2.0 * EPS * (l.beta as f64 * old[at] as f64).abs()
+                + 1e-30;
         }
     }
     bounds
@@ -1081,12 +1105,12 @@ fn layer_grads_at(
     let mut layers = Vec::new();
     let mut p_off = 3;
     for (&(o, i), &(d_off, a_off)) in shapes.iter().zip(&regions) {
-        layers.push(LayerGrad {
-            delta: Mat::new(d_buf, d_off, o, batch),
-            input: Mat::new(a_buf, a_off, i, batch),
-            grad_w: Mat::new(g_buf, p_off, o, i),
-            grad_b: Mat::new(g_buf, p_off + o * i, o, 1),
-        });
+        layers.push(LayerGrad::new(
+            Mat::new(d_buf, d_off, o, batch),
+            Mat::new(a_buf, a_off, i, batch),
+            Mat::new(g_buf, p_off, o, i),
+            Mat::new(g_buf, p_off + o * i, o, 1),
+        ));
         p_off += o * (i + 1);
     }
     let before = pair.gpu.dispatch_count();
@@ -1097,7 +1121,7 @@ fn layer_grads_at(
         "one grouped dispatch"
     );
     let (c, g) = pair.both(g_buf);
-    let bounds = layer_grad_bounds(&layers, &d_data, &a_data, c.len());
+    let bounds = layer_grad_bounds(&layers, &d_data, &a_data, &vec![0.0; c.len()]);
     let what = format!("layer_grads {shapes:?} batch {batch} gaps {gaps:?}");
     let worst = assert_within(&c, &g, &bounds, &what);
     pair.worst = pair.worst.max(worst);
@@ -1148,19 +1172,33 @@ fn layer_grads_in_separate_buffers_fall_back_to_one_dispatch_each() {
         let input = pair.random_buffer(i * 4);
         let gw = pair.random_buffer(o * i);
         let gb = pair.random_buffer(o);
-        layers.push(LayerGrad {
-            delta: Mat::new(delta, 0, o, 4),
-            input: Mat::new(input, 0, i, 4),
-            grad_w: Mat::new(gw, 0, o, i),
-            grad_b: Mat::new(gb, 0, o, 1),
-        });
+        layers.push(LayerGrad::new(
+            Mat::new(delta, 0, o, 4),
+            Mat::new(input, 0, i, 4),
+            Mat::new(gw, 0, o, i),
+            Mat::new(gb, 0, o, 1),
+        ));
     }
     let before = pair.gpu.dispatch_count();
     pair.run(|be| be.layer_grads(&layers));
     assert_eq!(pair.gpu.dispatch_count() - before, 2);
-    for l in layers {
+    for l in &layers {
         pair.assert_close(l.grad_w.buf, "separate grad_w");
         pair.assert_close(l.grad_b.buf, "separate grad_b");
+    }
+    // Added to what is there: the bias binding of its own reads it too.
+    let added: Vec<LayerGrad> = layers
+        .iter()
+        .map(|&l| LayerGrad {
+            alpha: 2.0,
+            beta: -1.0,
+            ..l
+        })
+        .collect();
+    pair.run(|be| be.layer_grads(&added));
+    for l in added {
+        pair.assert_close(l.grad_w.buf, "separate grad_w added");
+        pair.assert_close(l.grad_b.buf, "separate grad_b added");
     }
 }
 

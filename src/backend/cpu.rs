@@ -452,7 +452,8 @@ struct GradJob<'a> {
 impl GradJob<'_> {
     fn run(self, par: Par) {
         gemm_slices(&self.op, self.grad_w, self.delta, self.input, par);
-        row_sums(self.grad_b, self.delta, self.op.a.cols);
+        let (alpha, beta) = (self.op.alpha, self.op.beta);
+        row_sums(self.grad_b, self.delta, self.op.a.cols, alpha, beta);
     }
 }
 
@@ -524,10 +525,12 @@ fn argmax(values: impl Iterator<Item = f32>) -> usize {
     best.0
 }
 
-/// `out[i] = Σ_j m[i, j]` for a row-major matrix with `cols` columns.
-fn row_sums(out: &mut [f32], m: &[f32], cols: usize) {
+/// `out[i] = alpha Σ_j m[i, j] + beta out[i]` for a row-major matrix with `cols` columns.
+fn row_sums(out: &mut [f32], m: &[f32], cols: usize, alpha: f32, beta: f32) {
     for (o, row) in out.iter_mut().zip(m.chunks_exact(cols.max(1))) {
-        *o = row.iter().sum();
+        let sum = alpha * row.iter().sum::<f32>();
+        // beta == 0 overwrites without reading, like the GEMM.
+        *o = if beta == 0.0 { sum } else { sum + beta * *o };
     }
 }
 

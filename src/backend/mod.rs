@@ -221,23 +221,68 @@ impl Epilogue {
     }
 }
 
-/// One layer's parameter gradients: `grad_w = delta * input^T`, `grad_b = Σ_batch delta`.
+/// One layer's parameter gradients: `grad_w = alpha delta input^T + beta grad_w` and
+/// `grad_b = alpha Σ_batch delta + beta grad_b` (with `beta = 0` the old values are not
+/// read, so they may be garbage). [`LayerGrad::new`] overwrites (`alpha = 1, beta = 0`);
+/// a contrast of two phases, as equilibrium propagation takes, is two of them, the
+/// second with `beta = 1`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerGrad {
     /// `outputs x batch` delta of the layer.
     pub delta: Mat,
     /// `inputs x batch` input activations of the layer.
     pub input: Mat,
-    /// `outputs x inputs` weight gradient (overwritten).
+    /// `outputs x inputs` weight gradient.
     pub grad_w: Mat,
-    /// `outputs x 1` bias gradient (overwritten).
+    /// `outputs x 1` bias gradient.
     pub grad_b: Mat,
+    /// Scale of the new product.
+    pub alpha: f32,
+    /// Scale of what the gradients held (0: overwritten).
+    pub beta: f32,
 }
 
 impl LayerGrad {
+    /// The gradients of the layer with `delta` and `input`, overwriting `grad_w` and
+    /// `grad_b`.
+    ///
+    /// ```
+    /// use plasticity::backend::{Backend, CpuBackend, LayerGrad, Mat};
+    /// let mut cpu = CpuBackend::new();
+    /// let (delta, input, grads) = (cpu.alloc(2)?, cpu.alloc(3)?, cpu.alloc(8)?);
+    /// cpu.write(delta, 0, &[1.0, 2.0])?; // 2 outputs, batch 1
+    /// cpu.write(input, 0, &[1.0, 0.0, -1.0])?; // 3 inputs
+    /// let grad = LayerGrad::new(
+    ///     Mat::new(delta, 0, 2, 1),
+    ///     Mat::new(input, 0, 3, 1),
+    ///     Mat::new(grads, 0, 2, 3),
+    ///     Mat::new(grads, 6, 2, 1),
+    /// );
+    /// cpu.layer_grads(&[grad])?;
+    /// assert_eq!(cpu.read(grads, 0, 8)?, [1.0, 0.0, -1.0, 2.0, 0.0, -2.0, 1.0, 2.0]);
+    /// // The same again with the opposite sign, added: back to zero.
+    /// cpu.layer_grads(&[LayerGrad { alpha: -1.0, beta: 1.0, ..grad }])?;
+    /// assert!(cpu.read(grads, 0, 8)?.iter().all(|&g| g == 0.0));
+    /// # Ok::<(), plasticity::Error>(())
+    /// ```
+    pub fn new(delta: Mat, input: Mat, grad_w: Mat, grad_b: Mat) -> LayerGrad {
+        LayerGrad {
+            delta,
+            input,
+            grad_w,
+            grad_b,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+
     /// Checks the product and bias shapes agree; returns the weight-gradient product.
     pub fn check(&self) -> Result<Gemm> {
-        let product = Gemm::new(self.grad_w, self.delta, false, self.input, true);
+        let product = Gemm {
+            alpha: self.alpha,
+            beta: self.beta,
+            ..Gemm::new(self.grad_w, self.delta, false, self.input, true)
+        };
         product.check()?;
         if self.grad_b.len() != self.delta.rows {
             return Err(crate::Error::shape(

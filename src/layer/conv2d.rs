@@ -147,12 +147,12 @@ impl Layer for Conv2d {
 
     fn weight_grad(&self, io: &LayerIo, d_out: Mat, grad_w: Mat, grad_b: Mat) -> Option<LayerGrad> {
         let patches = self.unfold(io, io.x, io.saved).ok()?.patches;
-        Some(LayerGrad {
-            delta: self.channel_rows(d_out),
-            input: patches,
+        Some(LayerGrad::new(
+            self.channel_rows(d_out),
+            patches,
             grad_w,
             grad_b,
-        })
+        ))
     }
 
     fn tangent(

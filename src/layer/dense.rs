@@ -64,12 +64,7 @@ impl Layer for Dense {
     }
 
     fn weight_grad(&self, io: &LayerIo, d_out: Mat, grad_w: Mat, grad_b: Mat) -> Option<LayerGrad> {
-        Some(LayerGrad {
-            delta: d_out,
-            input: io.x,
-            grad_w,
-            grad_b,
-        })
+        Some(LayerGrad::new(d_out, io.x, grad_w, grad_b))
     }
 
     fn tangent(

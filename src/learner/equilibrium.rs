@@ -24,7 +24,7 @@
 //! once per phase; an iteration then costs one product per layer boundary each way.
 
 use super::{Learner, StepCx, TensorSpec};
-use crate::backend::{Axpby, Gemm, LossGrad, Mat};
+use crate::backend::{Axpby, Gemm, LayerGrad, LossGrad, Mat};
 use crate::error::{Error, Result};
 use crate::layer::LayerSpec;
 
@@ -54,7 +54,6 @@ impl Default for EquilibriumProp {
 
 const DRIVE: &str = "ep.drive";
 const ERROR: &str = "ep.error";
-const ONES: &str = "ep.ones";
 const STATS: &str = "ep.stats";
 
 fn nudged(l: usize) -> String {
@@ -172,33 +171,27 @@ impl EquilibriumProp {
     }
 
     /// `grad W_l = −scale (a_l a_{l-1}^T − c_l c_{l-1}^T)`, `grad b_l = −scale Σ (a_l −
-    /// c_l)` over the batch, with `a_0 = c_0 = x`.
+    /// c_l)` over the batch, with `a_0 = c_0 = x`: every layer's first phase in one
+    /// grouped call, then the second added to it.
     fn contrast(&self, cx: &mut StepCx<'_>, a: &[Mat], c: &[Mat], scale: f32) -> Result<()> {
-        let ones = cx.tensor(ONES)?;
-        cx.backend().fill(ones, 1.0)?;
         let x = cx.input();
-        for l in 0..a.len() {
-            let (a_in, c_in) = if l == 0 { (x, x) } else { (a[l - 1], c[l - 1]) };
-            let (gw, gb, diff) = (cx.grad_weights(l), cx.grad_bias(l), cx.tensor(&pre(l))?);
-            let b = cx.backend();
-            b.gemm(&Gemm {
-                alpha: -scale,
-                ..Gemm::new(gw, a[l], false, a_in, true)
-            })?;
-            b.gemm(&Gemm {
-                alpha: scale,
-                beta: 1.0,
-                ..Gemm::new(gw, c[l], false, c_in, true)
-            })?;
-            b.axpby(&Axpby::copy(diff, a[l]))?;
-            b.axpby(&Axpby::new(diff, -1.0, c[l], 1.0))?;
-            let gb = gb.reshape(gb.len(), 1);
-            b.gemm(&Gemm {
-                alpha: -scale,
-                ..Gemm::new(gb, diff, false, ones, true)
-            })?;
-        }
-        Ok(())
+        let phase = |states: &[Mat], alpha: f32, beta: f32| -> Vec<LayerGrad> {
+            (0..states.len())
+                .map(|l| LayerGrad {
+                    alpha,
+                    beta,
+                    ..LayerGrad::new(
+                        states[l],
+                        if l == 0 { x } else { states[l - 1] },
+                        cx.grad_weights(l),
+                        cx.grad_bias(l),
+                    )
+                })
+                .collect()
+        };
+        let (first, second) = (phase(a, -scale, 0.0), phase(c, scale, 1.0));
+        cx.backend().layer_grads(&first)?;
+        cx.backend().layer_grads(&second)
     }
 }
 
@@ -211,7 +204,6 @@ impl Learner for EquilibriumProp {
         let mut specs = vec![
             TensorSpec::per_sample(DRIVE, layers[0].outputs()),
             TensorSpec::per_sample(ERROR, layers[layers.len() - 1].outputs()),
-            TensorSpec::per_sample(ONES, 1),
             TensorSpec::fixed(STATS, 3, 1),
         ];
         for (l, layer) in layers.iter().enumerate() {

@@ -37,7 +37,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{Learner, StepCx, TensorSpec};
 use crate::activation::Activation;
-use crate::backend::{Axpby, ColumnOp, Epilogue, Gemm, LossGrad, Mat};
+use crate::backend::{Axpby, ColumnOp, Epilogue, Gemm, LayerGrad, LossGrad, Mat};
 use crate::error::{Error, Result};
 use crate::init::{learner_rng, rng_from_state_under, rng_state_under};
 use crate::layer::LayerSpec;
@@ -93,7 +93,6 @@ const LOGITS: &str = "ff.logits";
 const LOGIT_GRAD: &str = "ff.logit_grad";
 const TARGET_POS: &str = "ff.target.positive";
 const TARGET_NEG: &str = "ff.target.negative";
-const ONES: &str = "ff.ones";
 const MINUS_THETA: &str = "ff.minus_threshold";
 const DELTA: &str = "ff.delta";
 const SCORES: &str = "ff.scores";
@@ -237,11 +236,10 @@ impl ForwardForward {
         l: usize,
         accumulate: bool,
     ) -> Result<()> {
-        let (logits, grad, delta, ones) = (
+        let (logits, grad, delta) = (
             cx.tensor(LOGITS)?,
             cx.tensor(LOGIT_GRAD)?,
             cx.tensor(DELTA)?,
-            cx.tensor(ONES)?,
         );
         let target = cx.tensor(match phase {
             Phase::Positive => TARGET_POS,
@@ -275,15 +273,10 @@ impl ForwardForward {
         backend.axpby(&Axpby::new(delta, 2.0 / h.rows as f32, h, 0.0))?;
         backend.columns(&ColumnOp::scale(delta, grad.rows(0, 1)))?;
         backend.activation_grad(delta, h, activation)?;
-        let beta = if accumulate { 1.0 } else { 0.0 };
-        backend.gemm(&Gemm {
-            beta,
-            ..Gemm::new(gw, delta, false, unit, true)
-        })?;
-        backend.gemm(&Gemm {
-            beta,
-            ..Gemm::new(gb.reshape(gb.len(), 1), delta, false, ones, true)
-        })
+        backend.layer_grads(&[LayerGrad {
+            beta: if accumulate { 1.0 } else { 0.0 },
+            ..LayerGrad::new(delta, unit, gw, gb)
+        }])
     }
 }
 
@@ -321,7 +314,6 @@ impl Learner for ForwardForward {
             TensorSpec::per_sample(LOGIT_GRAD, 2),
             TensorSpec::per_sample(TARGET_POS, 2),
             TensorSpec::per_sample(TARGET_NEG, 2),
-            TensorSpec::per_sample(ONES, 1),
             TensorSpec::per_sample(DELTA, widest),
             TensorSpec::fixed(MINUS_THETA, 1, 1),
             TensorSpec::per_sample(SCORES, layers[layers.len() - 1].outputs()),
@@ -395,11 +387,10 @@ impl Learner for ForwardForward {
         };
         self.embed(cx, pos, Some((targets, 0)))?;
         self.embed(cx, neg, Some(wrong))?;
-        let (logits, t_pos, t_neg, ones) = (
+        let (logits, t_pos, t_neg) = (
             cx.tensor(LOGITS)?,
             cx.tensor(TARGET_POS)?,
             cx.tensor(TARGET_NEG)?,
-            cx.tensor(ONES)?,
         );
         let backend = cx.backend();
         backend.fill(logits.rows(1, 1), 0.0)?;
@@ -407,7 +398,6 @@ impl Learner for ForwardForward {
             backend.fill(t.rows(hot, 1), 1.0)?;
             backend.fill(t.rows(1 - hot, 1), 0.0)?;
         }
-        backend.fill(ones, 1.0)?;
         for phase in [Phase::Positive, Phase::Negative] {
             self.forward(cx, phase)?;
         }

@@ -219,12 +219,12 @@ impl Learner for PredictiveCoding {
         for l in 0..=last {
             let (delta, e) = (cx.delta(l), cx.tensor(&scaled(l))?);
             cx.backend().axpby(&Axpby::new(delta, scale, e, 0.0))?;
-            grads.push(LayerGrad {
+            grads.push(LayerGrad::new(
                 delta,
-                input: Self::below(cx, l)?,
-                grad_w: cx.grad_weights(l),
-                grad_b: cx.grad_bias(l),
-            });
+                Self::below(cx, l)?,
+                cx.grad_weights(l),
+                cx.grad_bias(l),
+            ));
         }
         cx.backend().layer_grads(&grads)
     }

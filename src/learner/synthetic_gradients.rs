@@ -211,19 +211,19 @@ impl Learner for SyntheticGradients {
         for (i, &l) in hidden.iter().enumerate() {
             let n = names(i);
             let error = cx.tensor(&n.error)?;
-            grads.push(LayerGrad {
-                delta: error,
-                input: cx.output(l),
-                grad_w: cx.tensor_grad(&n.a)?,
-                grad_b: cx.tensor_grad(&n.bias)?,
-            });
+            grads.push(LayerGrad::new(
+                error,
+                cx.output(l),
+                cx.tensor_grad(&n.a)?,
+                cx.tensor_grad(&n.bias)?,
+            ));
             if self.conditioned {
-                grads.push(LayerGrad {
-                    delta: error,
-                    input: cx.targets(),
-                    grad_w: cx.tensor_grad(&n.c)?,
-                    grad_b: cx.tensor(&n.sink)?,
-                });
+                grads.push(LayerGrad::new(
+                    error,
+                    cx.targets(),
+                    cx.tensor_grad(&n.c)?,
+                    cx.tensor(&n.sink)?,
+                ));
             }
         }
         cx.backend().layer_grads(&grads)

@@ -102,6 +102,12 @@ kernel_params!(
         /// Bit 0: the delta loads as vec4s; bit 1: the input does; bit 2
         /// ([`BIAS_WITH_WEIGHTS`]): the bias gradient goes to binding 1.
         flags: u32,
+        /// `grad = alpha product + beta grad` (0: not read).
+        alpha: f32,
+        beta: f32,
+        /// Entries of a uniform array are 16-byte aligned.
+        _pad0: u32,
+        _pad1: u32,
     }
 );
 
@@ -325,8 +331,9 @@ mod tests {
         check::<SpatialParams>();
         check::<ColumnsParams>();
         check::<DataParams>();
-        // The layer-gradient table holds 32-byte entries.
-        assert_eq!(wgsl_size::<LayerEntry>(), 32);
-        assert_eq!(std::mem::size_of::<LayerEntry>(), 32);
+        // The layer-gradient table holds 48-byte entries (a multiple of 16, the stride
+        // of an array in a uniform buffer).
+        assert_eq!(wgsl_size::<LayerEntry>(), 48);
+        assert_eq!(std::mem::size_of::<LayerEntry>(), 48);
     }
 }

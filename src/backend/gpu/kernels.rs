@@ -356,6 +356,9 @@ impl GpuBackend {
                 batch: idx(g.delta.cols)?,
                 flags: u32::from(vec4_loadable(g.delta.offset, g.delta.cols))
                     | (u32::from(vec4_loadable(g.input.offset, g.input.cols)) << 1),
+                alpha: g.alpha,
+                beta: g.beta,
+                ..Default::default()
             };
             if together {
                 entry.flags |= BIAS_WITH_WEIGHTS;

@@ -16,8 +16,8 @@ pub(crate) const BLOCK_BYTES: u64 = 128;
 /// Layers one grouped layer-gradient dispatch can hold (its table fills one slot).
 pub(crate) const MAX_GROUPED_LAYERS: usize = 64;
 
-/// Bytes of the layer-gradient table: a 16-byte header and 32 bytes per layer.
-pub(crate) const TABLE_BYTES: u64 = 16 + 32 * MAX_GROUPED_LAYERS as u64;
+/// Bytes of the layer-gradient table: a 16-byte header and 48 bytes per layer.
+pub(crate) const TABLE_BYTES: u64 = 16 + 48 * MAX_GROUPED_LAYERS as u64;
 
 /// The host copy of this step's parameter slots.
 pub(crate) struct ParamArena {

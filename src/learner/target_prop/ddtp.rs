@@ -148,12 +148,12 @@ impl Learner for Ddtp {
             backend.gemm(&Gemm::new(err, q, false, change, false))?;
             backend.axpby(&Axpby::new(err, -1.0, eps, 1.0))?;
             backend.axpby(&Axpby::new(delta, scale, err, 0.0))?;
-            grads.push(LayerGrad {
+            grads.push(LayerGrad::new(
                 delta,
-                input: change,
-                grad_w: cx.tensor_grad(&name("feedback", l))?,
-                grad_b: sink,
-            });
+                change,
+                cx.tensor_grad(&name("feedback", l))?,
+                sink,
+            ));
         }
         cx.backend().layer_grads(&grads)
     }

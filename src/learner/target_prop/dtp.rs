@@ -222,12 +222,12 @@ impl Learner for Dtp {
             b.axpby(&Axpby::new(err, -1.0, noisy, 1.0))?;
             b.axpby(&Axpby::new(delta, inv_batch, err, 0.0))?;
             b.activation_grad(delta, rec, act)?;
-            grads.push(LayerGrad {
+            grads.push(LayerGrad::new(
                 delta,
-                input: fwd,
-                grad_w: cx.tensor_grad(&name("inverse", l))?,
-                grad_b: cx.tensor_grad(&name("inverse_bias", l))?,
-            });
+                fwd,
+                cx.tensor_grad(&name("inverse", l))?,
+                cx.tensor_grad(&name("inverse_bias", l))?,
+            ));
         }
         cx.backend().layer_grads(&grads)
     }
