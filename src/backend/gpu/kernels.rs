@@ -154,9 +154,8 @@ impl GpuBackend {
             return Ok(());
         }
         let align = u64::from(self.ctx.limits.min_storage_buffer_offset_alignment);
-        let plan = bindings::plan(operands, kernel.outputs(), align, |id| {
-            self.bufs.bytes_of(id)
-        })?;
+        let outputs = self.pipelines.outputs(kernel);
+        let plan = bindings::plan(operands, outputs, align, |id| self.bufs.bytes_of(id))?;
         self.pipelines.prepare(&self.ctx, kernel, plan.writable)?;
         if plan.alias_bytes > 0
             && self

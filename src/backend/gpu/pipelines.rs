@@ -158,8 +158,9 @@ impl Kernel {
     }
 
     /// Its outputs: bit `i` for binding `i + 1` if its module declares that binding
-    /// `read_write`.
-    pub fn outputs(self) -> u32 {
+    /// `read_write`. Reads the module's source: [`Pipelines::outputs`] keeps the
+    /// answer for dispatches.
+    fn outputs(self) -> u32 {
         let mask = (1u32 << self.storage_bindings()) - 1;
         self.source().0.outputs() & mask
     }
@@ -342,6 +343,8 @@ pub(crate) struct Pipelines {
     /// Variants with some inputs declared `read_write`, by kernel and writable
     /// bindings, compiled on first use.
     variants: HashMap<(Kernel, u32), Pipeline>,
+    /// By [`Kernel`], the bindings it writes ([`Kernel::outputs`]).
+    outputs: Vec<u32>,
 }
 
 impl Pipelines {
@@ -376,6 +379,7 @@ impl Pipelines {
             Pipelines {
                 pipelines,
                 variants: HashMap::new(),
+                outputs: Kernel::ALL.iter().map(|k| k.outputs()).collect(),
             }
         })
     }
@@ -383,8 +387,9 @@ impl Pipelines {
     /// Compiles the variant of `kernel` with the bindings in `writable` declared
     /// `read_write`, unless it exists (or the device cannot run the kernel at all).
     pub fn prepare(&mut self, ctx: &Context, kernel: Kernel, writable: u32) -> Result<()> {
-        self.require(kernel, kernel.outputs())?;
-        if writable == kernel.outputs() || self.variants.contains_key(&(kernel, writable)) {
+        let outputs = self.outputs(kernel);
+        self.require(kernel, outputs)?;
+        if writable == outputs || self.variants.contains_key(&(kernel, writable)) {
             return Ok(());
         }
         let pipeline = ctx.scoped(|| {
@@ -408,7 +413,7 @@ impl Pipelines {
                 kernel.workgroup_bytes()
             ))
         })?;
-        if writable == kernel.outputs() {
+        if writable == self.outputs(kernel) {
             return Ok(base);
         }
         self.variants.get(&(kernel, writable)).ok_or_else(|| {
@@ -416,6 +421,11 @@ impl Pipelines {
                 "{kernel:?} with writable bindings {writable:#b} was never prepared"
             ))
         })
+    }
+
+    /// The bindings `kernel` writes: bit `i` for binding `i + 1`.
+    pub fn outputs(&self, kernel: Kernel) -> u32 {
+        self.outputs[kernel.index()]
     }
 
     /// Whether the device can run `kernel`.
