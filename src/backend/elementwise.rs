@@ -154,6 +154,7 @@ pub mod host {
     /// Elements `first..first + out.len()` of the [`Noise`] draw into `out`: a part of
     /// the region, so that parts can be drawn in parallel (each element depends only on
     /// the seed and its index).
+    #[inline(always)]
     pub fn noise_from(op: &Noise, out: &mut [f32], first: u32) {
         let key = pcg(op.seed);
         let indices = (first..).take(out.len());
@@ -180,6 +181,7 @@ pub mod host {
 
     /// The PCG output hash of `v` (O'Neill's RXS-M-XS step), as `shaders/noise.wgsl`
     /// computes it.
+    #[inline(always)]
     pub fn pcg(v: u32) -> u32 {
         let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
         let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
@@ -187,17 +189,20 @@ pub mod host {
     }
 
     /// A uniform value in `(0, 1]` from 24 random bits.
+    #[inline(always)]
     fn unit(bits: u32) -> f32 {
         ((bits >> 8) + 1) as f32 * (1.0 / 16_777_216.0)
     }
 
     /// Element `i` of the uniform draw on `(0, 1]` keyed by `key`.
+    #[inline(always)]
     pub fn uniform(key: u32, i: u32) -> f32 {
         unit(pcg(key ^ pcg(i)))
     }
 
     /// Element `i` of the standard normal draw keyed by `key` (Box-Muller on two
     /// hashed uniforms).
+    #[inline(always)]
     pub fn standard_normal(key: u32, i: u32) -> f32 {
         let u1 = unit(pcg(key ^ pcg(i.wrapping_mul(2))));
         let u2 = unit(pcg(key ^ pcg(i.wrapping_mul(2).wrapping_add(1))));

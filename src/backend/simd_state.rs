@@ -8,7 +8,10 @@
 //! slower than the same work at batch 128, and 9x faster when the crate was compiled
 //! with VEX encodings (`-C target-feature=+avx2,+fma`). Zeroing the upper state after
 //! every product (`vzeroupper`, which the compiler emits on leaving a function that
-//! touched wide registers) removes it without any `unsafe` here.
+//! touched wide registers) removes it without any `unsafe` here, on the calling thread.
+//! A parallel product also dirties the worker threads, so a pass whose chunks run there
+//! next is compiled for AVX2 through [`wide`] (VEX encodings pay no penalty): the noise
+//! draw ran 8x slower inside weight-mirror training than alone until it was.
 
 use pulp::{Simd, WithSimd};
 
