@@ -488,6 +488,13 @@ fn run() -> Result<()> {
                 w.bytes_uploaded as f64 / 1e3,
                 w.bytes_read_back
             );
+            if w.bytes_aliased > 0 {
+                // Operands bound as copies (see `WorkCounters::bytes_aliased`).
+                println!(
+                    "           {:.1} KB copied to bind operands apart",
+                    w.bytes_aliased as f64 / 1e3
+                );
+            }
         }
         last = Some(eval);
         let optimizer = trainer.config().optimizer;

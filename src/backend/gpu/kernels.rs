@@ -111,7 +111,7 @@ impl GpuBackend {
         params: &P,
         groups: [usize; 3],
     ) -> Result<()> {
-        if P::WGSL != kernel.params_wgsl() {
+        if !kernel.reads::<P>() {
             return Err(Error::Backend(format!(
                 "{kernel:?} was given another kernel's parameter block"
             )));

@@ -7,6 +7,7 @@
 //! too (see [`bindings`](super::bindings)): such a pipeline variant is compiled on first
 //! use, from the same WGSL with that declaration changed.
 
+use std::any::TypeId;
 use std::collections::HashMap;
 
 use super::blocks::{
@@ -94,9 +95,10 @@ impl Kernel {
         Kernel::Gather,
     ];
 
-    /// The WGSL declaration of the parameter block it reads.
-    pub fn params_wgsl(self) -> &'static str {
-        self.source().0.params()
+    /// Whether `P` is the parameter block it reads (a type check, so a dispatch pays
+    /// no more than a comparison for it).
+    pub fn reads<P: KernelParams>(self) -> bool {
+        self.source().0.params().1 == TypeId::of::<P>()
     }
 
     /// Its position in [`Kernel::ALL`] (and in [`Pipelines`]).
@@ -254,19 +256,23 @@ impl Module {
         }
     }
 
-    /// The parameter block it reads (its WGSL `struct` is generated from it).
-    fn params(self) -> &'static str {
+    /// The parameter block it reads: its WGSL `struct` (generated from the Rust one)
+    /// and the Rust type.
+    fn params(self) -> (&'static str, TypeId) {
+        fn block<P: KernelParams>() -> (&'static str, TypeId) {
+            (P::WGSL, TypeId::of::<P>())
+        }
         match self {
-            Module::Gemm | Module::GemmNarrow | Module::GemmWide => GemmParams::WGSL,
-            Module::LayerGrads => LayerEntry::WGSL,
-            Module::Elementwise => ElementwiseParams::WGSL,
-            Module::Loss => LossParams::WGSL,
-            Module::Optimizer => OptimizerParams::WGSL,
-            Module::Feedback => FeedbackParams::WGSL,
-            Module::Clip => ClipParams::WGSL,
-            Module::Spatial => SpatialParams::WGSL,
-            Module::Columns => ColumnsParams::WGSL,
-            Module::Data => DataParams::WGSL,
+            Module::Gemm | Module::GemmNarrow | Module::GemmWide => block::<GemmParams>(),
+            Module::LayerGrads => block::<LayerEntry>(),
+            Module::Elementwise => block::<ElementwiseParams>(),
+            Module::Loss => block::<LossParams>(),
+            Module::Optimizer => block::<OptimizerParams>(),
+            Module::Feedback => block::<FeedbackParams>(),
+            Module::Clip => block::<ClipParams>(),
+            Module::Spatial => block::<SpatialParams>(),
+            Module::Columns => block::<ColumnsParams>(),
+            Module::Data => block::<DataParams>(),
         }
     }
 
@@ -309,7 +315,7 @@ impl Module {
             Module::Columns => COLUMNS.to_string(),
             Module::Data => DATA.to_string(),
         };
-        format!("{}{}\n{body}", constants(), self.params())
+        format!("{}{}\n{body}", constants(), self.params().0)
     }
 }
 
@@ -559,6 +565,27 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}::{} as GLSL ES: {e}", ep.name));
             }
         }
+    }
+
+    #[test]
+    fn each_kernel_takes_exactly_one_parameter_block() {
+        for kernel in Kernel::ALL {
+            let takes = [
+                kernel.reads::<GemmParams>(),
+                kernel.reads::<LayerEntry>(),
+                kernel.reads::<ElementwiseParams>(),
+                kernel.reads::<LossParams>(),
+                kernel.reads::<OptimizerParams>(),
+                kernel.reads::<FeedbackParams>(),
+                kernel.reads::<ClipParams>(),
+                kernel.reads::<SpatialParams>(),
+                kernel.reads::<ColumnsParams>(),
+                kernel.reads::<DataParams>(),
+            ];
+            assert_eq!(takes.iter().filter(|&&t| t).count(), 1, "{kernel:?}");
+        }
+        assert!(Kernel::Gemm(GemmKernel::Tile32).reads::<GemmParams>());
+        assert!(!Kernel::Fill.reads::<GemmParams>());
     }
 
     #[test]
