@@ -1644,3 +1644,58 @@ fn operands_within_the_binding_alignment_of_a_written_range_are_bound_as_copies(
         "floats after them kept"
     );
 }
+
+/// The fused epilogues through vec4 stores of C (C's offset and n multiples of 4) give
+/// the same bits as through one-at-a-time stores (C one float further on), on every
+/// kernel, and leave the floats around C alone.
+#[test]
+fn gemm_then_vec4_stores_match_scalar_stores_bitwise() {
+    let Some(mut pair) = Pair::new(20) else {
+        return;
+    };
+    let (m, n, k) = (67, 132, 21);
+    let a = pair.random_buffer(m * k);
+    let b = pair.random_buffer(k * n);
+    let h: Vec<f32> = pair.random(m * n, -0.9, 0.9);
+    let h = pair.buffer(&h);
+    let bias = pair.random_buffer(m);
+    for act in Activation::ALL {
+        for then in [
+            Epilogue::BiasActivation {
+                bias: Mat::new(bias, 0, m, 1),
+                activation: act,
+            },
+            Epilogue::ActivationGrad {
+                h: Mat::new(h, 0, m, n),
+                activation: act,
+            },
+        ] {
+            for kernel in KERNELS {
+                pair.gpu.force_gemm_kernel(kernel);
+                let stored = |pair: &mut Pair, off: usize| {
+                    let c = pair.buffer(&nan_padded(off, &vec![0.5; m * n]));
+                    let op = Gemm {
+                        beta: -0.75,
+                        ..Gemm::new(
+                            Mat::new(c, off, m, n),
+                            Mat::new(a, 0, m, k),
+                            false,
+                            Mat::new(b, 0, k, n),
+                            false,
+                        )
+                    };
+                    pair.gpu.gemm_then(&op, then).unwrap();
+                    let all = pair.gpu.read(c, 0, off + m * n + 5).unwrap();
+                    assert!(all[..off]
+                        .iter()
+                        .chain(&all[off + m * n..])
+                        .all(|v| v.is_nan()));
+                    all[off..off + m * n].to_vec()
+                };
+                let (vector, scalar) = (stored(&mut pair, 4), stored(&mut pair, 5));
+                assert_eq!(bits(&vector), bits(&scalar), "{act} {then:?} {kernel:?}");
+            }
+        }
+    }
+    pair.gpu.force_gemm_kernel(None);
+}

@@ -72,9 +72,10 @@ kernel_params!(
         ldc: u32,
         alpha: f32,
         beta: f32,
-        /// Nonzero: load A (B) as aligned vec4s.
+        /// Nonzero: load A (B) as aligned vec4s; store C's aligned runs of 4 as vec4s.
         vec_a: u32,
         vec_b: u32,
+        vec_c: u32,
         /// 0 none, 1 bias + activation, 2 activation derivative, in the low byte; the
         /// activation code above it.
         epilogue: u32,

@@ -221,6 +221,7 @@ impl GpuBackend {
             beta: op.beta,
             vec_a: u32::from(vec4_loadable(op.a.offset, op.a.cols)),
             vec_b: u32::from(vec4_loadable(op.b.offset, op.b.cols)),
+            vec_c: u32::from(vec4_loadable(op.c.offset, op.c.cols)),
             epilogue,
             e_off: idx(operand.map_or(0, |e| e.offset))?,
             ..Default::default()
@@ -291,9 +292,11 @@ impl GpuBackend {
             start: 0,
             end: scratch,
         };
+        // Each slice's block starts at a multiple of m n, so its runs align when n does.
         let partial = GemmParams {
             c_off: 0,
             ldc: params.n,
+            vec_c: u32::from(vec4_loadable(0, n)),
             alpha: 1.0,
             beta: 0.0,
             epilogue: 0,
