@@ -45,6 +45,11 @@ pub(crate) enum Op {
 
 type BindKey = (Kernel, u32, Vec<Bound>);
 
+/// Bind groups kept between submits. A training run needs a few per layer and batch
+/// size; a caller binding ever-new ranges (say, a random slice each step) would
+/// otherwise grow the cache without end, so past this it starts over.
+const MAX_CACHED_BIND_GROUPS: usize = 4096;
+
 /// The work recorded since the last submit.
 pub(crate) struct Recorder {
     ops: Vec<Op>,
@@ -153,6 +158,9 @@ impl Recorder {
             self.counters
                 .parameters
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        if self.bind_groups.len() > MAX_CACHED_BIND_GROUPS {
+            self.bind_groups.clear();
         }
         for op in &self.ops {
             if let Op::Dispatch {
