@@ -17,7 +17,7 @@
 // or more compute units needs at least as many workgroups to be busy. The 32x32 tile
 // makes four times as many, at the price of twice the loads (global and workgroup
 // memory) per FMA, for the host to pick when 64x64 tiles would be too few
-// (`NARROW_GEMM_MAX_TILES` in src/backend/gpu/kernels.rs). It keeps 4x4 outputs per
+// (`HARDWARE_FILL` in src/backend/gpu/kernels.rs). It keeps 4x4 outputs per
 // invocation (8x8 invocations, two warps of 32) rather than 2x2 per invocation of
 // 16x16: that keeps the inner loop, its vec4 reads of workgroup memory and its FMA
 // order, and so the code and the bits, shared with the 64x64 kernel.
@@ -28,8 +28,8 @@
 // - vector: when the factor's element offset and leading dimension are multiples of 4,
 //   every run of 4 floats along the stored matrix's rows that starts at a multiple of 4
 //   is 16-byte aligned, and each invocation loads TILE_VECS such runs per factor (1 at
-//   64, 2 at 32) as `vec4<f32>` from the same buffer bound a second time as
-//   `array<vec4<f32>>`. Runs follow whichever direction is contiguous in memory: k for
+//   64, 2 at 32) as `vec4<f32>` (each factor is bound as `array<vec4<f32>>`; the
+//   scalar path reads lanes of it). Runs follow whichever direction is contiguous in memory: k for
 //   op(A) = A and for op(B) = B^T, whose vec4s hold 4 consecutive k and are spread over
 //   four k-rows of workgroup memory; m for op(A) = A^T and n for op(B) = B, whose
 //   vec4s hold 4 consecutive rows (columns) at one k and are stored as they are. Runs
@@ -43,6 +43,8 @@
 // workgroup memory and share the inner loop, so results do not depend on the path,
 // bit for bit; nor on the tile size (or gemm_wide.wgsl), since every output is the
 // same chain of FMAs over k = 0, 1, .. (zero-padded to a multiple of 16).
+// Each K step's loads are issued during the previous step's arithmetic (see
+// `tile_product`).
 //
 // Besides `TILE` (prepended by the host), the module that includes this declares
 // `a_vec` and `b_vec` (array<vec4<f32>>, read through `factors.wgsl` on the scalar
@@ -94,20 +96,36 @@ var<private> acc1: vec4<f32>;
 var<private> acc2: vec4<f32>;
 var<private> acc3: vec4<f32>;
 
+// This invocation's share of the next K step's tiles, fetched from global memory
+// before the current step's arithmetic and written to workgroup memory after it (see
+// `tile_product`): TILE_VECS vec4s per factor, or on the scalar path TILE_SCALARS floats
+// packed four to a vec4.
+var<private> next_a: array<vec4<f32>, TILE_VECS>;
+var<private> next_b: array<vec4<f32>, TILE_VECS>;
+
+// Where scalar load `e` of A's tile goes: (row i, k-row kk). Walks the stored matrix
+// along its rows so consecutive invocations read consecutive addresses.
+fn a_slot(t: Tile, e: u32) -> vec2<u32> {
+    if (t.trans_a != 0u) {
+        return vec2<u32>(e % TILE_M, e / TILE_M);
+    }
+    return vec2<u32>(e / TILE_K, e % TILE_K);
+}
+
+// Where scalar load `e` of B's tile goes: (column j, k-row kk).
+fn b_slot(t: Tile, e: u32) -> vec2<u32> {
+    if (t.trans_b != 0u) {
+        return vec2<u32>(e / TILE_K, e % TILE_K);
+    }
+    return vec2<u32>(e % TILE_N, e / TILE_N);
+}
+
 // Scalar path: TILE_SCALARS bounds-checked loads per invocation.
-fn load_a(t: Tile, row0: u32, k0: u32, flat: u32) {
+fn fetch_a(t: Tile, row0: u32, k0: u32, flat: u32) {
     for (var r = 0u; r < TILE_SCALARS; r++) {
-        let e = flat + r * THREADS;
-        // Walk the stored matrix along its rows so consecutive invocations read
-        // consecutive addresses.
-        var i = e / TILE_K;
-        var kk = e % TILE_K;
-        if (t.trans_a != 0u) {
-            i = e % TILE_M;
-            kk = e / TILE_M;
-        }
-        let gi = row0 + i;
-        let gk = k0 + kk;
+        let slot = a_slot(t, flat + r * THREADS);
+        let gi = row0 + slot.x;
+        let gk = k0 + slot.y;
         var v = 0.0;
         if (gi < t.m && gk < t.k) {
             if (t.trans_a == 0u) {
@@ -116,21 +134,22 @@ fn load_a(t: Tile, row0: u32, k0: u32, flat: u32) {
                 v = a_at(t.a_off + gk * t.lda + gi);
             }
         }
-        tile_a[kk * TILE_Q + i / 4u][i % 4u] = v;
+        next_a[r / 4u][r % 4u] = v;
     }
 }
 
-fn load_b(t: Tile, col0: u32, k0: u32, flat: u32) {
+fn commit_a(t: Tile, flat: u32) {
     for (var r = 0u; r < TILE_SCALARS; r++) {
-        let e = flat + r * THREADS;
-        var j = e % TILE_N;
-        var kk = e / TILE_N;
-        if (t.trans_b != 0u) {
-            j = e / TILE_K;
-            kk = e % TILE_K;
-        }
-        let gj = col0 + j;
-        let gk = k0 + kk;
+        let slot = a_slot(t, flat + r * THREADS);
+        tile_a[slot.y * TILE_Q + slot.x / 4u][slot.x % 4u] = next_a[r / 4u][r % 4u];
+    }
+}
+
+fn fetch_b(t: Tile, col0: u32, k0: u32, flat: u32) {
+    for (var r = 0u; r < TILE_SCALARS; r++) {
+        let slot = b_slot(t, flat + r * THREADS);
+        let gj = col0 + slot.x;
+        let gk = k0 + slot.y;
         var v = 0.0;
         if (gk < t.k) {
             if (gj == t.ones_col) {
@@ -143,7 +162,14 @@ fn load_b(t: Tile, col0: u32, k0: u32, flat: u32) {
                 }
             }
         }
-        tile_b[kk * TILE_Q + j / 4u][j % 4u] = v;
+        next_b[r / 4u][r % 4u] = v;
+    }
+}
+
+fn commit_b(t: Tile, flat: u32) {
+    for (var r = 0u; r < TILE_SCALARS; r++) {
+        let slot = b_slot(t, flat + r * THREADS);
+        tile_b[slot.y * TILE_Q + slot.x / 4u][slot.x % 4u] = next_b[r / 4u][r % 4u];
     }
 }
 
@@ -153,57 +179,62 @@ fn lanes(g: u32, n: u32) -> vec4<bool> {
     return vec4<u32>(g) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(n);
 }
 
-// Vector path of `load_a`: TILE_VECS aligned vec4s per invocation.
-fn load_a_vec(t: Tile, row0: u32, k0: u32, flat: u32) {
+// Vector path of `fetch_a`: TILE_VECS aligned vec4s per invocation.
+fn fetch_a_vec(t: Tile, row0: u32, k0: u32, flat: u32) {
     for (var r = 0u; r < TILE_VECS; r++) {
         let e = flat + r * THREADS;
+        var v = vec4<f32>(0.0);
         if (t.trans_a == 0u) {
             // A is m x k: runs go along k, TILE_KQ per tile row; consecutive
             // invocations read consecutive runs of a row.
-            let i = e / TILE_KQ;
-            let kq = e % TILE_KQ;
-            let gi = row0 + i;
-            let gk = k0 + 4u * kq;
-            var v = vec4<f32>(0.0);
+            let gi = row0 + e / TILE_KQ;
+            let gk = k0 + 4u * (e % TILE_KQ);
             if (gi < t.m && gk < t.k) {
                 let at = (t.a_off + gi * t.lda + gk) / 4u;
                 v = select(vec4<f32>(0.0), a_vec[at], lanes(gk, t.k));
             }
+        } else {
+            // A is stored k x m: runs go along m.
+            let gi = row0 + 4u * (e % TILE_Q);
+            let gk = k0 + e / TILE_Q;
+            if (gk < t.k && gi < t.m) {
+                let at = (t.a_off + gk * t.lda + gi) / 4u;
+                v = select(vec4<f32>(0.0), a_vec[at], lanes(gi, t.m));
+            }
+        }
+        next_a[r] = v;
+    }
+}
+
+fn commit_a_vec(t: Tile, flat: u32) {
+    for (var r = 0u; r < TILE_VECS; r++) {
+        let e = flat + r * THREADS;
+        let v = next_a[r];
+        if (t.trans_a == 0u) {
             // The 4 k of the run go to four k-rows of the tile.
-            let s = 4u * kq * TILE_Q + i / 4u;
+            let i = e / TILE_KQ;
+            let s = 4u * (e % TILE_KQ) * TILE_Q + i / 4u;
             let c = i % 4u;
             tile_a[s][c] = v.x;
             tile_a[s + TILE_Q][c] = v.y;
             tile_a[s + 2u * TILE_Q][c] = v.z;
             tile_a[s + 3u * TILE_Q][c] = v.w;
         } else {
-            // A is stored k x m: runs go along m, already the layout of workgroup
-            // memory.
-            let kk = e / TILE_Q;
-            let iq = e % TILE_Q;
-            let gi = row0 + 4u * iq;
-            let gk = k0 + kk;
-            var v = vec4<f32>(0.0);
-            if (gk < t.k && gi < t.m) {
-                let at = (t.a_off + gk * t.lda + gi) / 4u;
-                v = select(vec4<f32>(0.0), a_vec[at], lanes(gi, t.m));
-            }
-            tile_a[kk * TILE_Q + iq] = v;
+            // Already the layout of workgroup memory.
+            tile_a[(e / TILE_Q) * TILE_Q + e % TILE_Q] = v;
         }
     }
 }
 
-// Vector path of `load_b`: TILE_VECS aligned vec4s per invocation.
-fn load_b_vec(t: Tile, col0: u32, k0: u32, flat: u32) {
+// Vector path of `fetch_b`: TILE_VECS aligned vec4s per invocation.
+fn fetch_b_vec(t: Tile, col0: u32, k0: u32, flat: u32) {
     for (var r = 0u; r < TILE_VECS; r++) {
         let e = flat + r * THREADS;
+        var v = vec4<f32>(0.0);
         if (t.trans_b == 0u) {
-            // B is k x n: runs go along n, already the layout of workgroup memory.
-            let kk = e / TILE_Q;
-            let jq = e % TILE_Q;
-            let gj = col0 + 4u * jq;
-            let gk = k0 + kk;
-            var v = vec4<f32>(0.0);
+            // B is k x n: runs go along n.
+            let gj = col0 + 4u * (e % TILE_Q);
+            let gk = k0 + e / TILE_Q;
             if (gk < t.k) {
                 if (gj < t.n) {
                     let at = (t.b_off + gk * t.ldb + gj) / 4u;
@@ -212,14 +243,10 @@ fn load_b_vec(t: Tile, col0: u32, k0: u32, flat: u32) {
                 let ones = vec4<u32>(gj) + vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(t.ones_col);
                 v = select(v, vec4<f32>(1.0), ones);
             }
-            tile_b[kk * TILE_Q + jq] = v;
         } else {
             // B is stored n x k: runs go along k, TILE_KQ per tile column.
-            let j = e / TILE_KQ;
-            let kq = e % TILE_KQ;
-            let gj = col0 + j;
-            let gk = k0 + 4u * kq;
-            var v = vec4<f32>(0.0);
+            let gj = col0 + e / TILE_KQ;
+            let gk = k0 + 4u * (e % TILE_KQ);
             if (gk < t.k) {
                 if (gj == t.ones_col) {
                     v = select(vec4<f32>(0.0), vec4<f32>(1.0), lanes(gk, t.k));
@@ -228,7 +255,21 @@ fn load_b_vec(t: Tile, col0: u32, k0: u32, flat: u32) {
                     v = select(vec4<f32>(0.0), b_vec[at], lanes(gk, t.k));
                 }
             }
-            let s = 4u * kq * TILE_Q + j / 4u;
+        }
+        next_b[r] = v;
+    }
+}
+
+fn commit_b_vec(t: Tile, flat: u32) {
+    for (var r = 0u; r < TILE_VECS; r++) {
+        let e = flat + r * THREADS;
+        let v = next_b[r];
+        if (t.trans_b == 0u) {
+            // Already the layout of workgroup memory.
+            tile_b[(e / TILE_Q) * TILE_Q + e % TILE_Q] = v;
+        } else {
+            let j = e / TILE_KQ;
+            let s = 4u * (e % TILE_KQ) * TILE_Q + j / 4u;
             let c = j % 4u;
             tile_b[s][c] = v.x;
             tile_b[s + TILE_Q][c] = v.y;
@@ -238,26 +279,52 @@ fn load_b_vec(t: Tile, col0: u32, k0: u32, flat: u32) {
     }
 }
 
+// Fetches this invocation's share of both factors' K step at `k0` into registers.
+fn fetch(t: Tile, row0: u32, col0: u32, k0: u32, flat: u32) {
+    if (t.vec_a != 0u) {
+        fetch_a_vec(t, row0, k0, flat);
+    } else {
+        fetch_a(t, row0, k0, flat);
+    }
+    if (t.vec_b != 0u) {
+        fetch_b_vec(t, col0, k0, flat);
+    } else {
+        fetch_b(t, col0, k0, flat);
+    }
+}
+
+// Writes the fetched share to workgroup memory.
+fn commit(t: Tile, flat: u32) {
+    if (t.vec_a != 0u) {
+        commit_a_vec(t, flat);
+    } else {
+        commit_a(t, flat);
+    }
+    if (t.vec_b != 0u) {
+        commit_b_vec(t, flat);
+    } else {
+        commit_b(t, flat);
+    }
+}
+
 // Accumulates this invocation's block of the tile at (row0, col0) into acc0..acc3.
-// Must be called by the whole workgroup (it synchronises).
+// Must be called by the whole workgroup (it synchronises). The next K step's global
+// loads are issued before this step's arithmetic (prefetch into registers), so their
+// latency overlaps it instead of stalling the workgroup after the barrier; the values
+// and the order of the FMAs are the same as loading each step just in time.
 fn tile_product(t: Tile, row0: u32, col0: u32, lid: vec3<u32>) {
     acc0 = vec4<f32>(0.0);
     acc1 = vec4<f32>(0.0);
     acc2 = vec4<f32>(0.0);
     acc3 = vec4<f32>(0.0);
     let flat = lid.y * TILE_Q + lid.x;
+    fetch(t, row0, col0, 0u, flat);
     for (var k0 = 0u; k0 < t.k; k0 += TILE_K) {
-        if (t.vec_a != 0u) {
-            load_a_vec(t, row0, k0, flat);
-        } else {
-            load_a(t, row0, k0, flat);
-        }
-        if (t.vec_b != 0u) {
-            load_b_vec(t, col0, k0, flat);
-        } else {
-            load_b(t, col0, k0, flat);
-        }
+        commit(t, flat);
         workgroupBarrier();
+        if (k0 + TILE_K < t.k) {
+            fetch(t, row0, col0, k0 + TILE_K, flat);
+        }
         for (var kk = 0u; kk < TILE_K; kk++) {
             let a = tile_a[kk * TILE_Q + lid.y];
             let b = tile_b[kk * TILE_Q + lid.x];

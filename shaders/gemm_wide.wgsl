@@ -2,7 +2,10 @@
 // C, each invocation owning 8x8 outputs. Prefixed with activation.wgsl and
 // gemm_common.wgsl (parameters, bindings, alpha/beta and the fused epilogue, shared
 // with gemm.wgsl, so all three kernels have the same semantics). The host picks this
-// kernel for outputs at least `WIDE_GEMM_MIN` on both sides (`gemm_dispatch`).
+// kernel when its grid of 128x128 tiles fills the device (`HARDWARE_FILL`,
+// `gemm_dispatch`). Unlike gemm_tile.wgsl it loads each K step just in time: holding
+// the next step's 8 floats per factor in registers as well would add to a kernel
+// already heavy in them (64 accumulators per invocation); to measure on hardware.
 //
 // Why: with 4x4 outputs per invocation (gemm_tile.wgsl) each step of the inner loop
 // reads 8 floats of workgroup memory for 16 FMAs, so on a GPU the loop is bound by
