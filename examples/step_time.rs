@@ -11,7 +11,10 @@
 //! step's matrix products alone as the CPU backend runs them (and each shape with
 //! untransposed operands) and its elementwise passes,
 //! to show where a step's time goes, and prints each rule's floor: its products each at
-//! their best, summed, with the step's time against it.
+//! their best, summed, with the step's time against it. `--paired R` measures that
+//! ratio again in R rounds, each timing a rule's step and then its floor's products
+//! right after, so a machine whose speed drifts over minutes (shared or throttled)
+//! still gives a ratio to trust: the median over rounds, with its range.
 
 use std::time::Duration;
 
@@ -27,7 +30,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 const USAGE: &str = "usage: step_time [--hidden 1024,1024,1024] [--batch 128] [--repeats 50] \
-                     [--warmup 5] [--rule bp|fa|dfa|all] [--threads N] [--breakdown]";
+                     [--warmup 5] [--rule bp|fa|dfa|all] [--threads N] [--breakdown] \
+                     [--paired ROUNDS]";
 
 const INPUTS: usize = 784;
 const CLASSES: usize = 10;
@@ -43,6 +47,8 @@ struct Args {
     rules: Vec<Rule>,
     threads: Option<usize>,
     breakdown: bool,
+    /// Rounds of step-then-floor timings (0: none).
+    paired: usize,
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -69,6 +75,7 @@ fn parse_args() -> Result<Args> {
         rules: Rule::ALL.to_vec(),
         threads: None,
         breakdown: false,
+        paired: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -98,6 +105,7 @@ fn parse_args() -> Result<Args> {
                     .map_err(|_| bad(format!("--warmup wants an integer, got {value:?}")))?;
             }
             "--threads" => args.threads = Some(parse_count(&flag, &value)?),
+            "--paired" => args.paired = parse_count(&flag, &value)?,
             "--rule" => {
                 args.rules = if value == "all" {
                     Rule::ALL.to_vec()
@@ -130,7 +138,8 @@ fn random_data(batch: usize, rng: &mut ChaCha8Rng) -> Result<Dataset> {
     Dataset::new(features, labels, INPUTS, CLASSES)
 }
 
-fn time_rule(args: &Args, rule: Rule, data: &Dataset) -> Result<Timing> {
+/// A trainer for `rule` on the timed network.
+fn trainer(args: &Args, rule: Rule) -> Result<Trainer> {
     let net = Network::builder(INPUTS)
         .hidden(&args.hidden, Activation::Tanh)
         .dense(CLASSES, Activation::Identity)
@@ -142,15 +151,38 @@ fn time_rule(args: &Args, rule: Rule, data: &Dataset) -> Result<Timing> {
         batch_size: args.batch,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(net, config, Device::Cpu)?;
-    let batches: Vec<Vec<usize>> = (0..DATA_BATCHES)
+    Trainer::new(net, config, Device::Cpu)
+}
+
+/// The sample indices of each of the data's batches.
+fn batches(args: &Args) -> Vec<Vec<usize>> {
+    (0..DATA_BATCHES)
         .map(|b| (b * args.batch..(b + 1) * args.batch).collect())
-        .collect();
+        .collect()
+}
+
+/// `repeats` steps of `trainer` (after `warmup`), cycling through the data's batches.
+fn time_steps(
+    trainer: &mut Trainer,
+    data: &Dataset,
+    batches: &[Vec<usize>],
+    (warmup, repeats): (usize, usize),
+) -> Result<Timing> {
     let mut step = 0;
-    time_repeated(args.warmup, args.repeats, || {
+    time_repeated(warmup, repeats, || {
         step += 1;
         trainer.train_batch(data, &batches[step % DATA_BATCHES])
     })
+}
+
+fn time_rule(args: &Args, rule: Rule, data: &Dataset) -> Result<Timing> {
+    let mut trainer = trainer(args, rule)?;
+    time_steps(
+        &mut trainer,
+        data,
+        &batches(args),
+        (args.warmup, args.repeats),
+    )
 }
 
 fn main() -> Result<()> {
@@ -196,6 +228,9 @@ fn main() -> Result<()> {
     }
     if args.breakdown {
         breakdown(&args, &steps)?;
+    }
+    if args.paired > 0 {
+        paired(&args, &data)?;
     }
     Ok(())
 }
@@ -298,6 +333,98 @@ fn row(what: &str, t: &Timing, gflops: Option<f64>, best_ms: Option<f64>) {
     );
 }
 
+/// The matrix products of one step of each rule, by role.
+struct StepProducts {
+    forward: Vec<Product>,
+    /// BP/FA: `δ_l = W_{l+1}^T δ_{l+1}`, in sequence.
+    chain: Vec<Product>,
+    /// DFA/DRTP: every hidden delta from the output error, one product.
+    dfa: Product,
+    /// IFA: `B_1 e`, then up through the hidden layers' own weights.
+    ifa: Vec<Product>,
+    /// `ΔW_l = δ_l h_{l-1}^T`.
+    grads: Vec<Product>,
+    hidden_total: usize,
+}
+
+impl StepProducts {
+    fn new(args: &Args) -> StepProducts {
+        let batch = args.batch;
+        let mut dims = vec![INPUTS];
+        dims.extend(&args.hidden);
+        dims.push(CLASSES);
+        let layers = dims.len() - 1;
+
+        // Activations are feature-major (`features x batch`), weights `outputs x inputs`.
+        let forward: Vec<Product> = (0..layers)
+            .map(|l| {
+                let what = format!(
+                    "fwd  W{l} x  ({}x{} . {}x{})",
+                    dims[l + 1],
+                    dims[l],
+                    dims[l],
+                    batch
+                );
+                Product::new(what, (dims[l + 1], dims[l], batch), false, false)
+            })
+            .collect();
+        // BP/FA: δ_l = W_{l+1}^T δ_{l+1} for each hidden layer, in sequence.
+        let chain: Vec<Product> = (0..layers - 1)
+            .rev()
+            .map(|l| {
+                let (out, inp) = (dims[l + 2], dims[l + 1]);
+                let what = format!("bp   W{}^T δ ({inp}x{out} . {out}x{batch})", l + 1);
+                Product::new(what, (inp, out, batch), true, false)
+            })
+            .collect();
+        let hidden_total: usize = args.hidden.iter().sum();
+        let dfa = Product::new(
+            format!("dfa  B e    ({hidden_total}x{CLASSES} . {CLASSES}x{batch})"),
+            (hidden_total, CLASSES, batch),
+            false,
+            false,
+        );
+        // ΔW_l = δ_l h_{l-1}^T.
+        let grads: Vec<Product> = (0..layers)
+            .map(|l| {
+                let what = format!(
+                    "grad δ{l} h^T ({}x{batch} . {batch}x{})",
+                    dims[l + 1],
+                    dims[l]
+                );
+                Product::new(what, (dims[l + 1], batch, dims[l]), false, true)
+            })
+            .collect();
+
+        // IFA: B_1 e into the first hidden layer, then up through the hidden layers' own
+        // weights (forward-shaped products).
+        let ifa: Vec<Product> = std::iter::once(Product::new(
+            format!("ifa  B1 e   ({}x{CLASSES} . {CLASSES}x{batch})", dims[1]),
+            (dims[1], CLASSES, batch),
+            false,
+            false,
+        ))
+        .chain((1..layers - 1).map(|l| {
+            let what = format!(
+                "ifa  W{l} δ  ({}x{} . {}x{batch})",
+                dims[l + 1],
+                dims[l],
+                dims[l]
+            );
+            Product::new(what, (dims[l + 1], dims[l], batch), false, false)
+        }))
+        .collect();
+        StepProducts {
+            forward,
+            chain,
+            dfa,
+            ifa,
+            grads,
+            hidden_total,
+        }
+    }
+}
+
 /// Times the pieces of a step in isolation.
 fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
     let (warmup, repeats) = (args.warmup.max(3), args.repeats.max(20));
@@ -307,67 +434,14 @@ fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
     dims.push(CLASSES);
     let layers = dims.len() - 1;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-
-    // Activations are feature-major (`features x batch`), weights `outputs x inputs`.
-    let forward: Vec<Product> = (0..layers)
-        .map(|l| {
-            let what = format!(
-                "fwd  W{l} x  ({}x{} . {}x{})",
-                dims[l + 1],
-                dims[l],
-                dims[l],
-                batch
-            );
-            Product::new(what, (dims[l + 1], dims[l], batch), false, false)
-        })
-        .collect();
-    // BP/FA: δ_l = W_{l+1}^T δ_{l+1} for each hidden layer, in sequence.
-    let chain: Vec<Product> = (0..layers - 1)
-        .rev()
-        .map(|l| {
-            let (out, inp) = (dims[l + 2], dims[l + 1]);
-            let what = format!("bp   W{}^T δ ({inp}x{out} . {out}x{batch})", l + 1);
-            Product::new(what, (inp, out, batch), true, false)
-        })
-        .collect();
-    let hidden_total: usize = args.hidden.iter().sum();
-    let dfa = Product::new(
-        format!("dfa  B e    ({hidden_total}x{CLASSES} . {CLASSES}x{batch})"),
-        (hidden_total, CLASSES, batch),
-        false,
-        false,
-    );
-    // ΔW_l = δ_l h_{l-1}^T.
-    let grads: Vec<Product> = (0..layers)
-        .map(|l| {
-            let what = format!(
-                "grad δ{l} h^T ({}x{batch} . {batch}x{})",
-                dims[l + 1],
-                dims[l]
-            );
-            Product::new(what, (dims[l + 1], batch, dims[l]), false, true)
-        })
-        .collect();
-
-    // IFA: B_1 e into the first hidden layer, then up through the hidden layers' own
-    // weights (forward-shaped products).
-    let ifa: Vec<Product> = std::iter::once(Product::new(
-        format!("ifa  B1 e   ({}x{CLASSES} . {CLASSES}x{batch})", dims[1]),
-        (dims[1], CLASSES, batch),
-        false,
-        false,
-    ))
-    .chain((1..layers - 1).map(|l| {
-        let what = format!(
-            "ifa  W{l} δ  ({}x{} . {}x{batch})",
-            dims[l + 1],
-            dims[l],
-            dims[l]
-        );
-        Product::new(what, (dims[l + 1], dims[l], batch), false, false)
-    }))
-    .collect();
-
+    let StepProducts {
+        forward,
+        chain,
+        dfa,
+        ifa,
+        grads,
+        hidden_total,
+    } = StepProducts::new(args);
     println!();
     println!("Breakdown: the step's products as the CPU backend runs them (\"best\": the lower of that and the same shape with untransposed operands) and its elementwise passes");
     println!();
@@ -538,6 +612,113 @@ fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
             "| {:<4} | {step_ms:>7.2} | {f:>8.2} | {:>11.2}x |",
             rule.name(),
             step_ms / f
+        );
+    }
+    Ok(())
+}
+
+/// Per round and rule: the median of 5 steps, then the rule's floor (each product the
+/// median of 3 runs at its best, the weight gradients the lower of their sum and all
+/// layers across threads), so both see the machine at the same speed.
+fn paired(args: &Args, data: &Dataset) -> Result<()> {
+    const STEPS: usize = 5;
+    const RUNS: usize = 3;
+    let products = StepProducts::new(args);
+    let batches = batches(args);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let mut trainers = Vec::new();
+    for &rule in &args.rules {
+        trainers.push((rule, trainer(args, rule)?));
+    }
+    // Operands sized for each shape (an untransposed run of a shape needs the same).
+    let mut operands = |list: &[Product]| -> Vec<Operands> {
+        list.iter().map(|p| Operands::new(p, &mut rng)).collect()
+    };
+    let mut fwd_ops = operands(&products.forward);
+    let mut chain_ops = operands(&products.chain);
+    let mut dfa_ops = operands(std::slice::from_ref(&products.dfa));
+    let mut ifa_ops = operands(&products.ifa);
+    let mut grad_ops = operands(&products.grads);
+    let mut scratch = Vec::new();
+    // A product's time at its best: as the backend runs it, or untransposed if faster.
+    let mut best = |p: &Product, o: &mut Operands, par: Option<Par>| -> Result<f64> {
+        let mut median = |p: &Product| -> Result<f64> {
+            let t = time_repeated(1, RUNS, || p.run(&mut o.c, &o.a, &o.b, par, &mut scratch))?;
+            Ok(ms(t.median))
+        };
+        let t = median(p)?;
+        if p.trans_a || p.trans_b {
+            Ok(t.min(median(&p.untransposed())?))
+        } else {
+            Ok(t)
+        }
+    };
+    let threads = Some(Par::rayon(rayon::current_num_threads()));
+    let mut rows: Vec<Vec<(f64, f64)>> = vec![Vec::new(); trainers.len()];
+    for _ in 0..args.paired {
+        for ((rule, trainer), row) in trainers.iter_mut().zip(&mut rows) {
+            let step = time_steps(trainer, data, &batches, (1, STEPS))?;
+            let mut floor = 0.0;
+            for (p, o) in products.forward.iter().zip(&mut fwd_ops) {
+                floor += best(p, o, None)?;
+            }
+            let (middle, ops) = match *rule {
+                Rule::DirectFeedbackAlignment | Rule::DirectRandomTargetProjection => {
+                    (std::slice::from_ref(&products.dfa), &mut dfa_ops)
+                }
+                Rule::IndirectFeedbackAlignment => (&products.ifa[..], &mut ifa_ops),
+                Rule::LastLayerOnly => (&[][..], &mut dfa_ops),
+                _ => (&products.chain[..], &mut chain_ops),
+            };
+            for (p, o) in middle.iter().zip(ops.iter_mut()) {
+                floor += best(p, o, None)?;
+            }
+            let last = products.grads.len() - 1;
+            floor += if *rule == Rule::LastLayerOnly {
+                best(&products.grads[last], &mut grad_ops[last], threads)?
+            } else {
+                let mut one_by_one = 0.0;
+                for (p, o) in products.grads.iter().zip(&mut grad_ops) {
+                    one_by_one += best(p, o, threads)?;
+                }
+                let across = time_repeated(1, RUNS, || {
+                    grad_ops
+                        .par_iter_mut()
+                        .zip(&products.grads)
+                        .try_for_each(|(o, p)| {
+                            p.run(&mut o.c, &o.a, &o.b, Some(Par::Seq), &mut Vec::new())
+                        })
+                })?;
+                one_by_one.min(ms(across.median))
+            };
+            row.push((ms(step.median), floor));
+        }
+    }
+    println!();
+    println!(
+        "Paired: {} rounds, each a rule's step (median of {STEPS}) then its floor right after",
+        args.paired
+    );
+    println!();
+    println!(
+        "| rule | step ms | floor ms | step / floor (median) | lowest | highest |\n\
+         |------|--------:|---------:|----------------------:|-------:|--------:|"
+    );
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for ((rule, _), row) in trainers.iter().zip(rows) {
+        let ratios: Vec<f64> = row.iter().map(|(s, f)| s / f).collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        println!(
+            "| {:<4} | {:>7.2} | {:>8.2} | {:>20.2}x | {lo:>5.2}x | {hi:>6.2}x |",
+            rule.name(),
+            median(row.iter().map(|r| r.0).collect()),
+            median(row.iter().map(|r| r.1).collect()),
+            median(ratios),
         );
     }
     Ok(())
