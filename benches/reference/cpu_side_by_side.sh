@@ -32,7 +32,7 @@ peak() {
   echo "## Fixed net 784-1024-1024-1024-10, batch 128"
   echo
   echo '```'
-  "$bin/step_time" --hidden 1024,1024,1024 --batch 128 --rule all --breakdown
+  "$bin/step_time" --hidden 1024,1024,1024 --batch 128 --rule all --breakdown --paired 10
   echo
   "$PY" benches/reference/numpy_step.py --hidden 1024,1024,1024 --batch 128
   echo '```'
