@@ -143,9 +143,11 @@ pub(crate) fn plan(
     let mut exact = Vec::with_capacity(operands.len());
     for (i, op) in operands.iter().enumerate() {
         match *op {
-            Operand::Range { buf, start, end } => {
+            // An empty region is never read or written (a product with k = 0 reads no
+            // factor): bound like an unused binding, whatever its offset.
+            Operand::Range { buf, start, end } if end > start => {
                 let lo = start as u64 * F32;
-                let hi = end.max(start + 1) as u64 * F32;
+                let hi = end as u64 * F32;
                 let offset = lo / align * align;
                 let end = hi.next_multiple_of(VEC4).min(bytes_of(buf)?);
                 bound.push(Bound {
@@ -156,7 +158,7 @@ pub(crate) fn plan(
                 bases.push(offset_elements(offset)?);
                 exact.push((lo, hi));
             }
-            Operand::Unused => {
+            Operand::Range { .. } | Operand::Unused => {
                 bound.push(Bound {
                     buf: SPARE,
                     offset: i as u64 * align,
@@ -407,6 +409,20 @@ mod tests {
         );
         assert!(p.before.is_empty());
         assert!(spare_bytes(3, 256) >= p.bound[2].offset + p.bound[2].size);
+    }
+
+    #[test]
+    fn an_empty_region_is_bound_like_an_unused_one_even_at_its_buffer_end() {
+        let p = plan(&[range(A, 0, 4), range(A, 64, 64)], 1, 256, |_| Ok(256)).expect("plans");
+        assert_eq!(
+            p.bound[1],
+            Bound {
+                buf: SPARE,
+                offset: 256,
+                size: 16
+            }
+        );
+        check(&p.bound, p.writable, 256).expect("obeys the rules");
     }
 
     #[test]
