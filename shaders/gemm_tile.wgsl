@@ -206,22 +206,26 @@ fn fetch_a_vec(t: Tile, row0: u32, k0: u32, flat: u32) {
     }
 }
 
+// Where vec4 load `e` of a run of 4 consecutive k goes in its tile: the vec4 `x` of
+// the first of the four k-rows it spreads over (TILE_Q apart) and the lane `y` there.
+fn k_run_slot(e: u32) -> vec2<u32> {
+    let row = e / TILE_KQ;
+    return vec2<u32>(4u * (e % TILE_KQ) * TILE_Q + row / 4u, row % 4u);
+}
+
 fn commit_a_vec(t: Tile, flat: u32) {
     for (var r = 0u; r < TILE_VECS; r++) {
         let e = flat + r * THREADS;
         let v = next_a[r];
         if (t.trans_a == 0u) {
-            // The 4 k of the run go to four k-rows of the tile.
-            let i = e / TILE_KQ;
-            let s = 4u * (e % TILE_KQ) * TILE_Q + i / 4u;
-            let c = i % 4u;
-            tile_a[s][c] = v.x;
-            tile_a[s + TILE_Q][c] = v.y;
-            tile_a[s + 2u * TILE_Q][c] = v.z;
-            tile_a[s + 3u * TILE_Q][c] = v.w;
+            let at = k_run_slot(e);
+            tile_a[at.x][at.y] = v.x;
+            tile_a[at.x + TILE_Q][at.y] = v.y;
+            tile_a[at.x + 2u * TILE_Q][at.y] = v.z;
+            tile_a[at.x + 3u * TILE_Q][at.y] = v.w;
         } else {
-            // Already the layout of workgroup memory.
-            tile_a[(e / TILE_Q) * TILE_Q + e % TILE_Q] = v;
+            // A run along m is already a vec4 of workgroup memory: load e is slot e.
+            tile_a[e] = v;
         }
     }
 }
@@ -265,16 +269,14 @@ fn commit_b_vec(t: Tile, flat: u32) {
         let e = flat + r * THREADS;
         let v = next_b[r];
         if (t.trans_b == 0u) {
-            // Already the layout of workgroup memory.
-            tile_b[(e / TILE_Q) * TILE_Q + e % TILE_Q] = v;
+            // A run along n is already a vec4 of workgroup memory: load e is slot e.
+            tile_b[e] = v;
         } else {
-            let j = e / TILE_KQ;
-            let s = 4u * (e % TILE_KQ) * TILE_Q + j / 4u;
-            let c = j % 4u;
-            tile_b[s][c] = v.x;
-            tile_b[s + TILE_Q][c] = v.y;
-            tile_b[s + 2u * TILE_Q][c] = v.z;
-            tile_b[s + 3u * TILE_Q][c] = v.w;
+            let at = k_run_slot(e);
+            tile_b[at.x][at.y] = v.x;
+            tile_b[at.x + TILE_Q][at.y] = v.y;
+            tile_b[at.x + 2u * TILE_Q][at.y] = v.z;
+            tile_b[at.x + 3u * TILE_Q][at.y] = v.w;
         }
     }
 }
