@@ -345,6 +345,33 @@ struct StepProducts {
     /// `ΔW_l = δ_l h_{l-1}^T`.
     grads: Vec<Product>,
     hidden_total: usize,
+    /// Layer widths, input first.
+    dims: Vec<usize>,
+}
+
+/// How a rule forms its hidden deltas, which decides the products besides the forward
+/// pass and the weight gradients.
+#[derive(Clone, Copy)]
+enum Deltas {
+    /// BP, FA and the sign-symmetric rules: [`StepProducts::chain`].
+    Chain,
+    /// DFA and DRTP: [`StepProducts::dfa`].
+    Direct,
+    /// IFA: [`StepProducts::ifa`].
+    Indirect,
+    /// Last layer only: no hidden deltas, and only the last layer's gradient.
+    None,
+}
+
+impl Deltas {
+    fn of(rule: Rule) -> Deltas {
+        match rule {
+            Rule::DirectFeedbackAlignment | Rule::DirectRandomTargetProjection => Deltas::Direct,
+            Rule::IndirectFeedbackAlignment => Deltas::Indirect,
+            Rule::LastLayerOnly => Deltas::None,
+            _ => Deltas::Chain,
+        }
+    }
 }
 
 impl StepProducts {
@@ -421,6 +448,7 @@ impl StepProducts {
             ifa,
             grads,
             hidden_total,
+            dims,
         }
     }
 }
@@ -429,10 +457,6 @@ impl StepProducts {
 fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
     let (warmup, repeats) = (args.warmup.max(3), args.repeats.max(20));
     let batch = args.batch;
-    let mut dims = vec![INPUTS];
-    dims.extend(&args.hidden);
-    dims.push(CLASSES);
-    let layers = dims.len() - 1;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let StepProducts {
         forward,
@@ -441,7 +465,9 @@ fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
         ifa,
         grads,
         hidden_total,
+        dims,
     } = StepProducts::new(args);
+    let layers = dims.len() - 1;
     println!();
     println!("Breakdown: the step's products as the CPU backend runs them (\"best\": the lower of that and the same shape with untransposed operands) and its elementwise passes");
     println!();
@@ -593,13 +619,11 @@ fn breakdown(args: &Args, steps: &[(Rule, f64)]) -> Result<()> {
     let grads_best = grads_ms.min(ms(across.median));
     let floor = |rule: Rule| -> f64 {
         fwd_best
-            + match rule {
-                Rule::DirectFeedbackAlignment | Rule::DirectRandomTargetProjection => {
-                    dfa_best + grads_best
-                }
-                Rule::IndirectFeedbackAlignment => ifa_best + grads_best,
-                Rule::LastLayerOnly => last_grad_ms,
-                _ => chain_best + grads_best,
+            + match Deltas::of(rule) {
+                Deltas::Direct => dfa_best + grads_best,
+                Deltas::Indirect => ifa_best + grads_best,
+                Deltas::None => last_grad_ms,
+                Deltas::Chain => chain_best + grads_best,
             }
     };
     println!();
@@ -662,19 +686,18 @@ fn paired(args: &Args, data: &Dataset) -> Result<()> {
             for (p, o) in products.forward.iter().zip(&mut fwd_ops) {
                 floor += best(p, o, None)?;
             }
-            let (middle, ops) = match *rule {
-                Rule::DirectFeedbackAlignment | Rule::DirectRandomTargetProjection => {
-                    (std::slice::from_ref(&products.dfa), &mut dfa_ops)
-                }
-                Rule::IndirectFeedbackAlignment => (&products.ifa[..], &mut ifa_ops),
-                Rule::LastLayerOnly => (&[][..], &mut dfa_ops),
-                _ => (&products.chain[..], &mut chain_ops),
+            let deltas = Deltas::of(*rule);
+            let (middle, ops) = match deltas {
+                Deltas::Direct => (std::slice::from_ref(&products.dfa), &mut dfa_ops),
+                Deltas::Indirect => (&products.ifa[..], &mut ifa_ops),
+                Deltas::None => (&[][..], &mut dfa_ops),
+                Deltas::Chain => (&products.chain[..], &mut chain_ops),
             };
             for (p, o) in middle.iter().zip(ops.iter_mut()) {
                 floor += best(p, o, None)?;
             }
             let last = products.grads.len() - 1;
-            floor += if *rule == Rule::LastLayerOnly {
+            floor += if matches!(deltas, Deltas::None) {
                 best(&products.grads[last], &mut grad_ops[last], threads)?
             } else {
                 let mut one_by_one = 0.0;
