@@ -294,6 +294,10 @@ mod tests {
     const A: BufId = BufId(0);
     const B: BufId = BufId(1);
 
+    fn bound(buf: BufId, offset: u64, size: u64) -> Bound {
+        Bound { buf, offset, size }
+    }
+
     fn range(buf: BufId, start: usize, end: usize) -> Operand {
         Operand::Range { buf, start, end }
     }
@@ -310,14 +314,7 @@ mod tests {
         let p = planned(&[range(A, 0, 64), range(B, 3, 99), range(B, 3, 99)], 1, 256);
         assert_eq!(p.writable, 0b001);
         assert!(p.before.is_empty() && p.after.is_empty());
-        assert_eq!(
-            p.bound[1],
-            Bound {
-                buf: B,
-                offset: 0,
-                size: 400
-            }
-        );
+        assert_eq!(p.bound[1], bound(B, 0, 400));
         assert_eq!(p.bases, vec![0, 0, 0]);
     }
 
@@ -327,14 +324,7 @@ mod tests {
         let p = planned(&[range(A, 128, 256), range(A, 0, 128)], 1, 256);
         assert_eq!(p.writable, 0b11);
         assert!(p.before.is_empty());
-        assert_eq!(
-            p.bound[0],
-            Bound {
-                buf: A,
-                offset: 512,
-                size: 512
-            }
-        );
+        assert_eq!(p.bound[0], bound(A, 512, 512));
         assert_eq!(p.bases, vec![128, 0]);
     }
 
@@ -362,14 +352,7 @@ mod tests {
     #[test]
     fn two_outputs_within_the_alignment_of_each_other_copy_one_back() {
         let p = planned(&[range(A, 0, 10), range(A, 10, 21)], 0b11, 64);
-        assert_eq!(
-            p.bound[1],
-            Bound {
-                buf: ALIAS,
-                offset: 0,
-                size: 96
-            }
-        );
+        assert_eq!(p.bound[1], bound(ALIAS, 0, 96));
         assert_eq!(p.before.len(), 1);
         // Back only floats 10..21 (bytes 40..84), not the whole aligned range.
         assert_eq!(
@@ -391,22 +374,8 @@ mod tests {
             0b111,
             256,
         );
-        assert_eq!(
-            p.bound[1],
-            Bound {
-                buf: SPARE,
-                offset: 256,
-                size: 16
-            }
-        );
-        assert_eq!(
-            p.bound[2],
-            Bound {
-                buf: SPARE,
-                offset: 512,
-                size: 16
-            }
-        );
+        assert_eq!(p.bound[1], bound(SPARE, 256, 16));
+        assert_eq!(p.bound[2], bound(SPARE, 512, 16));
         assert!(p.before.is_empty());
         assert!(spare_bytes(3, 256) >= p.bound[2].offset + p.bound[2].size);
     }
@@ -414,36 +383,28 @@ mod tests {
     #[test]
     fn an_empty_region_is_bound_like_an_unused_one_even_at_its_buffer_end() {
         let p = plan(&[range(A, 0, 4), range(A, 64, 64)], 1, 256, |_| Ok(256)).expect("plans");
-        assert_eq!(
-            p.bound[1],
-            Bound {
-                buf: SPARE,
-                offset: 256,
-                size: 16
-            }
-        );
+        assert_eq!(p.bound[1], bound(SPARE, 256, 16));
         check(&p.bound, p.writable, 256).expect("obeys the rules");
     }
 
     #[test]
     fn the_check_rejects_each_broken_rule() {
-        let b = |buf, offset, size| Bound { buf, offset, size };
-        assert!(check(&[b(A, 0, 64), b(A, 64, 64)], 0b11, 64).is_ok());
+        assert!(check(&[bound(A, 0, 64), bound(A, 64, 64)], 0b11, 64).is_ok());
         assert!(
-            check(&[b(A, 0, 64), b(A, 32, 64)], 0b11, 16).is_err(),
+            check(&[bound(A, 0, 64), bound(A, 32, 64)], 0b11, 16).is_err(),
             "overlap"
         );
         assert!(
-            check(&[b(A, 0, 64), b(A, 64, 64)], 0b01, 64).is_err(),
+            check(&[bound(A, 0, 64), bound(A, 64, 64)], 0b01, 64).is_err(),
             "mixed usage"
         );
-        assert!(check(&[b(A, 16, 64)], 0b1, 256).is_err(), "misaligned");
+        assert!(check(&[bound(A, 16, 64)], 0b1, 256).is_err(), "misaligned");
         assert!(
-            check(&[b(A, 0, 20)], 0b1, 256).is_err(),
+            check(&[bound(A, 0, 20)], 0b1, 256).is_err(),
             "size not a vec4 multiple"
         );
         // Read-only bindings may overlap.
-        assert!(check(&[b(A, 0, 64), b(A, 0, 64)], 0, 256).is_ok());
+        assert!(check(&[bound(A, 0, 64), bound(A, 0, 64)], 0, 256).is_ok());
     }
 
     #[test]
