@@ -700,19 +700,13 @@ mod tests {
             .map(|i| ((i * 7919) % 20011) as f32 / 1000.0 - 10.0)
             .chain([0.0, -0.0, 1e-30, -1e-30, 8.0, -8.0, f32::INFINITY])
             .collect();
-        for activation in [
-            Activation::Identity,
-            Activation::Relu,
-            Activation::LeakyRelu,
-            Activation::Tanh,
-            Activation::Sigmoid,
-        ] {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for activation in Activation::ALL {
             let (mut wide, mut base) = (inputs.clone(), inputs.clone());
             let (b, row) = (0.25, &mut wide[..]);
             super::super::simd_state::wide(BiasActivationRow { row, b, activation });
             let row = &mut base[..];
             BiasActivationRow { row, b, activation }.with_simd(pulp::Scalar::new());
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&wide), bits(&base), "{activation:?} forward");
             let (mut wide_d, mut base_d) = (inputs.clone(), inputs.clone());
             let (d, h) = (&mut wide_d[..], &base[..]);
@@ -720,6 +714,28 @@ mod tests {
             let d = &mut base_d[..];
             ActivationGradChunk { d, h, activation }.with_simd(pulp::Scalar::new());
             assert_eq!(bits(&wide_d), bits(&base_d), "{activation:?} derivative");
+        }
+        // The noise draw, both distributions, from an offset into the draw.
+        let out = Mat::new(BufId(0), 0, 1, inputs.len());
+        for op in [
+            Noise::normal(out, 0.7, 11),
+            Noise::uniform(out, -1.0, 3.0, 12),
+        ] {
+            let (mut wide, mut base) = (inputs.clone(), inputs.clone());
+            let (out, first) = (&mut wide[..], 77);
+            super::super::simd_state::wide(NoiseChunk {
+                op: &op,
+                out,
+                first,
+            });
+            let out = &mut base[..];
+            NoiseChunk {
+                op: &op,
+                out,
+                first,
+            }
+            .with_simd(pulp::Scalar::new());
+            assert_eq!(bits(&wide), bits(&base), "{op:?}");
         }
     }
 

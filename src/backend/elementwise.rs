@@ -179,7 +179,7 @@ pub mod host {
         }
     }
 
-    /// The PCG output hash of `v` (O'Neill's RXS-M-XS step), as `shaders/noise.wgsl`
+    /// The PCG output hash of `v` (O'Neill's RXS-M-XS step), as `shaders/elementwise.wgsl`
     /// computes it.
     #[inline(always)]
     pub fn pcg(v: u32) -> u32 {
