@@ -20,18 +20,17 @@ use std::time::Duration;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
+use plasticity::backend::CpuBackend;
 use plasticity::bench::{cpu_product, time_repeated, Timing};
 use plasticity::data::Dataset;
-use plasticity::{
-    Activation, Device, Error, Network, Optimizer, Result, Rule, TrainConfig, Trainer,
-};
+use plasticity::{Activation, Error, Network, Optimizer, Result, Rule, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 const USAGE: &str = "usage: step_time [--hidden 1024,1024,1024] [--batch 128] [--repeats 50] \
                      [--warmup 5] [--rule bp|fa|dfa|all] [--threads N] [--breakdown] \
-                     [--paired ROUNDS]";
+                     [--paired ROUNDS] [--unfused]";
 
 const INPUTS: usize = 784;
 const CLASSES: usize = 10;
@@ -49,6 +48,8 @@ struct Args {
     breakdown: bool,
     /// Rounds of step-then-floor timings (0: none).
     paired: usize,
+    /// Gradient products run apart from the optimizer pass (`CpuBackend::with_fused_updates`).
+    unfused: bool,
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -76,6 +77,7 @@ fn parse_args() -> Result<Args> {
         threads: None,
         breakdown: false,
         paired: 0,
+        unfused: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,8 +85,9 @@ fn parse_args() -> Result<Args> {
             println!("{USAGE}");
             std::process::exit(0);
         }
-        if flag == "--breakdown" {
-            args.breakdown = true;
+        if flag == "--breakdown" || flag == "--unfused" {
+            args.breakdown |= flag == "--breakdown";
+            args.unfused |= flag == "--unfused";
             continue;
         }
         let value = it
@@ -151,7 +154,8 @@ fn trainer(args: &Args, rule: Rule) -> Result<Trainer> {
         batch_size: args.batch,
         ..TrainConfig::default()
     };
-    Trainer::new(net, config, Device::Cpu)
+    let backend = CpuBackend::new().with_fused_updates(!args.unfused);
+    Trainer::with_backend(net, config, Box::new(backend))
 }
 
 /// The sample indices of each of the data's batches.

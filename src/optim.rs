@@ -249,7 +249,9 @@ impl UpdateStep {
     /// [`UpdateStep::apply`] over whole slices (the shortest length wins), with the
     /// variant chosen once outside the loop so it vectorises. Returns whether every
     /// updated parameter is finite. Same operations in the same order as `apply`, so
-    /// results are identical.
+    /// results are identical. Inlined so a caller compiled for wider lanes (the CPU
+    /// backend's `simd_state::wide`) vectorises it for them.
+    #[inline(always)]
     pub fn apply_slice(&self, w: &mut [f32], g: &[f32], s0: &mut [f32], s1: &mut [f32]) -> bool {
         let n = w.len().min(g.len()).min(s0.len()).min(s1.len());
         let (w, g, s0, s1) = (&mut w[..n], &g[..n], &mut s0[..n], &mut s1[..n]);

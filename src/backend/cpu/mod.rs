@@ -4,11 +4,12 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+mod deferred;
+
 use super::columns::{self, ColumnOp};
 use super::divergence::{self, Guard};
 use super::elementwise::{self, Axpby, Noise};
 use super::gather::{self, Gather};
-use super::regions::borrow;
 use super::spatial::{self, Im2Col, Pool, PoolMode};
 use super::{
     check_bias, check_same_shape, check_sign_feedback, Backend, BufId, Gemm, LayerGrad, LossGrad,
@@ -16,6 +17,7 @@ use super::{
 };
 use crate::activation::Activation;
 use crate::error::{Error, Result};
+use deferred::Deferred;
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
@@ -46,30 +48,10 @@ pub enum LayerParallelism {
     Auto,
 }
 
-/// Runs every operation eagerly on the host.
-#[derive(Debug, Default)]
-pub struct CpuBackend {
-    bufs: Vec<Vec<f32>>,
-    layer_parallelism: LayerParallelism,
-    /// Column-major products before they are transposed into place.
-    scratch: Vec<f32>,
-}
-
-impl CpuBackend {
-    /// A backend with no buffers yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Chooses how independent layers share the CPU's threads.
-    pub fn with_layer_parallelism(mut self, mode: LayerParallelism) -> Self {
-        self.layer_parallelism = mode;
-        self
-    }
-
+impl LayerParallelism {
     /// Whether to give layers their own threads, given each layer's work (flops).
-    fn across_layers(&self, work: &[u64]) -> bool {
-        match self.layer_parallelism {
+    fn across_layers(self, work: &[u64]) -> bool {
+        match self {
             LayerParallelism::Sequential => false,
             LayerParallelism::AcrossLayers => true,
             LayerParallelism::Auto => {
@@ -82,6 +64,42 @@ impl CpuBackend {
                         <= 1.15 * total as f64 / threads as f64
             }
         }
+    }
+}
+
+/// Runs every operation on the host, at once except the layers' gradient products,
+/// which wait for the optimizer pass that follows them so the two run fused (see
+/// [`CpuBackend::with_fused_updates`]).
+#[derive(Debug, Default)]
+pub struct CpuBackend {
+    bufs: Vec<Vec<f32>>,
+    /// Gradient products not yet run.
+    deferred: Deferred,
+    /// Column-major products before they are transposed into place.
+    scratch: Vec<f32>,
+}
+
+impl CpuBackend {
+    /// A backend with no buffers yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Chooses how independent layers share the CPU's threads when their gradient
+    /// products run apart from an optimizer pass.
+    pub fn with_layer_parallelism(mut self, mode: LayerParallelism) -> Self {
+        self.deferred.layer_parallelism = mode;
+        self
+    }
+
+    /// Whether [`Backend::layer_grads`] waits for the optimizer pass that follows it
+    /// and runs fused with it, band by band of each layer's gradient rows, each band's
+    /// parameters updated while its gradient is in cache (the default); `false` runs
+    /// the products at once. Either way the values are the same, bit for bit; a call
+    /// that depends on the products runs them first.
+    pub fn with_fused_updates(mut self, fuse: bool) -> Self {
+        self.deferred.fuse = fuse;
+        self
     }
 }
 
@@ -111,32 +129,38 @@ impl Backend for CpuBackend {
     }
 
     fn write(&mut self, buf: BufId, offset: usize, data: &[f32]) -> Result<()> {
-        let (mut w, _) = borrow(&mut self.bufs, &[Mat::new(buf, offset, 1, data.len())], &[])?;
+        let (mut w, _) =
+            self.deferred
+                .borrow(&mut self.bufs, &[Mat::new(buf, offset, 1, data.len())], &[])?;
         w[0].copy_from_slice(data);
         Ok(())
     }
 
     fn read(&mut self, buf: BufId, offset: usize, len: usize) -> Result<Vec<f32>> {
-        let (_, r) = borrow(&mut self.bufs, &[], &[Mat::new(buf, offset, 1, len)])?;
+        let (_, r) = self
+            .deferred
+            .borrow(&mut self.bufs, &[], &[Mat::new(buf, offset, 1, len)])?;
         Ok(r[0].to_vec())
     }
 
     fn fill(&mut self, m: Mat, value: f32) -> Result<()> {
-        let (mut w, _) = borrow(&mut self.bufs, &[m], &[])?;
+        let (mut w, _) = self.deferred.borrow(&mut self.bufs, &[m], &[])?;
         w[0].fill(value);
         Ok(())
     }
 
     fn gemm(&mut self, op: &Gemm) -> Result<()> {
         op.check()?;
-        let (mut w, r) = borrow(&mut self.bufs, &[op.c], &[op.a, op.b])?;
+        let (mut w, r) = self
+            .deferred
+            .borrow(&mut self.bufs, &[op.c], &[op.a, op.b])?;
         product(op, w[0], r[0], r[1], &mut self.scratch);
         Ok(())
     }
 
     fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {
         check_bias(z, bias)?;
-        let (mut w, r) = borrow(&mut self.bufs, &[z], &[bias])?;
+        let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[z], &[bias])?;
         let (z_data, bias) = (&mut *w[0], r[0]);
         let cols = z.cols.max(1);
         let row = |(i, row): (usize, &mut [f32])| {
@@ -156,7 +180,7 @@ impl Backend for CpuBackend {
         if activation == Activation::Identity {
             return Ok(());
         }
-        let (mut w, r) = borrow(&mut self.bufs, &[delta], &[h])?;
+        let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[delta], &[h])?;
         let pass = |(d, h): (&mut [f32], &[f32])| {
             super::simd_state::wide(ActivationGradChunk { d, h, activation })
         };
@@ -178,7 +202,7 @@ impl Backend for CpuBackend {
         scale: f32,
     ) -> Result<()> {
         let reads = check_sign_feedback(out, w, magnitude)?;
-        let (mut o, r) = borrow(&mut self.bufs, &[out], &reads)?;
+        let (mut o, r) = self.deferred.borrow(&mut self.bufs, &[out], &reads)?;
         // Chunks of rows in parallel, and one loop per variant so each vectorises: this
         // runs over every feedback weight before every sign-symmetric backward pass.
         let parallel = out.len() >= PARALLEL_ELEMENTWISE_MIN;
@@ -203,46 +227,14 @@ impl Backend for CpuBackend {
     }
 
     fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()> {
-        let mut products = Vec::with_capacity(layers.len());
-        for g in layers {
-            products.push(g.check()?);
-        }
-        let writes: Vec<Mat> = layers.iter().flat_map(|g| [g.grad_w, g.grad_b]).collect();
-        let reads: Vec<Mat> = layers.iter().flat_map(|g| [g.delta, g.input]).collect();
-        let work: Vec<u64> = products.iter().map(Gemm::flops).collect();
-        let across = self.across_layers(&work);
-        let (w, r) = borrow(&mut self.bufs, &writes, &reads)?;
-        let mut outputs = w.into_iter();
-        let mut inputs = r.into_iter();
-        let mut jobs = Vec::with_capacity(products.len());
-        for op in products {
-            if let (Some(grad_w), Some(grad_b), Some(delta), Some(input)) =
-                (outputs.next(), outputs.next(), inputs.next(), inputs.next())
-            {
-                jobs.push(GradJob {
-                    op,
-                    grad_w,
-                    grad_b,
-                    delta,
-                    input,
-                });
-            }
-        }
-        if across {
-            // Largest first, so work stealing balances the tail.
-            jobs.sort_by_key(|job| std::cmp::Reverse(job.op.flops()));
-            jobs.into_par_iter().for_each(|job| job.run(Par::Seq));
-        } else {
-            let par = Par::rayon(rayon::current_num_threads());
-            jobs.into_iter().for_each(|job| job.run(par));
-        }
-        Ok(())
+        let products = layers.iter().map(LayerGrad::check).collect::<Result<_>>()?;
+        self.deferred.push(&mut self.bufs, layers, products)
     }
 
     fn loss_grad(&mut self, op: &LossGrad) -> Result<()> {
         op.check()?;
         let (classes, batch) = (op.output.rows, op.output.cols);
-        let (mut w, r) = borrow(
+        let (mut w, r) = self.deferred.borrow(
             &mut self.bufs,
             &[op.grad, op.stats],
             &[op.output, op.target],
@@ -274,7 +266,15 @@ impl Backend for CpuBackend {
         if let Some(g) = op.guard {
             return self.guarded_optimizer_step(op, &g);
         }
-        let ([params, s0, s1], grads) = pass_regions(&mut self.bufs, op)?;
+        if let Some(finite) = self.deferred.fused_pass(&mut self.bufs, op)? {
+            return if finite {
+                Ok(())
+            } else {
+                let (_, r) = self.deferred.borrow(&mut self.bufs, &[], &[op.params])?;
+                Err(non_finite_parameter(op, r[0]))
+            };
+        }
+        let ([params, s0, s1], grads) = pass_regions(&mut self.bufs, &mut self.deferred, op)?;
         let step = op.step;
         // The finiteness check rides along the update pass, so it costs no extra sweep.
         let all_finite = params
@@ -282,16 +282,18 @@ impl Backend for CpuBackend {
             .zip(s0.par_chunks_mut(CHUNK))
             .zip(s1.par_chunks_mut(CHUNK))
             .zip(grads.par_chunks(CHUNK))
-            .map(|(((p, a), b), g)| step.apply_slice(p, g, a, b))
+            .map(|(((params, s0), s1), grads)| {
+                super::simd_state::wide(OptimizerChunk {
+                    step,
+                    params,
+                    grads,
+                    s0,
+                    s1,
+                })
+            })
             .reduce(|| true, |x, y| x && y);
         if !all_finite {
-            let index = params.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            let error = Error::NonFinite {
-                context: "parameters after the optimizer step".into(),
-                index: op.params.offset + index,
-                value: params[index],
-            };
-            return Err(error);
+            return Err(non_finite_parameter(op, params));
         }
         Ok(())
     }
@@ -299,12 +301,13 @@ impl Backend for CpuBackend {
     fn gather(&mut self, op: &Gather) -> Result<()> {
         op.check()?;
         let (reads, writes) = op.regions();
-        let (mut w, r) = borrow(&mut self.bufs, &writes, &reads)?;
+        let (mut w, r) = self.deferred.borrow(&mut self.bufs, &writes, &reads)?;
         let (x, targets) = w.split_at_mut(1);
         gather::host::gather(op, r[0], r[1], x[0], targets[0])
     }
 
     fn release(&mut self, buf: BufId) -> Result<()> {
+        self.deferred.settle(&mut self.bufs)?;
         match self.bufs.get_mut(buf.0) {
             Some(b) => {
                 *b = Vec::new();
@@ -316,21 +319,25 @@ impl Backend for CpuBackend {
 
     fn clip_grad_norm(&mut self, grads: Mat, max_norm: f32, norm: Mat) -> Result<()> {
         check_same_shape("clip norm", norm, Mat::new(norm.buf, 0, 1, 1))?;
-        let (mut w, _) = borrow(&mut self.bufs, &[grads, norm], &[])?;
+        let (mut w, _) = self.deferred.borrow(&mut self.bufs, &[grads, norm], &[])?;
         w[1][0] = super::clip_in_place(w[0], max_norm);
         Ok(())
     }
 
     fn im2col(&mut self, op: &Im2Col) -> Result<()> {
         op.check()?;
-        let (mut w, r) = borrow(&mut self.bufs, &[op.patches], &[op.image])?;
+        let (mut w, r) = self
+            .deferred
+            .borrow(&mut self.bufs, &[op.patches], &[op.image])?;
         spatial::host::im2col(&op.window, r[0], w[0]);
         Ok(())
     }
 
     fn col2im(&mut self, op: &Im2Col) -> Result<()> {
         op.check()?;
-        let (mut w, r) = borrow(&mut self.bufs, &[op.image], &[op.patches])?;
+        let (mut w, r) = self
+            .deferred
+            .borrow(&mut self.bufs, &[op.image], &[op.patches])?;
         spatial::host::col2im(&op.window, r[0], w[0]);
         Ok(())
     }
@@ -340,17 +347,23 @@ impl Backend for CpuBackend {
         let mut scratch = Vec::new();
         match op.mode {
             PoolMode::Max => {
-                let (mut w, r) = borrow(&mut self.bufs, &[op.output, op.argmax], &[op.input])?;
+                let (mut w, r) =
+                    self.deferred
+                        .borrow(&mut self.bufs, &[op.output, op.argmax], &[op.input])?;
                 let (out, argmax) = w.split_at_mut(1);
                 spatial::host::pool(&op.window, op.mode, r[0], out[0], argmax[0]);
             }
             PoolMode::MaxAt => {
-                let (mut w, r) = borrow(&mut self.bufs, &[op.output], &[op.input, op.argmax])?;
+                let (mut w, r) =
+                    self.deferred
+                        .borrow(&mut self.bufs, &[op.output], &[op.input, op.argmax])?;
                 scratch.extend_from_slice(r[1]);
                 spatial::host::pool(&op.window, op.mode, r[0], w[0], &mut scratch);
             }
             PoolMode::Avg => {
-                let (mut w, r) = borrow(&mut self.bufs, &[op.output], &[op.input])?;
+                let (mut w, r) = self
+                    .deferred
+                    .borrow(&mut self.bufs, &[op.output], &[op.input])?;
                 spatial::host::pool(&op.window, op.mode, r[0], w[0], &mut scratch);
             }
         }
@@ -362,7 +375,7 @@ impl Backend for CpuBackend {
         let reads: Vec<Mat> = std::iter::once(op.output)
             .chain(op.argmax_reads())
             .collect();
-        let (mut w, r) = borrow(&mut self.bufs, &[op.input], &reads)?;
+        let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[op.input], &reads)?;
         let argmax = r.get(1).copied().unwrap_or(&[]);
         spatial::host::unpool(&op.window, op.mode, r[0], argmax, w[0]);
         Ok(())
@@ -370,14 +383,14 @@ impl Backend for CpuBackend {
 
     fn axpby(&mut self, op: &Axpby) -> Result<()> {
         op.check()?;
-        let (mut w, r) = borrow(&mut self.bufs, &[op.y], &[op.x])?;
+        let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[op.y], &[op.x])?;
         elementwise::host::axpby(op, w[0], r[0]);
         Ok(())
     }
 
     fn noise(&mut self, op: &Noise) -> Result<()> {
         op.check()?;
-        let (mut w, _) = borrow(&mut self.bufs, &[op.out], &[])?;
+        let (mut w, _) = self.deferred.borrow(&mut self.bufs, &[op.out], &[])?;
         // Element i depends on (seed, i) alone: chunks drawn in parallel are the same
         // values.
         w[0].par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
@@ -390,13 +403,13 @@ impl Backend for CpuBackend {
 
     fn columns(&mut self, op: &ColumnOp) -> Result<()> {
         op.check()?;
-        let (mut w, r) = borrow(&mut self.bufs, &[op.out], &[op.x])?;
+        let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[op.out], &[op.x])?;
         columns::host(op, r[0], w[0]);
         Ok(())
     }
 
     fn flush(&mut self) -> Result<()> {
-        Ok(())
+        self.deferred.settle(&mut self.bufs)
     }
 }
 
@@ -404,11 +417,13 @@ impl CpuBackend {
     /// [`OptimizerPass`] with a [`Guard`] (see [`divergence`]): the GPU's semantics on
     /// the host, for parity (the trainer checks the host's steps itself).
     fn guarded_optimizer_step(&mut self, op: &OptimizerPass, g: &Guard) -> Result<()> {
-        let (mut w, r) = borrow(&mut self.bufs, &[g.flags], &[g.loss])?;
+        let (mut w, r) = self
+            .deferred
+            .borrow(&mut self.bufs, &[g.flags], &[g.loss])?;
         if !divergence::host::may_update(g, r[0][0], w[0]) {
             return Ok(());
         }
-        let ([params, s0, s1], grads) = pass_regions(&mut self.bufs, op)?;
+        let ([params, s0, s1], grads) = pass_regions(&mut self.bufs, &mut self.deferred, op)?;
         let mut first_bad = None;
         for i in 0..params.len() {
             let (mut p, mut a, mut b) = ([params[i]], [s0[i]], [s1[i]]);
@@ -419,7 +434,7 @@ impl CpuBackend {
             }
         }
         if let Some(index) = first_bad {
-            let (mut w, _) = borrow(&mut self.bufs, &[g.flags], &[])?;
+            let (mut w, _) = self.deferred.borrow(&mut self.bufs, &[g.flags], &[])?;
             divergence::host::record_update(g, w[0], idx_u32(index)?);
         }
         Ok(())
@@ -429,33 +444,31 @@ impl CpuBackend {
 /// An optimizer pass's parameters and two moments (written) and gradients (read).
 type PassRegions<'a> = ([&'a mut [f32]; 3], &'a [f32]);
 
-fn pass_regions<'a>(bufs: &'a mut [Vec<f32>], op: &OptimizerPass) -> Result<PassRegions<'a>> {
-    let (w, r) = borrow(bufs, &[op.params, op.state[0], op.state[1]], &[op.grads])?;
+fn pass_regions<'a>(
+    bufs: &'a mut [Vec<f32>],
+    deferred: &mut Deferred,
+    op: &OptimizerPass,
+) -> Result<PassRegions<'a>> {
+    let writes = [op.params, op.state[0], op.state[1]];
+    let (w, r) = deferred.borrow(bufs, &writes, &[op.grads])?;
     match (<[&mut [f32]; 3]>::try_from(w), r.first()) {
         (Ok(w), Some(&g)) => Ok((w, g)),
         _ => Err(Error::Backend("optimizer regions".into())),
     }
 }
 
+/// The error for a pass that left a parameter non-finite: the first such one.
+fn non_finite_parameter(op: &OptimizerPass, params: &[f32]) -> Error {
+    let index = params.iter().position(|v| !v.is_finite()).unwrap_or(0);
+    Error::NonFinite {
+        context: "parameters after the optimizer step".into(),
+        index: op.params.offset + index,
+        value: params.get(index).copied().unwrap_or(f32::NAN),
+    }
+}
+
 fn idx_u32(i: usize) -> Result<u32> {
     u32::try_from(i).map_err(|_| Error::Backend(format!("index {i} exceeds u32")))
-}
-
-/// One layer's gradient products on borrowed host slices.
-struct GradJob<'a> {
-    op: Gemm,
-    grad_w: &'a mut [f32],
-    grad_b: &'a mut [f32],
-    delta: &'a [f32],
-    input: &'a [f32],
-}
-
-impl GradJob<'_> {
-    fn run(self, par: Par) {
-        gemm_slices(&self.op, self.grad_w, self.delta, self.input, par);
-        let (alpha, beta) = (self.op.alpha, self.op.beta);
-        row_sums(self.grad_b, self.delta, self.op.a.cols, alpha, beta);
-    }
 }
 
 /// `row[j] = f(row[j] + b)`: one row of [`Backend::bias_activation`], as a loop the
@@ -495,6 +508,26 @@ impl pulp::WithSimd for NoiseChunk<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         elementwise::host::noise_from(self.op, self.out, self.first);
+    }
+}
+
+/// A chunk of [`Backend::optimizer_step`], vectorised likewise: it runs on the worker
+/// threads right after the gradient products. Returns whether every parameter is finite.
+struct OptimizerChunk<'a> {
+    step: crate::optim::UpdateStep,
+    params: &'a mut [f32],
+    grads: &'a [f32],
+    s0: &'a mut [f32],
+    s1: &'a mut [f32],
+}
+
+impl pulp::WithSimd for OptimizerChunk<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> bool {
+        self.step
+            .apply_slice(self.params, self.grads, self.s0, self.s1)
     }
 }
 

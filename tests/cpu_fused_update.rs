@@ -1,0 +1,176 @@
+//! The CPU backend runs a step's gradient products fused with the optimizer pass that
+//! follows them (`CpuBackend::with_fused_updates`). These tests hold it to its promise:
+//! the same values bit for bit as running them apart, for every learner and optimizer,
+//! and every call that depends on held products sees them run first.
+
+mod common;
+
+use plasticity::backend::{Backend, CpuBackend, LayerGrad, Mat, OptimizerPass};
+use plasticity::learner::catalogue::{builtin, names};
+use plasticity::{Activation, Network, Optimizer, TrainConfig, Trainer};
+
+/// Trains `net` for a few steps with learner `name` on fused and unfused backends and
+/// returns both parameter vectors.
+fn both_ways(name: &str, net: &Network, optimizer: Optimizer) -> (Vec<f32>, Vec<f32>) {
+    let data = common::random_dataset(96, net.input_size(), net.output_size(), 5);
+    let config = TrainConfig {
+        optimizer,
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let run = |fuse: bool| {
+        let backend = CpuBackend::new().with_fused_updates(fuse);
+        let learner = builtin(name, &config).unwrap();
+        let mut trainer =
+            Trainer::with_learner_backend(net.clone(), config, learner, Box::new(backend)).unwrap();
+        for step in 0..4 {
+            let indices: Vec<usize> = (0..32).map(|i| (step * 17 + i * 5) % 96).collect();
+            trainer.train_batch(&data, &indices).unwrap();
+        }
+        trainer.network().unwrap().params().to_vec()
+    };
+    (run(true), run(false))
+}
+
+fn assert_same_bits(fused: &[f32], apart: &[f32], what: &str) {
+    assert_eq!(fused.len(), apart.len(), "{what}: lengths");
+    let first = fused
+        .iter()
+        .zip(apart)
+        .position(|(a, b)| a.to_bits() != b.to_bits());
+    if let Some(i) = first {
+        panic!(
+            "{what}: parameter {i}: fused {} apart {}",
+            fused[i], apart[i]
+        );
+    }
+}
+
+#[test]
+fn every_learner_and_optimizer_gives_the_same_bits_fused_or_apart() {
+    // The 400x400 layer is cut into two bands of rows (the band holds 2^17 floats).
+    // Forward-forward's goodness needs unbounded units.
+    let net = |activation| {
+        Network::builder(20)
+            .hidden(&[400, 400, 16], activation)
+            .dense(6, Activation::Identity)
+            .seed(3)
+            .build()
+            .unwrap()
+    };
+    let (tanh, relu) = (net(Activation::Tanh), net(Activation::Relu));
+    let optimizers = [
+        Optimizer::sgd(0.05),
+        Optimizer::Sgd {
+            lr: 0.02,
+            momentum: 0.9,
+            weight_decay: 1e-3,
+            nesterov: true,
+        },
+        Optimizer::adam(1e-3),
+    ];
+    for name in names() {
+        let net = if name == "ff" { &relu } else { &tanh };
+        for optimizer in optimizers {
+            let (fused, apart) = both_ways(name, net, optimizer);
+            assert_same_bits(&fused, &apart, &format!("{name} with {optimizer}"));
+            assert!(
+                fused.iter().zip(net.params()).any(|(a, b)| a != b),
+                "{name} with {optimizer}: nothing was trained"
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_nets_give_the_same_bits_fused_or_apart() {
+    let net = common::small_conv_net();
+    for name in ["bp", "dfa", "kp", "ddtp"] {
+        let (fused, apart) = both_ways(name, &net, Optimizer::adam(1e-3));
+        assert_same_bits(&fused, &apart, &format!("{name} on a conv net"));
+    }
+}
+
+/// One layer's gradient, held, then something that depends on it.
+struct Held {
+    cpu: CpuBackend,
+    grad: LayerGrad,
+    delta: Mat,
+    expected_w: Vec<f32>,
+}
+
+fn held() -> Held {
+    let mut cpu = CpuBackend::new();
+    let (delta_buf, input_buf, grads) = (
+        cpu.alloc(4).unwrap(),
+        cpu.alloc(6).unwrap(),
+        cpu.alloc(8).unwrap(),
+    );
+    // 2 outputs, 3 inputs, batch 2.
+    cpu.write(delta_buf, 0, &[1.0, 2.0, -1.0, 0.5]).unwrap();
+    cpu.write(input_buf, 0, &[1.0, 0.0, -1.0, 2.0, 3.0, 1.0])
+        .unwrap();
+    let delta = Mat::new(delta_buf, 0, 2, 2);
+    let grad = LayerGrad::new(
+        delta,
+        Mat::new(input_buf, 0, 3, 2),
+        Mat::new(grads, 0, 2, 3),
+        Mat::new(grads, 6, 2, 1),
+    );
+    cpu.layer_grads(&[grad]).unwrap();
+    // grad_w[i][k] = sum_j delta[i][j] input[k][j].
+    let expected_w = vec![1.0, -1.0 + 4.0, 3.0 + 2.0, -1.0, 1.0 + 1.0, -3.0 + 0.5];
+    Held {
+        cpu,
+        grad,
+        delta,
+        expected_w,
+    }
+}
+
+#[test]
+fn a_read_of_held_gradients_sees_them() {
+    let mut h = held();
+    let grads = h.grad.grad_w.buf;
+    assert_eq!(h.cpu.read(grads, 0, 6).unwrap(), h.expected_w);
+    assert_eq!(h.cpu.read(grads, 6, 2).unwrap(), [3.0, -0.5]);
+}
+
+#[test]
+fn overwriting_a_held_products_input_runs_it_first() {
+    let mut h = held();
+    // The delta is written before anything reads the gradients: the held product must
+    // have used the old one.
+    h.cpu.fill(h.delta, 100.0).unwrap();
+    assert_eq!(h.cpu.read(h.grad.grad_w.buf, 0, 6).unwrap(), h.expected_w);
+}
+
+#[test]
+fn an_optimizer_pass_over_held_gradients_updates_with_them() {
+    let mut h = held();
+    let grads = h.grad.grad_w.buf;
+    let (params, s0, s1) = (
+        h.cpu.alloc(8).unwrap(),
+        h.cpu.alloc(8).unwrap(),
+        h.cpu.alloc(8).unwrap(),
+    );
+    h.cpu.write(params, 0, &[1.0; 8]).unwrap();
+    let all = |buf| Mat::new(buf, 0, 1, 8);
+    let pass = OptimizerPass {
+        params: all(params),
+        grads: all(grads),
+        state: [all(s0), all(s1)],
+        step: Optimizer::sgd(0.5).step_params(1),
+        guard: None,
+    };
+    h.cpu.optimizer_step(&pass).unwrap();
+    let expected: Vec<f32> = h
+        .expected_w
+        .iter()
+        .chain(&[3.0, -0.5])
+        .map(|g| 1.0 - 0.5 * g)
+        .collect();
+    assert_eq!(h.cpu.read(params, 0, 8).unwrap(), expected);
+    // The gradients were written too, as when run apart.
+    assert_eq!(h.cpu.read(grads, 0, 6).unwrap(), h.expected_w);
+}
