@@ -14,7 +14,9 @@
 //! their best, summed, with the step's time against it. `--paired R` measures that
 //! ratio again in R rounds, each timing a rule's step and then its floor's products
 //! right after, so a machine whose speed drifts over minutes (shared or throttled)
-//! still gives a ratio to trust: the median over rounds, with its range.
+//! still gives a ratio to trust: the median over rounds, with its range. `--unfused`
+//! runs the gradient products apart from the optimizer pass instead of fused with it
+//! (`CpuBackend::with_fused_updates`), to measure what the fusion saves.
 
 use std::time::Duration;
 
@@ -205,11 +207,16 @@ fn main() -> Result<()> {
         .map(|w| w.to_string())
         .collect();
     println!(
-        "plasticity {} | net {} (tanh, softmax CE) | batch {} | sgd | {} rayon threads | \
+        "plasticity {} | net {} (tanh, softmax CE) | batch {} | sgd {} | {} rayon threads | \
          {} repeats after {} warmup",
         env!("CARGO_PKG_VERSION"),
         widths.join("-"),
         args.batch,
+        if args.unfused {
+            "apart from the gradient products"
+        } else {
+            "fused with the gradient products"
+        },
         rayon::current_num_threads(),
         args.repeats,
         args.warmup

@@ -3,7 +3,8 @@
 //! Training code (forward pass, learning rules, optimizer) is written once against
 //! [`Backend`]; each backend decides how to run it. Buffers are owned by the backend
 //! and named by [`BufId`]; every operation addresses row-major regions of them
-//! ([`Mat`]). A backend may run each call at once (the CPU) or record it and run the
+//! ([`Mat`]). A backend may run each call at once (the CPU, which only holds gradient
+//! products back for the optimizer pass that follows them) or record it and run the
 //! recorded work at [`Backend::flush`] (a GPU, one submit per step); reading a buffer
 //! always sees every earlier call.
 //!
