@@ -174,3 +174,22 @@ fn an_optimizer_pass_over_held_gradients_updates_with_them() {
     // The gradients were written too, as when run apart.
     assert_eq!(h.cpu.read(grads, 0, 6).unwrap(), h.expected_w);
 }
+
+#[test]
+fn a_refused_optimizer_pass_loses_no_held_gradients() {
+    let mut h = held();
+    let grads = h.grad.grad_w.buf;
+    let params = h.cpu.alloc(8).unwrap();
+    let all = |buf| Mat::new(buf, 0, 1, 8);
+    // Both moments in one region: refused as overlapping writes.
+    let pass = OptimizerPass {
+        params: all(params),
+        grads: all(grads),
+        state: [all(params), all(params)],
+        step: Optimizer::sgd(0.5).step_params(1),
+        guard: None,
+    };
+    assert!(h.cpu.optimizer_step(&pass).is_err());
+    assert_eq!(h.cpu.read(grads, 0, 6).unwrap(), h.expected_w);
+    assert_eq!(h.cpu.read(params, 0, 8).unwrap(), [0.0; 8]);
+}

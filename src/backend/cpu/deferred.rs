@@ -180,12 +180,14 @@ impl Deferred {
         if !fusable {
             return Ok(None);
         }
-        let held = std::mem::take(&mut self.held);
-        let pieces = pieces(&held, op.grads.offset, op.params.len());
-        let reads: Vec<Mat> = held.iter().flat_map(Held::reads).collect();
+        // Borrowed before the products leave `held`: a pass whose regions are refused
+        // leaves them held, to run at the next call that needs them.
+        let reads: Vec<Mat> = self.held.iter().flat_map(Held::reads).collect();
         let (w, r) = borrow(bufs, &pass_writes, &reads)?;
         let [params, s0, s1, grads] = <[&mut [f32]; 4]>::try_from(w)
             .map_err(|_| crate::Error::Backend("optimizer regions".into()))?;
+        let held = std::mem::take(&mut self.held);
+        let pieces = pieces(&held, op.grads.offset, op.params.len());
         let mut work = Vec::with_capacity(pieces.len());
         let (mut params, mut s0, mut s1, mut grads) = (params, s0, s1, grads);
         for piece in pieces {
