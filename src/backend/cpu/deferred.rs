@@ -16,7 +16,8 @@
 //!
 //! [`Backend::layer_grads`]: crate::backend::Backend::layer_grads
 
-use faer::Par;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::{gemm_slices, row_sums, LayerParallelism, OptimizerChunk, CHUNK};
@@ -26,9 +27,15 @@ use crate::backend::{Gemm, LayerGrad, Mat, OptimizerPass};
 use crate::error::Result;
 use crate::optim::UpdateStep;
 
-/// Gradient elements per band of a fused update: 512 KB of gradient, and as much again
+/// Gradient elements per tile of a fused update: 512 KB of gradient, and as much again
 /// of parameters, fit a core's L2 (2 MB on the Xeon measured) beside the batch's inputs.
-const BAND_FLOATS: usize = 1 << 17;
+const TILE_FLOATS: usize = 1 << 17;
+/// Rows of a layer's weight gradient per band (one piece of parallel work, computed and
+/// applied tile by tile). Each band's product packs the layer's whole input again, so a
+/// band of `r` rows adds `1/r` of copying to its multiply-adds: 32 rows made width-4096
+/// steps slower than unfused ones. Fewer rows only when the layers would otherwise give
+/// the threads too few bands.
+const BAND_ROWS: std::ops::RangeInclusive<usize> = 32..=256;
 
 /// Layer gradients accepted by [`Backend::layer_grads`](crate::backend::Backend) and
 /// not yet computed.
@@ -206,53 +213,80 @@ impl Deferred {
         let finite = work
             .into_par_iter()
             .map(|(piece, params, grads, s0, s1)| {
-                if let Some((layer, rows)) = piece.layer {
-                    let h = &held[layer];
-                    let (delta, input) = (r[2 * layer], r[2 * layer + 1]);
-                    compute(h, rows, piece.bias, grads, delta, input);
+                let operands = |layer: usize| (&held[layer], r[2 * layer], r[2 * layer + 1]);
+                match piece.kind {
+                    PieceKind::Plain => update(step, params, grads, s0, s1),
+                    PieceKind::Bias { layer } => {
+                        let (h, delta, _) = operands(layer);
+                        let (alpha, beta) = (h.product.alpha, h.product.beta);
+                        row_sums(grads, delta, h.layer.delta.cols, alpha, beta);
+                        update(step, params, grads, s0, s1)
+                    }
+                    PieceKind::Weights { layer, rows } => {
+                        let (h, delta, input) = operands(layer);
+                        let band = Band {
+                            h,
+                            rows,
+                            delta,
+                            input,
+                        };
+                        band.run(step, params, grads, s0, s1)
+                    }
                 }
-                update(step, params, grads, s0, s1)
             })
             .reduce(|| true, |x, y| x && y);
         Ok(Some(finite))
     }
 }
 
-/// A contiguous stretch of an optimizer pass: some rows of one held layer's weight
-/// gradient, or its bias gradient, or parameters no held product touches.
+/// A contiguous stretch of an optimizer pass.
 #[derive(Debug, Clone)]
 struct Piece {
     /// Start, relative to the pass.
     start: usize,
     len: usize,
-    /// The held layer and the rows of its gradient this piece computes first.
-    layer: Option<(usize, std::ops::Range<usize>)>,
-    /// Whether those rows are of the bias gradient.
-    bias: bool,
+    kind: PieceKind,
+}
+
+/// What a [`Piece`] computes before its update.
+#[derive(Debug, Clone)]
+enum PieceKind {
+    /// Nothing: parameters no held product touches.
+    Plain,
+    /// A held layer's bias gradient.
+    Bias { layer: usize },
+    /// Rows of a held layer's weight gradient.
+    Weights {
+        layer: usize,
+        rows: std::ops::Range<usize>,
+    },
 }
 
 /// The pass of `len` elements whose gradients start at `base`, cut into pieces in
 /// order: bands of each held weight gradient, each held bias, and the stretches
 /// between, in chunks.
 fn pieces(held: &[Held], base: usize, len: usize) -> Vec<Piece> {
+    let total_rows: usize = held.iter().map(|h| h.layer.grad_w.rows).sum();
+    let threads = rayon::current_num_threads().max(1);
+    let band = (total_rows / (4 * threads)).clamp(*BAND_ROWS.start(), *BAND_ROWS.end());
     let mut computed = Vec::new();
-    for (i, h) in held.iter().enumerate() {
-        let (rows, cols) = (h.layer.grad_w.rows, h.layer.grad_w.cols.max(1));
-        let band = (BAND_FLOATS / cols).clamp(1, rows.max(1));
+    for (layer, h) in held.iter().enumerate() {
+        let (rows, cols) = (h.layer.grad_w.rows, h.layer.grad_w.cols);
         for r0 in (0..rows).step_by(band) {
             let r1 = (r0 + band).min(rows);
             computed.push(Piece {
                 start: h.layer.grad_w.offset - base + r0 * cols,
                 len: (r1 - r0) * cols,
-                layer: Some((i, r0..r1)),
-                bias: false,
+                kind: PieceKind::Weights {
+                    layer,
+                    rows: r0..r1,
+                },
             });
         }
         computed.push(Piece {
             start: h.layer.grad_b.offset - base,
             len: rows,
-            layer: Some((i, 0..rows)),
-            bias: true,
+            kind: PieceKind::Bias { layer },
         });
     }
     computed.retain(|p| p.len > 0);
@@ -262,12 +296,8 @@ fn pieces(held: &[Held], base: usize, len: usize) -> Vec<Piece> {
     let plain = |all: &mut Vec<Piece>, from: usize, to: usize| {
         for start in (from..to).step_by(CHUNK) {
             let len = CHUNK.min(to - start);
-            all.push(Piece {
-                start,
-                len,
-                layer: None,
-                bias: false,
-            });
+            let kind = PieceKind::Plain;
+            all.push(Piece { start, len, kind });
         }
     };
     for p in computed {
@@ -279,28 +309,58 @@ fn pieces(held: &[Held], base: usize, len: usize) -> Vec<Piece> {
     all
 }
 
-/// Rows `rows` of a held layer's weight gradient (or its bias gradient) into `out`.
-fn compute(
-    h: &Held,
+/// A band of rows of a held layer's weight gradient, with the operands it reads.
+struct Band<'a> {
+    h: &'a Held,
     rows: std::ops::Range<usize>,
-    bias: bool,
-    out: &mut [f32],
-    delta: &[f32],
-    input: &[f32],
-) {
-    let batch = h.layer.delta.cols;
-    let delta = &delta[rows.start * batch..rows.end * batch];
-    if bias {
-        row_sums(out, delta, batch, h.product.alpha, h.product.beta);
-        return;
+    /// The layer's whole delta and input.
+    delta: &'a [f32],
+    input: &'a [f32],
+}
+
+impl Band<'_> {
+    /// Computes the band into `grads` and applies the update to the same elements of
+    /// `params` and the state, a tile of columns at a time so each tile's gradient is
+    /// still in cache when it is applied. Returns whether every parameter is finite.
+    fn run(
+        self,
+        step: UpdateStep,
+        params: &mut [f32],
+        grads: &mut [f32],
+        s0: &mut [f32],
+        s1: &mut [f32],
+    ) -> bool {
+        let (batch, cols) = (self.h.layer.delta.cols, self.h.layer.grad_w.cols);
+        let count = self.rows.len();
+        let delta = &self.delta[self.rows.start * batch..self.rows.end * batch];
+        let delta = MatRef::from_row_major_slice(delta, count, batch);
+        let tile = (TILE_FLOATS / count.max(1)).clamp(1, cols.max(1));
+        let (alpha, beta) = (self.h.product.alpha, self.h.product.beta);
+        let mut finite = true;
+        for c0 in (0..cols).step_by(tile) {
+            let width = tile.min(cols - c0);
+            let segments = (0..count).map(|i| i * cols + c0..i * cols + c0 + width);
+            if beta != 0.0 && beta != 1.0 {
+                segments
+                    .clone()
+                    .for_each(|s| grads[s].iter_mut().for_each(|g| *g *= beta));
+            }
+            let accum = if beta == 0.0 {
+                Accum::Replace
+            } else {
+                Accum::Add
+            };
+            let input = &self.input[c0 * batch..(c0 + width) * batch];
+            let input = MatRef::from_row_major_slice(input, width, batch).transpose();
+            let out = MatMut::from_row_major_slice_mut(grads, count, cols).subcols_mut(c0, width);
+            matmul(out, accum, delta, input, alpha, Par::Seq);
+            for s in segments {
+                let (p, g) = (&mut params[s.clone()], &mut grads[s.clone()]);
+                finite &= update(step, p, g, &mut s0[s.clone()], &mut s1[s]);
+            }
+        }
+        finite
     }
-    let count = rows.len();
-    let band = Gemm {
-        c: h.product.c.rows(rows.start, count),
-        a: h.product.a.rows(rows.start, count),
-        ..h.product
-    };
-    gemm_slices(&band, out, delta, input, Par::Seq);
 }
 
 /// The optimizer's update of one piece, vectorised like the plain pass.
