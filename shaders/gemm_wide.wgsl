@@ -3,9 +3,11 @@
 // gemm_common.wgsl (parameters, bindings, alpha/beta and the fused epilogue, shared
 // with gemm.wgsl, so all three kernels have the same semantics). The host picks this
 // kernel when its grid of 128x128 tiles fills the device (`HARDWARE_FILL`,
-// `gemm_dispatch`). Unlike gemm_tile.wgsl it loads each K step just in time: holding
-// the next step's 8 floats per factor in registers as well would add to a kernel
-// already heavy in them (64 accumulators per invocation); to measure on hardware.
+// `gemm_dispatch`). Like gemm_tile.wgsl it fetches each K step's global loads into
+// registers during the previous step's arithmetic (8 floats per factor per invocation
+// beside the 64 accumulators: about 16 more registers, which on a GPU with 64K
+// registers per SM still leaves room for two 256-invocation workgroups; to confirm on
+// hardware with `bench_rules --device gpu --gemm 4096`).
 //
 // Why: with 4x4 outputs per invocation (gemm_tile.wgsl) each step of the inner loop
 // reads 8 floats of workgroup memory for 16 FMAs, so on a GPU the loop is bound by
@@ -22,7 +24,7 @@
 // K advances WIDE_K = 16 at a time through workgroup memory (two 128 x 16 tiles of
 // f32, 16 KiB in all: the WebGPU default limit), stored k-major as vec4s as in
 // gemm_tile.wgsl, so each k of the inner loop is four vector loads (two of A, two of
-// B) and sixteen vector FMAs. No double buffering: two barriers per K step. (WIDE_K =
+// B) and sixteen vector FMAs. One buffer of workgroup memory: two barriers per K step. (WIDE_K =
 // 8 with WIDE_SCALARS 4, WIDE_VECS 1, WIDE_KQ 2 and 256-vec4 tiles also works and
 // measured the same on lavapipe; 16 halves the barriers and pads K exactly as
 // gemm.wgsl does, which the bitwise equality below relies on.)
@@ -62,20 +64,36 @@ fn wide_lanes(g: u32, n: u32) -> vec4<bool> {
     return vec4<u32>(g) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(n);
 }
 
+// This invocation's share of the next K step's slices, fetched from global memory
+// before the current step's arithmetic and written to workgroup memory after it, as in
+// gemm_tile.wgsl: WIDE_VECS vec4s per factor, or on the scalar path WIDE_SCALARS floats
+// packed four to a vec4.
+var<private> wide_next_a: array<vec4<f32>, WIDE_VECS>;
+var<private> wide_next_b: array<vec4<f32>, WIDE_VECS>;
+
+// Where scalar load `e` of the A slice goes: (row i, k-row kk). Walks the stored
+// matrix along its rows so consecutive invocations read consecutive addresses.
+fn wide_a_slot(e: u32) -> vec2<u32> {
+    if (p.trans_a != 0u) {
+        return vec2<u32>(e % WIDE_M, e / WIDE_M);
+    }
+    return vec2<u32>(e / WIDE_K, e % WIDE_K);
+}
+
+// Where scalar load `e` of the B slice goes: (column j, k-row kk).
+fn wide_b_slot(e: u32) -> vec2<u32> {
+    if (p.trans_b != 0u) {
+        return vec2<u32>(e / WIDE_K, e % WIDE_K);
+    }
+    return vec2<u32>(e % WIDE_N, e / WIDE_N);
+}
+
 // Scalar path of the A slice.
-fn wide_load_a(row0: u32, k0: u32, flat: u32) {
+fn wide_fetch_a(row0: u32, k0: u32, flat: u32) {
     for (var r = 0u; r < WIDE_SCALARS; r++) {
-        let e = flat + r * WIDE_THREADS;
-        // Walk the stored matrix along its rows so consecutive invocations read
-        // consecutive addresses.
-        var i = e / WIDE_K;
-        var kk = e % WIDE_K;
-        if (p.trans_a != 0u) {
-            i = e % WIDE_M;
-            kk = e / WIDE_M;
-        }
-        let gi = row0 + i;
-        let gk = k0 + kk;
+        let slot = wide_a_slot(flat + r * WIDE_THREADS);
+        let gi = row0 + slot.x;
+        let gk = k0 + slot.y;
         var v = 0.0;
         if (gi < p.m && gk < p.k) {
             if (p.trans_a == 0u) {
@@ -84,22 +102,23 @@ fn wide_load_a(row0: u32, k0: u32, flat: u32) {
                 v = a_at(p.a_off + gk * p.lda + gi);
             }
         }
-        wide_a[kk * WIDE_Q + i / 4u][i % 4u] = v;
+        wide_next_a[r / 4u][r % 4u] = v;
+    }
+}
+
+fn wide_commit_a(flat: u32) {
+    for (var r = 0u; r < WIDE_SCALARS; r++) {
+        let slot = wide_a_slot(flat + r * WIDE_THREADS);
+        wide_a[slot.y * WIDE_Q + slot.x / 4u][slot.x % 4u] = wide_next_a[r / 4u][r % 4u];
     }
 }
 
 // Scalar path of the B slice.
-fn wide_load_b(col0: u32, k0: u32, flat: u32) {
+fn wide_fetch_b(col0: u32, k0: u32, flat: u32) {
     for (var r = 0u; r < WIDE_SCALARS; r++) {
-        let e = flat + r * WIDE_THREADS;
-        var j = e % WIDE_N;
-        var kk = e / WIDE_N;
-        if (p.trans_b != 0u) {
-            j = e / WIDE_K;
-            kk = e % WIDE_K;
-        }
-        let gj = col0 + j;
-        let gk = k0 + kk;
+        let slot = wide_b_slot(flat + r * WIDE_THREADS);
+        let gj = col0 + slot.x;
+        let gk = k0 + slot.y;
         var v = 0.0;
         if (gk < p.k && gj < p.n) {
             if (p.trans_b == 0u) {
@@ -108,83 +127,136 @@ fn wide_load_b(col0: u32, k0: u32, flat: u32) {
                 v = b_at(p.b_off + gj * p.ldb + gk);
             }
         }
-        wide_b[kk * WIDE_Q + j / 4u][j % 4u] = v;
+        wide_next_b[r / 4u][r % 4u] = v;
     }
 }
 
+fn wide_commit_b(flat: u32) {
+    for (var r = 0u; r < WIDE_SCALARS; r++) {
+        let slot = wide_b_slot(flat + r * WIDE_THREADS);
+        wide_b[slot.y * WIDE_Q + slot.x / 4u][slot.x % 4u] = wide_next_b[r / 4u][r % 4u];
+    }
+}
+
+// Where vec4 load `e` of a run of 4 consecutive k goes in its slice: the vec4 `x` of
+// the first of the four k-rows it spreads over (WIDE_Q apart) and the lane `y` there.
+fn wide_k_run_slot(e: u32) -> vec2<u32> {
+    let row = e / WIDE_KQ;
+    return vec2<u32>(4u * (e % WIDE_KQ) * WIDE_Q + row / 4u, row % 4u);
+}
+
 // Vector path of the A slice: two aligned vec4s per invocation.
-fn wide_load_a_vec(row0: u32, k0: u32, flat: u32) {
+fn wide_fetch_a_vec(row0: u32, k0: u32, flat: u32) {
     for (var r = 0u; r < WIDE_VECS; r++) {
         let e = flat + r * WIDE_THREADS;
+        var v = vec4<f32>(0.0);
         if (p.trans_a == 0u) {
-            // A is m x k: runs go along k, 4 per tile row; consecutive invocations
+            // A is m x k: runs go along k, 4 per slice row; consecutive invocations
             // read consecutive runs of a row.
-            let i = e / WIDE_KQ;
-            let kq = e % WIDE_KQ;
-            let gi = row0 + i;
-            let gk = k0 + 4u * kq;
-            var v = vec4<f32>(0.0);
+            let gi = row0 + e / WIDE_KQ;
+            let gk = k0 + 4u * (e % WIDE_KQ);
             if (gi < p.m && gk < p.k) {
                 let at = (p.a_off + gi * p.lda + gk) / 4u;
                 v = select(vec4<f32>(0.0), a_vec[at], wide_lanes(gk, p.k));
             }
-            // The 4 k of the run go to four k-rows of the tile.
-            let s = 4u * kq * WIDE_Q + i / 4u;
-            let c = i % 4u;
-            wide_a[s][c] = v.x;
-            wide_a[s + WIDE_Q][c] = v.y;
-            wide_a[s + 2u * WIDE_Q][c] = v.z;
-            wide_a[s + 3u * WIDE_Q][c] = v.w;
         } else {
-            // A is stored k x m: runs go along m, already the layout of the tile.
-            let kk = e / WIDE_Q;
-            let iq = e % WIDE_Q;
-            let gi = row0 + 4u * iq;
-            let gk = k0 + kk;
-            var v = vec4<f32>(0.0);
+            // A is stored k x m: runs go along m, already the layout of the slice.
+            let gi = row0 + 4u * (e % WIDE_Q);
+            let gk = k0 + e / WIDE_Q;
             if (gk < p.k && gi < p.m) {
                 let at = (p.a_off + gk * p.lda + gi) / 4u;
                 v = select(vec4<f32>(0.0), a_vec[at], wide_lanes(gi, p.m));
             }
-            wide_a[kk * WIDE_Q + iq] = v;
+        }
+        wide_next_a[r] = v;
+    }
+}
+
+fn wide_commit_a_vec(flat: u32) {
+    for (var r = 0u; r < WIDE_VECS; r++) {
+        let e = flat + r * WIDE_THREADS;
+        let v = wide_next_a[r];
+        if (p.trans_a == 0u) {
+            // The 4 k of the run go to four k-rows of the slice.
+            let at = wide_k_run_slot(e);
+            wide_a[at.x][at.y] = v.x;
+            wide_a[at.x + WIDE_Q][at.y] = v.y;
+            wide_a[at.x + 2u * WIDE_Q][at.y] = v.z;
+            wide_a[at.x + 3u * WIDE_Q][at.y] = v.w;
+        } else {
+            // A run along m is already a vec4 of workgroup memory: load e is slot e.
+            wide_a[e] = v;
         }
     }
 }
 
 // Vector path of the B slice: two aligned vec4s per invocation.
-fn wide_load_b_vec(col0: u32, k0: u32, flat: u32) {
+fn wide_fetch_b_vec(col0: u32, k0: u32, flat: u32) {
     for (var r = 0u; r < WIDE_VECS; r++) {
         let e = flat + r * WIDE_THREADS;
+        var v = vec4<f32>(0.0);
         if (p.trans_b == 0u) {
-            // B is k x n: runs go along n, already the layout of the tile.
-            let kk = e / WIDE_Q;
-            let jq = e % WIDE_Q;
-            let gj = col0 + 4u * jq;
-            let gk = k0 + kk;
-            var v = vec4<f32>(0.0);
+            // B is k x n: runs go along n, already the layout of the slice.
+            let gj = col0 + 4u * (e % WIDE_Q);
+            let gk = k0 + e / WIDE_Q;
             if (gk < p.k && gj < p.n) {
                 let at = (p.b_off + gk * p.ldb + gj) / 4u;
                 v = select(vec4<f32>(0.0), b_vec[at], wide_lanes(gj, p.n));
             }
-            wide_b[kk * WIDE_Q + jq] = v;
         } else {
-            // B is stored n x k: runs go along k, 4 per tile column.
-            let j = e / WIDE_KQ;
-            let kq = e % WIDE_KQ;
-            let gj = col0 + j;
-            let gk = k0 + 4u * kq;
-            var v = vec4<f32>(0.0);
+            // B is stored n x k: runs go along k, 4 per slice column.
+            let gj = col0 + e / WIDE_KQ;
+            let gk = k0 + 4u * (e % WIDE_KQ);
             if (gk < p.k && gj < p.n) {
                 let at = (p.b_off + gj * p.ldb + gk) / 4u;
                 v = select(vec4<f32>(0.0), b_vec[at], wide_lanes(gk, p.k));
             }
-            let s = 4u * kq * WIDE_Q + j / 4u;
-            let c = j % 4u;
-            wide_b[s][c] = v.x;
-            wide_b[s + WIDE_Q][c] = v.y;
-            wide_b[s + 2u * WIDE_Q][c] = v.z;
-            wide_b[s + 3u * WIDE_Q][c] = v.w;
         }
+        wide_next_b[r] = v;
+    }
+}
+
+fn wide_commit_b_vec(flat: u32) {
+    for (var r = 0u; r < WIDE_VECS; r++) {
+        let e = flat + r * WIDE_THREADS;
+        let v = wide_next_b[r];
+        if (p.trans_b == 0u) {
+            wide_b[e] = v;
+        } else {
+            let at = wide_k_run_slot(e);
+            wide_b[at.x][at.y] = v.x;
+            wide_b[at.x + WIDE_Q][at.y] = v.y;
+            wide_b[at.x + 2u * WIDE_Q][at.y] = v.z;
+            wide_b[at.x + 3u * WIDE_Q][at.y] = v.w;
+        }
+    }
+}
+
+// Fetches this invocation's share of both factors' K step at `k0` into registers.
+fn wide_fetch(row0: u32, col0: u32, k0: u32, flat: u32) {
+    if (p.vec_a != 0u) {
+        wide_fetch_a_vec(row0, k0, flat);
+    } else {
+        wide_fetch_a(row0, k0, flat);
+    }
+    if (p.vec_b != 0u) {
+        wide_fetch_b_vec(col0, k0, flat);
+    } else {
+        wide_fetch_b(col0, k0, flat);
+    }
+}
+
+// Writes the fetched share to workgroup memory.
+fn wide_commit(flat: u32) {
+    if (p.vec_a != 0u) {
+        wide_commit_a_vec(flat);
+    } else {
+        wide_commit_a(flat);
+    }
+    if (p.vec_b != 0u) {
+        wide_commit_b_vec(flat);
+    } else {
+        wide_commit_b(flat);
     }
 }
 
@@ -210,18 +282,16 @@ fn gemm_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     var c61 = vec4<f32>(0.0);
     var c70 = vec4<f32>(0.0);
     var c71 = vec4<f32>(0.0);
+    wide_fetch(row0, col0, 0u, flat);
     for (var k0 = 0u; k0 < p.k; k0 += WIDE_K) {
-        if (p.vec_a != 0u) {
-            wide_load_a_vec(row0, k0, flat);
-        } else {
-            wide_load_a(row0, k0, flat);
-        }
-        if (p.vec_b != 0u) {
-            wide_load_b_vec(col0, k0, flat);
-        } else {
-            wide_load_b(col0, k0, flat);
-        }
+        wide_commit(flat);
         workgroupBarrier();
+        // The next step's global loads, issued before this step's arithmetic so their
+        // latency overlaps it; the values and the FMA order are as if loaded just in
+        // time.
+        if (k0 + WIDE_K < p.k) {
+            wide_fetch(row0, col0, k0 + WIDE_K, flat);
+        }
         for (var kk = 0u; kk < WIDE_K; kk++) {
             let s = kk * WIDE_Q;
             let a0 = wide_a[s + lid.y];
