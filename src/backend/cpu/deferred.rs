@@ -8,9 +8,10 @@
 //! parameter: at 784-1024x3-10 that is ~35 MB, about a millisecond of a 12 ms step on a
 //! 2-core Xeon, spent after the products. So [`Backend::layer_grads`] only checks its
 //! products and holds them. The next call either is that pass, and then each worker
-//! computes a band of a layer's gradient rows and at once updates the same rows of the
-//! parameters and optimizer state; or it touches a region the held products read or
-//! write, and then they run first, as they would have. Values are bit for bit those of
+//! takes a band of a layer's gradient rows and, a tile of columns at a time, computes it
+//! and at once updates the same elements of the parameters and optimizer state while
+//! the tile is in its cache; or it touches a region the held products read or write,
+//! and then they run first, as they would have. Values are bit for bit those of
 //! the unfused order: every gradient element is the same product over the batch, every
 //! update the same [`UpdateStep::apply_slice`] (tested in `tests/cpu_fused_update.rs`).
 //!
