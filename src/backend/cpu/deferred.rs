@@ -196,32 +196,31 @@ impl Deferred {
             .map_err(|_| crate::Error::Backend("optimizer regions".into()))?;
         let held = std::mem::take(&mut self.held);
         let pieces = pieces(&held, op.grads.offset, op.params.len());
-        let mut work = Vec::with_capacity(pieces.len());
-        let (mut params, mut s0, mut s1, mut grads) = (params, s0, s1, grads);
-        for piece in pieces {
-            let len = piece.len;
-            let (p, rest) = std::mem::take(&mut params).split_at_mut(len);
-            params = rest;
-            let (a, rest) = std::mem::take(&mut s0).split_at_mut(len);
-            s0 = rest;
-            let (b, rest) = std::mem::take(&mut s1).split_at_mut(len);
-            s1 = rest;
-            let (g, rest) = std::mem::take(&mut grads).split_at_mut(len);
-            grads = rest;
-            work.push((piece, p, g, a, b));
-        }
+        let mut rest = Stretch {
+            params,
+            grads,
+            s0,
+            s1,
+        };
+        let work: Vec<(Piece, Stretch)> = pieces
+            .into_iter()
+            .map(|piece| {
+                let stretch = rest.take_front(piece.len);
+                (piece, stretch)
+            })
+            .collect();
         let step = op.step;
         let finite = work
             .into_par_iter()
-            .map(|(piece, params, grads, s0, s1)| {
+            .map(|(piece, stretch)| {
                 let operands = |layer: usize| (&held[layer], r[2 * layer], r[2 * layer + 1]);
                 match piece.kind {
-                    PieceKind::Plain => update(step, params, grads, s0, s1),
+                    PieceKind::Plain => stretch.update(step),
                     PieceKind::Bias { layer } => {
                         let (h, delta, _) = operands(layer);
                         let (alpha, beta) = (h.product.alpha, h.product.beta);
-                        row_sums(grads, delta, h.layer.delta.cols, alpha, beta);
-                        update(step, params, grads, s0, s1)
+                        row_sums(stretch.grads, delta, h.layer.delta.cols, alpha, beta);
+                        stretch.update(step)
                     }
                     PieceKind::Weights { layer, rows } => {
                         let (h, delta, input) = operands(layer);
@@ -231,7 +230,7 @@ impl Deferred {
                             delta,
                             input,
                         };
-                        band.run(step, params, grads, s0, s1)
+                        band.run(step, stretch)
                     }
                 }
             })
@@ -320,17 +319,11 @@ struct Band<'a> {
 }
 
 impl Band<'_> {
-    /// Computes the band into `grads` and applies the update to the same elements of
-    /// `params` and the state, a tile of columns at a time so each tile's gradient is
-    /// still in cache when it is applied. Returns whether every parameter is finite.
-    fn run(
-        self,
-        step: UpdateStep,
-        params: &mut [f32],
-        grads: &mut [f32],
-        s0: &mut [f32],
-        s1: &mut [f32],
-    ) -> bool {
+    /// Computes the band into `out.grads` and applies the update to the same elements
+    /// of the parameters and the state, a tile of columns at a time so each tile's
+    /// gradient is still in cache when it is applied. Returns whether every parameter is
+    /// finite.
+    fn run(self, step: UpdateStep, mut out: Stretch) -> bool {
         let (batch, cols) = (self.h.layer.delta.cols, self.h.layer.grad_w.cols);
         let count = self.rows.len();
         let delta = &self.delta[self.rows.start * batch..self.rows.end * batch];
@@ -344,7 +337,7 @@ impl Band<'_> {
             if beta != 0.0 && beta != 1.0 {
                 segments
                     .clone()
-                    .for_each(|s| grads[s].iter_mut().for_each(|g| *g *= beta));
+                    .for_each(|s| out.grads[s].iter_mut().for_each(|g| *g *= beta));
             }
             let accum = if beta == 0.0 {
                 Accum::Replace
@@ -353,33 +346,69 @@ impl Band<'_> {
             };
             let input = &self.input[c0 * batch..(c0 + width) * batch];
             let input = MatRef::from_row_major_slice(input, width, batch).transpose();
-            let out = MatMut::from_row_major_slice_mut(grads, count, cols).subcols_mut(c0, width);
-            matmul(out, accum, delta, input, alpha, Par::Seq);
+            let grads = MatMut::from_row_major_slice_mut(out.grads, count, cols);
+            matmul(
+                grads.subcols_mut(c0, width),
+                accum,
+                delta,
+                input,
+                alpha,
+                Par::Seq,
+            );
             for s in segments {
-                let (p, g) = (&mut params[s.clone()], &mut grads[s.clone()]);
-                finite &= update(step, p, g, &mut s0[s.clone()], &mut s1[s]);
+                finite &= out.range(s).update(step);
             }
         }
         finite
     }
 }
 
-/// The optimizer's update of one piece, vectorised like the plain pass.
-fn update(
-    step: UpdateStep,
-    params: &mut [f32],
-    grads: &mut [f32],
-    s0: &mut [f32],
-    s1: &mut [f32],
-) -> bool {
-    let grads = &*grads;
-    simd_state::wide(OptimizerChunk {
-        step,
-        params,
-        grads,
-        s0,
-        s1,
-    })
+/// A piece's share of an optimizer pass: its parameters, gradients and the two state
+/// arrays, the same elements of each.
+struct Stretch<'a> {
+    params: &'a mut [f32],
+    grads: &'a mut [f32],
+    s0: &'a mut [f32],
+    s1: &'a mut [f32],
+}
+
+impl<'a> Stretch<'a> {
+    /// The first `len` elements, leaving the rest in `self`.
+    fn take_front(&mut self, len: usize) -> Stretch<'a> {
+        fn front<'a>(s: &mut &'a mut [f32], len: usize) -> &'a mut [f32] {
+            let (front, rest) = std::mem::take(s).split_at_mut(len);
+            *s = rest;
+            front
+        }
+        Stretch {
+            params: front(&mut self.params, len),
+            grads: front(&mut self.grads, len),
+            s0: front(&mut self.s0, len),
+            s1: front(&mut self.s1, len),
+        }
+    }
+
+    /// Elements `range` of each.
+    fn range(&mut self, range: std::ops::Range<usize>) -> Stretch<'_> {
+        Stretch {
+            params: &mut self.params[range.clone()],
+            grads: &mut self.grads[range.clone()],
+            s0: &mut self.s0[range.clone()],
+            s1: &mut self.s1[range],
+        }
+    }
+
+    /// The optimizer's update, vectorised like the plain pass; whether every parameter
+    /// is finite.
+    fn update(self, step: UpdateStep) -> bool {
+        simd_state::wide(OptimizerChunk {
+            step,
+            params: self.params,
+            grads: self.grads,
+            s0: self.s0,
+            s1: self.s1,
+        })
+    }
 }
 
 /// One layer's gradient products on borrowed host slices.

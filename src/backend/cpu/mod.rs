@@ -93,7 +93,7 @@ impl CpuBackend {
     }
 
     /// Whether [`Backend::layer_grads`] waits for the optimizer pass that follows it
-    /// and runs fused with it, band by band of each layer's gradient rows, each band's
+    /// and runs fused with it, tile by tile of each layer's gradient, each tile's
     /// parameters updated while its gradient is in cache (the default); `false` runs
     /// the products at once. Either way the values are the same, bit for bit; a call
     /// that depends on the products runs them first.
