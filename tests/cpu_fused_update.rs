@@ -5,7 +5,7 @@
 
 mod common;
 
-use plasticity::backend::{Backend, CpuBackend, LayerGrad, Mat, OptimizerPass};
+use plasticity::backend::{Backend, BufId, CpuBackend, LayerGrad, Mat, OptimizerPass};
 use plasticity::learner::catalogue::{builtin, names};
 use plasticity::{Activation, Network, Optimizer, TrainConfig, Trainer};
 
@@ -129,6 +129,19 @@ fn held() -> Held {
     }
 }
 
+/// An SGD pass (rate 0.5) over the 8 floats of each buffer: the held layer's weights
+/// and bias.
+fn sgd_pass(params: BufId, grads: BufId, state: [BufId; 2]) -> OptimizerPass {
+    let all = |buf| Mat::new(buf, 0, 1, 8);
+    OptimizerPass {
+        params: all(params),
+        grads: all(grads),
+        state: state.map(all),
+        step: Optimizer::sgd(0.5).step_params(1),
+        guard: None,
+    }
+}
+
 #[test]
 fn a_read_of_held_gradients_sees_them() {
     let mut h = held();
@@ -156,15 +169,9 @@ fn an_optimizer_pass_over_held_gradients_updates_with_them() {
         h.cpu.alloc(8).unwrap(),
     );
     h.cpu.write(params, 0, &[1.0; 8]).unwrap();
-    let all = |buf| Mat::new(buf, 0, 1, 8);
-    let pass = OptimizerPass {
-        params: all(params),
-        grads: all(grads),
-        state: [all(s0), all(s1)],
-        step: Optimizer::sgd(0.5).step_params(1),
-        guard: None,
-    };
-    h.cpu.optimizer_step(&pass).unwrap();
+    h.cpu
+        .optimizer_step(&sgd_pass(params, grads, [s0, s1]))
+        .unwrap();
     let expected: Vec<f32> = h
         .expected_w
         .iter()
@@ -181,15 +188,8 @@ fn a_refused_optimizer_pass_loses_no_held_gradients() {
     let mut h = held();
     let grads = h.grad.grad_w.buf;
     let params = h.cpu.alloc(8).unwrap();
-    let all = |buf| Mat::new(buf, 0, 1, 8);
     // Both moments in one region: refused as overlapping writes.
-    let pass = OptimizerPass {
-        params: all(params),
-        grads: all(grads),
-        state: [all(params), all(params)],
-        step: Optimizer::sgd(0.5).step_params(1),
-        guard: None,
-    };
+    let pass = sgd_pass(params, grads, [params, params]);
     assert!(h.cpu.optimizer_step(&pass).is_err());
     assert_eq!(h.cpu.read(grads, 0, 6).unwrap(), h.expected_w);
     assert_eq!(h.cpu.read(params, 0, 8).unwrap(), [0.0; 8]);
