@@ -139,6 +139,7 @@ fn sgd_pass(params: BufId, grads: BufId, state: [BufId; 2]) -> OptimizerPass {
         state: state.map(all),
         step: Optimizer::sgd(0.5).step_params(1),
         guard: None,
+        keep_grads: true,
     }
 }
 
@@ -193,4 +194,77 @@ fn a_refused_optimizer_pass_loses_no_held_gradients() {
     assert!(h.cpu.optimizer_step(&pass).is_err());
     assert_eq!(h.cpu.read(grads, 0, 6).unwrap(), h.expected_w);
     assert_eq!(h.cpu.read(params, 0, 8).unwrap(), [0.0; 8]);
+}
+
+/// One step of a 300x1400 layer (batch 32: bands of rows, tiles of columns) under
+/// `optimizer`, its gradients held and then consumed by a pass that keeps them or not;
+/// returns the parameters and state after the pass.
+fn wide_layer_step(optimizer: Optimizer, keep_grads: bool) -> Vec<Vec<f32>> {
+    let (rows, cols, batch) = (300, 1400, 32);
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5;
+    let mut cpu = CpuBackend::new();
+    let params_len = rows * cols + rows;
+    // Salt 6 is Adam's second moment: kept non-negative, as a run's is.
+    let mut buf = |len: usize, salt: usize| {
+        let id = cpu.alloc(len).unwrap();
+        let data: Vec<f32> = (0..len)
+            .map(|i| {
+                if salt == 6 {
+                    value(i, salt).abs()
+                } else {
+                    value(i, salt)
+                }
+            })
+            .collect();
+        cpu.write(id, 0, &data).unwrap();
+        id
+    };
+    let (delta, input) = (buf(rows * batch, 1), buf(cols * batch, 2));
+    let (params, grads) = (buf(params_len, 3), buf(params_len, 4));
+    let state = [buf(params_len, 5), buf(params_len, 6)];
+    cpu.layer_grads(&[LayerGrad::new(
+        Mat::new(delta, 0, rows, batch),
+        Mat::new(input, 0, cols, batch),
+        Mat::new(grads, 0, rows, cols),
+        Mat::new(grads, rows * cols, rows, 1),
+    )])
+    .unwrap();
+    let all = |buf| Mat::new(buf, 0, 1, params_len);
+    let pass = OptimizerPass {
+        params: all(params),
+        grads: all(grads),
+        state: state.map(all),
+        step: optimizer.step_params(3),
+        guard: None,
+        keep_grads,
+    };
+    cpu.optimizer_step(&pass).unwrap();
+    [params, state[0], state[1]]
+        .iter()
+        .map(|&b| cpu.read(b, 0, params_len).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_pass_that_need_not_keep_the_gradients_updates_with_the_same_bits() {
+    let optimizers = [
+        Optimizer::sgd(0.05),
+        Optimizer::Sgd {
+            lr: 0.02,
+            momentum: 0.9,
+            weight_decay: 1e-3,
+            nesterov: true,
+        },
+        Optimizer::adam(1e-3),
+    ];
+    for optimizer in optimizers {
+        let kept = wide_layer_step(optimizer, true);
+        let consumed = wide_layer_step(optimizer, false);
+        for (what, (k, c)) in ["parameters", "first moment", "second moment"]
+            .iter()
+            .zip(kept.iter().zip(&consumed))
+        {
+            assert_same_bits(c, k, &format!("{optimizer}: {what}"));
+        }
+    }
 }

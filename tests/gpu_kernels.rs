@@ -1278,6 +1278,7 @@ fn optimizer_steps_sgd_momentum_nesterov_adam() {
                 state: [Mat::new(s0, 0, 1, n), Mat::new(s1, 4, 1, n)],
                 step: opt.step_params(step),
                 guard: None,
+                keep_grads: true,
             };
             pair.run(|be| be.optimizer_step(&pass));
         }
@@ -1376,6 +1377,7 @@ fn guarded_optimizer_flags_and_skips_like_the_cpu() {
         state: [Mat::new(s0, 0, 1, n), Mat::new(s1, 0, 1, n)],
         step: opt.step_params(u64::from(step)),
         guard: Some(Guard { flags, loss, step }),
+        keep_grads: true,
     };
     let read_flags = |pair: &mut Pair| {
         let (c, g) = pair.both(stats);

@@ -375,6 +375,13 @@ pub struct OptimizerPass {
     /// Skip the update once a divergence flag is set, and flag a non-finite one (see
     /// [`divergence`]).
     pub guard: Option<Guard>,
+    /// Whether `grads` must still hold this step's gradients after the pass. `false`
+    /// lets a backend that computes pending gradient products inside the pass (the
+    /// CPU's, see [`CpuBackend::with_fused_updates`]) apply each tile without storing
+    /// it, saving a write of every gradient; the region's contents are then unspecified
+    /// until the next gradients are written. The trainer reads no gradient after its
+    /// step, so it passes `false`.
+    pub keep_grads: bool,
 }
 
 impl OptimizerPass {

@@ -523,6 +523,7 @@ impl Trainer {
                 .scheduled(self.config.optimizer)
                 .step_params(self.steps),
             guard,
+            keep_grads: false,
         }];
         if let Some(optimizer) = own {
             let t = &self.tensors;
@@ -532,6 +533,7 @@ impl Trainer {
                 state: [t.trainable_arena(2), t.trainable_arena(3)],
                 step: self.scheduled(optimizer).step_params(self.steps),
                 guard,
+                keep_grads: false,
             });
         }
         for pass in passes {
