@@ -5,6 +5,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 mod deferred;
+mod transpose;
 
 use super::columns::{self, ColumnOp};
 use super::divergence::{self, Guard};
@@ -612,31 +613,10 @@ pub(crate) fn product(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], scratch: &
         let column_major = MatMut::from_column_major_slice_mut(scratch, op.c.rows, op.c.cols);
         matmul(column_major, Accum::Replace, a, b, op.alpha, par);
         super::simd_state::clear_upper();
-        transpose_into(c, scratch, op.c.cols);
+        // The scratch holds C column-major: Cᵀ row-major.
+        transpose::transpose(c, scratch, op.c.cols, op.c.rows);
     } else {
         gemm_slices(op, c, a, b, par);
-    }
-}
-
-/// `dst` (row-major, rows of `cols`) from `src`, the same matrix column-major, in
-/// cache-sized tiles, in parallel over bands of rows when large.
-fn transpose_into(dst: &mut [f32], src: &[f32], cols: usize) {
-    const TILE: usize = 32;
-    let rows = dst.len() / cols.max(1);
-    let band = |(band, dst): (usize, &mut [f32])| {
-        let r0 = band * TILE;
-        for c0 in (0..cols).step_by(TILE) {
-            for (i, row) in dst.chunks_mut(cols).enumerate() {
-                for c in c0..(c0 + TILE).min(cols) {
-                    row[c] = src[c * rows + r0 + i];
-                }
-            }
-        }
-    };
-    if dst.len() >= PARALLEL_ELEMENTWISE_MIN {
-        dst.par_chunks_mut(TILE * cols).enumerate().for_each(band);
-    } else {
-        dst.chunks_mut(TILE * cols).enumerate().for_each(band);
     }
 }
 
@@ -769,20 +749,6 @@ mod tests {
             }
             .with_simd(pulp::Scalar::new());
             assert_eq!(bits(&wide), bits(&base), "{op:?}");
-        }
-    }
-
-    #[test]
-    fn transpose_into_handles_partial_tiles() {
-        for (rows, cols) in [(1, 1), (33, 7), (64, 65), (3, 100)] {
-            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
-            let mut dst = vec![0.0; rows * cols];
-            transpose_into(&mut dst, &src, cols);
-            for i in 0..rows {
-                for j in 0..cols {
-                    assert_eq!(dst[i * cols + j], src[j * rows + i]);
-                }
-            }
         }
     }
 }

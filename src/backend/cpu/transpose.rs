@@ -1,0 +1,187 @@
+//! Out-of-place matrix transposition, for the CPU backend's column-major products.
+//!
+//! A plain element loop reads one matrix along its rows and the other down its columns,
+//! a cache line per element, and on power-of-two widths those lines share L1 sets: it
+//! ran a 1024x1024 transpose at 1.0-1.2 ms on the 2-core Xeon measured, against 0.2 ms
+//! for a copy of the same bytes. Here each worker takes a band of output rows and moves
+//! 8x8 blocks through AVX registers (eight row loads, 24 shuffles, eight row stores):
+//! 0.46-0.54 ms, bit for bit the same values.
+
+use rayon::prelude::*;
+
+use super::PARALLEL_ELEMENTWISE_MIN;
+
+/// Output rows per parallel piece: 32 rows of 1024 floats, 128 KB, are written while
+/// the 8-row strips of the input they read stay in L1.
+const BAND_ROWS: usize = 32;
+/// Side of the register block.
+const BLOCK: usize = 8;
+
+/// `dst` (`cols x rows`, row-major) = `src` (`rows x cols`, row-major) transposed, in
+/// parallel over bands of `dst`'s rows when large. Slices longer than `rows * cols`
+/// are used up to that length.
+pub(super) fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+    let len = rows * cols;
+    if len == 0 {
+        return;
+    }
+    let (dst, src) = (&mut dst[..len], &src[..len]);
+    let band = |(b, dst): (usize, &mut [f32])| {
+        let band = Band {
+            dst,
+            src,
+            rows,
+            cols,
+            first: b * BAND_ROWS,
+        };
+        band.run();
+    };
+    if len >= PARALLEL_ELEMENTWISE_MIN {
+        dst.par_chunks_mut(BAND_ROWS * rows)
+            .enumerate()
+            .for_each(band);
+    } else {
+        dst.chunks_mut(BAND_ROWS * rows).enumerate().for_each(band);
+    }
+}
+
+/// Output rows `first..` (input columns), all of them in `dst`.
+struct Band<'a> {
+    dst: &'a mut [f32],
+    src: &'a [f32],
+    rows: usize,
+    cols: usize,
+    first: usize,
+}
+
+impl Band<'_> {
+    /// Full 8x8 blocks in registers where the CPU has AVX2, the ragged edges (and every
+    /// block elsewhere) element by element.
+    fn run(self) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            return pulp::Simd::vectorize(simd, Blocks { band: self, simd });
+        }
+        self.each(|band, r0, j0| band.scalar_block(r0, j0));
+    }
+
+    /// Calls `block(self, r0, j0)` for every block: input rows `r0..r0 + 8`, output
+    /// rows `j0..j0 + 8` of the band, both clipped at the edges.
+    #[inline(always)]
+    fn each(mut self, mut block: impl FnMut(&mut Self, usize, usize)) {
+        let out_rows = self.dst.len() / self.rows;
+        for r0 in (0..self.rows).step_by(BLOCK) {
+            for j0 in (0..out_rows).step_by(BLOCK) {
+                block(&mut self, r0, j0);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn scalar_block(&mut self, r0: usize, j0: usize) {
+        let out_rows = self.dst.len() / self.rows;
+        for j in j0..(j0 + BLOCK).min(out_rows) {
+            let c = self.first + j;
+            for r in r0..(r0 + BLOCK).min(self.rows) {
+                self.dst[j * self.rows + r] = self.src[r * self.cols + c];
+            }
+        }
+    }
+}
+
+/// [`Band::run`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+struct Blocks<'a> {
+    band: Band<'a>,
+    simd: pulp::x86::V3,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::WithSimd for Blocks<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let simd = self.simd;
+        self.band.each(|band, r0, j0| {
+            let out_rows = band.dst.len() / band.rows;
+            if r0 + BLOCK <= band.rows && j0 + BLOCK <= out_rows {
+                register_block(simd, band, r0, j0);
+            } else {
+                band.scalar_block(r0, j0);
+            }
+        });
+    }
+}
+
+/// One full 8x8 block: input rows `r0..r0 + 8` at columns `first + j0..`, transposed
+/// through the standard unpack / shuffle / lane-permute sequence.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn register_block(simd: pulp::x86::V3, band: &mut Band, r0: usize, j0: usize) {
+    use core::arch::x86_64::__m256;
+    let (rows, cols, c0) = (band.rows, band.cols, band.first + j0);
+    let load = |i: usize| -> __m256 {
+        let start = (r0 + i) * cols + c0;
+        let row: [f32; BLOCK] = core::array::from_fn(|k| band.src[start + k]);
+        pulp::cast(row)
+    };
+    let avx = simd.avx;
+    let r: [__m256; BLOCK] = core::array::from_fn(load);
+    // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
+    let t = [
+        avx._mm256_unpacklo_ps(r[0], r[1]),
+        avx._mm256_unpackhi_ps(r[0], r[1]),
+        avx._mm256_unpacklo_ps(r[2], r[3]),
+        avx._mm256_unpackhi_ps(r[2], r[3]),
+        avx._mm256_unpacklo_ps(r[4], r[5]),
+        avx._mm256_unpackhi_ps(r[4], r[5]),
+        avx._mm256_unpacklo_ps(r[6], r[7]),
+        avx._mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let u = [
+        avx._mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        avx._mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        avx._mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        avx._mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        avx._mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        avx._mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        avx._mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        avx._mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    let out = [
+        avx._mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+        avx._mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+        avx._mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+        avx._mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+        avx._mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+        avx._mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+        avx._mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+        avx._mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+    ];
+    for (i, v) in out.into_iter().enumerate() {
+        let start = (j0 + i) * rows + r0;
+        let row: [f32; BLOCK] = pulp::cast(v);
+        band.dst[start..start + BLOCK].copy_from_slice(&row);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shape_transposes_exactly() {
+        // Partial blocks and bands on each side, one element, and a parallel size.
+        for (rows, cols) in [(1, 1), (33, 7), (64, 65), (3, 100), (8, 8), (300, 257)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32 + 0.5).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose(&mut dst, &src, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} ({r}, {c})");
+                }
+            }
+        }
+    }
+}
