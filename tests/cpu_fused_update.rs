@@ -48,12 +48,13 @@ fn assert_same_bits(fused: &[f32], apart: &[f32], what: &str) {
 
 #[test]
 fn every_learner_and_optimizer_gives_the_same_bits_fused_or_apart() {
-    // The 300x1400 layer is cut into bands of rows, and each band into tiles of at most
+    // The 600x1100 layer is cut into bands of rows, and each band into tiles of at most
     // 2^17 floats, so into several tiles of columns unless the machine has dozens of
-    // threads. Forward-forward's goodness needs unbounded units.
+    // threads; its `Wᵀ δ` (and FA's `Bᵀ δ`, on a transposed copy of `B`) is tall enough
+    // to run column-major. Forward-forward's goodness needs unbounded units.
     let net = |activation| {
         Network::builder(20)
-            .hidden(&[1400, 300, 16], activation)
+            .hidden(&[1100, 600, 16], activation)
             .dense(6, Activation::Identity)
             .seed(3)
             .build()

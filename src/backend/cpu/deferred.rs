@@ -28,6 +28,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use super::transposed::TransposedCopies;
 use super::{gemm_slices, row_sums, LayerParallelism, OptimizerChunk, CHUNK};
 use crate::backend::regions::{borrow, Borrowed};
 use crate::backend::simd_state;
@@ -52,10 +53,13 @@ thread_local! {
 const BAND_ROWS: std::ops::RangeInclusive<usize> = 32..=256;
 
 /// Layer gradients accepted by [`Backend::layer_grads`](crate::backend::Backend) and
-/// not yet computed.
+/// not yet computed; and, since every write of the backend passes through here, the
+/// transposed copies those writes make stale.
 #[derive(Debug)]
 pub(super) struct Deferred {
     held: Vec<Held>,
+    /// Transposed copies of matrices tall `Bᵀ δ` products read (see `transposed`).
+    pub(super) copies: TransposedCopies,
     /// How products run when they run apart from an optimizer pass.
     pub(super) layer_parallelism: LayerParallelism,
     /// Whether products wait for the optimizer pass at all (else they run at once).
@@ -83,6 +87,7 @@ impl Default for Deferred {
     fn default() -> Self {
         Deferred {
             held: Vec::new(),
+            copies: TransposedCopies::default(),
             layer_parallelism: LayerParallelism::default(),
             fuse: true,
         }
@@ -123,6 +128,7 @@ impl Deferred {
         reads: &[Mat],
     ) -> Result<Borrowed<'a>> {
         self.settle_for(bufs, writes, reads)?;
+        self.copies.invalidate(writes);
         borrow(bufs, writes, reads)
     }
 
@@ -151,6 +157,7 @@ impl Deferred {
         let reads: Vec<Mat> = held.iter().flat_map(Held::reads).collect();
         let work: Vec<u64> = held.iter().map(|h| h.product.flops()).collect();
         let across = self.layer_parallelism.across_layers(&work);
+        self.copies.invalidate(&writes);
         let (w, r) = borrow(bufs, &writes, &reads)?;
         let mut outputs = w.into_iter();
         let mut jobs = Vec::with_capacity(held.len());
@@ -207,6 +214,7 @@ impl Deferred {
         let (w, r) = borrow(bufs, &pass_writes, &reads)?;
         let [params, s0, s1, grads] = <[&mut [f32]; 4]>::try_from(w)
             .map_err(|_| crate::Error::Backend("optimizer regions".into()))?;
+        self.copies.invalidate(&pass_writes);
         let held = std::mem::take(&mut self.held);
         let pieces = pieces(&held, op.grads.offset, op.params.len());
         let mut rest = Stretch {
@@ -350,8 +358,8 @@ impl Band<'_> {
             let segments = (0..count).map(|i| i * cols + c0..i * cols + c0 + width);
             let input = &self.input[c0 * batch..(c0 + width) * batch];
             let input = MatRef::from_row_major_slice(input, width, batch).transpose();
-            if !keep_grads && beta == 0.0 {
-                finite &= TILE.with_borrow_mut(|tile| {
+            finite &= if !keep_grads && beta == 0.0 {
+                TILE.with_borrow_mut(|tile| {
                     tile.resize(count * width, 0.0);
                     let product = MatMut::from_row_major_slice_mut(tile, count, width);
                     matmul(product, Accum::Replace, delta, input, alpha, Par::Seq);
@@ -359,31 +367,23 @@ impl Band<'_> {
                     segments
                         .zip(tile.chunks(width))
                         .fold(true, |all, (s, g)| all & out.range(s).update_from(step, g))
-                });
-                continue;
-            }
-            if beta != 0.0 && beta != 1.0 {
-                segments
-                    .clone()
-                    .for_each(|s| out.grads[s].iter_mut().for_each(|g| *g *= beta));
-            }
-            let accum = if beta == 0.0 {
-                Accum::Replace
+                })
             } else {
-                Accum::Add
+                if beta != 0.0 && beta != 1.0 {
+                    segments
+                        .clone()
+                        .for_each(|s| out.grads[s].iter_mut().for_each(|g| *g *= beta));
+                }
+                let accum = if beta == 0.0 {
+                    Accum::Replace
+                } else {
+                    Accum::Add
+                };
+                let grads = MatMut::from_row_major_slice_mut(out.grads, count, cols);
+                let tile = grads.subcols_mut(c0, width);
+                matmul(tile, accum, delta, input, alpha, Par::Seq);
+                segments.fold(true, |all, s| all & out.range(s).update(step))
             };
-            let grads = MatMut::from_row_major_slice_mut(out.grads, count, cols);
-            matmul(
-                grads.subcols_mut(c0, width),
-                accum,
-                delta,
-                input,
-                alpha,
-                Par::Seq,
-            );
-            for s in segments {
-                finite &= out.range(s).update(step);
-            }
         }
         finite
     }

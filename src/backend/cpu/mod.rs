@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 mod deferred;
 mod transpose;
+mod transposed;
 
 use super::columns::{self, ColumnOp};
 use super::divergence::{self, Guard};
@@ -102,6 +103,23 @@ impl CpuBackend {
         self.deferred.fuse = fuse;
         self
     }
+
+    /// Caps the memory of the transposed copies the backend keeps of matrices that tall
+    /// `Bᵀ δ` products read again and again unchanged (FA's fixed feedback), so that
+    /// those products run untransposed, at the speed of the forward pass's `W x`:
+    /// 256 MiB unless set, and 0 turns them off. A copy is as large as its matrix;
+    /// matrices past the cap are multiplied as before. Values are the same either way
+    /// up to rounding (faer may sum in another order).
+    ///
+    /// ```
+    /// use plasticity::backend::CpuBackend;
+    /// // Copies for weights up to 64 MiB in all.
+    /// let cpu = CpuBackend::new().with_transposed_copies(64 << 20);
+    /// ```
+    pub fn with_transposed_copies(mut self, max_bytes: usize) -> Self {
+        self.deferred.copies = transposed::TransposedCopies::with_budget(max_bytes);
+        self
+    }
 }
 
 impl Backend for CpuBackend {
@@ -155,6 +173,18 @@ impl Backend for CpuBackend {
         let (mut w, r) = self
             .deferred
             .borrow(&mut self.bufs, &[op.c], &[op.a, op.b])?;
+        if transposed_a_is_slow(op) {
+            if let Some(a_t) = self.deferred.copies.current(op.a, r[0]) {
+                // `Aᵀ B` as the plain product of the copy (`a`'s buffer is not read).
+                let plain = Gemm {
+                    a: Mat::new(op.a.buf, 0, op.a.cols, op.a.rows),
+                    trans_a: false,
+                    ..*op
+                };
+                gemm_slices(&plain, w[0], a_t, r[1], parallelism(op));
+                return Ok(());
+            }
+        }
         product(op, w[0], r[0], r[1], &mut self.scratch);
         Ok(())
     }
@@ -309,6 +339,7 @@ impl Backend for CpuBackend {
 
     fn release(&mut self, buf: BufId) -> Result<()> {
         self.deferred.settle(&mut self.bufs)?;
+        self.deferred.copies.forget(buf);
         match self.bufs.get_mut(buf.0) {
             Some(b) => {
                 *b = Vec::new();
@@ -594,19 +625,8 @@ fn row_sums(out: &mut [f32], m: &[f32], cols: usize, alpha: f32, beta: f32) {
 /// threaded when large, and tall `Aᵀ B` products written column-major and transposed
 /// into place (see [`COLUMN_MAJOR_MIN_ROWS`]). `plasticity::bench::cpu_product` times it.
 pub(crate) fn product(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], scratch: &mut Vec<f32>) {
-    let macs = op.flops() as usize / 2;
-    let par = if macs >= PARALLEL_GEMM_MIN_MACS {
-        Par::rayon(rayon::current_num_threads())
-    } else {
-        Par::Seq
-    };
-    let column_major = op.trans_a
-        && !op.trans_b
-        && op.beta == 0.0
-        && op.c.rows >= COLUMN_MAJOR_MIN_ROWS
-        && op.a.rows >= COLUMN_MAJOR_MIN_DEPTH
-        && op.c.cols >= COLUMN_MAJOR_MIN_COLS;
-    if column_major {
+    let par = parallelism(op);
+    if transposed_a_is_slow(op) {
         scratch.resize(op.c.len(), 0.0);
         let a = MatRef::from_row_major_slice(a, op.a.rows, op.a.cols).transpose();
         let b = MatRef::from_row_major_slice(b, op.b.rows, op.b.cols);
@@ -618,6 +638,28 @@ pub(crate) fn product(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], scratch: &
     } else {
         gemm_slices(op, c, a, b, par);
     }
+}
+
+/// All threads for a product large enough to split, else one.
+fn parallelism(op: &Gemm) -> Par {
+    let macs = op.flops() as usize / 2;
+    if macs >= PARALLEL_GEMM_MIN_MACS {
+        Par::rayon(rayon::current_num_threads())
+    } else {
+        Par::Seq
+    }
+}
+
+/// A tall `Aᵀ B` product (BP's `Wᵀ δ`), which faer runs slowly as it is laid out: run
+/// on a transposed copy of `A` when the backend keeps one (see `transposed`), else
+/// written column-major and transposed into place (see [`COLUMN_MAJOR_MIN_ROWS`]).
+fn transposed_a_is_slow(op: &Gemm) -> bool {
+    op.trans_a
+        && !op.trans_b
+        && op.beta == 0.0
+        && op.c.rows >= COLUMN_MAJOR_MIN_ROWS
+        && op.a.rows >= COLUMN_MAJOR_MIN_DEPTH
+        && op.c.cols >= COLUMN_MAJOR_MIN_COLS
 }
 
 /// Runs a checked [`Gemm`] on host slices, row-major, on `par`'s threads.

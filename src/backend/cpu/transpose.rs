@@ -1,4 +1,5 @@
-//! Out-of-place matrix transposition, for the CPU backend's column-major products.
+//! Out-of-place matrix transposition, for the CPU backend's column-major products and
+//! transposed weight copies.
 //!
 //! A plain element loop reads one matrix along its rows and the other down its columns,
 //! a cache line per element, and on power-of-two widths those lines share L1 sets: it
@@ -42,13 +43,7 @@ pub(super) fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) 
 /// `out[j][i] = src[i * stride + first + j]` for the `rows` rows of `src` (row stride
 /// `stride`) and each of `out`'s rows, one thread: columns `first..` of `src`,
 /// transposed into separate output rows (each at least `rows` long).
-pub(super) fn transpose_rows(
-    out: &mut [&mut [f32]],
-    src: &[f32],
-    rows: usize,
-    stride: usize,
-    first: usize,
-) {
+fn transpose_rows(out: &mut [&mut [f32]], src: &[f32], rows: usize, stride: usize, first: usize) {
     let band = Band {
         out,
         src,
@@ -77,8 +72,10 @@ impl Band<'_, '_> {
     /// rows `j0..j0 + 8`, both clipped at the edges.
     #[inline(always)]
     fn each(mut self, mut block: impl FnMut(&mut Self, usize, usize)) {
-        for r0 in (0..self.rows).step_by(BLOCK) {
-            for j0 in (0..self.out.len()).step_by(BLOCK) {
+        // Eight output rows at a time, written front to back, while the input's 8-float
+        // strips they read stay in cache.
+        for j0 in (0..self.out.len()).step_by(BLOCK) {
+            for r0 in (0..self.rows).step_by(BLOCK) {
                 block(&mut self, r0, j0);
             }
         }
