@@ -28,8 +28,14 @@ pub(super) fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) 
     }
     let (dst, src) = (&mut dst[..len], &src[..len]);
     let band = |(b, dst): (usize, &mut [f32])| {
-        let mut out: Vec<&mut [f32]> = dst.chunks_mut(rows).collect();
-        transpose_rows(&mut out, src, rows, cols, b * BAND_ROWS);
+        let band = Band {
+            dst,
+            src,
+            rows,
+            cols,
+            first: b * BAND_ROWS,
+        };
+        band.run();
     };
     if len >= PARALLEL_ELEMENTWISE_MIN {
         dst.par_chunks_mut(BAND_ROWS * rows)
@@ -40,41 +46,34 @@ pub(super) fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) 
     }
 }
 
-/// `out[j][i] = src[i * stride + first + j]` for the `rows` rows of `src` (row stride
-/// `stride`) and each of `out`'s rows, one thread: columns `first..` of `src`,
-/// transposed into separate output rows (each at least `rows` long).
-fn transpose_rows(out: &mut [&mut [f32]], src: &[f32], rows: usize, stride: usize, first: usize) {
-    let band = Band {
-        out,
-        src,
-        rows,
-        stride,
-        first,
-    };
-    #[cfg(target_arch = "x86_64")]
-    if let Some(simd) = pulp::x86::V3::try_new() {
-        return pulp::Simd::vectorize(simd, Blocks { band, simd });
-    }
-    band.each(|band, r0, j0| band.scalar_block(r0, j0));
-}
-
-/// Input columns `first..`, one per output row.
-struct Band<'a, 'b> {
-    out: &'a mut [&'b mut [f32]],
+/// Output rows `first..` (input columns), all of them in `dst`.
+struct Band<'a> {
+    dst: &'a mut [f32],
     src: &'a [f32],
     rows: usize,
-    stride: usize,
+    cols: usize,
     first: usize,
 }
 
-impl Band<'_, '_> {
+impl Band<'_> {
+    /// Full 8x8 blocks in registers where the CPU has AVX2, the ragged edges (and every
+    /// block elsewhere) element by element.
+    fn run(self) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            return pulp::Simd::vectorize(simd, Blocks { band: self, simd });
+        }
+        self.each(|band, r0, j0| band.scalar_block(r0, j0));
+    }
+
     /// Calls `block(self, r0, j0)` for every block: input rows `r0..r0 + 8`, output
-    /// rows `j0..j0 + 8`, both clipped at the edges.
+    /// rows `j0..j0 + 8` of the band, both clipped at the edges.
     #[inline(always)]
     fn each(mut self, mut block: impl FnMut(&mut Self, usize, usize)) {
+        let out_rows = self.dst.len() / self.rows;
         // Eight output rows at a time, written front to back, while the input's 8-float
         // strips they read stay in cache.
-        for j0 in (0..self.out.len()).step_by(BLOCK) {
+        for j0 in (0..out_rows).step_by(BLOCK) {
             for r0 in (0..self.rows).step_by(BLOCK) {
                 block(&mut self, r0, j0);
             }
@@ -83,33 +82,33 @@ impl Band<'_, '_> {
 
     #[inline(always)]
     fn scalar_block(&mut self, r0: usize, j0: usize) {
-        let (rows, stride, first) = (self.rows, self.stride, self.first);
-        let end = (j0 + BLOCK).min(self.out.len());
-        for (j, out) in self.out[j0..end].iter_mut().enumerate() {
-            for r in r0..(r0 + BLOCK).min(rows) {
-                out[r] = self.src[r * stride + first + j0 + j];
+        let out_rows = self.dst.len() / self.rows;
+        for j in j0..(j0 + BLOCK).min(out_rows) {
+            let c = self.first + j;
+            for r in r0..(r0 + BLOCK).min(self.rows) {
+                self.dst[j * self.rows + r] = self.src[r * self.cols + c];
             }
         }
     }
 }
 
-/// [`transpose_rows`] compiled for AVX2: full 8x8 blocks in registers, the ragged
-/// edges element by element.
+/// [`Band::run`] compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
-struct Blocks<'a, 'b> {
-    band: Band<'a, 'b>,
+struct Blocks<'a> {
+    band: Band<'a>,
     simd: pulp::x86::V3,
 }
 
 #[cfg(target_arch = "x86_64")]
-impl pulp::WithSimd for Blocks<'_, '_> {
+impl pulp::WithSimd for Blocks<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         let simd = self.simd;
         self.band.each(|band, r0, j0| {
-            if r0 + BLOCK <= band.rows && j0 + BLOCK <= band.out.len() {
+            let out_rows = band.dst.len() / band.rows;
+            if r0 + BLOCK <= band.rows && j0 + BLOCK <= out_rows {
                 register_block(simd, band, r0, j0);
             } else {
                 band.scalar_block(r0, j0);
@@ -124,9 +123,9 @@ impl pulp::WithSimd for Blocks<'_, '_> {
 #[inline(always)]
 fn register_block(simd: pulp::x86::V3, band: &mut Band, r0: usize, j0: usize) {
     use core::arch::x86_64::__m256;
-    let (stride, c0) = (band.stride, band.first + j0);
+    let (rows, cols, c0) = (band.rows, band.cols, band.first + j0);
     let load = |i: usize| -> __m256 {
-        let start = (r0 + i) * stride + c0;
+        let start = (r0 + i) * cols + c0;
         let row: [f32; BLOCK] = core::array::from_fn(|k| band.src[start + k]);
         pulp::cast(row)
     };
@@ -163,9 +162,10 @@ fn register_block(simd: pulp::x86::V3, band: &mut Band, r0: usize, j0: usize) {
         avx._mm256_permute2f128_ps::<0x31>(u[2], u[6]),
         avx._mm256_permute2f128_ps::<0x31>(u[3], u[7]),
     ];
-    for (dst, v) in band.out[j0..j0 + BLOCK].iter_mut().zip(out) {
+    for (i, v) in out.into_iter().enumerate() {
+        let start = (j0 + i) * rows + r0;
         let row: [f32; BLOCK] = pulp::cast(v);
-        dst[r0..r0 + BLOCK].copy_from_slice(&row);
+        band.dst[start..start + BLOCK].copy_from_slice(&row);
     }
 }
 
