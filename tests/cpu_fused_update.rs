@@ -32,6 +32,20 @@ fn both_ways(name: &str, net: &Network, optimizer: Optimizer) -> (Vec<f32>, Vec<
     (run(true), run(false))
 }
 
+/// Plain SGD, Nesterov momentum with weight decay, and Adam: every kind of state.
+fn optimizers() -> [Optimizer; 3] {
+    [
+        Optimizer::sgd(0.05),
+        Optimizer::Sgd {
+            lr: 0.02,
+            momentum: 0.9,
+            weight_decay: 1e-3,
+            nesterov: true,
+        },
+        Optimizer::adam(1e-3),
+    ]
+}
+
 fn assert_same_bits(fused: &[f32], apart: &[f32], what: &str) {
     assert_eq!(fused.len(), apart.len(), "{what}: lengths");
     let first = fused
@@ -61,19 +75,9 @@ fn every_learner_and_optimizer_gives_the_same_bits_fused_or_apart() {
             .unwrap()
     };
     let (tanh, relu) = (net(Activation::Tanh), net(Activation::Relu));
-    let optimizers = [
-        Optimizer::sgd(0.05),
-        Optimizer::Sgd {
-            lr: 0.02,
-            momentum: 0.9,
-            weight_decay: 1e-3,
-            nesterov: true,
-        },
-        Optimizer::adam(1e-3),
-    ];
     for name in names() {
         let net = if name == "ff" { &relu } else { &tanh };
-        for optimizer in optimizers {
+        for optimizer in optimizers() {
             let (fused, apart) = both_ways(name, net, optimizer);
             assert_same_bits(&fused, &apart, &format!("{name} with {optimizer}"));
             assert!(
@@ -248,17 +252,7 @@ fn wide_layer_step(optimizer: Optimizer, keep_grads: bool) -> Vec<Vec<f32>> {
 
 #[test]
 fn a_pass_that_need_not_keep_the_gradients_updates_with_the_same_bits() {
-    let optimizers = [
-        Optimizer::sgd(0.05),
-        Optimizer::Sgd {
-            lr: 0.02,
-            momentum: 0.9,
-            weight_decay: 1e-3,
-            nesterov: true,
-        },
-        Optimizer::adam(1e-3),
-    ];
-    for optimizer in optimizers {
+    for optimizer in optimizers() {
         let kept = wide_layer_step(optimizer, true);
         let consumed = wide_layer_step(optimizer, false);
         for (what, (k, c)) in ["parameters", "first moment", "second moment"]
