@@ -29,9 +29,8 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::transposed::TransposedCopies;
-use super::{gemm_slices, row_sums, LayerParallelism, OptimizerChunk, CHUNK};
+use super::{apply_update, gemm_slices, row_sums, LayerParallelism, CHUNK};
 use crate::backend::regions::{borrow, Borrowed};
-use crate::backend::simd_state;
 use crate::backend::{Gemm, LayerGrad, Mat, OptimizerPass};
 use crate::error::Result;
 use crate::optim::UpdateStep;
@@ -128,6 +127,18 @@ impl Deferred {
         reads: &[Mat],
     ) -> Result<Borrowed<'a>> {
         self.settle_for(bufs, writes, reads)?;
+        self.borrow_held(bufs, writes, reads)
+    }
+
+    /// Borrows regions like [`borrow`] without settling anything first, and marks stale
+    /// the transposed copies of what it hands out to be written: every write of the
+    /// backend's buffers comes through here.
+    fn borrow_held<'a>(
+        &mut self,
+        bufs: &'a mut [Vec<f32>],
+        writes: &[Mat],
+        reads: &[Mat],
+    ) -> Result<Borrowed<'a>> {
         self.copies.invalidate(writes);
         borrow(bufs, writes, reads)
     }
@@ -157,8 +168,7 @@ impl Deferred {
         let reads: Vec<Mat> = held.iter().flat_map(Held::reads).collect();
         let work: Vec<u64> = held.iter().map(|h| h.product.flops()).collect();
         let across = self.layer_parallelism.across_layers(&work);
-        self.copies.invalidate(&writes);
-        let (w, r) = borrow(bufs, &writes, &reads)?;
+        let (w, r) = self.borrow_held(bufs, &writes, &reads)?;
         let mut outputs = w.into_iter();
         let mut jobs = Vec::with_capacity(held.len());
         for (h, read) in held.iter().zip(r.chunks_exact(2)) {
@@ -211,10 +221,9 @@ impl Deferred {
         // Borrowed before the products leave `held`: a pass whose regions are refused
         // leaves them held, to run at the next call that needs them.
         let reads: Vec<Mat> = self.held.iter().flat_map(Held::reads).collect();
-        let (w, r) = borrow(bufs, &pass_writes, &reads)?;
+        let (w, r) = self.borrow_held(bufs, &pass_writes, &reads)?;
         let [params, s0, s1, grads] = <[&mut [f32]; 4]>::try_from(w)
             .map_err(|_| crate::Error::Backend("optimizer regions".into()))?;
-        self.copies.invalidate(&pass_writes);
         let held = std::mem::take(&mut self.held);
         let pieces = pieces(&held, op.grads.offset, op.params.len());
         let mut rest = Stretch {
@@ -427,37 +436,13 @@ impl<'a> Stretch<'a> {
     /// The optimizer's update, vectorised like the plain pass; whether every parameter
     /// is finite.
     fn update(self, step: UpdateStep) -> bool {
-        let Stretch {
-            params,
-            grads,
-            s0,
-            s1,
-        } = self;
-        apply(step, params, grads, s0, s1)
+        apply_update(step, self.params, self.grads, self.s0, self.s1)
     }
 
     /// [`Stretch::update`] with the gradients taken from `grads` instead.
     fn update_from(self, step: UpdateStep, grads: &[f32]) -> bool {
-        apply(step, self.params, grads, self.s0, self.s1)
+        apply_update(step, self.params, grads, self.s0, self.s1)
     }
-}
-
-/// One optimizer update of `params` and its state from `grads`, vectorised like the
-/// plain pass; whether every parameter is finite.
-fn apply(
-    step: UpdateStep,
-    params: &mut [f32],
-    grads: &[f32],
-    s0: &mut [f32],
-    s1: &mut [f32],
-) -> bool {
-    simd_state::wide(OptimizerChunk {
-        step,
-        params,
-        grads,
-        s0,
-        s1,
-    })
 }
 
 /// One layer's gradient products on borrowed host slices.

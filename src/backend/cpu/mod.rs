@@ -316,15 +316,7 @@ impl Backend for CpuBackend {
             .zip(s0.par_chunks_mut(CHUNK))
             .zip(s1.par_chunks_mut(CHUNK))
             .zip(grads.par_chunks(CHUNK))
-            .map(|(((params, s0), s1), grads)| {
-                super::simd_state::wide(OptimizerChunk {
-                    step,
-                    params,
-                    grads,
-                    s0,
-                    s1,
-                })
-            })
+            .map(|(((params, s0), s1), grads)| apply_update(step, params, grads, s0, s1))
             .reduce(|| true, |x, y| x && y);
         if !all_finite {
             return Err(non_finite_parameter(op, params));
@@ -564,6 +556,25 @@ impl pulp::WithSimd for OptimizerChunk<'_> {
         self.step
             .apply_slice(self.params, self.grads, self.s0, self.s1)
     }
+}
+
+/// One optimizer update of `params` and its state from `grads`, vectorised for the
+/// worker threads (see [`OptimizerChunk`]); whether every parameter is finite. The
+/// plain pass and the fused one (`deferred`) both update through it.
+fn apply_update(
+    step: crate::optim::UpdateStep,
+    params: &mut [f32],
+    grads: &[f32],
+    s0: &mut [f32],
+    s1: &mut [f32],
+) -> bool {
+    super::simd_state::wide(OptimizerChunk {
+        step,
+        params,
+        grads,
+        s0,
+        s1,
+    })
 }
 
 /// `d[i] *= f'(h[i])`: a chunk of [`Backend::activation_grad`], vectorised likewise.
