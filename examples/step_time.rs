@@ -87,9 +87,14 @@ fn parse_args() -> Result<Args> {
             println!("{USAGE}");
             std::process::exit(0);
         }
-        if flag == "--breakdown" || flag == "--unfused" {
-            args.breakdown |= flag == "--breakdown";
-            args.unfused |= flag == "--unfused";
+        // The switches, which take no value.
+        let switch = match flag.as_str() {
+            "--breakdown" => Some(&mut args.breakdown),
+            "--unfused" => Some(&mut args.unfused),
+            _ => None,
+        };
+        if let Some(on) = switch {
+            *on = true;
             continue;
         }
         let value = it
