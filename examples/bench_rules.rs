@@ -10,10 +10,14 @@
 //!
 //! A shape (see `plasticity::bench`) is `width` inputs, `depth` tanh hidden layers of
 //! `width` units and 10 outputs under softmax cross-entropy, plain SGD, random data.
-//! One row per shape: the median step time of each rule (after warm-up, every sample
-//! waiting for the device to finish), DFA's speedup over BP, samples/s, the step's
-//! GEMM throughput (GEMM FLOPs / median time), and the operations on the step's
-//! critical path (dependent dispatches on a GPU; from a dry run of the same step).
+//! One row per shape: the median step time of each rule, DFA's speedup over BP,
+//! samples/s, the step's GEMM throughput (GEMM FLOPs / median time), and the
+//! operations on the step's critical path (dependent dispatches on a GPU; from a dry run of the same step).
+//! The rules take turns, one timed step each per round after an untimed one of their
+//! own (`plasticity::bench::time_in_turns`), and DFA's speedup is the median of the
+//! rounds' BP/DFA ratios: a shared machine whose speed drifts over seconds slows both
+//! alike. Timed one rule after the other, that ratio moved from 1.11x to 1.49x between
+//! two runs of one shape on a 2-core VM; in turns it stays within a few percent.
 //! `--gemm N,MxNxK,...` times the bare GEMM (NN, TN, NT) at square sizes or given
 //! shapes instead (on a GPU, each of its kernels too).
 //! The reference scripts in `benches/reference/` time the same steps in NumPy and
@@ -29,7 +33,9 @@ use common::plot::{LineChart, Series};
 use common::{bad, flag_pairs_with_switches, parse, AnyResult};
 use plasticity::backend::gpu::GemmKernel;
 use plasticity::backend::{Backend, Gemm, GpuBackend, Mat};
-use plasticity::bench::{available_memory, time_repeated, time_steps, StepShape};
+use plasticity::bench::{
+    available_memory, median_ratio, time_in_turns, time_repeated, StepShape, Timing,
+};
 use plasticity::checkpoint::write_atomic;
 use plasticity::{Device, Error, Result, Rule};
 use serde::Serialize;
@@ -207,41 +213,64 @@ fn does_not_fit(e: &Error) -> bool {
     matches!(e, Error::BufferTooLarge { .. } | Error::OutOfMemory(_))
 }
 
-fn measure(args: &Args, shape: StepShape, rule: Rule) -> Result<RuleResult> {
-    let profile = shape.profile(rule)?;
-    let mut trainer = shape.trainer(rule, args.device)?;
+/// Every rule's steps at one shape, the rules taking turns (see `time_in_turns`): a
+/// first warm step per rule sizes the run, so slow shapes take fewer rounds.
+fn measure(args: &Args, shape: StepShape) -> Result<Vec<(RuleResult, Vec<Duration>)>> {
+    let mut profiles = Vec::with_capacity(args.rules.len());
+    let mut trainers = Vec::with_capacity(args.rules.len());
+    for &rule in &args.rules {
+        profiles.push(shape.profile(rule)?);
+        trainers.push(shape.trainer(rule, args.device)?);
+    }
     let data = shape.data(4, 7)?;
-    // A first (warm) step sizes the run: slow shapes get fewer samples.
-    let probe = time_steps(&mut trainer, &data, args.warmup, 1, 1)?;
-    let per_step = probe.median.max(Duration::from_micros(1));
-    let affordable = (args.budget.as_secs_f64() / per_step.as_secs_f64()) as usize;
-    let repeats = affordable.clamp(3, args.repeats.max(3));
-    let t = time_steps(&mut trainer, &data, 0, repeats, args.inner)?;
-    let seconds = t.median.as_secs_f64();
-    Ok(RuleResult {
-        median_ms: t.median_ms(),
-        min_ms: t.min_ms(),
-        repeats,
-        samples_per_s: shape.batch as f64 / seconds,
-        gemm_gflops: profile.gemm_flops as f64 / seconds / 1e9,
-        gflop_per_step: profile.gemm_flops as f64 / 1e9,
-        dispatches: profile.ops,
-        critical_path: profile.critical_path,
-    })
+    let probe = time_in_turns(&mut trainers, &data, args.warmup, 1, 1)?;
+    let slowest = probe.iter().flatten().max().copied().unwrap_or_default();
+    // Each round costs the slowest rule one untimed step besides its `inner` timed ones.
+    let per_round = slowest.max(Duration::from_micros(1)) * (args.inner as u32 + 1);
+    let affordable = (args.budget.as_secs_f64() / per_round.as_secs_f64()) as usize;
+    let rounds = affordable.clamp(3, args.repeats.max(3));
+    let samples = time_in_turns(&mut trainers, &data, 0, rounds, args.inner)?;
+    Ok(profiles
+        .into_iter()
+        .zip(samples)
+        .map(|(profile, times)| {
+            let t = Timing::from_samples(times.clone()).expect("at least 3 rounds");
+            let seconds = t.median.as_secs_f64();
+            let result = RuleResult {
+                median_ms: t.median_ms(),
+                min_ms: t.min_ms(),
+                repeats: rounds,
+                samples_per_s: shape.batch as f64 / seconds,
+                gemm_gflops: profile.gemm_flops as f64 / seconds / 1e9,
+                gflop_per_step: profile.gemm_flops as f64 / 1e9,
+                dispatches: profile.ops,
+                critical_path: profile.critical_path,
+            };
+            (result, times)
+        })
+        .collect())
 }
 
 fn run_shape(args: &Args, shape: StepShape) -> Result<std::result::Result<Row, String>> {
     if args.device == Device::Cpu {
         if let Some(free) = available_memory() {
-            if shape.device_bytes() > free / 2 {
+            // The rules' trainers live side by side while they take turns.
+            let needed = shape.device_bytes() * args.rules.len() as u64;
+            if needed > free / 2 {
                 return Ok(Err(format!(
-                    "needs {} MiB, over half the {} MiB available",
-                    shape.device_bytes() >> 20,
+                    "needs {} MiB for {} trainers, over half the {} MiB available",
+                    needed >> 20,
+                    args.rules.len(),
                     free >> 20
                 )));
             }
         }
     }
+    let results = match measure(args, shape) {
+        Ok(r) => r,
+        Err(e) if does_not_fit(&e) => return Ok(Err(e.to_string())),
+        Err(e) => return Err(e),
+    };
     let mut row = Row {
         width: shape.width,
         depth: shape.depth,
@@ -252,22 +281,20 @@ fn run_shape(args: &Args, shape: StepShape) -> Result<std::result::Result<Row, S
         dfa_speedup: None,
         rules: BTreeMap::new(),
     };
-    for &rule in &args.rules {
-        let r = match measure(args, shape, rule) {
-            Ok(r) => r,
-            Err(e) if does_not_fit(&e) => return Ok(Err(e.to_string())),
-            Err(e) => return Err(e),
-        };
+    let mut rounds = BTreeMap::new();
+    for (&rule, (r, times)) in args.rules.iter().zip(results) {
         let name = rule.name().to_string();
         row.ms.insert(name.clone(), r.median_ms);
         row.min_ms.insert(name.clone(), r.min_ms);
         row.samples_per_s.insert(name.clone(), r.samples_per_s);
         row.rules.insert(name, r);
+        rounds.insert(rule.name(), times);
     }
-    let bp = Rule::Backprop.name();
-    let dfa = Rule::DirectFeedbackAlignment.name();
-    if let (Some(b), Some(d)) = (row.ms.get(bp), row.ms.get(dfa)) {
-        row.dfa_speedup = Some(b / d);
+    if let (Some(bp), Some(dfa)) = (
+        rounds.get(Rule::Backprop.name()),
+        rounds.get(Rule::DirectFeedbackAlignment.name()),
+    ) {
+        row.dfa_speedup = median_ratio(bp, dfa);
     }
     Ok(Ok(row))
 }

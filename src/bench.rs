@@ -284,6 +284,80 @@ pub fn time_steps(
     })
 }
 
+/// Step times of several trainers measured in turns, for ratios a drifting machine
+/// cannot skew (on a shared VM the speed of one core moves by 10-50% over seconds, so
+/// timing one rule's steps after another's compares two different machines).
+///
+/// Every trainer first takes `warmup` untimed steps. Then, `rounds` times, each trainer
+/// in turn takes one untimed step (so its own data is back in the caches, as in
+/// training) and one timed sample of `inner` steps, ending when its device has
+/// finished. `samples[t][r]` is trainer `t`'s time per step in round `r`: a ratio of
+/// two trainers is best taken per round ([`median_ratio`]).
+pub fn time_in_turns(
+    trainers: &mut [Trainer],
+    data: &Dataset,
+    warmup: usize,
+    rounds: usize,
+    inner: usize,
+) -> Result<Vec<Vec<Duration>>> {
+    if rounds == 0 || inner == 0 {
+        return Err(Error::config(
+            "timing in turns needs rounds >= 1 and inner >= 1",
+        ));
+    }
+    let mut cycles = Vec::with_capacity(trainers.len());
+    for trainer in trainers.iter_mut() {
+        let batch = trainer.config().batch_size;
+        if data.len() < batch {
+            return Err(Error::config(format!(
+                "timing needs at least one batch of {batch} samples, the data has {}",
+                data.len()
+            )));
+        }
+        let mut cycle = BatchCycle::new(batch, data.len());
+        for _ in 0..warmup {
+            cycle.step(trainer, data)?;
+        }
+        trainer.synchronize()?;
+        cycles.push(cycle);
+    }
+    let mut samples = vec![Vec::with_capacity(rounds); trainers.len()];
+    for _ in 0..rounds {
+        for ((trainer, cycle), times) in trainers.iter_mut().zip(&mut cycles).zip(&mut samples) {
+            cycle.step(trainer, data)?;
+            trainer.synchronize()?;
+            let start = Instant::now();
+            for _ in 0..inner {
+                cycle.step(trainer, data)?;
+            }
+            trainer.synchronize()?;
+            times.push(start.elapsed() / inner as u32);
+        }
+    }
+    Ok(samples)
+}
+
+/// The median over rounds of `a[r] / b[r]`: how many times longer `a` took than `b`,
+/// each round comparing the two at the machine's speed of that moment. `None` when
+/// the two have no rounds in common or a round of `b` took no time.
+pub fn median_ratio(a: &[Duration], b: &[Duration]) -> Option<f64> {
+    let mut ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+        .collect();
+    if ratios.is_empty() || ratios.iter().any(|r| !r.is_finite()) {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    Some(if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        0.5 * (ratios[n / 2 - 1] + ratios[n / 2])
+    })
+}
+
 /// Steps a trainer on consecutive batches of a dataset, from the first again after the
 /// last (so timed steps see several batches, not one cached one).
 #[derive(Debug, Clone)]
@@ -364,6 +438,55 @@ mod tests {
             .gemm_flops;
         let (w, b, k) = (16u64, 4u64, CLASSES as u64);
         assert_eq!(bp - dfa, 2 * b * (6 * w * w + k * w) - 2 * b * (7 * w * k));
+    }
+
+    #[test]
+    fn turns_time_every_trainer_each_round_after_a_step_of_its_own() {
+        let shape = StepShape {
+            width: 8,
+            depth: 2,
+            batch: 4,
+        };
+        let data = shape.data(3, 1).unwrap();
+        let mut trainers = vec![
+            shape.trainer(Rule::Backprop, Device::Cpu).unwrap(),
+            shape
+                .trainer(Rule::DirectFeedbackAlignment, Device::Cpu)
+                .unwrap(),
+        ];
+        let (warmup, rounds, inner) = (2, 3, 4);
+        let samples = time_in_turns(&mut trainers, &data, warmup, rounds, inner).unwrap();
+        assert_eq!(samples.len(), 2);
+        for (trainer, times) in trainers.iter().zip(&samples) {
+            assert_eq!(times.len(), rounds);
+            assert!(times.iter().all(|t| *t > Duration::ZERO));
+            // Warm-up, then per round one untimed step and `inner` timed ones.
+            let steps = warmup + rounds * (1 + inner);
+            assert_eq!(trainer.steps(), steps as u64);
+        }
+        assert!(time_in_turns(&mut trainers, &data, 0, 0, 1).is_err());
+        assert!(time_in_turns(&mut trainers, &data, 0, 1, 0).is_err());
+        let short = StepShape { batch: 2, ..shape }.data(1, 1).unwrap();
+        assert!(time_in_turns(&mut trainers, &short, 0, 1, 1).is_err());
+    }
+
+    #[test]
+    fn ratios_are_taken_round_by_round() {
+        let ms = |v: &[u64]| {
+            v.iter()
+                .map(|&m| Duration::from_millis(m))
+                .collect::<Vec<_>>()
+        };
+        // The machine halves its speed in round 2: each round's ratio is still 2.
+        assert_eq!(
+            median_ratio(&ms(&[20, 40, 20]), &ms(&[10, 20, 10])),
+            Some(2.0)
+        );
+        // Ratios 1, 3, 4, 5: the median of an even count is the mean of the middle two.
+        let even = median_ratio(&ms(&[10, 30, 40, 50]), &ms(&[10, 10, 10, 10]));
+        assert_eq!(even, Some(3.5));
+        assert_eq!(median_ratio(&[], &[]), None);
+        assert_eq!(median_ratio(&ms(&[1]), &ms(&[0])), None);
     }
 
     #[test]
