@@ -18,6 +18,8 @@
 //! rounds' BP/DFA ratios: a shared machine whose speed drifts over seconds slows both
 //! alike. Timed one rule after the other, that ratio moved from 1.11x to 1.49x between
 //! two runs of one shape on a 2-core VM; in turns it stays within a few percent.
+//! Where the free memory cannot hold every rule's trainer at once, they run one after
+//! another, and the row says so.
 //! `--gemm N,MxNxK,...` times the bare GEMM (NN, TN, NT) at square sizes or given
 //! shapes instead (on a GPU, each of its kernels too).
 //! The reference scripts in `benches/reference/` time the same steps in NumPy and
@@ -171,6 +173,8 @@ struct Row {
     width: usize,
     depth: usize,
     batch: usize,
+    /// Whether the rules took turns (else one ran after another, for memory).
+    in_turns: bool,
     /// Median ms per rule name, as the reference scripts write it.
     ms: BTreeMap<String, f64>,
     min_ms: BTreeMap<String, f64>,
@@ -213,12 +217,47 @@ fn does_not_fit(e: &Error) -> bool {
     matches!(e, Error::BufferTooLarge { .. } | Error::OutOfMemory(_))
 }
 
-/// Every rule's steps at one shape, the rules taking turns (see `time_in_turns`): a
-/// first warm step per rule sizes the run, so slow shapes take fewer rounds.
-fn measure(args: &Args, shape: StepShape) -> Result<Vec<(RuleResult, Vec<Duration>)>> {
-    let mut profiles = Vec::with_capacity(args.rules.len());
-    let mut trainers = Vec::with_capacity(args.rules.len());
-    for &rule in &args.rules {
+/// How a shape's rules are timed, by the memory their trainers need.
+enum Fit {
+    /// Every rule's trainer at once, the rules taking turns.
+    InTurns,
+    /// One trainer at a time (too little memory for all at once): a speedup between
+    /// them then also carries the machine's drift from one rule to the next.
+    OneAfterAnother,
+}
+
+/// Whether the rules' trainers fit at once, one at a time, or not at all (the reason).
+/// `StepShape::device_bytes` is an upper bound (every arena of every rule), so all of
+/// them within the free memory fit; one alone keeps the old margin of half of it.
+fn fit(args: &Args, shape: StepShape) -> std::result::Result<Fit, String> {
+    let free = match (args.device, available_memory()) {
+        (Device::Cpu, Some(free)) => free,
+        _ => return Ok(Fit::InTurns),
+    };
+    let one = shape.device_bytes();
+    if one.saturating_mul(args.rules.len() as u64) <= free {
+        Ok(Fit::InTurns)
+    } else if one <= free / 2 {
+        Ok(Fit::OneAfterAnother)
+    } else {
+        Err(format!(
+            "needs {} MiB, over half the {} MiB available",
+            one >> 20,
+            free >> 20
+        ))
+    }
+}
+
+/// The steps of `rules` at one shape, taking turns (see `time_in_turns`): a first warm
+/// step per rule sizes the run, so slow shapes take fewer rounds.
+fn measure(
+    args: &Args,
+    shape: StepShape,
+    rules: &[Rule],
+) -> Result<Vec<(RuleResult, Vec<Duration>)>> {
+    let mut profiles = Vec::with_capacity(rules.len());
+    let mut trainers = Vec::with_capacity(rules.len());
+    for &rule in rules {
         profiles.push(shape.profile(rule)?);
         trainers.push(shape.trainer(rule, args.device)?);
     }
@@ -252,21 +291,25 @@ fn measure(args: &Args, shape: StepShape) -> Result<Vec<(RuleResult, Vec<Duratio
 }
 
 fn run_shape(args: &Args, shape: StepShape) -> Result<std::result::Result<Row, String>> {
-    if args.device == Device::Cpu {
-        if let Some(free) = available_memory() {
-            // The rules' trainers live side by side while they take turns.
-            let needed = shape.device_bytes() * args.rules.len() as u64;
-            if needed > free / 2 {
-                return Ok(Err(format!(
-                    "needs {} MiB for {} trainers, over half the {} MiB available",
-                    needed >> 20,
-                    args.rules.len(),
-                    free >> 20
-                )));
-            }
+    let fit = match fit(args, shape) {
+        Ok(fit) => fit,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let results = match fit {
+        Fit::InTurns => measure(args, shape, &args.rules),
+        Fit::OneAfterAnother => {
+            println!(
+                "({}x{}: too little memory for every rule's trainer at once, so the rules \
+                 run one after another)",
+                shape.width, shape.depth
+            );
+            args.rules
+                .iter()
+                .map(|&rule| measure(args, shape, &[rule]).map(|mut r| r.remove(0)))
+                .collect()
         }
-    }
-    let results = match measure(args, shape) {
+    };
+    let results = match results {
         Ok(r) => r,
         Err(e) if does_not_fit(&e) => return Ok(Err(e.to_string())),
         Err(e) => return Err(e),
@@ -275,6 +318,7 @@ fn run_shape(args: &Args, shape: StepShape) -> Result<std::result::Result<Row, S
         width: shape.width,
         depth: shape.depth,
         batch: shape.batch,
+        in_turns: matches!(fit, Fit::InTurns),
         ms: BTreeMap::new(),
         min_ms: BTreeMap::new(),
         samples_per_s: BTreeMap::new(),
@@ -294,7 +338,15 @@ fn run_shape(args: &Args, shape: StepShape) -> Result<std::result::Result<Row, S
         rounds.get(Rule::Backprop.name()),
         rounds.get(Rule::DirectFeedbackAlignment.name()),
     ) {
-        row.dfa_speedup = median_ratio(bp, dfa);
+        // Round by round when the two took turns; else their medians' ratio.
+        row.dfa_speedup = if row.in_turns {
+            median_ratio(bp, dfa)
+        } else {
+            let ms = |name: &str| row.ms.get(name).copied();
+            ms(Rule::Backprop.name())
+                .zip(ms(Rule::DirectFeedbackAlignment.name()))
+                .map(|(b, d)| b / d)
+        };
     }
     Ok(Ok(row))
 }

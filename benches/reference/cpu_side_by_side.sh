@@ -65,7 +65,7 @@ for width in ${WIDTHS//,/ }; do
   for depth in ${DEPTHS//,/ }; do
     row=(--widths "$width" --depths "$depth" --batch "$BATCH")
     at="$width-$depth"
-    "$bin/bench_rules" --device cpu "${row[@]}" --repeats 30 --budget-ms 3000 \
+    "$bin/bench_rules" --device cpu "${row[@]}" --rules bp,dfa --repeats 30 --budget-ms 3000 \
       --json "$rows/plasticity-$at.json"
     "$PY" benches/reference/numpy_step.py "${row[@]}" --repeats 10 --warmup 2 \
       --json "$rows/numpy-$at.json"
