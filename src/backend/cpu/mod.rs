@@ -1,9 +1,9 @@
 //! The CPU backend: host buffers, faer's GEMM, rayon across independent layers.
 
-use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+mod bands;
 mod deferred;
 mod transpose;
 mod transposed;
@@ -645,8 +645,7 @@ pub(crate) fn product(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], scratch: &
         let a = MatRef::from_row_major_slice(a, op.a.rows, op.a.cols).transpose();
         let b = MatRef::from_row_major_slice(b, op.b.rows, op.b.cols);
         let column_major = MatMut::from_column_major_slice_mut(scratch, op.c.rows, op.c.cols);
-        matmul(column_major, Accum::Replace, a, b, op.alpha, par);
-        super::simd_state::clear_upper();
+        bands::matmul_on(column_major, Accum::Replace, a, b, op.alpha, par);
         // The scratch holds C column-major: Cᵀ row-major.
         transpose::transpose(c, scratch, op.c.cols, op.c.rows);
     } else {
@@ -709,9 +708,8 @@ fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
         Accum::Add
     };
     let c_view = MatMut::from_row_major_slice_mut(c, op.c.rows, op.c.cols);
-    matmul(c_view, accum, a_view, b_view, op.alpha, par);
-    // The scalar passes that follow are SSE code: no upper-state penalty for them.
-    super::simd_state::clear_upper();
+    // Leaves a clean upper state: the scalar passes that follow are SSE code.
+    bands::matmul_on(c_view, accum, a_view, b_view, op.alpha, par);
 }
 
 #[cfg(test)]
