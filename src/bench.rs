@@ -70,7 +70,7 @@ pub fn cpu_product(
             )));
         }
     }
-    crate::backend::cpu::product(&op, c, a, b, scratch);
+    crate::backend::cpu::product(&op, c, a, b, scratch, None);
     Ok(())
 }
 

@@ -23,6 +23,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+use super::epilogue::Then;
+
 /// Products with fewer multiply-adds than this run in bands (see the module docs):
 /// 1024 x 1024 by 128 is half of it, 2048 x 2048 by 128 twice.
 const BANDED_MAX_MACS: usize = 1 << 28;
@@ -42,9 +44,8 @@ pub(super) fn matmul_on(
     par: Par,
 ) {
     let (rows, depth, cols) = (c.nrows(), a.ncols(), c.ncols());
-    let macs = rows.saturating_mul(depth).saturating_mul(cols);
-    let bands = par.degree().min(rows / MIN_BAND_ROWS);
-    if bands < 2 || macs >= BANDED_MAX_MACS {
+    let bands = bands(rows, depth, cols, par);
+    if bands < 2 {
         matmul(c, accum, a, b, alpha, par);
         super::super::simd_state::clear_upper();
         return;
@@ -61,6 +62,58 @@ pub(super) fn matmul_on(
         matmul(c, accum, a, b, alpha, Par::Seq);
         super::super::simd_state::clear_upper();
     });
+}
+
+/// [`matmul_on`] for a row-major `C` given as its slice (`cols` wide), and `then` run
+/// on each band right after it is computed, by the same thread; without bands, on all
+/// of `C` after the product.
+pub(super) fn matmul_rows(
+    c: &mut [f32],
+    cols: usize,
+    accum: Accum,
+    (a, b): (MatRef<'_, f32>, MatRef<'_, f32>),
+    alpha: f32,
+    par: Par,
+    then: Option<Then>,
+) {
+    let rows = a.nrows();
+    let bands = bands(rows, a.ncols(), cols, par);
+    if bands < 2 {
+        let c_view = MatMut::from_row_major_slice_mut(c, rows, cols);
+        matmul(c_view, accum, a, b, alpha, par);
+        super::super::simd_state::clear_upper();
+        if let Some(then) = then {
+            then.all(cols, c);
+        }
+        return;
+    }
+    let mut jobs = Vec::with_capacity(bands);
+    let (mut rest, mut start) = (c, 0);
+    for band in 0..bands {
+        let end = (band + 1) * rows / bands;
+        let (top, below) = rest.split_at_mut((end - start) * cols);
+        jobs.push((start, top));
+        (rest, start) = (below, end);
+    }
+    jobs.into_par_iter().for_each(|(first, band)| {
+        let count = band.len() / cols.max(1);
+        let c_view = MatMut::from_row_major_slice_mut(band, count, cols);
+        matmul(c_view, accum, a.subrows(first, count), b, alpha, Par::Seq);
+        super::super::simd_state::clear_upper();
+        if let Some(then) = then {
+            then.rows(first, cols, band);
+        }
+    });
+}
+
+/// How many bands a `rows x depth` by `depth x cols` product gets on `par`'s threads;
+/// below 2, faer runs it whole.
+fn bands(rows: usize, depth: usize, cols: usize, par: Par) -> usize {
+    let macs = rows.saturating_mul(depth).saturating_mul(cols);
+    if macs >= BANDED_MAX_MACS {
+        return 1;
+    }
+    par.degree().min(rows / MIN_BAND_ROWS)
 }
 
 #[cfg(test)]

@@ -456,7 +456,7 @@ struct GradJob<'a> {
 
 impl GradJob<'_> {
     fn run(self, par: Par) {
-        gemm_slices(&self.op, self.grad_w, self.delta, self.input, par);
+        gemm_slices(&self.op, self.grad_w, self.delta, self.input, par, None);
         let (alpha, beta) = (self.op.alpha, self.op.beta);
         row_sums(self.grad_b, self.delta, self.op.a.cols, alpha, beta);
     }

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 mod bands;
 mod deferred;
+mod epilogue;
 mod transpose;
 mod transposed;
 
@@ -14,12 +15,15 @@ use super::elementwise::{self, Axpby, Noise};
 use super::gather::{self, Gather};
 use super::spatial::{self, Im2Col, Pool, PoolMode};
 use super::{
-    check_bias, check_same_shape, check_sign_feedback, Backend, BufId, Gemm, LayerGrad, LossGrad,
+    check_same_shape, check_sign_feedback, Backend, BufId, Epilogue, Gemm, LayerGrad, LossGrad,
     Mat, OptimizerPass,
 };
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use deferred::Deferred;
+use epilogue::Then;
+#[cfg(test)]
+use epilogue::{ActivationGradChunk, BiasActivationRow};
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
@@ -123,6 +127,49 @@ impl CpuBackend {
         self.deferred.copies = transposed::TransposedCopies::with_budget(max_bytes);
         self
     }
+
+    /// [`Backend::gemm`], followed by `then` on its output when given.
+    fn product_then(&mut self, op: &Gemm, then: Option<Epilogue>) -> Result<()> {
+        op.check()?;
+        // The epilogue's operand rides along as a third read (an unused repeat of `b`
+        // without one).
+        let operand = then.map_or(op.b, |t| t.operand());
+        let (mut w, r) = self
+            .deferred
+            .borrow(&mut self.bufs, &[op.c], &[op.a, op.b, operand])?;
+        let then = then.map(|t| Then::new(t, r[2]));
+        if copy_of_a_pays(op) {
+            if let Some(a_t) = self.deferred.copies.current(op.a, r[0]) {
+                // `Aᵀ B` as the plain product of the copy (`a`'s buffer is not read).
+                let plain = Gemm {
+                    a: Mat::new(op.a.buf, 0, op.a.cols, op.a.rows),
+                    trans_a: false,
+                    ..*op
+                };
+                gemm_slices(&plain, w[0], a_t, r[1], parallelism(op), then);
+                return Ok(());
+            }
+        }
+        product(op, w[0], r[0], r[1], &mut self.scratch, then);
+        Ok(())
+    }
+
+    /// An epilogue on its own, over all of `c`.
+    fn epilogue(&mut self, c: Mat, then: Epilogue) -> Result<()> {
+        then.check(c)?;
+        if let Epilogue::ActivationGrad {
+            activation: Activation::Identity,
+            ..
+        } = then
+        {
+            return Ok(());
+        }
+        let (mut w, r) = self
+            .deferred
+            .borrow(&mut self.bufs, &[c], &[then.operand()])?;
+        Then::new(then, r[0]).all(c.cols, w[0]);
+        Ok(())
+    }
 }
 
 impl Backend for CpuBackend {
@@ -172,60 +219,22 @@ impl Backend for CpuBackend {
     }
 
     fn gemm(&mut self, op: &Gemm) -> Result<()> {
-        op.check()?;
-        let (mut w, r) = self
-            .deferred
-            .borrow(&mut self.bufs, &[op.c], &[op.a, op.b])?;
-        if copy_of_a_pays(op) {
-            if let Some(a_t) = self.deferred.copies.current(op.a, r[0]) {
-                // `Aᵀ B` as the plain product of the copy (`a`'s buffer is not read).
-                let plain = Gemm {
-                    a: Mat::new(op.a.buf, 0, op.a.cols, op.a.rows),
-                    trans_a: false,
-                    ..*op
-                };
-                gemm_slices(&plain, w[0], a_t, r[1], parallelism(op));
-                return Ok(());
-            }
-        }
-        product(op, w[0], r[0], r[1], &mut self.scratch);
-        Ok(())
+        self.product_then(op, None)
+    }
+
+    /// The epilogue runs on each band of the product by the thread that computed it
+    /// (see `epilogue`), or right after the product where it is not banded.
+    fn gemm_then(&mut self, op: &Gemm, then: Epilogue) -> Result<()> {
+        then.check(op.c)?;
+        self.product_then(op, Some(then))
     }
 
     fn bias_activation(&mut self, z: Mat, bias: Mat, activation: Activation) -> Result<()> {
-        check_bias(z, bias)?;
-        let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[z], &[bias])?;
-        let (z_data, bias) = (&mut *w[0], r[0]);
-        let cols = z.cols.max(1);
-        let row = |(i, row): (usize, &mut [f32])| {
-            let b = bias[i];
-            super::simd_state::wide(BiasActivationRow { row, b, activation });
-        };
-        if z.len() >= PARALLEL_ELEMENTWISE_MIN {
-            z_data.par_chunks_mut(cols).enumerate().for_each(row);
-        } else {
-            z_data.chunks_mut(cols).enumerate().for_each(row);
-        }
-        Ok(())
+        self.epilogue(z, Epilogue::BiasActivation { bias, activation })
     }
 
     fn activation_grad(&mut self, delta: Mat, h: Mat, activation: Activation) -> Result<()> {
-        check_same_shape("activation_grad", delta, h)?;
-        if activation == Activation::Identity {
-            return Ok(());
-        }
-        let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[delta], &[h])?;
-        let pass = |(d, h): (&mut [f32], &[f32])| {
-            super::simd_state::wide(ActivationGradChunk { d, h, activation })
-        };
-        if delta.len() >= PARALLEL_ELEMENTWISE_MIN {
-            w[0].par_chunks_mut(CHUNK)
-                .zip(r[0].par_chunks(CHUNK))
-                .for_each(pass);
-        } else {
-            pass((w[0], r[0]));
-        }
-        Ok(())
+        self.epilogue(delta, Epilogue::ActivationGrad { h, activation })
     }
 
     fn sign_feedback(
@@ -498,25 +507,6 @@ fn idx_u32(i: usize) -> Result<u32> {
     u32::try_from(i).map_err(|_| Error::Backend(format!("index {i} exceeds u32")))
 }
 
-/// `row[j] = f(row[j] + b)`: one row of [`Backend::bias_activation`], as a loop the
-/// compiler vectorises for the CPU's widest lanes (see `simd_state::wide`).
-struct BiasActivationRow<'a> {
-    row: &'a mut [f32],
-    b: f32,
-    activation: Activation,
-}
-
-impl pulp::WithSimd for BiasActivationRow<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        for v in self.row.iter_mut() {
-            *v = self.activation.apply(*v + self.b);
-        }
-    }
-}
-
 /// Elements `first..` of a [`Backend::noise`] draw, compiled for AVX2 like the passes
 /// below, which matters more here than the lanes: the chunks run on worker threads that
 /// faer's parallel products leave with a dirty AVX upper state, where baseline
@@ -577,24 +567,6 @@ fn apply_update(
     })
 }
 
-/// `d[i] *= f'(h[i])`: a chunk of [`Backend::activation_grad`], vectorised likewise.
-struct ActivationGradChunk<'a> {
-    d: &'a mut [f32],
-    h: &'a [f32],
-    activation: Activation,
-}
-
-impl pulp::WithSimd for ActivationGradChunk<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        for (d, h) in self.d.iter_mut().zip(self.h) {
-            *d *= self.activation.derivative_from_output(*h);
-        }
-    }
-}
-
 /// `sign(v)` with `sign(0) = 0`, like WGSL's `sign` (`f32::signum(0.0)` is 1), and 0 for
 /// NaN; branch-free so loops over it vectorise.
 fn sign(v: f32) -> f32 {
@@ -638,7 +610,14 @@ fn row_sums(out: &mut [f32], m: &[f32], cols: usize, alpha: f32, beta: f32) {
 /// [`Backend::gemm`] on the operands' slices, with `scratch` for the column-major form:
 /// threaded when large, and tall `Aᵀ B` products written column-major and transposed
 /// into place (see [`COLUMN_MAJOR_MIN_ROWS`]). `plasticity::bench::cpu_product` times it.
-pub(crate) fn product(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], scratch: &mut Vec<f32>) {
+pub(crate) fn product(
+    op: &Gemm,
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    scratch: &mut Vec<f32>,
+    then: Option<Then>,
+) {
     let par = parallelism(op);
     if transposed_a_is_slow(op) {
         scratch.resize(op.c.len(), 0.0);
@@ -648,8 +627,11 @@ pub(crate) fn product(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], scratch: &
         bands::matmul_on(column_major, Accum::Replace, a, b, op.alpha, par);
         // The scratch holds C column-major: Cᵀ row-major.
         transpose::transpose(c, scratch, op.c.cols, op.c.rows);
+        if let Some(then) = then {
+            then.all(op.c.cols, c);
+        }
     } else {
-        gemm_slices(op, c, a, b, par);
+        gemm_slices(op, c, a, b, par, then);
     }
 }
 
@@ -685,8 +667,9 @@ fn copy_of_a_pays(op: &Gemm) -> bool {
         && op.c.cols >= COLUMN_MAJOR_MIN_COLS
 }
 
-/// Runs a checked [`Gemm`] on host slices, row-major, on `par`'s threads.
-fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
+/// Runs a checked [`Gemm`] on host slices, row-major, on `par`'s threads, with `then`
+/// on each band of `C` as it is done.
+fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par, then: Option<Then>) {
     let a_view = MatRef::from_row_major_slice(a, op.a.rows, op.a.cols);
     let b_view = MatRef::from_row_major_slice(b, op.b.rows, op.b.cols);
     let a_view = if op.trans_a {
@@ -707,9 +690,8 @@ fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par) {
         }
         Accum::Add
     };
-    let c_view = MatMut::from_row_major_slice_mut(c, op.c.rows, op.c.cols);
     // Leaves a clean upper state: the scalar passes that follow are SSE code.
-    bands::matmul_on(c_view, accum, a_view, b_view, op.alpha, par);
+    bands::matmul_rows(c, op.c.cols, accum, (a_view, b_view), op.alpha, par, then);
 }
 
 #[cfg(test)]
@@ -744,7 +726,7 @@ mod tests {
         backend.gemm(&op).unwrap();
         let got = backend.read(cb, 0, rows * cols).unwrap();
         let mut plain = vec![0.0; rows * cols];
-        gemm_slices(&op, &mut plain, &a, &b, Par::Seq);
+        gemm_slices(&op, &mut plain, &a, &b, Par::Seq, None);
         for i in 0..rows {
             for j in 0..cols {
                 let (exact, magnitude) = (0..depth)
