@@ -174,7 +174,8 @@ impl Gemm {
 }
 
 /// Elementwise work on a product's output that a backend may fuse into the product
-/// ([`Backend::gemm_then`]): one GPU dispatch instead of two.
+/// ([`Backend::gemm_then`]): one GPU dispatch instead of two, and on the CPU no second
+/// pass over the output.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Epilogue {
     /// A layer's forward pass: `c = f(c + bias)`, `bias` (`rows x 1`) broadcast along
@@ -485,7 +486,8 @@ pub trait Backend: Send {
     fn gemm(&mut self, op: &Gemm) -> Result<()>;
 
     /// The product `op` followed by `then` on its output. The default runs them one
-    /// after the other; a GPU fuses them into one dispatch.
+    /// after the other; the GPU backend fuses them into one dispatch, and the CPU
+    /// backend applies `then` to each band of the output as soon as it is computed.
     fn gemm_then(&mut self, op: &Gemm, then: Epilogue) -> Result<()> {
         then.check(op.c)?;
         self.gemm(op)?;

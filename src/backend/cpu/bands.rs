@@ -16,8 +16,8 @@
 //! | 4096 x 4096 | 23.8 / 25.2 | | |
 //!
 //! So products under [`BANDED_MAX_MACS`] go in bands and larger ones to faer. A band
-//! does not split the depth of the sum, so every element of `C` is summed in the same
-//! order either way and the result does not depend on the thread count.
+//! does not split the depth of the sum, so a banded product gives the bits of the
+//! single-threaded one whatever the thread count.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
