@@ -92,11 +92,10 @@ pub(super) fn matmul_rows(
     for band in 0..bands {
         let end = (band + 1) * rows / bands;
         let (top, below) = rest.split_at_mut((end - start) * cols);
-        jobs.push((start, top));
+        jobs.push((start, end - start, top));
         (rest, start) = (below, end);
     }
-    jobs.into_par_iter().for_each(|(first, band)| {
-        let count = band.len() / cols.max(1);
+    jobs.into_par_iter().for_each(|(first, count, band)| {
         let c_view = MatMut::from_row_major_slice_mut(band, count, cols);
         matmul(c_view, accum, a.subrows(first, count), b, alpha, Par::Seq);
         super::super::simd_state::clear_upper();
