@@ -12,10 +12,13 @@
 //! | 256 x 256 | 0.134 / 0.100 | 0.134 / 0.110 | 0.147 / 0.129 |
 //! | 512 x 512 | 0.443 / 0.396 | 0.568 / 0.526 | 0.426 / 0.388 |
 //! | 1024 x 1024 | 1.59 / 1.47 | 2.30 / 2.26 (column-major) | 1.42 / 1.32 |
-//! | 2048 x 2048 | 6.20 / 6.39 | | 4.75 / 4.67 |
-//! | 4096 x 4096 | 23.8 / 25.2 | | |
+//! | 2048 x 2048 | 6.20 / 6.39 | 8.08 / 7.33 (column-major) | 4.75 / 4.67 |
+//! | 4096 x 4096 | 23.8 / 25.2 | 33.5-36.1 / 30.2-32.0 (column-major) | |
 //!
-//! So products under [`BANDED_MAX_MACS`] go in bands and larger ones to faer. A band
+//! So row-major products under [`BANDED_MAX_MACS`] go in bands and larger ones to faer,
+//! and the column-major `Aᵀ B` products (written column-major and transposed into place
+//! by the caller, which packs the large `A` in every band alike) go in bands at every
+//! size. A band
 //! does not split the depth of the sum, so a banded product gives the bits of the
 //! single-threaded one whatever the thread count.
 
@@ -31,9 +34,9 @@ const BANDED_MAX_MACS: usize = 1 << 28;
 /// The fewest rows of `C` a band gets: thinner ones leave faer's kernels idle.
 const MIN_BAND_ROWS: usize = 32;
 
-/// `C = alpha op(A) op(B)`, replacing or adding to `C` per `accum`, on `par`'s threads:
-/// in bands of `C`'s rows when the product is small enough to gain from it and has the
-/// rows to split, else by faer. Either way every thread it used leaves with a clean
+/// `C = alpha op(A) op(B)` for the column-major `C` of a transposed product, replacing
+/// or adding to `C` per `accum`, on `par`'s threads: in bands of `C`'s rows when it has
+/// the rows to split, else by faer. Either way every thread it used leaves with a clean
 /// AVX upper state.
 pub(super) fn matmul_on(
     c: MatMut<'_, f32>,
@@ -44,7 +47,7 @@ pub(super) fn matmul_on(
     par: Par,
 ) {
     let (rows, depth, cols) = (c.nrows(), a.ncols(), c.ncols());
-    let bands = bands(rows, depth, cols, par);
+    let bands = bands(rows, depth, cols, par, usize::MAX);
     if bands < 2 {
         matmul(c, accum, a, b, alpha, par);
         super::super::simd_state::clear_upper();
@@ -77,7 +80,7 @@ pub(super) fn matmul_rows(
     then: Option<Then>,
 ) {
     let rows = a.nrows();
-    let bands = bands(rows, a.ncols(), cols, par);
+    let bands = bands(rows, a.ncols(), cols, par, BANDED_MAX_MACS);
     if bands < 2 {
         let c_view = MatMut::from_row_major_slice_mut(c, rows, cols);
         matmul(c_view, accum, a, b, alpha, par);
@@ -105,11 +108,11 @@ pub(super) fn matmul_rows(
     });
 }
 
-/// How many bands a `rows x depth` by `depth x cols` product gets on `par`'s threads;
-/// below 2, faer runs it whole.
-fn bands(rows: usize, depth: usize, cols: usize, par: Par) -> usize {
+/// How many bands a `rows x depth` by `depth x cols` product gets on `par`'s threads,
+/// banded only under `max_macs` multiply-adds; below 2, faer runs it whole.
+fn bands(rows: usize, depth: usize, cols: usize, par: Par, max_macs: usize) -> usize {
     let macs = rows.saturating_mul(depth).saturating_mul(cols);
-    if macs >= BANDED_MAX_MACS {
+    if macs >= max_macs {
         return 1;
     }
     par.degree().min(rows / MIN_BAND_ROWS)
@@ -140,14 +143,16 @@ mod tests {
                 };
                 for accum in [Accum::Replace, Accum::Add] {
                     let start: Vec<f32> = (0..rows * cols).map(|i| value(i, 3)).collect();
-                    let (mut banded, mut alone) = (start.clone(), start);
+                    let (mut banded, mut sliced, mut alone) = (start.clone(), start.clone(), start);
                     let c = MatMut::from_row_major_slice_mut(&mut banded, rows, cols);
                     matmul_on(c, accum, a_view, b_view, 0.75, Par::rayon(3));
+                    let (operands, par) = ((a_view, b_view), Par::rayon(3));
+                    matmul_rows(&mut sliced, cols, accum, operands, 0.75, par, None);
                     let c = MatMut::from_row_major_slice_mut(&mut alone, rows, cols);
                     matmul(c, accum, a_view, b_view, 0.75, Par::Seq);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert!(
-                        bits(&banded) == bits(&alone),
+                        bits(&banded) == bits(&alone) && bits(&sliced) == bits(&alone),
                         "{rows}x{depth}x{cols}, trans {trans_a}/{trans_b}, {accum:?}"
                     );
                 }
