@@ -224,16 +224,10 @@ impl Timing {
     /// Median and minimum of `samples`; `None` when there are none.
     pub fn from_samples(mut samples: Vec<Duration>) -> Option<Timing> {
         samples.sort();
-        let n = samples.len();
-        let median = match n {
-            0 => return None,
-            _ if n % 2 == 1 => samples[n / 2],
-            _ => (samples[n / 2 - 1] + samples[n / 2]) / 2,
-        };
         Some(Timing {
-            median,
+            median: median(&samples, |a, b| (a + b) / 2)?,
             min: samples[0],
-            samples: n,
+            samples: samples.len(),
         })
     }
 
@@ -258,6 +252,16 @@ pub fn time_steps(
     repeats: usize,
     inner: usize,
 ) -> Result<Timing> {
+    let mut cycle = warmed_cycle(trainer, data, warmup)?;
+    let samples = (0..repeats)
+        .map(|_| timed_steps(&mut cycle, trainer, data, inner.max(1)))
+        .collect::<Result<Vec<_>>>()?;
+    Timing::from_samples(samples).ok_or_else(|| Error::config("timing needs repeats >= 1"))
+}
+
+/// A cycle over `data`'s batches for `trainer`, after `warmup` untimed steps the device
+/// has finished; an error when `data` holds less than one batch.
+fn warmed_cycle(trainer: &mut Trainer, data: &Dataset, warmup: usize) -> Result<BatchCycle> {
     let batch = trainer.config().batch_size;
     if data.len() < batch {
         return Err(Error::config(format!(
@@ -265,23 +269,38 @@ pub fn time_steps(
             data.len()
         )));
     }
-    let inner = inner.max(1);
     let mut cycle = BatchCycle::new(batch, data.len());
     for _ in 0..warmup {
         cycle.step(trainer, data)?;
     }
     trainer.synchronize()?;
-    let t = time_repeated(0, repeats, || {
-        for _ in 0..inner {
-            cycle.step(trainer, data)?;
-        }
-        trainer.synchronize()
-    })?;
-    Ok(Timing {
-        median: t.median / inner as u32,
-        min: t.min / inner as u32,
-        samples: t.samples,
-    })
+    Ok(cycle)
+}
+
+/// The time per step of `inner` steps, until the device has finished them.
+fn timed_steps(
+    cycle: &mut BatchCycle,
+    trainer: &mut Trainer,
+    data: &Dataset,
+    inner: usize,
+) -> Result<Duration> {
+    let start = Instant::now();
+    for _ in 0..inner {
+        cycle.step(trainer, data)?;
+    }
+    trainer.synchronize()?;
+    Ok(start.elapsed() / inner as u32)
+}
+
+/// The middle of `sorted`, or `mean` of its two middle values for an even count;
+/// `None` when it is empty.
+fn median<T: Copy>(sorted: &[T], mean: impl Fn(T, T) -> T) -> Option<T> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some(mean(sorted[n / 2 - 1], sorted[n / 2])),
+    }
 }
 
 /// Step times of several trainers measured in turns, for ratios a drifting machine
@@ -305,33 +324,16 @@ pub fn time_in_turns(
             "timing in turns needs rounds >= 1 and inner >= 1",
         ));
     }
-    let mut cycles = Vec::with_capacity(trainers.len());
-    for trainer in trainers.iter_mut() {
-        let batch = trainer.config().batch_size;
-        if data.len() < batch {
-            return Err(Error::config(format!(
-                "timing needs at least one batch of {batch} samples, the data has {}",
-                data.len()
-            )));
-        }
-        let mut cycle = BatchCycle::new(batch, data.len());
-        for _ in 0..warmup {
-            cycle.step(trainer, data)?;
-        }
-        trainer.synchronize()?;
-        cycles.push(cycle);
-    }
+    let mut cycles = trainers
+        .iter_mut()
+        .map(|trainer| warmed_cycle(trainer, data, warmup))
+        .collect::<Result<Vec<_>>>()?;
     let mut samples = vec![Vec::with_capacity(rounds); trainers.len()];
     for _ in 0..rounds {
         for ((trainer, cycle), times) in trainers.iter_mut().zip(&mut cycles).zip(&mut samples) {
-            cycle.step(trainer, data)?;
-            trainer.synchronize()?;
-            let start = Instant::now();
-            for _ in 0..inner {
-                cycle.step(trainer, data)?;
-            }
-            trainer.synchronize()?;
-            times.push(start.elapsed() / inner as u32);
+            // The untimed step of its own, then the timed ones.
+            timed_steps(cycle, trainer, data, 1)?;
+            times.push(timed_steps(cycle, trainer, data, inner)?);
         }
     }
     Ok(samples)
@@ -346,16 +348,11 @@ pub fn median_ratio(a: &[Duration], b: &[Duration]) -> Option<f64> {
         .zip(b)
         .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
         .collect();
-    if ratios.is_empty() || ratios.iter().any(|r| !r.is_finite()) {
+    if ratios.iter().any(|r| !r.is_finite()) {
         return None;
     }
     ratios.sort_by(f64::total_cmp);
-    let n = ratios.len();
-    Some(if n % 2 == 1 {
-        ratios[n / 2]
-    } else {
-        0.5 * (ratios[n / 2 - 1] + ratios[n / 2])
-    })
+    median(&ratios, |a, b| 0.5 * (a + b))
 }
 
 /// Steps a trainer on consecutive batches of a dataset, from the first again after the
