@@ -54,12 +54,11 @@ pub(super) fn matmul_on(
         return;
     }
     let mut jobs = Vec::with_capacity(bands);
-    let (mut rest, mut start) = (c, 0);
-    for band in 0..bands {
-        let end = (band + 1) * rows / bands;
-        let (top, below) = rest.split_at_row_mut(end - start);
-        jobs.push((top, a.subrows(start, end - start)));
-        (rest, start) = (below, end);
+    let mut rest = c;
+    for (first, count) in spans(rows, bands) {
+        let (top, below) = rest.split_at_row_mut(count);
+        jobs.push((top, a.subrows(first, count)));
+        rest = below;
     }
     jobs.into_par_iter().for_each(|(c, a)| {
         matmul(c, accum, a, b, alpha, Par::Seq);
@@ -91,12 +90,11 @@ pub(super) fn matmul_rows(
         return;
     }
     let mut jobs = Vec::with_capacity(bands);
-    let (mut rest, mut start) = (c, 0);
-    for band in 0..bands {
-        let end = (band + 1) * rows / bands;
-        let (top, below) = rest.split_at_mut((end - start) * cols);
-        jobs.push((start, end - start, top));
-        (rest, start) = (below, end);
+    let mut rest = c;
+    for (first, count) in spans(rows, bands) {
+        let (top, below) = rest.split_at_mut(count * cols);
+        jobs.push((first, count, top));
+        rest = below;
     }
     jobs.into_par_iter().for_each(|(first, count, band)| {
         let c_view = MatMut::from_row_major_slice_mut(band, count, cols);
@@ -106,6 +104,14 @@ pub(super) fn matmul_rows(
             then.rows(first, cols, band);
         }
     });
+}
+
+/// `(first row, rows)` of each of `bands` near-equal bands of `rows` rows, in order.
+fn spans(rows: usize, bands: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..bands).map(move |band| {
+        let (first, end) = (band * rows / bands, (band + 1) * rows / bands);
+        (first, end - first)
+    })
 }
 
 /// How many bands a `rows x depth` by `depth x cols` product gets on `par`'s threads,
