@@ -19,6 +19,13 @@ fn value(i: usize, salt: usize) -> f32 {
     ((i * 7919 + salt * 104_729) % 1013) as f32 / 1013.0 - 0.5
 }
 
+/// A new buffer of `cpu` holding `values`.
+fn stored(cpu: &mut CpuBackend, values: &[f32]) -> BufId {
+    let buf = cpu.alloc(values.len()).unwrap();
+    cpu.write(buf, 0, values).unwrap();
+    buf
+}
+
 /// A backend holding `W` and `δ`, and the product `C = 0.5 Wᵀ δ` to run on it.
 struct Product {
     cpu: CpuBackend,
@@ -39,13 +46,8 @@ impl Product {
         let (rows, depth, cols) = shape;
         let w: Vec<f32> = (0..depth * rows).map(|i| value(i, 1)).collect();
         let delta: Vec<f32> = (0..depth * cols).map(|i| value(i, 2)).collect();
-        let (wb, db, cb) = (
-            cpu.alloc(w.len()).unwrap(),
-            cpu.alloc(delta.len()).unwrap(),
-            cpu.alloc(rows * cols).unwrap(),
-        );
-        cpu.write(wb, 0, &w).unwrap();
-        cpu.write(db, 0, &delta).unwrap();
+        let (wb, db) = (stored(&mut cpu, &w), stored(&mut cpu, &delta));
+        let cb = cpu.alloc(rows * cols).unwrap();
         let op = Gemm {
             alpha: 0.5,
             ..Gemm::new(
@@ -115,12 +117,7 @@ fn products_see_every_kind_of_write_to_the_weight() {
     let identity: Vec<f32> = (0..DEPTH * DEPTH)
         .map(|i| f32::from(i % (DEPTH + 1) == 0))
         .collect();
-    let (eye, before) = (
-        p.cpu.alloc(identity.len()).unwrap(),
-        p.cpu.alloc(p.w.len()).unwrap(),
-    );
-    p.cpu.write(eye, 0, &identity).unwrap();
-    p.cpu.write(before, 0, &p.w).unwrap();
+    let (eye, before) = (stored(&mut p.cpu, &identity), stored(&mut p.cpu, &p.w));
     let twice = Gemm {
         alpha: 2.0,
         ..Gemm::new(
@@ -166,9 +163,8 @@ fn a_released_weights_copy_does_not_outlive_it() {
     let w = p.w_buf();
     p.cpu.release(w).unwrap();
     // A new weight, maybe where the old one was: no copy of the old one may serve it.
-    let fresh = p.cpu.alloc(DEPTH * ROWS).unwrap();
     p.w.iter_mut().for_each(|v| *v = -*v);
-    p.cpu.write(fresh, 0, &p.w).unwrap();
+    let fresh = stored(&mut p.cpu, &p.w);
     p.op.a.buf = fresh;
     p.check("a new weight");
 }
