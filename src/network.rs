@@ -144,6 +144,11 @@ impl Network {
         &self.params
     }
 
+    /// The parameters, taken out of the network (a trainer keeps them without a copy).
+    pub(crate) fn into_params(self) -> Vec<f32> {
+        self.params
+    }
+
     /// The seed everything random in a run derives from.
     pub fn seed(&self) -> u64 {
         self.seed

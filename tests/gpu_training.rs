@@ -142,6 +142,38 @@ fn dispatches_per_step_by_rule() {
     }
 }
 
+/// The parameter arena starts with the network's values (moved in on the CPU,
+/// uploaded on the GPU) and the learner's trainable tensors after them are its own.
+#[test]
+fn a_new_trainer_holds_the_networks_parameters_on_both_backends() {
+    let Some(gpu) = gpu() else { return };
+    let net = Network::builder(13)
+        .dense(9, Activation::Tanh)
+        .dense(4, Activation::Identity)
+        .seed(5)
+        .build()
+        .unwrap();
+    let config = TrainConfig {
+        rule: Rule::Backprop,
+        ..Default::default()
+    };
+    let backends: [Box<dyn Backend>; 2] = [
+        Box::new(plasticity::backend::CpuBackend::new()),
+        Box::new(gpu),
+    ];
+    for backend in backends {
+        let learner = Box::new(plasticity::learner::KolenPollack::default());
+        let name = backend.name();
+        let mut t = Trainer::with_learner_backend(net.clone(), config, learner, backend).unwrap();
+        assert_eq!(t.network().unwrap(), net, "{name}");
+        let feedback = t.tensor("feedback.0").unwrap();
+        assert!(
+            feedback.iter().any(|&v| v != 0.0),
+            "{name}: the learner's feedback was overwritten"
+        );
+    }
+}
+
 #[test]
 fn mnist_subset_learns_on_the_gpu() {
     let Some(gpu) = gpu() else { return };

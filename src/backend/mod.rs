@@ -473,6 +473,16 @@ pub trait Backend: Send {
     /// Allocates a zeroed buffer of `len` floats.
     fn alloc(&mut self, len: usize) -> Result<BufId>;
 
+    /// Allocates a buffer of `len` floats that starts with `data` and is zero after
+    /// it, taking `data` over, so that large initial values are never held twice: the
+    /// CPU backend keeps the vector itself as the buffer; the default uploads it and
+    /// drops it. `data` longer than `len` is an error.
+    fn alloc_from(&mut self, data: Vec<f32>, len: usize) -> Result<BufId> {
+        let buf = self.alloc(len)?;
+        self.write(buf, 0, &data)?;
+        Ok(buf)
+    }
+
     /// Copies `data` into `buf` from `offset`.
     fn write(&mut self, buf: BufId, offset: usize, data: &[f32]) -> Result<()>;
 

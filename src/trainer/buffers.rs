@@ -71,13 +71,15 @@ fn arena_len(rows: usize, capacity: usize, what: &str) -> Result<usize> {
 }
 
 impl DeviceBuffers {
-    /// The buffers of `layers` at batch `capacity`; the parameter arena (and the
-    /// gradients and moments laid out like it) has room for `extra` floats after the
+    /// The buffers of `layers` at batch `capacity`; the parameter arena starts with
+    /// `params` (taken over, not copied, where the backend can) and, like the
+    /// gradients and moments laid out after it, has room for `extra` floats after the
     /// parameters: a learner's trainable tensors.
     pub fn new(
         backend: &mut dyn Backend,
         layers: &[LayerSpec],
         layout: &ParamLayout,
+        params: Vec<f32>,
         extra: usize,
         capacity: usize,
     ) -> Result<Self> {
@@ -124,7 +126,7 @@ impl DeviceBuffers {
             .ok_or_else(|| Error::config("learner tensors too large"))?;
         // Zero-length buffers are invalid on some backends; allocate at least one float.
         Ok(DeviceBuffers {
-            params: backend.alloc(n)?,
+            params: backend.alloc_from(params, n)?,
             grads: backend.alloc(n)?,
             state: [backend.alloc(n)?, backend.alloc(n)?],
             acts: backend.alloc(arena_len(act_rows.0, capacity, "activation")?.max(1))?,

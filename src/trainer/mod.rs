@@ -200,11 +200,17 @@ impl Trainer {
         }
         let layers = network.layers().to_vec();
         let layout = network.layout().clone();
+        let seed = network.seed();
+        let host_x = checked_product("input batch", &[layers[0].inputs(), config.batch_size])?;
+        let host_y = checked_product("target batch", &[network.output_size(), config.batch_size])?;
         let plan = LearnerTensors::plan(learner.tensors(&layers))?;
+        // The network's parameters move into the backend's arena: a large net is
+        // never held twice.
         let bufs = DeviceBuffers::new(
             &mut *backend,
             &layers,
             &layout,
+            network.into_params(),
             plan.trainable_len(),
             config.batch_size,
         )?;
@@ -216,10 +222,6 @@ impl Trainer {
             arena,
             layout.total(),
         )?;
-        backend.write(bufs.params, 0, network.params())?;
-        let seed = network.seed();
-        let host_x = checked_product("input batch", &[layers[0].inputs(), config.batch_size])?;
-        let host_y = checked_product("target batch", &[network.output_size(), config.batch_size])?;
         let mut trainer = Trainer {
             backend,
             host_x: vec![0.0; host_x],

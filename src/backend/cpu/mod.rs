@@ -186,14 +186,26 @@ impl Backend for CpuBackend {
         // first touch, so a buffer a run never writes (plain SGD's two moment arenas, as
         // large as the parameters) costs no memory.
         let buf = bytemuck::allocation::try_zeroed_slice_box::<f32>(len)
-            .map_err(|()| {
-                Error::Backend(format!(
-                    "cannot allocate {len} floats ({} bytes) on the host",
-                    len.saturating_mul(4)
-                ))
-            })?
+            .map_err(|()| host_alloc_error(len))?
             .into_vec();
         self.bufs.push(buf);
+        Ok(BufId(self.bufs.len() - 1))
+    }
+
+    fn alloc_from(&mut self, mut data: Vec<f32>, len: usize) -> Result<BufId> {
+        if data.len() > len {
+            return Err(Error::shape(
+                "initial values of a buffer",
+                format!("at most {len} values"),
+                format!("{} values", data.len()),
+            ));
+        }
+        // Grown in place where the allocator can (a large block is remapped, not
+        // copied), so the values are not held twice even for a moment.
+        data.try_reserve_exact(len - data.len())
+            .map_err(|_| host_alloc_error(len))?;
+        data.resize(len, 0.0);
+        self.bufs.push(data);
         Ok(BufId(self.bufs.len() - 1))
     }
 
@@ -567,6 +579,14 @@ fn apply_update(
     })
 }
 
+/// The error for a host buffer of `len` floats the allocator refused.
+fn host_alloc_error(len: usize) -> Error {
+    Error::Backend(format!(
+        "cannot allocate {len} floats ({} bytes) on the host",
+        len.saturating_mul(4)
+    ))
+}
+
 /// `sign(v)` with `sign(0) = 0`, like WGSL's `sign` (`f32::signum(0.0)` is 1), and 0 for
 /// NaN; branch-free so loops over it vectorise.
 fn sign(v: f32) -> f32 {
@@ -697,6 +717,28 @@ fn gemm_slices(op: &Gemm, c: &mut [f32], a: &[f32], b: &[f32], par: Par, then: O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vector becomes the buffer (no copy), the rest of the buffer is zero, and
+    /// values longer than the buffer are refused.
+    #[test]
+    fn alloc_from_takes_the_vector_over() {
+        let mut backend = CpuBackend::new();
+        let mut data = Vec::with_capacity(6);
+        data.extend([1.0, -2.0, 3.5]);
+        let at = data.as_ptr();
+        let buf = backend.alloc_from(data, 6).unwrap();
+        assert_eq!(backend.bufs[buf.0].as_ptr(), at, "the values were copied");
+        assert_eq!(
+            backend.read(buf, 0, 6).unwrap(),
+            [1.0, -2.0, 3.5, 0.0, 0.0, 0.0]
+        );
+        let grown = backend.alloc_from(vec![7.0; 3], 1000).unwrap();
+        let values = backend.read(grown, 0, 1000).unwrap();
+        assert_eq!(&values[..4], [7.0, 7.0, 7.0, 0.0]);
+        assert!(values[3..].iter().all(|&v| v == 0.0));
+        let err = backend.alloc_from(vec![0.0; 4], 3).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    }
 
     /// `C = alpha Aᵀ B` through the backend (column-major scratch over the thresholds)
     /// against the plain row-major product and f64 sums, to rounding.
