@@ -6,6 +6,7 @@ use rayon::prelude::*;
 mod bands;
 mod deferred;
 mod epilogue;
+mod loops;
 mod transpose;
 mod transposed;
 
@@ -24,6 +25,7 @@ use deferred::Deferred;
 use epilogue::Then;
 #[cfg(test)]
 use epilogue::{ActivationGradChunk, BiasActivationRow};
+use loops::{apply_update, row_sums, NoiseChunk, SignFeedbackChunk};
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
@@ -258,16 +260,16 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let reads = check_sign_feedback(out, w, magnitude)?;
         let (mut o, r) = self.deferred.borrow(&mut self.bufs, &[out], &reads)?;
-        // Chunks of rows in parallel, and one loop per variant so each vectorises: this
-        // runs over every feedback weight before every sign-symmetric backward pass.
+        // Chunks of rows in parallel, compiled for AVX2: this runs over every feedback
+        // weight before every sign-symmetric backward pass.
         let parallel = out.len() >= PARALLEL_ELEMENTWISE_MIN;
-        let chunks = |o: &mut [f32], w: &[f32], m: Option<&[f32]>| match m {
-            None => o.iter_mut().zip(w).for_each(|(b, &w)| *b = scale * sign(w)),
-            Some(m) => o
-                .iter_mut()
-                .zip(w)
-                .zip(m)
-                .for_each(|((b, &w), &m)| *b = scale * m.abs() * sign(w)),
+        let chunks = |out: &mut [f32], w: &[f32], magnitude: Option<&[f32]>| {
+            super::simd_state::wide(SignFeedbackChunk {
+                out,
+                w,
+                magnitude,
+                scale,
+            })
         };
         let (o, w, m) = (&mut *o[0], r[0], r.get(1).copied());
         if parallel {
@@ -519,78 +521,12 @@ fn idx_u32(i: usize) -> Result<u32> {
     u32::try_from(i).map_err(|_| Error::Backend(format!("index {i} exceeds u32")))
 }
 
-/// Elements `first..` of a [`Backend::noise`] draw, compiled for AVX2 like the passes
-/// below, which matters more here than the lanes: the chunks run on worker threads that
-/// faer's parallel products leave with a dirty AVX upper state, where baseline
-/// (SSE-encoded) code pays a transition penalty on every instruction. Measured: a
-/// weight-mirror epoch (784-500-10, batch 128) went from 8.9 s to 1.2 s, the noise
-/// having run 8x slower inside training than alone.
-struct NoiseChunk<'a> {
-    op: &'a Noise,
-    out: &'a mut [f32],
-    first: u32,
-}
-
-impl pulp::WithSimd for NoiseChunk<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        elementwise::host::noise_from(self.op, self.out, self.first);
-    }
-}
-
-/// A chunk of [`Backend::optimizer_step`], vectorised likewise: it runs on the worker
-/// threads right after the gradient products. Returns whether every parameter is finite.
-struct OptimizerChunk<'a> {
-    step: crate::optim::UpdateStep,
-    params: &'a mut [f32],
-    grads: &'a [f32],
-    s0: &'a mut [f32],
-    s1: &'a mut [f32],
-}
-
-impl pulp::WithSimd for OptimizerChunk<'_> {
-    type Output = bool;
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) -> bool {
-        self.step
-            .apply_slice(self.params, self.grads, self.s0, self.s1)
-    }
-}
-
-/// One optimizer update of `params` and its state from `grads`, vectorised for the
-/// worker threads (see [`OptimizerChunk`]); whether every parameter is finite. The
-/// plain pass and the fused one (`deferred`) both update through it.
-fn apply_update(
-    step: crate::optim::UpdateStep,
-    params: &mut [f32],
-    grads: &[f32],
-    s0: &mut [f32],
-    s1: &mut [f32],
-) -> bool {
-    super::simd_state::wide(OptimizerChunk {
-        step,
-        params,
-        grads,
-        s0,
-        s1,
-    })
-}
-
 /// The error for a host buffer of `len` floats the allocator refused.
 fn host_alloc_error(len: usize) -> Error {
     Error::Backend(format!(
         "cannot allocate {len} floats ({} bytes) on the host",
         len.saturating_mul(4)
     ))
-}
-
-/// `sign(v)` with `sign(0) = 0`, like WGSL's `sign` (`f32::signum(0.0)` is 1), and 0 for
-/// NaN; branch-free so loops over it vectorise.
-fn sign(v: f32) -> f32 {
-    (v > 0.0) as u8 as f32 - (v < 0.0) as u8 as f32
 }
 
 /// Finish time of `work` spread over `threads` by assigning each job, largest first,
@@ -616,15 +552,6 @@ fn argmax(values: impl Iterator<Item = f32>) -> usize {
         }
     }
     best.0
-}
-
-/// `out[i] = alpha Σ_j m[i, j] + beta out[i]` for a row-major matrix with `cols` columns.
-fn row_sums(out: &mut [f32], m: &[f32], cols: usize, alpha: f32, beta: f32) {
-    for (o, row) in out.iter_mut().zip(m.chunks_exact(cols.max(1))) {
-        let sum = alpha * row.iter().sum::<f32>();
-        // beta == 0 overwrites without reading, like the GEMM.
-        *o = if beta == 0.0 { sum } else { sum + beta * *o };
-    }
 }
 
 /// [`Backend::gemm`] on the operands' slices, with `scratch` for the column-major form:
