@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The network is `784 - hidden... - 10` (tanh hidden, identity output, softmax
-//! cross-entropy), trained with plain SGD on random data. `--breakdown` also times the
+//! cross-entropy; `--inputs N` for another input width, as the grid's rows have), trained with plain SGD on random data. `--breakdown` also times the
 //! step's matrix products alone as the CPU backend runs them (and each shape with
 //! untransposed operands) and its elementwise passes,
 //! to show where a step's time goes, and prints each rule's floor: its products each at
@@ -30,17 +30,19 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-const USAGE: &str = "usage: step_time [--hidden 1024,1024,1024] [--batch 128] [--repeats 50] \
+const USAGE: &str =
+    "usage: step_time [--inputs 784] [--hidden 1024,1024,1024] [--batch 128] [--repeats 50] \
                      [--warmup 5] [--rule bp|fa|dfa|all] [--threads N] [--breakdown] \
                      [--paired ROUNDS] [--unfused]";
 
-const INPUTS: usize = 784;
 const CLASSES: usize = 10;
 /// Distinct batches of random data the timed steps cycle through.
 const DATA_BATCHES: usize = 4;
 
 #[derive(Debug)]
 struct Args {
+    /// Input features.
+    inputs: usize,
     hidden: Vec<usize>,
     batch: usize,
     repeats: usize,
@@ -71,6 +73,7 @@ fn parse_count(flag: &str, value: &str) -> Result<usize> {
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
+        inputs: 784,
         hidden: vec![1024, 1024, 1024],
         batch: 128,
         repeats: 50,
@@ -107,6 +110,7 @@ fn parse_args() -> Result<Args> {
                     .map(|w| parse_count("--hidden", w.trim()))
                     .collect::<Result<_>>()?;
             }
+            "--inputs" => args.inputs = parse_count(&flag, &value)?,
             "--batch" => args.batch = parse_count(&flag, &value)?,
             "--repeats" => args.repeats = parse_count(&flag, &value)?,
             "--warmup" => {
@@ -139,18 +143,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn random_data(batch: usize, rng: &mut ChaCha8Rng) -> Result<Dataset> {
+fn random_data(inputs: usize, batch: usize, rng: &mut ChaCha8Rng) -> Result<Dataset> {
     let n = batch * DATA_BATCHES;
-    let features: Vec<f32> = (0..n * INPUTS).map(|_| rng.random::<f32>()).collect();
+    let features: Vec<f32> = (0..n * inputs).map(|_| rng.random::<f32>()).collect();
     let labels: Vec<u32> = (0..n)
         .map(|_| rng.random_range(0..CLASSES as u32))
         .collect();
-    Dataset::new(features, labels, INPUTS, CLASSES)
+    Dataset::new(features, labels, inputs, CLASSES)
 }
 
 /// A trainer for `rule` on the timed network.
 fn trainer(args: &Args, rule: Rule) -> Result<Trainer> {
-    let net = Network::builder(INPUTS)
+    let net = Network::builder(args.inputs)
         .hidden(&args.hidden, Activation::Tanh)
         .dense(CLASSES, Activation::Identity)
         .seed(0)
@@ -205,8 +209,8 @@ fn main() -> Result<()> {
             .map_err(|e| Error::Backend(format!("cannot start {n} rayon threads: {e}")))?;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let data = random_data(args.batch, &mut rng)?;
-    let widths: Vec<String> = std::iter::once(INPUTS)
+    let data = random_data(args.inputs, args.batch, &mut rng)?;
+    let widths: Vec<String> = std::iter::once(args.inputs)
         .chain(args.hidden.iter().copied())
         .chain(std::iter::once(CLASSES))
         .map(|w| w.to_string())
@@ -393,7 +397,7 @@ impl Deltas {
 impl StepProducts {
     fn new(args: &Args) -> StepProducts {
         let batch = args.batch;
-        let mut dims = vec![INPUTS];
+        let mut dims = vec![args.inputs];
         dims.extend(&args.hidden);
         dims.push(CLASSES);
         let layers = dims.len() - 1;
