@@ -20,14 +20,14 @@
 //!
 //! Saving is atomic: the bytes go to a temporary file in the same directory, which is
 //! flushed to disk and then renamed over the target, so a crash mid-save leaves the
-//! previous checkpoint intact. Loading checks everything and answers a malformed file
+//! previous checkpoint intact. They are streamed there from the checkpoint's vectors,
+//! never gathered in memory first. Loading checks everything and answers a malformed file
 //! with [`Error::Checkpoint`] naming the problem.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::activation::Activation;
@@ -98,11 +98,28 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The `safetensors` bytes of this checkpoint.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let bad = |reason: String| Error::Checkpoint {
-            path: PathBuf::new(),
-            reason,
-        };
-        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        safetensors::serialize(self.views()?, Some(self.metadata()))
+            .map_err(|e| checkpoint_error(format!("serialize: {e}")))
+    }
+
+    /// Writes the checkpoint to `path` atomically (temporary file, fsync, rename). The
+    /// tensors go to the file straight from this checkpoint's vectors, so saving holds
+    /// no second copy of them, as bytes or as the file's image.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let views = self.views().map_err(|e| with_path(e, path))?;
+        let metadata = Some(self.metadata());
+        write_atomic_with(path, |tmp| {
+            safetensors::tensor::serialize_to_file(views, metadata, tmp).map_err(|e| match e {
+                safetensors::SafeTensorError::IoError(e) => e,
+                other => std::io::Error::other(format!("serialize: {other}")),
+            })
+        })
+    }
+
+    /// Every tensor the file holds, by name, as views of this checkpoint's values.
+    fn views(&self) -> Result<Vec<(String, F32View<'_>)>> {
+        let mut tensors = Vec::new();
         let mut offset = 0;
         for (l, layer) in self.layers.iter().enumerate() {
             let Some(shape) = layer.weight_shape() else {
@@ -112,62 +129,53 @@ impl Checkpoint {
             let slice = |start: usize, len: usize| {
                 self.params
                     .get(start..start.saturating_add(len))
-                    .ok_or_else(|| bad(format!("parameters too short for layer {l}")))
+                    .ok_or_else(|| checkpoint_error(format!("parameters too short for layer {l}")))
             };
             let weights = slice(offset, w)?;
             let bias = slice(offset.saturating_add(w), b)?;
             offset = offset.saturating_add(w).saturating_add(b);
             let m = torch_index(&self.layers, l);
-            tensors.push((
+            tensors.push(F32View::named(
                 format!("layers.{m}.weight"),
                 shape.torch_shape(),
-                le_bytes(weights),
+                weights,
             ));
-            tensors.push((format!("layers.{m}.bias"), vec![b], le_bytes(bias)));
+            tensors.push(F32View::named(format!("layers.{m}.bias"), vec![b], bias));
         }
         if offset != self.params.len() {
-            return Err(bad(format!(
+            return Err(checkpoint_error(format!(
                 "{} parameters for layers needing {offset}",
                 self.params.len()
             )));
         }
         for t in &self.tensors {
             if t.name.starts_with("layers.") || t.name.starts_with("optimizer.") {
-                return Err(bad(format!("learner tensor name {:?} is reserved", t.name)));
+                return Err(checkpoint_error(format!(
+                    "learner tensor name {:?} is reserved",
+                    t.name
+                )));
             }
-            tensors.push((t.name.clone(), t.shape.clone(), le_bytes(&t.values)));
+            if t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) != Some(t.values.len()) {
+                return Err(checkpoint_error(format!(
+                    "tensor {}: shape {:?} does not hold its {} values",
+                    t.name,
+                    t.shape,
+                    t.values.len()
+                )));
+            }
+            tensors.push(F32View::named(t.name.clone(), t.shape.clone(), &t.values));
         }
         for (i, state) in self.learner_optimizer_state.iter().enumerate() {
             if !state.is_empty() {
-                tensors.push((
-                    format!("optimizer.learner{i}"),
-                    vec![state.len()],
-                    le_bytes(state),
-                ));
+                let name = format!("optimizer.learner{i}");
+                tensors.push(F32View::named(name, vec![state.len()], state));
             }
         }
         for (i, state) in self.optimizer_state.iter().enumerate() {
-            tensors.push((
-                format!("optimizer.state{i}"),
-                vec![state.len()],
-                le_bytes(state),
-            ));
+            let name = format!("optimizer.state{i}");
+            tensors.push(F32View::named(name, vec![state.len()], state));
         }
-        let mut views = Vec::with_capacity(tensors.len());
-        for (name, shape, data) in &tensors {
-            let view = TensorView::new(Dtype::F32, shape.clone(), data)
-                .map_err(|e| bad(format!("tensor {name}: {e}")))?;
-            views.push((name.as_str(), view));
-        }
-        safetensors::serialize(views, Some(self.metadata()))
-            .map_err(|e| bad(format!("serialize: {e}")))
-    }
-
-    /// Writes the checkpoint to `path` atomically (temporary file, fsync, rename).
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let bytes = self.to_bytes().map_err(|e| with_path(e, path))?;
-        write_atomic(path, &bytes)
+        Ok(tensors)
     }
 
     /// Reads and checks a checkpoint file.
@@ -635,8 +643,47 @@ fn read_tensor(t: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) ->
     Ok(values)
 }
 
-fn le_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// A tensor of the file as a view of `f32` values held elsewhere: on a little-endian
+/// machine its bytes are the values' own, lent without a copy.
+struct F32View<'a> {
+    shape: Vec<usize>,
+    values: &'a [f32],
+}
+
+impl<'a> F32View<'a> {
+    fn named(name: String, shape: Vec<usize>, values: &'a [f32]) -> (String, F32View<'a>) {
+        (name, F32View { shape, values })
+    }
+}
+
+impl safetensors::View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            std::borrow::Cow::Borrowed(bytemuck::cast_slice(self.values))
+        } else {
+            std::borrow::Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        std::mem::size_of_val(self.values)
+    }
+}
+
+/// A checkpoint error whose path the caller fills in ([`with_path`]).
+fn checkpoint_error(reason: String) -> Error {
+    Error::Checkpoint {
+        path: PathBuf::new(),
+        reason,
+    }
 }
 
 fn with_path(e: Error, path: &Path) -> Error {
@@ -653,6 +700,15 @@ fn with_path(e: Error, path: &Path) -> Error {
 /// `bytes`, never a mix: temporary file in the same directory, fsync, rename, then
 /// fsync of the directory so the rename itself survives a power cut.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut file = std::fs::File::create(tmp)?;
+        file.write_all(bytes)
+    })
+}
+
+/// [`write_atomic`] for content that `write` puts into the file at the path it is given
+/// (created by `write`), so that it can be streamed rather than built in memory first.
+fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     let io = |source: std::io::Error| Error::Write {
         path: path.to_path_buf(),
         source,
@@ -670,9 +726,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        write(&tmp)?;
+        // fsync flushes the file's data whichever descriptor wrote it (opened for
+        // writing, which Windows needs to flush).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp)?
+            .sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {

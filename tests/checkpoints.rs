@@ -292,6 +292,51 @@ fn a_crash_mid_save_leaves_the_old_checkpoint() {
     assert_eq!(Checkpoint::load(&path).unwrap().steps, 2);
 }
 
+/// `save` streams the tensors to the file; what lands there is `to_bytes`'s content, for
+/// a learner with tensors and moments of its own too. A learner tensor whose shape does
+/// not hold its values is refused before anything is written.
+#[test]
+fn a_saved_file_holds_exactly_the_checkpoint_bytes() {
+    let data = random_dataset(16, 6, 4, 3);
+    let learner = Box::new(plasticity::learner::KolenPollack::default());
+    let mut t = Trainer::with_learner_backend(
+        net(),
+        config(Rule::Backprop, Optimizer::adam(0.01)),
+        learner,
+        Box::new(CpuBackend::new()),
+    )
+    .unwrap();
+    t.train_epoch(&data, |_, _| {}).unwrap();
+    let checkpoint = state(&mut t);
+    assert!(checkpoint
+        .learner_optimizer_state
+        .iter()
+        .all(|s| !s.is_empty()));
+    let path = tmp("streamed.safetensors");
+    checkpoint.save(&path).unwrap();
+    // The metadata's key order may differ between two serializations (a hash map's);
+    // the tensors' bytes after the header may not.
+    let (file, bytes) = (
+        std::fs::read(&path).unwrap(),
+        checkpoint.to_bytes().unwrap(),
+    );
+    let data_start = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    assert_eq!(file.len(), bytes.len());
+    assert!(file[data_start..] == bytes[data_start..]);
+    assert_eq!(Checkpoint::load(&path).unwrap(), checkpoint);
+
+    let mut bad = checkpoint.clone();
+    bad.tensors[0].values.pop();
+    let target = tmp("never-written.safetensors");
+    for err in [bad.save(&target).unwrap_err(), bad.to_bytes().unwrap_err()] {
+        assert!(
+            matches!(&err, Error::Checkpoint { reason, .. } if reason.contains("does not hold")),
+            "{err}"
+        );
+    }
+    assert!(!target.exists());
+}
+
 #[test]
 fn predict_from_a_checkpoint_on_either_backend() {
     let data = random_dataset(40, 6, 4, 4);
