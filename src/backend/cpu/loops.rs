@@ -118,6 +118,7 @@ pub(super) fn row_sums(out: &mut [f32], m: &[f32], cols: usize, alpha: f32, beta
     })
 }
 
+/// [`row_sums`]'s operands, compiled for AVX2 by `wide`.
 struct RowSums<'a> {
     out: &'a mut [f32],
     m: &'a [f32],
