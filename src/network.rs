@@ -144,6 +144,13 @@ impl Network {
         &self.params
     }
 
+    /// [`Network::set_params`] taking `values` over instead of copying them.
+    pub(crate) fn with_params(mut self, values: Vec<f32>) -> Result<Network> {
+        check_values(self.params.len(), &values, "network parameters")?;
+        self.params = values;
+        Ok(self)
+    }
+
     /// The parameters, taken out of the network (a trainer keeps them without a copy).
     pub(crate) fn into_params(self) -> Vec<f32> {
         self.params
@@ -207,21 +214,27 @@ impl Network {
 }
 
 fn copy_checked(dst: &mut [f32], src: &[f32], what: &str) -> Result<()> {
-    if dst.len() != src.len() {
+    check_values(dst.len(), src, what)?;
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
+/// `values` are `len` finite numbers.
+fn check_values(len: usize, values: &[f32], what: &str) -> Result<()> {
+    if len != values.len() {
         return Err(Error::shape(
             what,
-            dst.len().to_string(),
-            src.len().to_string(),
+            len.to_string(),
+            values.len().to_string(),
         ));
     }
-    if let Some(i) = src.iter().position(|v| !v.is_finite()) {
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
             context: what.to_string(),
             index: i,
-            value: src[i],
+            value: values[i],
         });
     }
-    dst.copy_from_slice(src);
     Ok(())
 }
 
@@ -376,16 +389,22 @@ impl NetworkBuilder {
             )));
         }
         let layout = ParamLayout::new(&layers)?;
-        let mut params = Vec::new();
-        params.try_reserve_exact(layout.total()).map_err(|e| {
-            Error::config(format!(
-                "cannot allocate the network's {} parameters: {e}",
-                layout.total()
-            ))
-        })?;
-        params.resize(layout.total(), 0.0);
+        // Zeroed by the allocator, not by writing: a network whose values are written
+        // later (one read from a checkpoint) holds no memory until they are.
+        let mut params =
+            bytemuck::allocation::try_zeroed_vec::<f32>(layout.total()).map_err(|()| {
+                Error::config(format!(
+                    "cannot allocate the network's {} parameters",
+                    layout.total()
+                ))
+            })?;
         let mut rng = rng_for(self.seed, Stream::Weights);
-        for (l, layer) in layers.iter().enumerate() {
+        // Zeros are there already.
+        let drawn = layers
+            .iter()
+            .enumerate()
+            .filter(|_| self.init != WeightInit::Zeros);
+        for (l, layer) in drawn {
             if let Some(shape) = layer.weight_shape() {
                 self.init.fill(
                     &mut params[layout.weights(l)],

@@ -45,7 +45,12 @@ fn state(t: &mut Trainer) -> Checkpoint {
 fn resuming_is_bit_identical_for_every_rule_and_optimizer() {
     let data = random_dataset(37, 6, 4, 1);
     for rule in Rule::ALL {
-        for optimizer in [Optimizer::adam(0.01), Optimizer::momentum(0.05, 0.9)] {
+        // Plain SGD's moments stay zero: resuming leaves its arenas unwritten.
+        for optimizer in [
+            Optimizer::adam(0.01),
+            Optimizer::momentum(0.05, 0.9),
+            Optimizer::sgd(0.05),
+        ] {
             let cfg = config(rule, optimizer);
             let mut a = Trainer::new(net(), cfg, Device::Cpu).unwrap();
             a.train_epoch(&data, |_, _| {}).unwrap();
@@ -219,6 +224,41 @@ fn bad_files_give_typed_errors_naming_the_problem() {
     )
     .unwrap();
     expect_checkpoint_error(&plain, "no metadata");
+
+    // A tensor whose shape does not fill the bytes it is given (the header says
+    // layers.0.bias holds 8 values in the 9 values' bytes).
+    let header_end = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&good[8..header_end]).unwrap();
+    header["layers.0.bias"]["shape"] = serde_json::json!([8]);
+    let mut text = serde_json::to_vec(&header).unwrap();
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut reshaped = (text.len() as u64).to_le_bytes().to_vec();
+    reshaped.extend(&text);
+    reshaped.extend(&good[header_end..]);
+    expect_checkpoint_error(&reshaped, "not a valid safetensors header");
+
+    // Loading reads the file tensor by tensor, with the same checks.
+    let path = tmp("cut.safetensors");
+    std::fs::write(&path, &good[..good.len() - 5]).unwrap();
+    match Checkpoint::load(&path) {
+        Err(Error::Checkpoint {
+            reason,
+            path: named,
+        }) => {
+            assert!(reason.contains("the last 5 bytes are missing"), "{reason}");
+            assert_eq!(named, path);
+        }
+        other => panic!("expected a truncated-file error, got {other:?}"),
+    }
+    std::fs::write(&path, &nan).unwrap();
+    assert!(
+        matches!(Checkpoint::load(&path), Err(Error::Checkpoint { reason, .. }) if reason.contains("non-finite"))
+    );
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(
+        Checkpoint::load(&path).unwrap(),
+        Checkpoint::from_bytes(&good, Path::new("ok")).unwrap()
+    );
 
     // A missing file is an I/O error.
     assert!(matches!(

@@ -95,24 +95,23 @@ impl Trainer {
         checkpoint: &Checkpoint,
         backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
-        // Only a built-in learner of exactly that name: an alias (`kolen-pollack`) may be
-        // another learner's own name.
-        let learner = crate::learner::builtin(&checkpoint.learner, &checkpoint.config)
-            .ok()
-            .filter(|l| l.name() == checkpoint.learner)
-            .ok_or_else(|| Error::Checkpoint {
-                path: Default::default(),
-                reason: format!(
-                    "the run was trained by learner {:?}, which is not built in: resume it with Trainer::from_checkpoint_with_learner",
-                    checkpoint.learner
-                ),
-            })?;
-        Trainer::from_checkpoint_with_learner(checkpoint, learner, backend)
+        Trainer::from_checkpoint_with_learner(checkpoint, builtin_learner(checkpoint)?, backend)
     }
 
     /// Loads the checkpoint file at `path` onto `device` (see [`Trainer::from_checkpoint`]).
+    /// Each of the file's large vectors is dropped once it is on the device, so resuming
+    /// holds the run's state about once, not twice.
     pub fn load_checkpoint(path: impl AsRef<Path>, device: Device) -> Result<Trainer> {
-        Trainer::from_checkpoint(&Checkpoint::load(path)?, device)
+        let mut checkpoint = Checkpoint::load(path)?;
+        let learner = builtin_learner(&checkpoint)?;
+        // The network's zero parameters hold no memory; the checkpoint's move in.
+        let params = std::mem::take(&mut checkpoint.params);
+        let net = Network::from_layers(checkpoint.layers.clone(), checkpoint.seed)?
+            .with_params(params)?;
+        let mut trainer =
+            Trainer::with_learner_backend(net, checkpoint.config, learner, device.backend()?)?;
+        trainer.restore_fresh(checkpoint)?;
+        Ok(trainer)
     }
 
     /// A trainer on `backend` that continues the run of `learner` saved in
@@ -133,6 +132,21 @@ impl Trainer {
     /// counters, generators, configuration) with the checkpoint's. The architecture,
     /// rule and batch size must match; nothing changes when they do not.
     pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.accept(checkpoint, checkpoint.params.len())?;
+        // Everything is checked: from here on the writes cannot fail on shape.
+        self.backend
+            .write(self.bufs.params, 0, &checkpoint.params)?;
+        for (buf, values) in self.bufs.state.iter().zip(&checkpoint.optimizer_state) {
+            self.backend.write(*buf, 0, values)?;
+        }
+        self.restore_rest(checkpoint)
+    }
+
+    /// Checks that `checkpoint` fits this trainer (architecture, learner, batch size,
+    /// optimizer kind, every tensor's size, its parameters counting `params`) and hands
+    /// the learner its state; nothing else changes, and nothing at all when a check
+    /// fails.
+    fn accept(&mut self, checkpoint: &Checkpoint, params: usize) -> Result<()> {
         let mismatch = |what: &str, ours: String, theirs: String| Error::Checkpoint {
             path: Default::default(),
             reason: format!("{what} differs: the trainer has {ours}, the checkpoint {theirs}"),
@@ -213,7 +227,7 @@ impl Trainer {
             .learner_optimizer_state
             .iter()
             .all(|s| s.len() == trainable || (s.is_empty() && trainable == 0));
-        let sizes_ok = checkpoint.params.len() == n
+        let sizes_ok = params == n
             && checkpoint.optimizer_state.iter().all(|s| s.len() == n)
             && learner_state_ok;
         if !sizes_ok {
@@ -223,13 +237,29 @@ impl Trainer {
                 "others".into(),
             ));
         }
-        self.learner.restore_state(&checkpoint.learner_state)?;
-        // Everything is checked: from here on the writes cannot fail on shape.
-        self.backend
-            .write(self.bufs.params, 0, &checkpoint.params)?;
-        for (buf, values) in self.bufs.state.iter().zip(&checkpoint.optimizer_state) {
-            self.backend.write(*buf, 0, values)?;
+        self.learner.restore_state(&checkpoint.learner_state)
+    }
+
+    /// [`Trainer::restore`] into a trainer just built from `checkpoint`'s parameters
+    /// (taken out of it), using the rest up: each optimizer moment is dropped as soon as
+    /// it is on the backend, and an all-zero one (plain SGD's) is not written at all,
+    /// since a new trainer's are zero already, so its arena is never touched.
+    fn restore_fresh(&mut self, mut checkpoint: Checkpoint) -> Result<()> {
+        // The parameters were checked against the layers when the network took them.
+        self.accept(&checkpoint, self.layout.total())?;
+        let moments = std::mem::take(&mut checkpoint.optimizer_state);
+        for (buf, values) in self.bufs.state.into_iter().zip(moments) {
+            if values.iter().any(|&v| v != 0.0) {
+                self.backend.write(buf, 0, &values)?;
+            }
         }
+        self.restore_rest(&checkpoint)
+    }
+
+    /// Everything but the parameters and the optimizer moments, from a checkpoint
+    /// [`Trainer::accept`] has passed.
+    fn restore_rest(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let trainable = self.tensors.trainable_len();
         for t in &checkpoint.tensors {
             let m = self.tensors.get(&t.name, self.config.batch_size)?;
             self.backend.write(m.buf, m.offset, &t.values)?;
@@ -240,7 +270,7 @@ impl Trainer {
                 self.backend.write(m.buf, m.offset, values)?;
             }
         }
-        self.config = *c;
+        self.config = checkpoint.config;
         self.seed = checkpoint.seed;
         self.steps = checkpoint.steps;
         self.epochs = checkpoint.epochs;
@@ -284,4 +314,19 @@ fn softmax(row: &mut [f32]) {
         sum += *v;
     }
     row.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// The built-in learner that trained `checkpoint`'s run: only one of exactly that name,
+/// since an alias (`kolen-pollack`) may be another learner's own name.
+fn builtin_learner(checkpoint: &Checkpoint) -> Result<Box<dyn Learner>> {
+    crate::learner::builtin(&checkpoint.learner, &checkpoint.config)
+        .ok()
+        .filter(|l| l.name() == checkpoint.learner)
+        .ok_or_else(|| Error::Checkpoint {
+            path: Default::default(),
+            reason: format!(
+                "the run was trained by learner {:?}, which is not built in: resume it with Trainer::from_checkpoint_with_learner",
+                checkpoint.learner
+            ),
+        })
 }

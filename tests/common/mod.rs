@@ -313,13 +313,25 @@ pub fn assert_resumes_bit_for_bit(
     let back = plasticity::Checkpoint::from_bytes(&bytes, std::path::Path::new("resume")).unwrap();
     assert_eq!(back.learner, trainer.learner_name());
     let mut resumed = plasticity::Trainer::from_checkpoint(&back, plasticity::Device::Cpu).unwrap();
+    // And from a file, which `load_checkpoint` uses up as it restores.
+    let path = std::env::temp_dir().join(format!(
+        "plasticity-resume-{}-{}.safetensors",
+        trainer.learner_name(),
+        std::process::id()
+    ));
+    trainer.save_checkpoint(&path).unwrap();
+    let mut from_file =
+        plasticity::Trainer::load_checkpoint(&path, plasticity::Device::Cpu).unwrap();
+    std::fs::remove_file(&path).unwrap();
     trainer.train_epoch(data, |_, _| {}).unwrap();
-    resumed.train_epoch(data, |_, _| {}).unwrap();
-    assert_eq!(
-        trainer.network().unwrap().params(),
-        resumed.network().unwrap().params(),
-        "{} resumes bit for bit",
-        trainer.learner_name()
-    );
+    for other in [&mut resumed, &mut from_file] {
+        other.train_epoch(data, |_, _| {}).unwrap();
+        assert_eq!(
+            trainer.network().unwrap().params(),
+            other.network().unwrap().params(),
+            "{} resumes bit for bit",
+            trainer.learner_name()
+        );
+    }
     resumed
 }

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -39,6 +39,9 @@ use crate::optim::Optimizer;
 use crate::rule::Rule;
 use crate::schedule::{Decay, Schedule};
 use crate::trainer::TrainConfig;
+use reader::{FileSource, Reader, Source};
+
+mod reader;
 
 /// The value of the `format` metadata key this version writes and reads.
 pub const FORMAT: &str = "plasticity-checkpoint-2";
@@ -178,39 +181,34 @@ impl Checkpoint {
         Ok(tensors)
     }
 
-    /// Reads and checks a checkpoint file.
+    /// Reads and checks a checkpoint file, tensor by tensor from the file: loading holds
+    /// the values read, never the file's bytes beside them.
     pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Checkpoint::from_bytes(&bytes, path)
+        Checkpoint::read(Reader::open(FileSource::open(path)?, path)?, path)
     }
 
     /// Parses checkpoint bytes; `path` only names the source in errors. Never panics
     /// and allocates no more than the bytes given can fill.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+        Checkpoint::read(Reader::open(bytes, path)?, path)
+    }
+
+    /// The checkpoint in a checked file.
+    fn read(mut tensors: Reader<impl Source>, path: &Path) -> Result<Checkpoint> {
         let bad = |reason: String| Error::Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        check_framing(bytes).map_err(bad)?;
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
-        let meta = Meta {
-            map: header
-                .metadata()
-                .as_ref()
-                .ok_or_else(|| bad("no metadata: not a plasticity checkpoint".into()))?,
-            path,
-        };
+        let map = tensors
+            .metadata()
+            .cloned()
+            .ok_or_else(|| bad("no metadata: not a plasticity checkpoint".into()))?;
+        let meta = Meta { map: &map, path };
         let format = meta.get("format")?;
         if format != FORMAT {
             return Err(bad(format!("format {format:?}, expected {FORMAT:?}")));
         }
-        let tensors = SafeTensors::deserialize(bytes)
-            .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
         let layers = meta.layers()?;
         let mut params = Vec::new();
         let mut weighted = 0;
@@ -220,52 +218,46 @@ impl Checkpoint {
             };
             weighted += 1;
             let m = torch_index(&layers, l);
-            let w = read_tensor(
-                &tensors,
-                &format!("layers.{m}.weight"),
-                &shape.torch_shape(),
-                path,
-            )?;
-            let b = read_tensor(&tensors, &format!("layers.{m}.bias"), &[shape.rows], path)?;
+            let w = tensors.read(&format!("layers.{m}.weight"), &shape.torch_shape())?;
+            let b = tensors.read(&format!("layers.{m}.bias"), &[shape.rows])?;
             params.extend_from_slice(&w);
             params.extend_from_slice(&b);
         }
         let config = meta.config()?;
         let n = params.len();
         let optimizer_state = [
-            read_tensor(&tensors, "optimizer.state0", &[n], path)?,
-            read_tensor(&tensors, "optimizer.state1", &[n], path)?,
+            tensors.read("optimizer.state0", &[n])?,
+            tensors.read("optimizer.state1", &[n])?,
         ];
         let mut learner_optimizer_state = [Vec::new(), Vec::new()];
         for (i, state) in learner_optimizer_state.iter_mut().enumerate() {
             let name = format!("optimizer.learner{i}");
-            if let Ok(view) = tensors.tensor(&name) {
-                *state = read_tensor(&tensors, &name, view.shape(), path)?;
+            if let Some(shape) = tensors.shape(&name).map(<[usize]>::to_vec) {
+                *state = tensors.read(&name, &shape)?;
             }
         }
         // Everything that is not the network's is the learner's, by name.
-        let mut names: Vec<String> = tensors
-            .names()
-            .into_iter()
+        let all = tensors.names();
+        let mut names: Vec<&String> = all
+            .iter()
             .filter(|n| !n.starts_with("layers.") && !n.starts_with("optimizer."))
-            .map(|n| n.to_string())
             .collect();
         names.sort();
         let mut learner_tensors = Vec::with_capacity(names.len());
         for name in names {
             let shape = tensors
-                .tensor(&name)
-                .map_err(|e| bad(format!("tensor {name}: {e}")))?
-                .shape()
-                .to_vec();
-            let values = read_tensor(&tensors, &name, &shape, path)?;
+                .shape(name)
+                .map(<[usize]>::to_vec)
+                .unwrap_or_default();
+            let values = tensors.read(name, &shape)?;
+            let name = name.clone();
             learner_tensors.push(NamedTensor {
                 name,
                 shape,
                 values,
             });
         }
-        let network_tensors = tensors.len() - learner_tensors.len();
+        let network_tensors = all.len() - learner_tensors.len();
         let expected = 2 * weighted
             + 2
             + learner_optimizer_state
@@ -274,8 +266,7 @@ impl Checkpoint {
                 .count();
         if network_tensors != expected {
             return Err(bad(format!(
-                "{network_tensors} tensors named layers.* or optimizer.*, expected {expected}: {:?}",
-                tensors.names()
+                "{network_tensors} tensors named layers.* or optimizer.*, expected {expected}: {all:?}"
             )));
         }
         let learner_state = meta
@@ -405,66 +396,6 @@ pub fn torch_index(layers: &[LayerSpec], l: usize) -> usize {
         .iter()
         .map(|layer| 1 + usize::from(layer.activation() != Activation::Identity))
         .sum()
-}
-
-/// Bytes of safetensors' little-endian header-length prefix.
-const LENGTH_PREFIX: usize = 8;
-
-/// safetensors' limit on the JSON header (it refuses longer ones).
-const MAX_HEADER: u64 = 100_000_000;
-
-/// Checks the file's framing before safetensors parses it, so that the error says
-/// what to fix: a truncated file (with the expected and actual sizes), trailing
-/// bytes, or a file that is no safetensors file at all (safetensors itself says
-/// "invalid header length", "incomplete metadata, file not fully covered" or "header
-/// too large").
-fn check_framing(bytes: &[u8]) -> std::result::Result<(), String> {
-    let len = bytes.len();
-    let Some(prefix) = bytes.get(..LENGTH_PREFIX) else {
-        return Err(format!(
-            "truncated: {len} bytes, fewer than the {LENGTH_PREFIX}-byte length prefix a \
-             safetensors file starts with"
-        ));
-    };
-    let mut n = [0u8; LENGTH_PREFIX];
-    n.copy_from_slice(prefix);
-    let header_len = u64::from_le_bytes(n);
-    let json = bytes.get(LENGTH_PREFIX).is_none_or(|&b| b == b'{');
-    if header_len > MAX_HEADER || !json {
-        let start = String::from_utf8_lossy(&bytes[..len.min(16)]).into_owned();
-        return Err(format!(
-            "not a checkpoint: a safetensors file starts with an 8-byte header length and \
-             a JSON header, this one with {start:?}"
-        ));
-    }
-    // At most MAX_HEADER + 8: fits in usize.
-    let header_end = LENGTH_PREFIX + header_len as usize;
-    let Some(header) = bytes.get(LENGTH_PREFIX..header_end) else {
-        return Err(format!(
-            "truncated: {len} bytes, but its header alone needs {header_end}"
-        ));
-    };
-    let meta: safetensors::tensor::Metadata = serde_json::from_slice(header)
-        .map_err(|e| format!("not a valid safetensors header: {e}"))?;
-    let expected = header_end.checked_add(meta.data_len()).ok_or_else(|| {
-        format!(
-            "the header declares {} bytes of tensors, more than can exist",
-            meta.data_len()
-        )
-    })?;
-    match len.cmp(&expected) {
-        std::cmp::Ordering::Less => Err(format!(
-            "truncated: {len} bytes, but its header and tensors need {expected} (the last \
-             {} bytes are missing)",
-            expected - len
-        )),
-        std::cmp::Ordering::Greater => Err(format!(
-            "{} unexpected bytes after the last tensor: the file has {len} bytes, its \
-             header and tensors need {expected}",
-            len - expected
-        )),
-        std::cmp::Ordering::Equal => Ok(()),
-    }
 }
 
 /// The most layers a checkpoint may declare (a forged header cannot make us loop long).
@@ -606,41 +537,6 @@ impl Meta<'_> {
             .map_err(|e| self.bad(format!("bad configuration: {e}")))?;
         Ok(config)
     }
-}
-
-/// Reads one `F32` tensor of exactly `shape`, naming what differs.
-fn read_tensor(t: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>> {
-    let bad = |reason: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let view = t
-        .tensor(name)
-        .map_err(|_| bad(format!("tensor {name} is missing")))?;
-    if view.dtype() != Dtype::F32 {
-        return Err(bad(format!(
-            "tensor {name} has dtype {:?}, expected F32",
-            view.dtype()
-        )));
-    }
-    if view.shape() != shape {
-        return Err(bad(format!(
-            "tensor {name} has shape {:?}, the network needs {shape:?}",
-            view.shape()
-        )));
-    }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!(
-            "tensor {name} holds the non-finite value {} at index {i}",
-            values[i]
-        )));
-    }
-    Ok(values)
 }
 
 /// A tensor of the file as a view of `f32` values held elsewhere: on a little-endian
