@@ -336,7 +336,7 @@ fn a_crash_mid_save_leaves_the_old_checkpoint() {
 /// a learner with tensors and moments of its own too. A learner tensor whose shape does
 /// not hold its values is refused before anything is written.
 #[test]
-fn a_saved_file_holds_exactly_the_checkpoint_bytes() {
+fn a_streamed_file_holds_the_tensor_bytes_of_to_bytes() {
     let data = random_dataset(16, 6, 4, 3);
     let learner = Box::new(plasticity::learner::KolenPollack::default());
     let mut t = Trainer::with_learner_backend(
