@@ -72,14 +72,16 @@ fn arena_len(rows: usize, capacity: usize, what: &str) -> Result<usize> {
 
 impl DeviceBuffers {
     /// The buffers of `layers` at batch `capacity`; the parameter arena starts with
-    /// `params` (taken over, not copied, where the backend can) and, like the
-    /// gradients and moments laid out after it, has room for `extra` floats after the
-    /// parameters: a learner's trainable tensors.
+    /// `params`, and each optimizer-moment arena with its `moments` (empty: zero), all
+    /// taken over, not copied, where the backend can. Like the gradients laid out after
+    /// them, they have room for `extra` floats after the parameters: a learner's
+    /// trainable tensors.
     pub fn new(
         backend: &mut dyn Backend,
         layers: &[LayerSpec],
         layout: &ParamLayout,
         params: Vec<f32>,
+        moments: [Vec<f32>; 2],
         extra: usize,
         capacity: usize,
     ) -> Result<Self> {
@@ -128,7 +130,10 @@ impl DeviceBuffers {
         Ok(DeviceBuffers {
             params: backend.alloc_from(params, n)?,
             grads: backend.alloc(n)?,
-            state: [backend.alloc(n)?, backend.alloc(n)?],
+            state: {
+                let [m0, m1] = moments;
+                [backend.alloc_from(m0, n)?, backend.alloc_from(m1, n)?]
+            },
             acts: backend.alloc(arena_len(act_rows.0, capacity, "activation")?.max(1))?,
             deltas: backend.alloc(arena_len(delta_rows.0, capacity, "delta")?.max(1))?,
             targets: backend.alloc(arena_len(classes, capacity, "target")?)?,

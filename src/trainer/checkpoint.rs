@@ -104,13 +104,28 @@ impl Trainer {
     pub fn load_checkpoint(path: impl AsRef<Path>, device: Device) -> Result<Trainer> {
         let mut checkpoint = Checkpoint::load(path)?;
         let learner = builtin_learner(&checkpoint)?;
-        // The network's zero parameters hold no memory; the checkpoint's move in.
+        // The network's zero parameters hold no memory; the checkpoint's move in, and
+        // so do its optimizer moments. An all-zero moment (plain SGD's) is left out:
+        // the trainer's then starts zeroed and untouched, holding no memory.
         let params = std::mem::take(&mut checkpoint.params);
+        let n = params.len();
         let net = Network::from_layers(checkpoint.layers.clone(), checkpoint.seed)?
             .with_params(params)?;
-        let mut trainer =
-            Trainer::with_learner_backend(net, checkpoint.config, learner, device.backend()?)?;
-        trainer.restore_fresh(checkpoint)?;
+        let moments = std::mem::take(&mut checkpoint.optimizer_state).map(|m| {
+            if m.iter().all(|&v| v == 0.0) {
+                Vec::new()
+            } else {
+                m
+            }
+        });
+        if moments.iter().any(|m| !m.is_empty() && m.len() != n) {
+            return Err(tensor_sizes_differ());
+        }
+        let backend = device.backend()?;
+        let mut trainer = Trainer::assemble(net, moments, checkpoint.config, learner, backend)?;
+        trainer.check_fits(&checkpoint)?;
+        trainer.learner.restore_state(&checkpoint.learner_state)?;
+        trainer.restore_rest(&checkpoint)?;
         Ok(trainer)
     }
 
@@ -132,7 +147,14 @@ impl Trainer {
     /// counters, generators, configuration) with the checkpoint's. The architecture,
     /// rule and batch size must match; nothing changes when they do not.
     pub fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        self.accept(checkpoint, checkpoint.params.len())?;
+        self.check_fits(checkpoint)?;
+        let n = self.layout.total();
+        let sizes_ok =
+            checkpoint.params.len() == n && checkpoint.optimizer_state.iter().all(|s| s.len() == n);
+        if !sizes_ok {
+            return Err(tensor_sizes_differ());
+        }
+        self.learner.restore_state(&checkpoint.learner_state)?;
         // Everything is checked: from here on the writes cannot fail on shape.
         self.backend
             .write(self.bufs.params, 0, &checkpoint.params)?;
@@ -142,11 +164,10 @@ impl Trainer {
         self.restore_rest(checkpoint)
     }
 
-    /// Checks that `checkpoint` fits this trainer (architecture, learner, batch size,
-    /// optimizer kind, every tensor's size, its parameters counting `params`) and hands
-    /// the learner its state; nothing else changes, and nothing at all when a check
-    /// fails.
-    fn accept(&mut self, checkpoint: &Checkpoint, params: usize) -> Result<()> {
+    /// Checks that `checkpoint` fits this trainer: architecture, learner, batch size,
+    /// optimizer kind, the learner's tensors and moments (the parameters' and moments'
+    /// sizes are the caller's to check).
+    fn check_fits(&self, checkpoint: &Checkpoint) -> Result<()> {
         let mismatch = |what: &str, ours: String, theirs: String| Error::Checkpoint {
             path: Default::default(),
             reason: format!("{what} differs: the trainer has {ours}, the checkpoint {theirs}"),
@@ -181,7 +202,6 @@ impl Trainer {
             ));
         }
         c.validate()?;
-        let n = self.layout.total();
         let trainable = self.tensors.trainable_len();
         let persistent: Vec<_> = self
             .tensors
@@ -227,37 +247,14 @@ impl Trainer {
             .learner_optimizer_state
             .iter()
             .all(|s| s.len() == trainable || (s.is_empty() && trainable == 0));
-        let sizes_ok = params == n
-            && checkpoint.optimizer_state.iter().all(|s| s.len() == n)
-            && learner_state_ok;
-        if !sizes_ok {
-            return Err(mismatch(
-                "tensor sizes",
-                "the sizes its layers and learner need".into(),
-                "others".into(),
-            ));
+        if !learner_state_ok {
+            return Err(tensor_sizes_differ());
         }
-        self.learner.restore_state(&checkpoint.learner_state)
-    }
-
-    /// [`Trainer::restore`] into a trainer just built from `checkpoint`'s parameters
-    /// (taken out of it), using the rest up: each optimizer moment is dropped as soon as
-    /// it is on the backend, and an all-zero one (plain SGD's) is not written at all,
-    /// since a new trainer's are zero already, so its arena is never touched.
-    fn restore_fresh(&mut self, mut checkpoint: Checkpoint) -> Result<()> {
-        // The parameters were checked against the layers when the network took them.
-        self.accept(&checkpoint, self.layout.total())?;
-        let moments = std::mem::take(&mut checkpoint.optimizer_state);
-        for (buf, values) in self.bufs.state.into_iter().zip(moments) {
-            if values.iter().any(|&v| v != 0.0) {
-                self.backend.write(buf, 0, &values)?;
-            }
-        }
-        self.restore_rest(&checkpoint)
+        Ok(())
     }
 
     /// Everything but the parameters and the optimizer moments, from a checkpoint
-    /// [`Trainer::accept`] has passed.
+    /// [`Trainer::check_fits`] has passed.
     fn restore_rest(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         let trainable = self.tensors.trainable_len();
         for t in &checkpoint.tensors {
@@ -329,4 +326,15 @@ fn builtin_learner(checkpoint: &Checkpoint) -> Result<Box<dyn Learner>> {
                 checkpoint.learner
             ),
         })
+}
+
+/// The error for a checkpoint whose tensors are not the sizes the trainer's layers and
+/// learner need.
+fn tensor_sizes_differ() -> Error {
+    Error::Checkpoint {
+        path: Default::default(),
+        reason: "tensor sizes differ: the trainer has the sizes its layers and learner need, \
+                 the checkpoint others"
+            .into(),
+    }
 }

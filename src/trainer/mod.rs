@@ -192,6 +192,19 @@ impl Trainer {
         network: Network,
         config: TrainConfig,
         learner: Box<dyn Learner>,
+        backend: Box<dyn Backend>,
+    ) -> Result<Trainer> {
+        Trainer::assemble(network, [Vec::new(), Vec::new()], config, learner, backend)
+    }
+
+    /// [`Trainer::with_learner_backend`] whose optimizer moments start from `moments`
+    /// (each of the parameters' length, or empty for zero), taken over like the
+    /// network's parameters.
+    pub(crate) fn assemble(
+        network: Network,
+        moments: [Vec<f32>; 2],
+        config: TrainConfig,
+        learner: Box<dyn Learner>,
         mut backend: Box<dyn Backend>,
     ) -> Result<Trainer> {
         config.validate()?;
@@ -211,6 +224,7 @@ impl Trainer {
             &layers,
             &layout,
             network.into_params(),
+            moments,
             plan.trainable_len(),
             config.batch_size,
         )?;

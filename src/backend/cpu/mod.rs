@@ -195,6 +195,10 @@ impl Backend for CpuBackend {
     }
 
     fn alloc_from(&mut self, mut data: Vec<f32>, len: usize) -> Result<BufId> {
+        if data.is_empty() {
+            // Zeroed by the allocator: untouched, it holds no memory.
+            return self.alloc(len);
+        }
         if data.len() > len {
             return Err(Error::shape(
                 "initial values of a buffer",
