@@ -364,6 +364,13 @@ fn a_streamed_file_holds_the_tensor_bytes_of_to_bytes() {
     assert_eq!(file.len(), bytes.len());
     assert!(file[data_start..] == bytes[data_start..]);
     assert_eq!(Checkpoint::load(&path).unwrap(), checkpoint);
+    // The trainer writes the same file from its buffers, a piece at a time.
+    let from_trainer = tmp("streamed-by-trainer.safetensors");
+    t.save_checkpoint(&from_trainer).unwrap();
+    let file = std::fs::read(&from_trainer).unwrap();
+    assert_eq!(file.len(), bytes.len());
+    assert!(file[data_start..] == bytes[data_start..]);
+    assert_eq!(Checkpoint::load(&from_trainer).unwrap(), checkpoint);
 
     let mut bad = checkpoint.clone();
     bad.tensors[0].values.pop();
@@ -375,6 +382,26 @@ fn a_streamed_file_holds_the_tensor_bytes_of_to_bytes() {
         );
     }
     assert!(!target.exists());
+}
+
+/// A trainer saves tensors larger than the 4 MB it reads back at once in several
+/// pieces; the file holds them whole.
+#[test]
+fn a_trainer_saves_tensors_larger_than_one_piece() {
+    let net = build_net(784, &[1400], Activation::Tanh, 10, Activation::Identity, 3);
+    let data = random_dataset(32, 784, 10, 6);
+    let mut t = Trainer::new(
+        net,
+        config(Rule::Backprop, Optimizer::momentum(0.01, 0.9)),
+        Device::Cpu,
+    )
+    .unwrap();
+    t.train_batch(&data, &(0..8).collect::<Vec<_>>()).unwrap();
+    let checkpoint = state(&mut t);
+    assert!(checkpoint.params.len() > 1 << 20);
+    let path = tmp("pieces.safetensors");
+    t.save_checkpoint(&path).unwrap();
+    assert_eq!(Checkpoint::load(&path).unwrap(), checkpoint);
 }
 
 #[test]

@@ -25,10 +25,7 @@
 //! with [`Error::Checkpoint`] naming the problem.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use safetensors::Dtype;
+use std::path::Path;
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -40,8 +37,11 @@ use crate::rule::Rule;
 use crate::schedule::{Decay, Schedule};
 use crate::trainer::TrainConfig;
 use reader::{FileSource, Reader, Source};
+pub use writer::write_atomic;
+use writer::{Part, Planned, Sink};
 
 mod reader;
+pub(crate) mod writer;
 
 /// The value of the `format` metadata key this version writes and reads.
 pub const FORMAT: &str = "plasticity-checkpoint-2";
@@ -101,8 +101,14 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The `safetensors` bytes of this checkpoint.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        safetensors::serialize(self.views()?, Some(self.metadata()))
-            .map_err(|e| checkpoint_error(format!("serialize: {e}")))
+        let tensors = self.plan()?;
+        let mut bytes = Vec::new();
+        let path = Path::new("");
+        let metadata = self.metadata();
+        writer::write_tensors(&mut bytes, path, metadata, &tensors, &mut |t, sink| {
+            self.lend(t, sink)
+        })?;
+        Ok(bytes)
     }
 
     /// Writes the checkpoint to `path` atomically (temporary file, fsync, rename). The
@@ -110,75 +116,32 @@ impl Checkpoint {
     /// no second copy of them, as bytes or as the file's image.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let views = self.views().map_err(|e| with_path(e, path))?;
-        let metadata = Some(self.metadata());
-        write_atomic_with(path, |tmp| {
-            safetensors::tensor::serialize_to_file(views, metadata, tmp).map_err(|e| match e {
-                safetensors::SafeTensorError::IoError(e) => e,
-                other => std::io::Error::other(format!("serialize: {other}")),
-            })
+        let tensors = self.plan().map_err(|e| writer::with_path(e, path))?;
+        writer::write_file(path, self.metadata(), &tensors, &mut |t, sink| {
+            self.lend(t, sink)
         })
     }
 
-    /// Every tensor the file holds, by name, as views of this checkpoint's values.
-    fn views(&self) -> Result<Vec<(String, F32View<'_>)>> {
-        let mut tensors = Vec::new();
-        let mut offset = 0;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let Some(shape) = layer.weight_shape() else {
-                continue;
-            };
-            let (w, b) = (shape.len(), shape.rows);
-            let slice = |start: usize, len: usize| {
-                self.params
-                    .get(start..start.saturating_add(len))
-                    .ok_or_else(|| checkpoint_error(format!("parameters too short for layer {l}")))
-            };
-            let weights = slice(offset, w)?;
-            let bias = slice(offset.saturating_add(w), b)?;
-            offset = offset.saturating_add(w).saturating_add(b);
-            let m = torch_index(&self.layers, l);
-            tensors.push(F32View::named(
-                format!("layers.{m}.weight"),
-                shape.torch_shape(),
-                weights,
-            ));
-            tensors.push(F32View::named(format!("layers.{m}.bias"), vec![b], bias));
-        }
-        if offset != self.params.len() {
-            return Err(checkpoint_error(format!(
-                "{} parameters for layers needing {offset}",
-                self.params.len()
-            )));
-        }
-        for t in &self.tensors {
-            if t.name.starts_with("layers.") || t.name.starts_with("optimizer.") {
-                return Err(checkpoint_error(format!(
-                    "learner tensor name {:?} is reserved",
-                    t.name
-                )));
-            }
-            if t.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) != Some(t.values.len()) {
-                return Err(checkpoint_error(format!(
-                    "tensor {}: shape {:?} does not hold its {} values",
-                    t.name,
-                    t.shape,
-                    t.values.len()
-                )));
-            }
-            tensors.push(F32View::named(t.name.clone(), t.shape.clone(), &t.values));
-        }
-        for (i, state) in self.learner_optimizer_state.iter().enumerate() {
-            if !state.is_empty() {
-                let name = format!("optimizer.learner{i}");
-                tensors.push(F32View::named(name, vec![state.len()], state));
-            }
-        }
-        for (i, state) in self.optimizer_state.iter().enumerate() {
-            let name = format!("optimizer.state{i}");
-            tensors.push(F32View::named(name, vec![state.len()], state));
-        }
-        Ok(tensors)
+    /// The file's tensors and where each lives in this checkpoint.
+    fn plan(&self) -> Result<Vec<Planned>> {
+        let tensors: Vec<(&str, &[usize])> = self
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), &t.shape[..]))
+            .collect();
+        let learner_moments = self.learner_optimizer_state[0].len();
+        let learner_moments = (learner_moments > 0).then_some(learner_moments);
+        writer::plan(&self.layers, self.params.len(), &tensors, learner_moments)
+    }
+
+    /// Hands `sink` the values of tensor `t` from this checkpoint's vectors, whole.
+    fn lend(&self, t: &Planned, sink: &mut Sink<'_>) -> Result<()> {
+        sink(match &t.part {
+            Part::Params(range) => &self.params[range.clone()],
+            Part::Tensor(k) => &self.tensors[*k].values,
+            Part::Moment(i) => &self.optimizer_state[*i],
+            Part::LearnerMoment(i) => &self.learner_optimizer_state[*i],
+        })
     }
 
     /// Reads and checks a checkpoint file, tensor by tensor from the file: loading holds
@@ -291,7 +254,8 @@ impl Checkpoint {
             shuffle_rng: meta.rng("rng")?,
         })
     }
-    fn metadata(&self) -> HashMap<String, String> {
+    /// The header's string metadata: everything but the tensors.
+    pub(crate) fn metadata(&self) -> HashMap<String, String> {
         let c = &self.config;
         let mut m: HashMap<String, String> = HashMap::new();
         let mut put = |k: &str, v: String| {
@@ -537,108 +501,4 @@ impl Meta<'_> {
             .map_err(|e| self.bad(format!("bad configuration: {e}")))?;
         Ok(config)
     }
-}
-
-/// A tensor of the file as a view of `f32` values held elsewhere: on a little-endian
-/// machine its bytes are the values' own, lent without a copy.
-struct F32View<'a> {
-    shape: Vec<usize>,
-    values: &'a [f32],
-}
-
-impl<'a> F32View<'a> {
-    fn named(name: String, shape: Vec<usize>, values: &'a [f32]) -> (String, F32View<'a>) {
-        (name, F32View { shape, values })
-    }
-}
-
-impl safetensors::View for F32View<'_> {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        if cfg!(target_endian = "little") {
-            std::borrow::Cow::Borrowed(bytemuck::cast_slice(self.values))
-        } else {
-            std::borrow::Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
-        }
-    }
-
-    fn data_len(&self) -> usize {
-        std::mem::size_of_val(self.values)
-    }
-}
-
-/// A checkpoint error whose path the caller fills in ([`with_path`]).
-fn checkpoint_error(reason: String) -> Error {
-    Error::Checkpoint {
-        path: PathBuf::new(),
-        reason,
-    }
-}
-
-fn with_path(e: Error, path: &Path) -> Error {
-    match e {
-        Error::Checkpoint { reason, .. } => Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason,
-        },
-        other => other,
-    }
-}
-
-/// Writes `bytes` to `path` so that `path` holds either its old content or all of
-/// `bytes`, never a mix: temporary file in the same directory, fsync, rename, then
-/// fsync of the directory so the rename itself survives a power cut.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, |tmp| {
-        let mut file = std::fs::File::create(tmp)?;
-        file.write_all(bytes)
-    })
-}
-
-/// [`write_atomic`] for content that `write` puts into the file at the path it is given
-/// (created by `write`), so that it can be streamed rather than built in memory first.
-fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
-    let io = |source: std::io::Error| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason: "not a file name".into(),
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        write(&tmp)?;
-        // fsync flushes the file's data whichever descriptor wrote it (opened for
-        // writing, which Windows needs to flush).
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&tmp)?
-            .sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        // Best effort: a stale temporary file is harmless, the target is untouched.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    // Directory fsync is not supported everywhere (e.g. Windows); the data is safe anyway.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use super::Trainer;
 use crate::backend::Backend;
 use crate::backend::Mat;
+use crate::checkpoint::writer::{self, Part, Planned, Sink};
 use crate::checkpoint::{Checkpoint, NamedTensor, RngState};
 use crate::data::Dataset;
 use crate::device::Device;
@@ -32,6 +33,9 @@ fn rng_from(state: &RngState) -> ChaCha8Rng {
     rng
 }
 
+/// Floats read back from the backend at once while a checkpoint is saved: 4 MB.
+const SAVE_PIECE: usize = 1 << 20;
+
 impl Trainer {
     fn read_region(&mut self, m: Mat) -> Result<Vec<f32>> {
         self.backend.read(m.buf, m.offset, m.len())
@@ -45,6 +49,9 @@ impl Trainer {
             self.backend.read(self.bufs.state[0], 0, n)?,
             self.backend.read(self.bufs.state[1], 0, n)?,
         ];
+        let mut checkpoint = self.checkpoint_header();
+        checkpoint.params = params;
+        checkpoint.optimizer_state = optimizer_state;
         let mut tensors = Vec::new();
         for spec in self.tensors.specs().to_vec() {
             if spec.persistent() {
@@ -62,26 +69,78 @@ impl Trainer {
                 self.read_region(self.tensors.trainable_arena(3))?,
             ],
         };
-        Ok(Checkpoint {
+        checkpoint.tensors = tensors;
+        checkpoint.learner_optimizer_state = learner_optimizer_state;
+        Ok(checkpoint)
+    }
+
+    /// The checkpoint's fields other than its tensors' values (left empty).
+    fn checkpoint_header(&self) -> Checkpoint {
+        Checkpoint {
             layers: self.layers.clone(),
-            params,
+            params: Vec::new(),
             learner: self.learner.name(),
-            tensors,
+            tensors: Vec::new(),
             learner_state: self.learner.state(),
-            optimizer_state,
-            learner_optimizer_state,
+            optimizer_state: [Vec::new(), Vec::new()],
+            learner_optimizer_state: [Vec::new(), Vec::new()],
             config: self.config,
             seed: self.seed,
             steps: self.steps,
             epochs: self.epochs,
             shuffle_rng: rng_state(&self.shuffle_rng),
-        })
+        }
     }
 
     /// Saves [`Trainer::checkpoint`] to `path` atomically: a crash mid-save leaves the
-    /// previous file in place.
+    /// previous file in place. The file is written from the backend's buffers a piece
+    /// at a time (4 MB read back at once), so saving holds none of the run's state
+    /// twice.
     pub fn save_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        self.checkpoint()?.save(path)
+        let path = path.as_ref();
+        let specs: Vec<_> = self
+            .tensors
+            .specs()
+            .iter()
+            .filter(|s| s.persistent())
+            .map(|s| (s.name.clone(), [s.rows, s.cols]))
+            .collect();
+        let named: Vec<(&str, &[usize])> = specs
+            .iter()
+            .map(|(n, shape)| (n.as_str(), &shape[..]))
+            .collect();
+        let trainable = self.tensors.trainable_len();
+        let n = self.layout.total();
+        let plan = writer::plan(
+            &self.layers,
+            n,
+            &named,
+            (trainable > 0).then_some(trainable),
+        )
+        .map_err(|e| writer::with_path(e, path))?;
+        let mut regions = Vec::with_capacity(plan.len());
+        for t in &plan {
+            regions.push(match &t.part {
+                Part::Params(r) => Mat::new(self.bufs.params, r.start, 1, r.len()),
+                Part::Tensor(k) => self.tensors.get(&specs[*k].0, self.loaded)?,
+                Part::Moment(i) => Mat::new(self.bufs.state[*i], 0, 1, n),
+                Part::LearnerMoment(i) => self.tensors.trainable_arena(2 + *i),
+            });
+        }
+        let metadata = self.checkpoint_header().metadata();
+        let backend = &mut self.backend;
+        let mut read = |t: &Planned, sink: &mut Sink<'_>| {
+            let Some(i) = plan.iter().position(|p| p == t) else {
+                return Ok(());
+            };
+            let m = regions[i];
+            for start in (0..m.len()).step_by(SAVE_PIECE) {
+                let len = SAVE_PIECE.min(m.len() - start);
+                sink(&backend.read(m.buf, m.offset + start, len)?)?;
+            }
+            Ok(())
+        };
+        writer::write_file(path, metadata, &plan, &mut read)
     }
 
     /// A trainer on `device` that continues the run saved in `checkpoint`: on the CPU
