@@ -20,8 +20,9 @@
 //!
 //! Saving is atomic: the bytes go to a temporary file in the same directory, which is
 //! flushed to disk and then renamed over the target, so a crash mid-save leaves the
-//! previous checkpoint intact. They are streamed there from the checkpoint's vectors,
-//! never gathered in memory first. Loading checks everything and answers a malformed file
+//! previous checkpoint intact. They are streamed there (from a checkpoint's vectors, or
+//! by [`Trainer::save_checkpoint`](crate::Trainer::save_checkpoint) from the backend's
+//! buffers a piece at a time), never gathered in memory first. Loading checks everything and answers a malformed file
 //! with [`Error::Checkpoint`] naming the problem.
 
 use std::collections::HashMap;
