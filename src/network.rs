@@ -398,20 +398,18 @@ impl NetworkBuilder {
                     layout.total()
                 ))
             })?;
-        let mut rng = rng_for(self.seed, Stream::Weights);
         // Zeros are there already.
-        let drawn = layers
-            .iter()
-            .enumerate()
-            .filter(|_| self.init != WeightInit::Zeros);
-        for (l, layer) in drawn {
-            if let Some(shape) = layer.weight_shape() {
-                self.init.fill(
-                    &mut params[layout.weights(l)],
-                    shape.fan_in,
-                    shape.fan_out,
-                    &mut rng,
-                )?;
+        if self.init != WeightInit::Zeros {
+            let mut rng = rng_for(self.seed, Stream::Weights);
+            for (l, layer) in layers.iter().enumerate() {
+                if let Some(shape) = layer.weight_shape() {
+                    self.init.fill(
+                        &mut params[layout.weights(l)],
+                        shape.fan_in,
+                        shape.fan_out,
+                        &mut rng,
+                    )?;
+                }
             }
         }
         Ok(Network {

@@ -22,8 +22,9 @@
 //! flushed to disk and then renamed over the target, so a crash mid-save leaves the
 //! previous checkpoint intact. They are streamed there (from a checkpoint's vectors, or
 //! by [`Trainer::save_checkpoint`](crate::Trainer::save_checkpoint) from the backend's
-//! buffers a piece at a time), never gathered in memory first. Loading checks everything and answers a malformed file
-//! with [`Error::Checkpoint`] naming the problem.
+//! buffers a piece at a time), never gathered in memory first. Loading checks
+//! everything and answers a malformed file with [`Error::Checkpoint`] naming the
+//! problem.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -255,6 +256,7 @@ impl Checkpoint {
             shuffle_rng: meta.rng("rng")?,
         })
     }
+
     /// The header's string metadata: everything but the tensors.
     pub(crate) fn metadata(&self) -> HashMap<String, String> {
         let c = &self.config;

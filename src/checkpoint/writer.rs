@@ -107,7 +107,7 @@ pub(crate) fn plan(
 }
 
 /// A checkpoint error whose path the caller fills in.
-pub(super) fn unfit(reason: String) -> Error {
+fn unfit(reason: String) -> Error {
     Error::Checkpoint {
         path: PathBuf::new(),
         reason,
@@ -115,7 +115,7 @@ pub(super) fn unfit(reason: String) -> Error {
 }
 
 /// The number of values `shape` holds, if it does not overflow.
-pub(super) fn elements(shape: &[usize]) -> Option<usize> {
+fn elements(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 

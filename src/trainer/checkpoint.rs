@@ -118,22 +118,16 @@ impl Trainer {
             (trainable > 0).then_some(trainable),
         )
         .map_err(|e| writer::with_path(e, path))?;
-        let mut regions = Vec::with_capacity(plan.len());
-        for t in &plan {
-            regions.push(match &t.part {
-                Part::Params(r) => Mat::new(self.bufs.params, r.start, 1, r.len()),
-                Part::Tensor(k) => self.tensors.get(&specs[*k].0, self.loaded)?,
-                Part::Moment(i) => Mat::new(self.bufs.state[*i], 0, 1, n),
-                Part::LearnerMoment(i) => self.tensors.trainable_arena(2 + *i),
-            });
-        }
         let metadata = self.checkpoint_header().metadata();
+        let (bufs, tensors, loaded) = (&self.bufs, &self.tensors, self.loaded);
         let backend = &mut self.backend;
         let mut read = |t: &Planned, sink: &mut Sink<'_>| {
-            let Some(i) = plan.iter().position(|p| p == t) else {
-                return Ok(());
+            let m = match &t.part {
+                Part::Params(r) => Mat::new(bufs.params, r.start, 1, r.len()),
+                Part::Tensor(k) => tensors.get(&specs[*k].0, loaded)?,
+                Part::Moment(i) => Mat::new(bufs.state[*i], 0, 1, n),
+                Part::LearnerMoment(i) => tensors.trainable_arena(2 + *i),
             };
-            let m = regions[i];
             for start in (0..m.len()).step_by(SAVE_PIECE) {
                 let len = SAVE_PIECE.min(m.len() - start);
                 sink(&backend.read(m.buf, m.offset + start, len)?)?;
