@@ -7,10 +7,10 @@
 //! ```
 //!
 //! The network is `784 - hidden... - 10` (tanh hidden, identity output, softmax
-//! cross-entropy; `--inputs N` for another input width, as the grid's rows have), trained with plain SGD on random data. `--breakdown` also times the
-//! step's matrix products alone as the CPU backend runs them (and each shape with
-//! untransposed operands) and its elementwise passes,
-//! to show where a step's time goes, and prints each rule's floor: its products each at
+//! cross-entropy; `--inputs N` for another input width, as the grid's rows have),
+//! trained with plain SGD on random data. `--breakdown` also times the step's matrix
+//! products alone as the CPU backend runs them (and each shape with untransposed
+//! operands) and its elementwise passes, to show where a step's time goes, and prints each rule's floor: its products each at
 //! their best, summed, with the step's time against it. `--paired R` measures that
 //! ratio again in R rounds, each timing a rule's step and then its floor's products
 //! right after, so a machine whose speed drifts over minutes (shared or throttled)

@@ -18,9 +18,8 @@
 //! So row-major products under [`BANDED_MAX_MACS`] go in bands and larger ones to faer,
 //! and the column-major `Aᵀ B` products (written column-major and transposed into place
 //! by the caller, which packs the large `A` in every band alike) go in bands at every
-//! size. A band
-//! does not split the depth of the sum, so a banded product gives the bits of the
-//! single-threaded one whatever the thread count.
+//! size. A band does not split the depth of the sum, so a banded product gives the bits
+//! of the single-threaded one whatever the thread count.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
