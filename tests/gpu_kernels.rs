@@ -308,9 +308,9 @@ fn axpby_overwrites_and_accumulates_at_offsets() {
     }
 }
 
-/// Noise is a pure function of (seed, element): the GPU draws what the CPU draws, up
-/// to the GPU's `log` and `cos` (Vulkan allows `cos` an absolute error of 2^-11, times
-/// at most `sqrt(-2 ln 2^-24)` < 5.8 from the radius).
+/// Noise is a pure function of (seed, element): the GPU draws what the CPU draws, by the
+/// same polynomial `ln` and `cos` (not the GPU's own, which Vulkan lets be 2^-11 off),
+/// up to its `sqrt` and any multiply-adds its compiler fuses.
 #[test]
 fn noise_draws_the_same_values_on_both_backends() {
     let Some(mut pair) = Pair::new(6) else { return };
@@ -324,7 +324,7 @@ fn noise_draws_the_same_values_on_both_backends() {
         };
         pair.run(|be| be.noise(&op));
         let (c, g) = pair.both(buf);
-        let bounds: Vec<f64> = c.iter().map(|&v| 6e-3 + 1e-5 * (v as f64).abs()).collect();
+        let bounds: Vec<f64> = c.iter().map(|&v| 1e-5 * (1.0 + (v as f64).abs())).collect();
         assert_within(&c, &g, &bounds, &format!("noise seed {seed}"));
         assert_eq!(c[..5], [1.0; 5], "noise stays inside its region");
     }

@@ -132,6 +132,7 @@ impl Noise {
 /// The reference implementations, shared by the CPU backend and the default
 /// (read-back) methods of [`Backend`](super::Backend).
 pub mod host {
+    use super::super::polynomial::{cos_turns, ln};
     use super::{Axpby, Distribution, Noise};
 
     /// [`Axpby`] on host slices.
@@ -157,25 +158,30 @@ pub mod host {
     #[inline(always)]
     pub fn noise_from(op: &Noise, out: &mut [f32], first: u32) {
         let key = pcg(op.seed);
-        let indices = (first..).take(out.len());
-        // One loop per case, so each is a plain loop over the elements.
+        // One plain `for` loop per case: iterator adaptors' `fold` can stay out of line,
+        // compiled for the baseline target, where a `wide` caller needs the loop inlined
+        // to vectorise it.
         match (op.distribution, op.accumulate) {
-            (Distribution::Normal { std }, false) => out
-                .iter_mut()
-                .zip(indices)
-                .for_each(|(v, i)| *v = std * standard_normal(key, i)),
-            (Distribution::Normal { std }, true) => out
-                .iter_mut()
-                .zip(indices)
-                .for_each(|(v, i)| *v += std * standard_normal(key, i)),
-            (Distribution::Uniform { lo, hi }, false) => out
-                .iter_mut()
-                .zip(indices)
-                .for_each(|(v, i)| *v = lo + (hi - lo) * uniform(key, i)),
-            (Distribution::Uniform { lo, hi }, true) => out
-                .iter_mut()
-                .zip(indices)
-                .for_each(|(v, i)| *v += lo + (hi - lo) * uniform(key, i)),
+            (Distribution::Normal { std }, false) => {
+                for (v, i) in out.iter_mut().zip(first..) {
+                    *v = std * standard_normal(key, i);
+                }
+            }
+            (Distribution::Normal { std }, true) => {
+                for (v, i) in out.iter_mut().zip(first..) {
+                    *v += std * standard_normal(key, i);
+                }
+            }
+            (Distribution::Uniform { lo, hi }, false) => {
+                for (v, i) in out.iter_mut().zip(first..) {
+                    *v = lo + (hi - lo) * uniform(key, i);
+                }
+            }
+            (Distribution::Uniform { lo, hi }, true) => {
+                for (v, i) in out.iter_mut().zip(first..) {
+                    *v += lo + (hi - lo) * uniform(key, i);
+                }
+            }
         }
     }
 
@@ -201,12 +207,13 @@ pub mod host {
     }
 
     /// Element `i` of the standard normal draw keyed by `key` (Box-Muller on two
-    /// hashed uniforms).
+    /// hashed uniforms; `ln` and `cos` are polynomials in plain `f32` arithmetic, so a
+    /// loop of draws vectorises).
     #[inline(always)]
     pub fn standard_normal(key: u32, i: u32) -> f32 {
         let u1 = unit(pcg(key ^ pcg(i.wrapping_mul(2))));
         let u2 = unit(pcg(key ^ pcg(i.wrapping_mul(2).wrapping_add(1))));
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        (-2.0 * ln(u1)).sqrt() * cos_turns(u2)
     }
 }
 

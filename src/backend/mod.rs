@@ -19,6 +19,7 @@ pub mod elementwise;
 pub mod gather;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+mod polynomial;
 mod regions;
 mod simd_state;
 pub mod spatial;
