@@ -136,14 +136,18 @@ pub mod host {
     use super::{Axpby, Distribution, Noise};
 
     /// [`Axpby`] on host slices.
+    #[inline(always)]
     pub fn axpby(op: &Axpby, y: &mut [f32], x: &[f32]) {
         let (alpha, beta) = (op.alpha, op.beta);
+        // Plain `for` loops, as in `noise_from`, so a `wide` caller vectorises them.
         if beta == 0.0 {
-            y.iter_mut().zip(x).for_each(|(y, &x)| *y = alpha * x);
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = alpha * x;
+            }
         } else {
-            y.iter_mut()
-                .zip(x)
-                .for_each(|(y, &x)| *y = alpha * x + beta * *y);
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = alpha * x + beta * *y;
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 //! having run 8x slower inside training than alone. Each loop does the same operations
 //! in the same order as its plain form, so the values are the same bit for bit.
 
-use crate::backend::elementwise::{self, Noise};
+use crate::backend::elementwise::{self, Axpby, Noise};
 use crate::backend::simd_state::wide;
 use crate::optim::UpdateStep;
 
@@ -23,6 +23,22 @@ impl pulp::WithSimd for NoiseChunk<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         elementwise::host::noise_from(self.op, self.out, self.first);
+    }
+}
+
+/// A chunk of a [`Backend::axpby`](crate::backend::Backend::axpby): `y = alpha x + beta y`.
+pub(super) struct AxpbyChunk<'a> {
+    pub(super) op: &'a Axpby,
+    pub(super) y: &'a mut [f32],
+    pub(super) x: &'a [f32],
+}
+
+impl pulp::WithSimd for AxpbyChunk<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        elementwise::host::axpby(self.op, self.y, self.x);
     }
 }
 

@@ -12,7 +12,7 @@ mod transposed;
 
 use super::columns::{self, ColumnOp};
 use super::divergence::{self, Guard};
-use super::elementwise::{self, Axpby, Noise};
+use super::elementwise::{Axpby, Noise};
 use super::gather::{self, Gather};
 use super::spatial::{self, Im2Col, Pool, PoolMode};
 use super::{
@@ -25,7 +25,7 @@ use deferred::Deferred;
 use epilogue::Then;
 #[cfg(test)]
 use epilogue::{ActivationGradChunk, BiasActivationRow};
-use loops::{apply_update, row_sums, NoiseChunk, SignFeedbackChunk};
+use loops::{apply_update, row_sums, AxpbyChunk, NoiseChunk, SignFeedbackChunk};
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
@@ -438,7 +438,14 @@ impl Backend for CpuBackend {
     fn axpby(&mut self, op: &Axpby) -> Result<()> {
         op.check()?;
         let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[op.y], &[op.x])?;
-        elementwise::host::axpby(op, w[0], r[0]);
+        let (y, x) = (&mut *w[0], r[0]);
+        if y.len() >= PARALLEL_ELEMENTWISE_MIN {
+            y.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(y, x)| super::simd_state::wide(AxpbyChunk { op, y, x }));
+        } else {
+            super::simd_state::wide(AxpbyChunk { op, y, x });
+        }
         Ok(())
     }
 
@@ -767,6 +774,17 @@ mod tests {
                 first,
             }
             .with_simd(pulp::Scalar::new());
+            assert_eq!(bits(&wide), bits(&base), "{op:?}");
+        }
+        // A scaled sum, overwriting and accumulating.
+        let (y, x) = (out, Mat::new(BufId(1), 0, 1, inputs.len()));
+        let x_values: Vec<f32> = inputs.iter().rev().copied().collect();
+        for op in [Axpby::new(y, -1.5, x, 0.0), Axpby::new(y, 0.3, x, 0.7)] {
+            let (mut wide, mut base) = (inputs.clone(), inputs.clone());
+            let (y, x) = (&mut wide[..], &x_values[..]);
+            super::super::simd_state::wide(AxpbyChunk { op: &op, y, x });
+            let y = &mut base[..];
+            AxpbyChunk { op: &op, y, x }.with_simd(pulp::Scalar::new());
             assert_eq!(bits(&wide), bits(&base), "{op:?}");
         }
     }
