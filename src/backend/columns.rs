@@ -116,54 +116,139 @@ impl ColumnOp {
 }
 
 /// The reference implementation on host slices (`x` and `out` as the op's regions).
+///
+/// Every loop walks the rows in order with the columns innermost, so it reads memory
+/// contiguously and vectorises across samples, while each column still sums its rows
+/// one after another from the first: the values are those of a column-by-column loop.
+#[inline(always)]
 pub fn host(op: &ColumnOp, x: &[f32], out: &mut [f32]) {
+    let cols = op.x.cols.max(op.out.cols);
+    if cols == 0 {
+        return;
+    }
     match op.kind {
         ColumnKind::MeanSquares { accumulate } => {
-            let (rows, cols) = (op.x.rows, op.x.cols);
-            for (j, o) in out.iter_mut().enumerate().take(cols) {
-                let sum: f32 = (0..rows).map(|i| x[i * cols + j] * x[i * cols + j]).sum();
-                let mean = sum / rows.max(1) as f32;
+            let sums = column_squares(x, cols);
+            let rows = op.x.rows.max(1) as f32;
+            for (o, sum) in out.iter_mut().zip(sums) {
+                let mean = sum / rows;
                 *o = if accumulate { *o + mean } else { mean };
             }
         }
         ColumnKind::Normalize { length, eps } => {
-            let (rows, cols) = (op.x.rows, op.x.cols);
-            for j in 0..cols {
-                let sum: f32 = (0..rows).map(|i| x[i * cols + j] * x[i * cols + j]).sum();
-                let inv = length / (sum.sqrt() + eps);
-                for i in 0..rows {
-                    out[i * cols + j] = x[i * cols + j] * inv;
+            let mut scales = column_squares(x, cols);
+            for s in &mut scales {
+                *s = length / (s.sqrt() + eps);
+            }
+            for (out_row, x_row) in out.chunks_exact_mut(cols).zip(x.chunks_exact(cols)) {
+                for ((o, &v), &s) in out_row.iter_mut().zip(x_row).zip(&scales) {
+                    *o = v * s;
                 }
             }
         }
         ColumnKind::Scale => {
-            let cols = op.out.cols.max(1);
-            for (k, o) in out.iter_mut().enumerate() {
-                *o *= x[k % cols];
+            for out_row in out.chunks_exact_mut(cols) {
+                for (o, &s) in out_row.iter_mut().zip(x) {
+                    *o *= s;
+                }
             }
         }
+        ColumnKind::ArgmaxOneHot if x.is_empty() => {}
         ColumnKind::ArgmaxOneHot => {
-            let (rows, cols) = (op.x.rows, op.x.cols);
-            for j in 0..cols {
-                let best = (1..rows).fold(0, |best, i| {
-                    if x[i * cols + j] > x[best * cols + j] {
-                        i
-                    } else {
-                        best
+            let mut best = vec![0usize; cols];
+            let mut top = x[..cols].to_vec();
+            for (i, x_row) in x.chunks_exact(cols).enumerate().skip(1) {
+                for ((b, t), &v) in best.iter_mut().zip(&mut top).zip(x_row) {
+                    // Strictly greater: the first of equal maxima stays.
+                    if v > *t {
+                        (*b, *t) = (i, v);
                     }
-                });
-                for i in 0..rows {
-                    out[i * cols + j] = f32::from(u8::from(i == best));
+                }
+            }
+            for (i, out_row) in out.chunks_exact_mut(cols).enumerate() {
+                for (o, &b) in out_row.iter_mut().zip(&best) {
+                    *o = f32::from(u8::from(i == b));
                 }
             }
         }
     }
 }
 
+/// Each column's sum of squares, its rows added in order.
+#[inline(always)]
+fn column_squares(x: &[f32], cols: usize) -> Vec<f32> {
+    let mut sums = vec![0.0f32; cols];
+    for row in x.chunks_exact(cols) {
+        for (s, &v) in sums.iter_mut().zip(row) {
+            *s += v * v;
+        }
+    }
+    sums
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::BufId;
+
+    /// Row-wise loops give the bits of plain column-by-column ones (each column summed
+    /// from its first row), on a batch with ties, zeros and a NaN.
+    #[test]
+    fn row_wise_loops_give_the_column_by_column_bits() {
+        let (rows, cols) = (37, 53);
+        let mut xv: Vec<f32> = (0..rows * cols)
+            .map(|k| ((k * 7919) % 2003) as f32 / 97.0 - 10.0)
+            .collect();
+        xv[5 * cols + 3] = f32::NAN;
+        xv[2 * cols + 8] = xv[9 * cols + 8].max(40.0);
+        xv[9 * cols + 8] = xv[2 * cols + 8];
+        for j in 0..rows {
+            xv[j * cols + 11] = 0.0;
+        }
+        let column = |j: usize| (0..rows).map(move |i| i * cols + j);
+        let squares = |j: usize| column(j).fold(0.0f32, |s, k| s + xv[k] * xv[k]);
+        let x = Mat::new(BufId(0), 0, rows, cols);
+        let (row, full) = (
+            Mat::new(BufId(1), 0, 1, cols),
+            Mat::new(BufId(1), 0, rows, cols),
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+
+        let mut means = vec![0.5; cols];
+        host(&ColumnOp::mean_squares(row, x, true), &xv, &mut means);
+        let want: Vec<f32> = (0..cols).map(|j| 0.5 + squares(j) / rows as f32).collect();
+        assert_eq!(bits(&means), bits(&want), "mean squares");
+
+        let mut unit = vec![0.0; rows * cols];
+        host(&ColumnOp::normalize(full, x, 2.0, 1e-6), &xv, &mut unit);
+        let mut want = vec![0.0; rows * cols];
+        for j in 0..cols {
+            let scale = 2.0 / (squares(j).sqrt() + 1e-6);
+            column(j).for_each(|k| want[k] = xv[k] * scale);
+        }
+        assert_eq!(bits(&unit), bits(&want), "normalize");
+
+        let by: Vec<f32> = (0..cols).map(|j| j as f32 * 0.25 - 3.0).collect();
+        let mut scaled = xv.clone();
+        host(&ColumnOp::scale(x, row), &by, &mut scaled);
+        let want: Vec<f32> = (0..rows * cols).map(|k| xv[k] * by[k % cols]).collect();
+        assert_eq!(bits(&scaled), bits(&want), "scale");
+
+        let mut hot = vec![9.0; rows * cols];
+        host(&ColumnOp::argmax_one_hot(full, x), &xv, &mut hot);
+        let mut want = vec![0.0; rows * cols];
+        for j in 0..cols {
+            let best = (1..rows).fold(0, |b, i| {
+                if xv[i * cols + j] > xv[b * cols + j] {
+                    i
+                } else {
+                    b
+                }
+            });
+            want[best * cols + j] = 1.0;
+        }
+        assert_eq!(hot, want, "argmax one-hot");
+    }
 
     #[test]
     fn columns_are_samples() {

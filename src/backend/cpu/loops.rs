@@ -1,11 +1,12 @@
-//! The CPU backend's elementwise loops that run on its worker threads, each compiled for
-//! AVX2 through [`wide`](crate::backend::simd_state::wide). That matters more than the
-//! lanes: faer's parallel products leave the workers with a dirty AVX upper state, where
+//! The CPU backend's elementwise loops, each compiled for AVX2 through
+//! [`wide`](crate::backend::simd_state::wide). On the worker threads that matters more
+//! than the lanes: faer's parallel products leave the workers with a dirty AVX upper state, where
 //! baseline (SSE-encoded) code pays a transition penalty on every instruction. Measured:
 //! a weight-mirror epoch (784-500-10, batch 128) went from 8.9 s to 1.2 s, the noise
 //! having run 8x slower inside training than alone. Each loop does the same operations
 //! in the same order as its plain form, so the values are the same bit for bit.
 
+use crate::backend::columns::{self, ColumnOp};
 use crate::backend::elementwise::{self, Axpby, Noise};
 use crate::backend::simd_state::wide;
 use crate::optim::UpdateStep;
@@ -39,6 +40,23 @@ impl pulp::WithSimd for AxpbyChunk<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         elementwise::host::axpby(self.op, self.y, self.x);
+    }
+}
+
+/// A whole [`Backend::columns`](crate::backend::Backend::columns) op (per-sample sums
+/// over a feature-major batch, which run row by row across the samples).
+pub(super) struct ColumnPass<'a> {
+    pub(super) op: &'a ColumnOp,
+    pub(super) x: &'a [f32],
+    pub(super) out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for ColumnPass<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        columns::host(self.op, self.x, self.out);
     }
 }
 

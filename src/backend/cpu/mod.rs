@@ -10,7 +10,7 @@ mod loops;
 mod transpose;
 mod transposed;
 
-use super::columns::{self, ColumnOp};
+use super::columns::ColumnOp;
 use super::divergence::{self, Guard};
 use super::elementwise::{Axpby, Noise};
 use super::gather::{self, Gather};
@@ -25,7 +25,7 @@ use deferred::Deferred;
 use epilogue::Then;
 #[cfg(test)]
 use epilogue::{ActivationGradChunk, BiasActivationRow};
-use loops::{apply_update, row_sums, AxpbyChunk, NoiseChunk, SignFeedbackChunk};
+use loops::{apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, SignFeedbackChunk};
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
@@ -465,7 +465,11 @@ impl Backend for CpuBackend {
     fn columns(&mut self, op: &ColumnOp) -> Result<()> {
         op.check()?;
         let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[op.out], &[op.x])?;
-        columns::host(op, r[0], w[0]);
+        super::simd_state::wide(ColumnPass {
+            op,
+            x: r[0],
+            out: w[0],
+        });
         Ok(())
     }
 
@@ -785,6 +789,29 @@ mod tests {
             super::super::simd_state::wide(AxpbyChunk { op: &op, y, x });
             let y = &mut base[..];
             AxpbyChunk { op: &op, y, x }.with_simd(pulp::Scalar::new());
+            assert_eq!(bits(&wide), bits(&base), "{op:?}");
+        }
+        // Per-sample passes over a 41 x 97 feature-major batch.
+        let (x, full) = (Mat::new(BufId(0), 0, 41, 97), Mat::new(BufId(1), 0, 41, 97));
+        let x_values = &inputs[..x.len()];
+        for op in [
+            ColumnOp::mean_squares(Mat::new(BufId(1), 0, 1, 97), x, true),
+            ColumnOp::normalize(full, x, 1.5, 1e-6),
+        ] {
+            let (mut wide, mut base) = (inputs.clone(), inputs.clone());
+            let out = &mut wide[..op.out.len()];
+            super::super::simd_state::wide(ColumnPass {
+                op: &op,
+                x: x_values,
+                out,
+            });
+            let out = &mut base[..op.out.len()];
+            ColumnPass {
+                op: &op,
+                x: x_values,
+                out,
+            }
+            .with_simd(pulp::Scalar::new());
             assert_eq!(bits(&wide), bits(&base), "{op:?}");
         }
     }
