@@ -202,8 +202,8 @@ mod tests {
         xv[5 * cols + 3] = f32::NAN;
         xv[2 * cols + 8] = xv[9 * cols + 8].max(40.0);
         xv[9 * cols + 8] = xv[2 * cols + 8];
-        for j in 0..rows {
-            xv[j * cols + 11] = 0.0;
+        for i in 0..rows {
+            xv[i * cols + 11] = 0.0;
         }
         let column = |j: usize| (0..rows).map(move |i| i * cols + j);
         let squares = |j: usize| column(j).fold(0.0f32, |s, k| s + xv[k] * xv[k]);
