@@ -123,15 +123,16 @@ impl pulp::WithSimd for SignFeedbackChunk<'_> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let (out, w, scale) = (self.out, self.w, self.scale);
         match self.magnitude {
-            None => out
-                .iter_mut()
-                .zip(w)
-                .for_each(|(b, &w)| *b = scale * sign(w)),
-            Some(m) => out
-                .iter_mut()
-                .zip(w)
-                .zip(m)
-                .for_each(|((b, &w), &m)| *b = scale * m.abs() * sign(w)),
+            None => {
+                for (b, &w) in out.iter_mut().zip(w) {
+                    *b = scale * sign(w);
+                }
+            }
+            Some(m) => {
+                for ((b, &w), &m) in out.iter_mut().zip(w).zip(m) {
+                    *b = scale * m.abs() * sign(w);
+                }
+            }
         }
     }
 }
