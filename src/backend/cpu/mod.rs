@@ -736,27 +736,52 @@ mod tests {
         transposed_product(100, 64, 33);
     }
 
+    /// `op` compiled for AVX2 when `wide`, else for the scalar baseline.
+    fn run<Op: pulp::WithSimd<Output = ()>>(op: Op, wide: bool) {
+        if wide {
+            super::super::simd_state::wide(op)
+        } else {
+            op.with_simd(pulp::Scalar::new())
+        }
+    }
+
     #[test]
     fn wide_elementwise_loops_give_the_baselines_values_bit_for_bit() {
-        use pulp::WithSimd;
         let inputs: Vec<f32> = (0..4099)
             .map(|i| ((i * 7919) % 20011) as f32 / 1000.0 - 10.0)
             .chain([0.0, -0.0, 1e-30, -1e-30, 8.0, -8.0, f32::INFINITY])
             .collect();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for activation in Activation::ALL {
+        // Runs `pass` over a copy of the inputs both ways, checks the bits agree and
+        // returns the result.
+        let same_bits = |what: &str, pass: &dyn Fn(&mut [f32], bool)| {
             let (mut wide, mut base) = (inputs.clone(), inputs.clone());
-            let (b, row) = (0.25, &mut wide[..]);
-            super::super::simd_state::wide(BiasActivationRow { row, b, activation });
-            let row = &mut base[..];
-            BiasActivationRow { row, b, activation }.with_simd(pulp::Scalar::new());
-            assert_eq!(bits(&wide), bits(&base), "{activation:?} forward");
-            let (mut wide_d, mut base_d) = (inputs.clone(), inputs.clone());
-            let (d, h) = (&mut wide_d[..], &base[..]);
-            super::super::simd_state::wide(ActivationGradChunk { d, h, activation });
-            let d = &mut base_d[..];
-            ActivationGradChunk { d, h, activation }.with_simd(pulp::Scalar::new());
-            assert_eq!(bits(&wide_d), bits(&base_d), "{activation:?} derivative");
+            pass(&mut wide, true);
+            pass(&mut base, false);
+            assert_eq!(bits(&wide), bits(&base), "{what}");
+            base
+        };
+        for activation in Activation::ALL {
+            let h = same_bits(&format!("{activation:?} forward"), &|row, wide| {
+                run(
+                    BiasActivationRow {
+                        row,
+                        b: 0.25,
+                        activation,
+                    },
+                    wide,
+                )
+            });
+            same_bits(&format!("{activation:?} derivative"), &|d, wide| {
+                run(
+                    ActivationGradChunk {
+                        d,
+                        h: &h,
+                        activation,
+                    },
+                    wide,
+                )
+            });
         }
         // The noise draw, both distributions, from an offset into the draw.
         let out = Mat::new(BufId(0), 0, 1, inputs.len());
@@ -764,32 +789,31 @@ mod tests {
             Noise::normal(out, 0.7, 11),
             Noise::uniform(out, -1.0, 3.0, 12),
         ] {
-            let (mut wide, mut base) = (inputs.clone(), inputs.clone());
-            let (out, first) = (&mut wide[..], 77);
-            super::super::simd_state::wide(NoiseChunk {
-                op: &op,
-                out,
-                first,
+            same_bits(&format!("{op:?}"), &|out, wide| {
+                run(
+                    NoiseChunk {
+                        op: &op,
+                        out,
+                        first: 77,
+                    },
+                    wide,
+                )
             });
-            let out = &mut base[..];
-            NoiseChunk {
-                op: &op,
-                out,
-                first,
-            }
-            .with_simd(pulp::Scalar::new());
-            assert_eq!(bits(&wide), bits(&base), "{op:?}");
         }
         // A scaled sum, overwriting and accumulating.
         let (y, x) = (out, Mat::new(BufId(1), 0, 1, inputs.len()));
         let x_values: Vec<f32> = inputs.iter().rev().copied().collect();
         for op in [Axpby::new(y, -1.5, x, 0.0), Axpby::new(y, 0.3, x, 0.7)] {
-            let (mut wide, mut base) = (inputs.clone(), inputs.clone());
-            let (y, x) = (&mut wide[..], &x_values[..]);
-            super::super::simd_state::wide(AxpbyChunk { op: &op, y, x });
-            let y = &mut base[..];
-            AxpbyChunk { op: &op, y, x }.with_simd(pulp::Scalar::new());
-            assert_eq!(bits(&wide), bits(&base), "{op:?}");
+            same_bits(&format!("{op:?}"), &|y, wide| {
+                run(
+                    AxpbyChunk {
+                        op: &op,
+                        y,
+                        x: &x_values,
+                    },
+                    wide,
+                )
+            });
         }
         // Per-sample passes over a 41 x 97 feature-major batch.
         let (x, full) = (Mat::new(BufId(0), 0, 41, 97), Mat::new(BufId(1), 0, 41, 97));
@@ -798,21 +822,17 @@ mod tests {
             ColumnOp::mean_squares(Mat::new(BufId(1), 0, 1, 97), x, true),
             ColumnOp::normalize(full, x, 1.5, 1e-6),
         ] {
-            let (mut wide, mut base) = (inputs.clone(), inputs.clone());
-            let out = &mut wide[..op.out.len()];
-            super::super::simd_state::wide(ColumnPass {
-                op: &op,
-                x: x_values,
-                out,
+            same_bits(&format!("{op:?}"), &|out, wide| {
+                let out = &mut out[..op.out.len()];
+                run(
+                    ColumnPass {
+                        op: &op,
+                        x: x_values,
+                        out,
+                    },
+                    wide,
+                )
             });
-            let out = &mut base[..op.out.len()];
-            ColumnPass {
-                op: &op,
-                x: x_values,
-                out,
-            }
-            .with_simd(pulp::Scalar::new());
-            assert_eq!(bits(&wide), bits(&base), "{op:?}");
         }
     }
 }
