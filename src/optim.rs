@@ -246,6 +246,20 @@ impl UpdateStep {
 }
 
 impl UpdateStep {
+    /// The rate of plain SGD (no momentum, no weight decay), whose update is `w -= lr · g`
+    /// and needs no state; `None` for any other step.
+    pub(crate) fn plain_sgd_rate(&self) -> Option<f32> {
+        match *self {
+            UpdateStep::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                ..
+            } if momentum == 0.0 && weight_decay == 0.0 => Some(lr),
+            _ => None,
+        }
+    }
+
     /// [`UpdateStep::apply`] over whole slices (the shortest length wins), with the
     /// variant chosen once outside the loop so it vectorises. Returns whether every
     /// updated parameter is finite. Same operations in the same order as `apply`, so

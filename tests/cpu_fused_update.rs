@@ -203,8 +203,13 @@ fn a_refused_optimizer_pass_loses_no_held_gradients() {
 
 /// One step of a 300x1400 layer (batch 32: bands of rows, tiles of columns) under
 /// `optimizer`, its gradients held and then consumed by a pass that keeps them or not;
-/// returns the parameters and state after the pass.
-fn wide_layer_step(optimizer: Optimizer, keep_grads: bool) -> Vec<Vec<f32>> {
+/// returns the parameters and state after the pass, or the pass's error. With
+/// `nan_input`, that input feature holds a NaN.
+fn wide_layer_step(
+    optimizer: Optimizer,
+    keep_grads: bool,
+    nan_input: Option<usize>,
+) -> plasticity::Result<Vec<Vec<f32>>> {
     let (rows, cols, batch) = (300, 1400, 32);
     let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5;
     let mut cpu = CpuBackend::new();
@@ -227,6 +232,9 @@ fn wide_layer_step(optimizer: Optimizer, keep_grads: bool) -> Vec<Vec<f32>> {
     let (delta, input) = (buf(rows * batch, 1), buf(cols * batch, 2));
     let (params, grads) = (buf(params_len, 3), buf(params_len, 4));
     let state = [buf(params_len, 5), buf(params_len, 6)];
+    if let Some(feature) = nan_input {
+        cpu.write(input, feature * batch, &[f32::NAN]).unwrap();
+    }
     cpu.layer_grads(&[LayerGrad::new(
         Mat::new(delta, 0, rows, batch),
         Mat::new(input, 0, cols, batch),
@@ -243,23 +251,44 @@ fn wide_layer_step(optimizer: Optimizer, keep_grads: bool) -> Vec<Vec<f32>> {
         guard: None,
         keep_grads,
     };
-    cpu.optimizer_step(&pass).unwrap();
-    [params, state[0], state[1]]
+    cpu.optimizer_step(&pass)?;
+    Ok([params, state[0], state[1]]
         .iter()
         .map(|&b| cpu.read(b, 0, params_len).unwrap())
-        .collect()
+        .collect())
 }
 
 #[test]
 fn a_pass_that_need_not_keep_the_gradients_updates_with_the_same_bits() {
     for optimizer in optimizers() {
-        let kept = wide_layer_step(optimizer, true);
-        let consumed = wide_layer_step(optimizer, false);
+        let kept = wide_layer_step(optimizer, true, None).unwrap();
+        let consumed = wide_layer_step(optimizer, false, None).unwrap();
         for (what, (k, c)) in ["parameters", "first moment", "second moment"]
             .iter()
             .zip(kept.iter().zip(&consumed))
         {
             assert_same_bits(c, k, &format!("{optimizer}: {what}"));
+        }
+    }
+}
+
+#[test]
+fn a_pass_reports_the_first_parameter_its_update_made_non_finite() {
+    // Input 7 is NaN in one sample, so every row's weight from it is after the update
+    // (the biases stay finite): plain SGD adds the product into the weights from its
+    // epilogue, the other optimizers apply a computed tile.
+    for optimizer in optimizers() {
+        for keep_grads in [true, false] {
+            match wide_layer_step(optimizer, keep_grads, Some(7)) {
+                Err(plasticity::Error::NonFinite { index, value, .. }) => {
+                    assert_eq!(index, 7, "{optimizer}, keep_grads {keep_grads}");
+                    assert!(value.is_nan());
+                }
+                other => panic!(
+                    "{optimizer}, keep_grads {keep_grads}: {:?}",
+                    other.map(|_| "Ok")
+                ),
+            }
         }
     }
 }

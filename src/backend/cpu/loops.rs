@@ -100,6 +100,27 @@ pub(super) fn apply_update(
     })
 }
 
+/// Whether every value is finite, compiled for AVX2 (see `wide`).
+pub(super) fn all_finite(values: &[f32]) -> bool {
+    struct AllFinite<'a>(&'a [f32]);
+
+    impl pulp::WithSimd for AllFinite<'_> {
+        type Output = bool;
+
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> bool {
+            // A plain loop with `&=` and no early exit, so it vectorises.
+            let mut all = true;
+            for v in self.0 {
+                all &= v.is_finite();
+            }
+            all
+        }
+    }
+
+    wide(AllFinite(values))
+}
+
 /// `sign(v)` with `sign(0) = 0`, like WGSL's `sign` (`f32::signum(0.0)` is 1), and 0 for
 /// NaN; branch-free so loops over it vectorise.
 #[inline(always)]

@@ -3,6 +3,7 @@
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+mod accumulate;
 mod bands;
 mod deferred;
 mod epilogue;
@@ -25,7 +26,9 @@ use deferred::Deferred;
 use epilogue::Then;
 #[cfg(test)]
 use epilogue::{ActivationGradChunk, BiasActivationRow};
-use loops::{apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, SignFeedbackChunk};
+use loops::{
+    all_finite, apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, SignFeedbackChunk,
+};
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
