@@ -6,7 +6,8 @@
 //! about 8% of a 784-1024x3-10 BP step on the 2-core Xeon measured. faer can instead
 //! add `-lr · δ hᵀ` into `w` from the product's own epilogue (`Accum::Add`), where the
 //! loads of `w` overlap the kernel's arithmetic: within 2% of the plain product's time
-//! against 14% for compute-then-apply, in alternating runs of 1024x128x1024 products.
+//! against 14-19% more for compute-then-apply, in alternating runs of 1024x128x1024
+//! products.
 //!
 //! That is only worth having if the values stay those of the update applied apart.
 //! faer's x86 kernels (private-gemm-x86, AVX2 and AVX-512) scale the accumulated dot
