@@ -269,24 +269,16 @@ impl Backend for CpuBackend {
         let (mut o, r) = self.deferred.borrow(&mut self.bufs, &[out], &reads)?;
         // Chunks of rows in parallel, compiled for AVX2: this runs over every feedback
         // weight before every sign-symmetric backward pass.
-        let parallel = out.len() >= PARALLEL_ELEMENTWISE_MIN;
-        let chunks = |out: &mut [f32], w: &[f32], magnitude: Option<&[f32]>| {
+        let (w, m) = (r[0], r.get(1).copied());
+        in_pieces(o[0], |start, out| {
+            let range = start..start + out.len();
             super::simd_state::wide(SignFeedbackChunk {
                 out,
-                w,
-                magnitude,
+                w: &w[range.clone()],
+                magnitude: m.map(|m| &m[range]),
                 scale,
             })
-        };
-        let (o, w, m) = (&mut *o[0], r[0], r.get(1).copied());
-        if parallel {
-            o.par_chunks_mut(CHUNK).enumerate().for_each(|(i, o)| {
-                let range = i * CHUNK..i * CHUNK + o.len();
-                chunks(o, &w[range.clone()], m.map(|m| &m[range]))
-            });
-        } else {
-            chunks(o, w, m);
-        }
+        });
         Ok(())
     }
 
@@ -441,14 +433,11 @@ impl Backend for CpuBackend {
     fn axpby(&mut self, op: &Axpby) -> Result<()> {
         op.check()?;
         let (mut w, r) = self.deferred.borrow(&mut self.bufs, &[op.y], &[op.x])?;
-        let (y, x) = (&mut *w[0], r[0]);
-        if y.len() >= PARALLEL_ELEMENTWISE_MIN {
-            y.par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK))
-                .for_each(|(y, x)| super::simd_state::wide(AxpbyChunk { op, y, x }));
-        } else {
-            super::simd_state::wide(AxpbyChunk { op, y, x });
-        }
+        let x = r[0];
+        in_pieces(w[0], |start, y| {
+            let x = &x[start..start + y.len()];
+            super::simd_state::wide(AxpbyChunk { op, y, x })
+        });
         Ok(())
     }
 
@@ -506,6 +495,19 @@ impl CpuBackend {
             divergence::host::record_update(g, w[0], idx_u32(index)?);
         }
         Ok(())
+    }
+}
+
+/// Runs `f(start, piece)` over `out` in pieces of [`CHUNK`] elements on every thread when
+/// it is large (from [`PARALLEL_ELEMENTWISE_MIN`]), else once over all of it; `start` is
+/// the piece's offset in `out`, for the matching elements of the pass's inputs.
+fn in_pieces(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() >= PARALLEL_ELEMENTWISE_MIN {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, piece)| f(i * CHUNK, piece));
+    } else {
+        f(0, out);
     }
 }
 
