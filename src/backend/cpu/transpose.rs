@@ -126,7 +126,11 @@ fn register_block(simd: pulp::x86::V3, band: &mut Band, r0: usize, j0: usize) {
     let (rows, cols, c0) = (band.rows, band.cols, band.first + j0);
     let load = |i: usize| -> __m256 {
         let start = (r0 + i) * cols + c0;
-        let row: [f32; BLOCK] = core::array::from_fn(|k| band.src[start + k]);
+        // One bounds check and one 32-byte load; indexing element by element left the
+        // eight loads apart and the whole transposition 1.3-1.5x slower.
+        let row: [f32; BLOCK] = band.src[start..start + BLOCK]
+            .try_into()
+            .expect("a full block lies inside the input");
         pulp::cast(row)
     };
     let avx = simd.avx;
