@@ -32,8 +32,9 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::accumulate::rounds_like_apart;
+use super::loops::{tile_finite, TileUpdate};
 use super::transposed::TransposedCopies;
-use super::{all_finite, apply_update, gemm_slices, row_sums, LayerParallelism, CHUNK};
+use super::{apply_update, gemm_slices, row_sums, LayerParallelism, CHUNK};
 use crate::backend::regions::{borrow, Borrowed};
 use crate::backend::{Gemm, LayerGrad, Mat, OptimizerPass};
 use crate::error::Result;
@@ -372,7 +373,7 @@ impl Band<'_> {
         let mut finite = true;
         for c0 in (0..cols).step_by(tile) {
             let width = tile.min(cols - c0);
-            let segments = (0..count).map(|i| i * cols + c0..i * cols + c0 + width);
+            let columns = c0..c0 + width;
             let input = &self.input[c0 * batch..(c0 + width) * batch];
             let input = MatRef::from_row_major_slice(input, width, batch).transpose();
             let rate = plain_rate.filter(|_| rounds_like_apart(count, width, batch));
@@ -382,22 +383,19 @@ impl Band<'_> {
                 let params = MatMut::from_row_major_slice_mut(out.params, count, cols);
                 let tile = params.subcols_mut(c0, width);
                 matmul(tile, Accum::Add, delta, input, -rate, Par::Seq);
-                segments.fold(true, |all, s| all & all_finite(&out.params[s]))
+                tile_finite(out.params, cols, columns)
             } else if !keep_grads && beta == 0.0 {
                 TILE.with_borrow_mut(|tile| {
                     tile.resize(count * width, 0.0);
                     let product = MatMut::from_row_major_slice_mut(tile, count, width);
                     matmul(product, Accum::Replace, delta, input, alpha, Par::Seq);
-                    // `&`, not `&&`: every segment is updated whatever came before.
-                    segments
-                        .zip(tile.chunks(width))
-                        .fold(true, |all, (s, g)| all & out.range(s).update_from(step, g))
+                    out.update_tile(step, cols, columns, Some(tile))
                 })
             } else {
                 if beta != 0.0 && beta != 1.0 {
-                    segments
-                        .clone()
-                        .for_each(|s| out.grads[s].iter_mut().for_each(|g| *g *= beta));
+                    for row in out.grads.chunks_mut(cols) {
+                        row[columns.clone()].iter_mut().for_each(|g| *g *= beta);
+                    }
                 }
                 let accum = if beta == 0.0 {
                     Accum::Replace
@@ -405,9 +403,15 @@ impl Band<'_> {
                     Accum::Add
                 };
                 let grads = MatMut::from_row_major_slice_mut(out.grads, count, cols);
-                let tile = grads.subcols_mut(c0, width);
-                matmul(tile, accum, delta, input, alpha, Par::Seq);
-                segments.fold(true, |all, s| all & out.range(s).update(step))
+                matmul(
+                    grads.subcols_mut(c0, width),
+                    accum,
+                    delta,
+                    input,
+                    alpha,
+                    Par::Seq,
+                );
+                out.update_tile(step, cols, columns, None)
             };
         }
         finite
@@ -439,25 +443,38 @@ impl<'a> Stretch<'a> {
         }
     }
 
-    /// Elements `range` of each.
-    fn range(&mut self, range: std::ops::Range<usize>) -> Stretch<'_> {
-        Stretch {
-            params: &mut self.params[range.clone()],
-            grads: &mut self.grads[range.clone()],
-            s0: &mut self.s0[range.clone()],
-            s1: &mut self.s1[range],
+    /// The update of columns `columns` of every row (`cols` long) from the gradient
+    /// tile `from` (rows `columns.len()` long), or from the stretch's own gradients;
+    /// whether every updated parameter is finite.
+    fn update_tile(
+        &mut self,
+        step: UpdateStep,
+        cols: usize,
+        columns: std::ops::Range<usize>,
+        from: Option<&[f32]>,
+    ) -> bool {
+        let (grads, grad_stride, grad_first) = match from {
+            Some(tile) => (tile, columns.len(), 0),
+            None => (&*self.grads, cols, columns.start),
+        };
+        TileUpdate {
+            step,
+            params: self.params,
+            s0: self.s0,
+            s1: self.s1,
+            cols,
+            columns,
+            grads,
+            grad_stride,
+            grad_first,
         }
+        .apply()
     }
 
     /// The optimizer's update, vectorised like the plain pass; whether every parameter
     /// is finite.
     fn update(self, step: UpdateStep) -> bool {
         apply_update(step, self.params, self.grads, self.s0, self.s1)
-    }
-
-    /// [`Stretch::update`] with the gradients taken from `grads` instead.
-    fn update_from(self, step: UpdateStep, grads: &[f32]) -> bool {
-        apply_update(step, self.params, grads, self.s0, self.s1)
     }
 }
 

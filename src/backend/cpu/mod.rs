@@ -26,9 +26,7 @@ use deferred::Deferred;
 use epilogue::Then;
 #[cfg(test)]
 use epilogue::{ActivationGradChunk, BiasActivationRow};
-use loops::{
-    all_finite, apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, SignFeedbackChunk,
-};
+use loops::{apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, SignFeedbackChunk};
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
