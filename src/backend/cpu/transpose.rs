@@ -5,8 +5,11 @@
 //! a cache line per element, and on power-of-two widths those lines share L1 sets: it
 //! ran a 1024x1024 transpose at 1.0-1.2 ms on the 2-core Xeon measured, against 0.2 ms
 //! for a copy of the same bytes. Here each worker takes a band of output rows and moves
-//! 8x8 blocks through AVX registers (eight row loads, 24 shuffles, eight row stores):
-//! 0.46-0.54 ms, bit for bit the same values.
+//! 8x8 blocks through AVX registers (eight row loads, 24 shuffles, eight row stores),
+//! bit for bit the same values: 0.46-0.54 ms with the loads written element by element,
+//! 1.3-1.5x faster since each is one checked 32-byte load. Other orders measured no
+//! better: 16 input rows per step (whole output lines), square tiles, or software
+//! prefetch of the rows ahead.
 
 use rayon::prelude::*;
 

@@ -14,10 +14,14 @@
 //! A copy goes stale when anything writes its matrix, and is made again only at the
 //! second read after that write. A matrix written before every read gets none: BP's
 //! weights (updated by every step's optimizer pass) and sign-symmetric feedback
-//! (rewritten before every use). Keeping their copies current cost what it saved: a
-//! transposition of a 1024x1024 matrix takes 0.5-0.8 ms here, three times a copy of its
+//! (rewritten before every use). Keeping their copies current cost more than it saved: a
+//! transposition of a 1024x1024 matrix took 0.5-0.8 ms here, three times a copy of its
 //! bytes, against 0.4-0.5 ms saved on the product, and the same proportion at 2048 and
-//! 4096, whether written tile by tile inside the fused optimizer pass or after it.
+//! 4096, whether written tile by tile inside the fused optimizer pass or after it. With
+//! the transposition 1.3-1.5x faster, a copy made at every first read still made BP's
+//! step at 784-1024x3-10 7.6% slower and uSF's 7.8-8.8% (20-30 alternating rounds):
+//! inside a step the matrix comes from memory, not from the cache a lone transposition
+//! enjoys.
 //!
 //! A copy is an exact transposition, and which products use one depends only on the
 //! order of operations. The copies cost memory, as much as the matrices they mirror, so
