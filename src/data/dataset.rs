@@ -1,5 +1,6 @@
 //! The in-memory classification data set shared by every loader.
 
+use crate::backend::cpu::rows_into_columns;
 use crate::error::{checked_product, Error, Result};
 
 /// Samples per block in [`Dataset::gather_feature_major`]; small enough that a
@@ -174,26 +175,20 @@ impl Dataset {
 
     /// Transposes the chosen rows into `x` one block of `GATHER_BLOCK` samples
     /// at a time: the block's rows stay cached while every feature writes one
-    /// short contiguous run, instead of striding through `x` per element.
-    /// Indices must already be validated.
+    /// short contiguous run, instead of striding through `x` per element; 8x8 blocks go
+    /// through registers (see [`rows_into_columns`]). Indices must already be validated.
     fn gather_x(&self, indices: &[usize], x: &mut [f32]) {
         let b = indices.len();
-        if b == 0 {
+        if self.dim == 0 {
             return;
         }
         for (block, chunk) in indices.chunks(GATHER_BLOCK).enumerate() {
-            let j0 = block * GATHER_BLOCK;
             let mut rows: [&[f32]; GATHER_BLOCK] = [&[]; GATHER_BLOCK];
             for (row, &i) in rows.iter_mut().zip(chunk) {
                 *row = &self.features[i * self.dim..(i + 1) * self.dim];
             }
             let rows = &rows[..chunk.len()];
-            for (f, x_row) in x.chunks_exact_mut(b).enumerate() {
-                let out = &mut x_row[j0..j0 + chunk.len()];
-                for (o, row) in out.iter_mut().zip(rows) {
-                    *o = row[f];
-                }
-            }
+            rows_into_columns(&mut x[block * GATHER_BLOCK..], b, rows, self.dim);
         }
     }
 

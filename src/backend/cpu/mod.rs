@@ -11,6 +11,8 @@ mod loops;
 mod transpose;
 mod transposed;
 
+pub(crate) use transpose::rows_into_columns;
+
 use super::columns::ColumnOp;
 use super::divergence::{self, Guard};
 use super::elementwise::{Axpby, Noise};

@@ -49,6 +49,75 @@ pub(super) fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) 
     }
 }
 
+/// `dst[f * stride + j] = rows[j][f]` for every row `j` and feature `f < dim`: sample
+/// rows (each at least `dim` long, anywhere in memory) written as the columns of a
+/// feature-major batch whose rows are `stride` long, on the calling thread. Full 8x8
+/// blocks go through registers where the CPU has AVX2, the rest element by element.
+pub(crate) fn rows_into_columns(dst: &mut [f32], stride: usize, rows: &[&[f32]], dim: usize) {
+    let mut gather = Gather {
+        dst,
+        stride,
+        rows,
+        dim,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if let Some(simd) = pulp::x86::V3::try_new() {
+        return pulp::Simd::vectorize(simd, GatherBlocks { gather, simd });
+    }
+    gather.scalar(0, 0);
+}
+
+/// The operands of [`rows_into_columns`].
+struct Gather<'a> {
+    dst: &'a mut [f32],
+    stride: usize,
+    rows: &'a [&'a [f32]],
+    dim: usize,
+}
+
+impl Gather<'_> {
+    /// Element by element, what the register blocks left: the features from
+    /// `features_done` on of the first `rows_done` rows, and every feature of the rest.
+    #[inline(always)]
+    fn scalar(&mut self, rows_done: usize, features_done: usize) {
+        for (j, row) in self.rows.iter().enumerate() {
+            let first = if j < rows_done { features_done } else { 0 };
+            for (f, &v) in row[..self.dim].iter().enumerate().skip(first) {
+                self.dst[f * self.stride + j] = v;
+            }
+        }
+    }
+}
+
+/// [`rows_into_columns`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+struct GatherBlocks<'a> {
+    gather: Gather<'a>,
+    simd: pulp::x86::V3,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::WithSimd for GatherBlocks<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let (mut g, simd) = (self.gather, self.simd);
+        let rows_done = g.rows.len() / BLOCK * BLOCK;
+        let features_done = g.dim / BLOCK * BLOCK;
+        for j0 in (0..rows_done).step_by(BLOCK) {
+            let rows = &g.rows[j0..j0 + BLOCK];
+            for f0 in (0..features_done).step_by(BLOCK) {
+                let out = transpose8(simd, core::array::from_fn(|i| load8(&rows[i][f0..])));
+                for (i, v) in out.into_iter().enumerate() {
+                    store8(&mut g.dst[(f0 + i) * g.stride + j0..], v);
+                }
+            }
+        }
+        g.scalar(rows_done, features_done);
+    }
+}
+
 /// Output rows `first..` (input columns), all of them in `dst`.
 struct Band<'a> {
     dst: &'a mut [f32],
@@ -120,25 +189,48 @@ impl pulp::WithSimd for Blocks<'_> {
     }
 }
 
-/// One full 8x8 block: input rows `r0..r0 + 8` at columns `first + j0..`, transposed
-/// through the standard unpack / shuffle / lane-permute sequence.
+/// One full 8x8 block: input rows `r0..r0 + 8` at columns `first + j0..`, transposed.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn register_block(simd: pulp::x86::V3, band: &mut Band, r0: usize, j0: usize) {
-    use core::arch::x86_64::__m256;
     let (rows, cols, c0) = (band.rows, band.cols, band.first + j0);
-    let load = |i: usize| -> __m256 {
-        let start = (r0 + i) * cols + c0;
-        // One bounds check and one 32-byte load; indexing element by element left the
-        // eight loads apart and the whole transposition 1.3-1.5x slower.
-        let row: [f32; BLOCK] = band.src[start..start + BLOCK]
-            .try_into()
-            .expect("a full block lies inside the input");
-        pulp::cast(row)
-    };
+    let out = transpose8(
+        simd,
+        core::array::from_fn(|i| load8(&band.src[(r0 + i) * cols + c0..])),
+    );
+    for (i, v) in out.into_iter().enumerate() {
+        let start = (j0 + i) * rows + r0;
+        store8(&mut band.dst[start..], v);
+    }
+}
+
+/// The first 8 floats of `values` as a vector: one bounds check and one 32-byte load;
+/// indexing element by element left the eight loads apart and the whole transposition
+/// 1.3-1.5x slower.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn load8(values: &[f32]) -> core::arch::x86_64::__m256 {
+    let row: [f32; BLOCK] = values[..BLOCK].try_into().expect("a slice of BLOCK floats");
+    pulp::cast(row)
+}
+
+/// `v` into the first 8 floats of `out`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn store8(out: &mut [f32], v: core::arch::x86_64::__m256) {
+    out[..BLOCK].copy_from_slice(&pulp::cast::<_, [f32; BLOCK]>(v));
+}
+
+/// The 8x8 block whose rows are `r`, transposed through the standard unpack / shuffle /
+/// lane-permute sequence: pairs of rows interleaved, then pairs of pairs, then the
+/// 128-bit halves swapped.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn transpose8(
+    simd: pulp::x86::V3,
+    r: [core::arch::x86_64::__m256; BLOCK],
+) -> [core::arch::x86_64::__m256; BLOCK] {
     let avx = simd.avx;
-    let r: [__m256; BLOCK] = core::array::from_fn(load);
-    // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
     let t = [
         avx._mm256_unpacklo_ps(r[0], r[1]),
         avx._mm256_unpackhi_ps(r[0], r[1]),
@@ -159,7 +251,7 @@ fn register_block(simd: pulp::x86::V3, band: &mut Band, r0: usize, j0: usize) {
         avx._mm256_shuffle_ps::<0x44>(t[5], t[7]),
         avx._mm256_shuffle_ps::<0xEE>(t[5], t[7]),
     ];
-    let out = [
+    [
         avx._mm256_permute2f128_ps::<0x20>(u[0], u[4]),
         avx._mm256_permute2f128_ps::<0x20>(u[1], u[5]),
         avx._mm256_permute2f128_ps::<0x20>(u[2], u[6]),
@@ -168,12 +260,7 @@ fn register_block(simd: pulp::x86::V3, band: &mut Band, r0: usize, j0: usize) {
         avx._mm256_permute2f128_ps::<0x31>(u[1], u[5]),
         avx._mm256_permute2f128_ps::<0x31>(u[2], u[6]),
         avx._mm256_permute2f128_ps::<0x31>(u[3], u[7]),
-    ];
-    for (i, v) in out.into_iter().enumerate() {
-        let start = (j0 + i) * rows + r0;
-        let row: [f32; BLOCK] = pulp::cast(v);
-        band.dst[start..start + BLOCK].copy_from_slice(&row);
-    }
+    ]
 }
 
 #[cfg(test)]
@@ -194,6 +281,27 @@ mod tests {
                         src[r * cols + c],
                         "{rows}x{cols} ({r}, {c})"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_land_in_columns_exactly() {
+        // Full register blocks, ragged rows and features, rows longer than `dim`, and a
+        // stride wider than the row count (a batch gathered a block at a time).
+        for (count, dim, stride) in [(0, 5, 3), (1, 1, 1), (8, 8, 8), (16, 37, 53), (13, 24, 13)] {
+            let rows: Vec<Vec<f32>> = (0..count)
+                .map(|j| (0..dim + 3).map(|f| (j * 1000 + f) as f32).collect())
+                .collect();
+            let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+            let mut dst = vec![f32::NAN; dim * stride];
+            rows_into_columns(&mut dst, stride, &refs, dim);
+            for f in 0..dim {
+                for j in 0..stride {
+                    let want = if j < count { rows[j][f] } else { f32::NAN };
+                    let got = dst[f * stride + j];
+                    assert!(got == want || (got.is_nan() && want.is_nan()), "{f}, {j}");
                 }
             }
         }
