@@ -23,7 +23,6 @@ mod direct_feedback_alignment;
 mod direct_random_target_projection;
 mod feedback_alignment;
 mod indirect_feedback_alignment;
-mod last_layer_only;
 mod sign_symmetry;
 
 use rand_chacha::ChaCha8Rng;
@@ -271,7 +270,8 @@ pub(crate) fn prepare_feedback(
     }
 }
 
-/// Fills the delta of every hidden layer, given the output error in the last delta.
+/// Fills the delta of every hidden layer the rule trains (all of them but under
+/// [`Rule::LastLayerOnly`]), given the output error in the last delta.
 pub(crate) fn hidden_deltas(
     rule: Rule,
     backend: &mut dyn Backend,
@@ -290,7 +290,12 @@ pub(crate) fn hidden_deltas(
         Rule::DirectRandomTargetProjection => {
             direct_random_target_projection::hidden_deltas(backend, views, batch)
         }
-        Rule::LastLayerOnly => last_layer_only::hidden_deltas(backend, views, batch),
+        // `δ_l = 0` for every hidden layer, which the trainer leaves out of the gradient
+        // products and the optimizer pass (see `first_trained_layer`), so weight decay
+        // and momentum cannot move them either. Nothing reads those deltas, and not
+        // zeroing them saves a pass over them every step: 0.11-0.16 ms of a 4-5 ms
+        // step at 784-1024x3-10, batch 128.
+        Rule::LastLayerOnly => Ok(()),
         Rule::DirectFeedbackAlignment => {
             direct_feedback_alignment::hidden_deltas(backend, views, batch)
         }
