@@ -299,22 +299,17 @@ mod tests {
         let finite = [f32::MAX, f32::MIN, f32::MIN_POSITIVE / 2.0, -0.0, 0.0, 1.0];
         let mut m: Vec<f32> = (0..rows * cols).map(|i| finite[i % finite.len()]).collect();
         assert!(tile_finite(&m, cols, columns.clone()));
+        // Corners and middle of the tile, then the columns just beside it.
+        let inside = [(0, 3), (4, 28), (2, 17)].map(|cell| (cell, true));
+        let outside = [(0, 2), (3, 29), (4, 36)].map(|cell| (cell, false));
         for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            for (r, c) in [(0, 3), (4, 28), (2, 17)] {
+            for ((r, c), in_tile) in inside.into_iter().chain(outside) {
                 let keep = m[r * cols + c];
                 m[r * cols + c] = bad;
-                assert!(
-                    !tile_finite(&m, cols, columns.clone()),
-                    "{bad} at ({r}, {c})"
-                );
-                m[r * cols + c] = keep;
-            }
-            for (r, c) in [(0, 2), (3, 29), (4, 36)] {
-                let keep = m[r * cols + c];
-                m[r * cols + c] = bad;
-                assert!(
+                assert_eq!(
                     tile_finite(&m, cols, columns.clone()),
-                    "{bad} outside at ({r}, {c})"
+                    !in_tile,
+                    "{bad} at ({r}, {c}), inside the tile: {in_tile}"
                 );
                 m[r * cols + c] = keep;
             }
