@@ -1,6 +1,6 @@
 //! The CPU backend: host buffers, faer's GEMM, rayon across independent layers.
 
-use faer::{Accum, MatMut, MatRef, Par};
+use faer::{Accum, MatRef, Par};
 use rayon::prelude::*;
 
 mod accumulate;
@@ -590,13 +590,7 @@ pub(crate) fn product(
         scratch.resize(op.c.len(), 0.0);
         let a = MatRef::from_row_major_slice(a, op.a.rows, op.a.cols).transpose();
         let b = MatRef::from_row_major_slice(b, op.b.rows, op.b.cols);
-        let column_major = MatMut::from_column_major_slice_mut(scratch, op.c.rows, op.c.cols);
-        bands::matmul_on(column_major, Accum::Replace, a, b, op.alpha, par);
-        // The scratch holds C column-major: Cᵀ row-major.
-        transpose::transpose(c, scratch, op.c.cols, op.c.rows);
-        if let Some(then) = then {
-            then.all(op.c.cols, c);
-        }
+        bands::matmul_column_major(c, scratch, (a, b), op.alpha, par, then);
     } else {
         gemm_slices(op, c, a, b, par, then);
     }
