@@ -16,9 +16,9 @@
 //! | 4096 x 4096 | 23.8 / 25.2 | 33.5-36.1 / 30.2-32.0 (column-major) | |
 //!
 //! So row-major products under [`BANDED_MAX_MACS`] go in bands and larger ones to faer,
-//! and the column-major `Aᵀ B` products (written column-major and transposed into place
-//! by the caller, which packs the large `A` in every band alike) go in bands at every
-//! size, each thread taking several when a band would outgrow the cache
+//! and the column-major `Aᵀ B` products (written column-major and moved into place band
+//! by band, faer packing the large `A` in every band alike) go in bands at every size,
+//! each thread taking several when a band would outgrow the cache
 //! ([`COLUMN_MAJOR_BAND_ROWS`]). A band does not split the depth of the sum, so a banded
 //! product gives the bits of the single-threaded one whatever the thread count.
 
@@ -44,11 +44,11 @@ const COLUMN_MAJOR_BAND_ROWS: usize = 256;
 /// `C = alpha op(A) op(B)` for a tall transposed product (BP's `Wᵀ δ`), which faer runs
 /// faster writing `C` column-major: each band of `C`'s rows is written column-major into
 /// its part of `scratch` and then, by the same thread while it is in that core's cache,
-/// moved into its rows of the row-major `c` (`cols` wide) and given `then`: the step's
-/// `Wᵀ δ` at 784-1024x3-10 ran 1.6-2.4% faster so than with one transposition and then
-/// one epilogue pass over all of `C` (steps alternating, 200 of them). Bands of at most
-/// [`COLUMN_MAJOR_BAND_ROWS`], a whole number per thread; each thread leaves with a
-/// clean AVX upper state.
+/// moved into its rows of the row-major `c` (`cols` wide) and given `then`. That made the
+/// step's `Wᵀ δ` at 784-1024x3-10 1.6-2.4% faster than one transposition and one
+/// epilogue pass over all of `C` after the product (steps alternating, 200 of them).
+/// Bands of at most [`COLUMN_MAJOR_BAND_ROWS`], a whole number per thread; each thread
+/// leaves with a clean AVX upper state.
 pub(super) fn matmul_column_major(
     c: &mut [f32],
     scratch: &mut [f32],

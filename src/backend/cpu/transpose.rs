@@ -49,10 +49,12 @@ pub(super) fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) 
     }
 }
 
-/// `dst[f * stride + j] = rows[j][f]` for every row `j` and feature `f < dim`: sample
-/// rows (each at least `dim` long, anywhere in memory) written as the columns of a
-/// feature-major batch whose rows are `stride` long, on the calling thread. Full 8x8
-/// blocks go through registers where the CPU has AVX2, the rest element by element.
+/// `dst[f * stride + j] = rows[j][f]` for every row `j` and feature `f < dim`: rows
+/// (each at least `dim` long, anywhere in memory) written as the columns of `dst`, whose
+/// rows are `stride` long, on the calling thread. A batch's sample rows become a
+/// feature-major batch this way, and a band of a column-major product (its columns are
+/// the rows here) its rows of the row-major result. Full 8x8 blocks go through registers
+/// where the CPU has AVX2, the rest element by element.
 pub(crate) fn rows_into_columns(dst: &mut [f32], stride: usize, rows: &[&[f32]], dim: usize) {
     let mut gather = Gather {
         dst,
