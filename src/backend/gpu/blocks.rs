@@ -1,6 +1,6 @@
-//! Every kernel's parameter block, declared once: [`kernel_params!`] makes the Rust
-//! struct the host fills and the WGSL `struct` the shader reads from the same field
-//! list, so the two cannot drift (a reordered or retyped field changes both). The
+//! Every kernel's parameter block, declared once: the `kernel_params!` macro below makes
+//! the Rust struct the host fills and the WGSL `struct` the shader reads from the same
+//! field list, so the two cannot drift (a reordered or retyped field changes both). The
 //! pipelines prepend each module's declaration to its source (see
 //! [`pipelines`](super::pipelines)), and a dispatch refuses a block of another
 //! kernel's type.
