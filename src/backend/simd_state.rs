@@ -62,9 +62,10 @@ pub(crate) fn wide<Op: WithSimd>(op: Op) -> Op::Output {
 /// [`wide`] at AVX-512 (16 lanes) when the CPU has it (pulp's x86-v4 level): for loops
 /// that compute far more than they move, where the wider lanes pay. The noise draw ran
 /// 1.2-1.5x (uniform) and 1.5-1.6x (normal) faster so than through [`wide`], and brSF's
-/// step (a fresh draw of every feedback magnitude) 3.6-5.0% faster, in alternating runs
-/// on the 2-core Xeon measured; faer's own kernels run at AVX-512 there already. The
-/// same operations lane for lane, so the same values.
+/// step (a fresh draw of every feedback magnitude) 3.6-5.0% faster; the forward pass's
+/// `tanh` 1.3x faster (see `cpu::epilogue`). Alternating runs on the 2-core Xeon
+/// measured, where faer's own kernels run at AVX-512 already. The same operations lane
+/// for lane, so the same values.
 #[inline(always)]
 pub(crate) fn widest<Op: WithSimd>(op: Op) -> Op::Output {
     #[cfg(target_arch = "x86_64")]

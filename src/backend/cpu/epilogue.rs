@@ -48,7 +48,7 @@ impl<'a> Then<'a> {
         match self {
             Then::BiasActivation { bias, activation } => {
                 for (row, &b) in band.chunks_mut(cols).zip(&bias[first..]) {
-                    super::super::simd_state::wide(BiasActivationRow { row, b, activation });
+                    super::super::simd_state::widest(BiasActivationRow { row, b, activation });
                 }
             }
             Then::ActivationGrad {
@@ -80,7 +80,10 @@ impl<'a> Then<'a> {
 }
 
 /// `row[j] = f(row[j] + b)`: one row of [`Then::BiasActivation`], as a loop the
-/// compiler vectorises for the CPU's widest lanes (see `simd_state::wide`).
+/// compiler vectorises for the CPU's widest lanes (see `simd_state::widest`): `tanh`
+/// computes far more than it moves, and at AVX-512 the forward pass's epilogue made
+/// DFA's step at 784-1024x3-10 1.7-3.6% faster and last-layer-only training's 1.1-1.9%
+/// (alternating in-process runs; BP's 0.5%, FA's unchanged).
 pub(super) struct BiasActivationRow<'a> {
     pub(super) row: &'a mut [f32],
     pub(super) b: f32,

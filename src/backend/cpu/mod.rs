@@ -735,90 +735,93 @@ mod tests {
         transposed_product(100, 64, 33);
     }
 
-    /// `op` compiled for AVX2 when `wide`, else for the scalar baseline.
-    fn run<Op: pulp::WithSimd<Output = ()>>(op: Op, wide: bool) {
-        if wide {
-            super::super::simd_state::wide(op)
-        } else {
-            op.with_simd(pulp::Scalar::new())
+    /// How a loop is compiled: for the scalar baseline, through `wide` (AVX2) or through
+    /// `widest` (AVX-512 where the CPU has it, else AVX2).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Lanes {
+        Baseline,
+        Wide,
+        Widest,
+    }
+
+    fn run<Op: pulp::WithSimd<Output = ()>>(op: Op, lanes: Lanes) {
+        match lanes {
+            Lanes::Baseline => op.with_simd(pulp::Scalar::new()),
+            Lanes::Wide => super::super::simd_state::wide(op),
+            Lanes::Widest => super::super::simd_state::widest(op),
         }
     }
 
     #[test]
-    fn wide_elementwise_loops_give_the_baselines_values_bit_for_bit() {
+    fn vectorised_elementwise_loops_give_the_baselines_values_bit_for_bit() {
         let inputs: Vec<f32> = (0..4099)
             .map(|i| ((i * 7919) % 20011) as f32 / 1000.0 - 10.0)
             .chain([0.0, -0.0, 1e-30, -1e-30, 8.0, -8.0, f32::INFINITY])
             .collect();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        // Runs `pass` over a copy of the inputs both ways, checks the bits agree and
+        // Runs `pass` over a copy of the inputs every way, checks the bits agree and
         // returns the result.
-        let same_bits = |what: &str, pass: &dyn Fn(&mut [f32], bool)| {
-            let (mut wide, mut base) = (inputs.clone(), inputs.clone());
-            pass(&mut wide, true);
-            pass(&mut base, false);
-            assert_eq!(bits(&wide), bits(&base), "{what}");
+        let same_bits = |what: &str, pass: &dyn Fn(&mut [f32], Lanes)| {
+            let mut base = inputs.clone();
+            pass(&mut base, Lanes::Baseline);
+            for lanes in [Lanes::Wide, Lanes::Widest] {
+                let mut vector = inputs.clone();
+                pass(&mut vector, lanes);
+                assert_eq!(bits(&vector), bits(&base), "{what} through {lanes:?}");
+            }
             base
         };
         for activation in Activation::ALL {
-            let h = same_bits(&format!("{activation:?} forward"), &|row, wide| {
+            let h = same_bits(&format!("{activation:?} forward"), &|row, lanes| {
                 run(
                     BiasActivationRow {
                         row,
                         b: 0.25,
                         activation,
                     },
-                    wide,
+                    lanes,
                 )
             });
-            same_bits(&format!("{activation:?} derivative"), &|d, wide| {
+            same_bits(&format!("{activation:?} derivative"), &|d, lanes| {
                 run(
                     ActivationGradChunk {
                         d,
                         h: &h,
                         activation,
                     },
-                    wide,
+                    lanes,
                 )
             });
         }
-        // The noise draw, both distributions, from an offset into the draw; the backend
-        // draws at AVX-512 where the CPU has it.
+        // The noise draw, both distributions, from an offset into the draw.
         let out = Mat::new(BufId(0), 0, 1, inputs.len());
         for op in [
             Noise::normal(out, 0.7, 11),
             Noise::uniform(out, -1.0, 3.0, 12),
         ] {
-            let base = same_bits(&format!("{op:?}"), &|out, wide| {
+            same_bits(&format!("{op:?}"), &|out, lanes| {
                 run(
                     NoiseChunk {
                         op: &op,
                         out,
                         first: 77,
                     },
-                    wide,
+                    lanes,
                 )
             });
-            let mut widest = inputs.clone();
-            super::super::simd_state::widest(NoiseChunk {
-                op: &op,
-                out: &mut widest,
-                first: 77,
-            });
-            assert_eq!(bits(&widest), bits(&base), "{op:?} at AVX-512");
         }
         // A scaled sum, overwriting and accumulating.
         let (y, x) = (out, Mat::new(BufId(1), 0, 1, inputs.len()));
         let x_values: Vec<f32> = inputs.iter().rev().copied().collect();
         for op in [Axpby::new(y, -1.5, x, 0.0), Axpby::new(y, 0.3, x, 0.7)] {
-            same_bits(&format!("{op:?}"), &|y, wide| {
+            same_bits(&format!("{op:?}"), &|y, lanes| {
                 run(
                     AxpbyChunk {
                         op: &op,
                         y,
                         x: &x_values,
                     },
-                    wide,
+                    lanes,
                 )
             });
         }
@@ -829,7 +832,7 @@ mod tests {
             ColumnOp::mean_squares(Mat::new(BufId(1), 0, 1, 97), x, true),
             ColumnOp::normalize(full, x, 1.5, 1e-6),
         ] {
-            same_bits(&format!("{op:?}"), &|out, wide| {
+            same_bits(&format!("{op:?}"), &|out, lanes| {
                 let out = &mut out[..op.out.len()];
                 run(
                     ColumnPass {
@@ -837,7 +840,7 @@ mod tests {
                         x: x_values,
                         out,
                     },
-                    wide,
+                    lanes,
                 )
             });
         }
