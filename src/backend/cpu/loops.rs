@@ -1,13 +1,13 @@
 //! The CPU backend's elementwise loops, each compiled for AVX2 through [`wide`] (the
 //! optimizer's update and the noise draw, which compute more than they move, for
-//! AVX-512 through [`widest`] where the CPU has it). On the worker threads that matters more than the
-//! lanes: faer's parallel products leave the workers with a dirty AVX upper state, where
-//! baseline (SSE-encoded) code pays a transition penalty on every instruction. Measured:
-//! a weight-mirror epoch (784-500-10, batch 128) went from 8.9 s to 1.2 s, the noise
-//! having run 8x slower inside training than alone. A loop written with iterator
-//! adaptors can stay out of line, compiled for the baseline; these are plain `for`
-//! loops, inlined. Each does the same operations in the same order as its plain form,
-//! so the values are the same bit for bit.
+//! AVX-512 through [`widest`] where the CPU has it). On the worker threads that matters
+//! more than the lanes: faer's parallel products leave the workers with a dirty AVX
+//! upper state, where baseline (SSE-encoded) code pays a transition penalty on every
+//! instruction. Measured: a weight-mirror epoch (784-500-10, batch 128) went from 8.9 s
+//! to 1.2 s, the noise having run 8x slower inside training than alone. A loop written
+//! with iterator adaptors can stay out of line, compiled for the baseline; these are
+//! plain `for` loops, inlined. Each does the same operations in the same order as its
+//! plain form, so the values are the same bit for bit.
 
 use std::ops::Range;
 
