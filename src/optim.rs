@@ -363,6 +363,23 @@ fn trim_zeros(s: &str) -> &str {
     }
 }
 
+/// One optimizer for each path of the update (plain SGD, momentum, Nesterov momentum with
+/// weight decay, Adam): the cases the tests comparing its implementations run through.
+#[cfg(test)]
+pub(crate) fn one_of_each_update() -> [Optimizer; 4] {
+    [
+        Optimizer::sgd(0.1),
+        Optimizer::momentum(0.1, 0.9),
+        Optimizer::Sgd {
+            lr: 0.05,
+            momentum: 0.8,
+            weight_decay: 1e-3,
+            nesterov: true,
+        },
+        Optimizer::adam(0.01),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,17 +404,7 @@ mod tests {
     #[test]
     fn slice_update_equals_the_per_element_update() {
         let g: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
-        for opt in [
-            Optimizer::sgd(0.1),
-            Optimizer::momentum(0.1, 0.9),
-            Optimizer::Sgd {
-                lr: 0.05,
-                momentum: 0.8,
-                weight_decay: 1e-3,
-                nesterov: true,
-            },
-            Optimizer::adam(0.01),
-        ] {
+        for opt in one_of_each_update() {
             let step = opt.step_params(3);
             let mut w: Vec<f32> = (0..37).map(|i| i as f32 * 0.1 - 1.0).collect();
             let (mut s0, mut s1) = (vec![0.1f32; 37], vec![0.2f32; 37]);

@@ -295,7 +295,7 @@ impl pulp::WithSimd for RowSums<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Optimizer;
+    use crate::optim::one_of_each_update;
 
     /// Every optimizer's update through `wide` and through `widest` gives the bits of
     /// the per-element statement, with the ragged tail of a vector.
@@ -304,18 +304,7 @@ mod tests {
         let n = 203;
         let g: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
         let start: Vec<f32> = (0..n).map(|i| i as f32 * 0.01 - 1.0).collect();
-        let optimizers = [
-            Optimizer::sgd(0.1),
-            Optimizer::momentum(0.1, 0.9),
-            Optimizer::Sgd {
-                lr: 0.05,
-                momentum: 0.8,
-                weight_decay: 1e-3,
-                nesterov: true,
-            },
-            Optimizer::adam(0.01),
-        ];
-        for opt in optimizers {
+        for opt in one_of_each_update() {
             let step = opt.step_params(3);
             let state = || (start.clone(), vec![0.1f32; n], vec![0.2f32; n]);
             let (mut want_w, mut want_s0, mut want_s1) = state();

@@ -737,7 +737,7 @@ mod tests {
 
     /// How a loop is compiled: for the scalar baseline, through `wide` (AVX2) or through
     /// `widest` (AVX-512 where the CPU has it, else AVX2).
-    #[derive(Debug, Clone, Copy, PartialEq)]
+    #[derive(Debug, Clone, Copy)]
     enum Lanes {
         Baseline,
         Wide,
