@@ -16,14 +16,17 @@
 //! right after, so a machine whose speed drifts over minutes (shared or throttled)
 //! still gives a ratio to trust: the median over rounds, with its range. `--unfused`
 //! runs the gradient products apart from the optimizer pass instead of fused with it
-//! (`CpuBackend::with_fused_updates`), to measure what the fusion saves.
+//! (`CpuBackend::with_fused_updates`), to measure what the fusion saves. `--ops` times
+//! every operation inside the step (`plasticity::bench::time_step_ops`), to set beside
+//! the same products alone: what a product loses inside a step, what the elementwise
+//! work costs, and the host's time between operations.
 
 use std::time::Duration;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use plasticity::backend::CpuBackend;
-use plasticity::bench::{cpu_product, time_repeated, Timing};
+use plasticity::backend::{Backend, CpuBackend, TracingBackend};
+use plasticity::bench::{cpu_product, time_repeated, time_step_ops, Timing};
 use plasticity::data::Dataset;
 use plasticity::{Activation, Error, Network, Optimizer, Result, Rule, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
@@ -33,7 +36,7 @@ use rayon::prelude::*;
 const USAGE: &str =
     "usage: step_time [--inputs 784] [--hidden 1024,1024,1024] [--batch 128] [--repeats 50] \
                      [--warmup 5] [--rule bp|fa|dfa|all] [--threads N] [--breakdown] \
-                     [--paired ROUNDS] [--unfused]";
+                     [--paired ROUNDS] [--unfused] [--ops]";
 
 const CLASSES: usize = 10;
 /// Distinct batches of random data the timed steps cycle through.
@@ -54,6 +57,8 @@ struct Args {
     paired: usize,
     /// Gradient products run apart from the optimizer pass (`CpuBackend::with_fused_updates`).
     unfused: bool,
+    /// Every operation timed inside the step.
+    ops: bool,
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -83,6 +88,7 @@ fn parse_args() -> Result<Args> {
         breakdown: false,
         paired: 0,
         unfused: false,
+        ops: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,6 +100,7 @@ fn parse_args() -> Result<Args> {
         let switch = match flag.as_str() {
             "--breakdown" => Some(&mut args.breakdown),
             "--unfused" => Some(&mut args.unfused),
+            "--ops" => Some(&mut args.ops),
             _ => None,
         };
         if let Some(on) = switch {
@@ -154,6 +161,12 @@ fn random_data(inputs: usize, batch: usize, rng: &mut ChaCha8Rng) -> Result<Data
 
 /// A trainer for `rule` on the timed network.
 fn trainer(args: &Args, rule: Rule) -> Result<Trainer> {
+    let backend = CpuBackend::new().with_fused_updates(!args.unfused);
+    trainer_on(args, rule, Box::new(backend))
+}
+
+/// A trainer for `rule` on the timed network, on `backend`.
+fn trainer_on(args: &Args, rule: Rule, backend: Box<dyn Backend>) -> Result<Trainer> {
     let net = Network::builder(args.inputs)
         .hidden(&args.hidden, Activation::Tanh)
         .dense(CLASSES, Activation::Identity)
@@ -165,8 +178,7 @@ fn trainer(args: &Args, rule: Rule) -> Result<Trainer> {
         batch_size: args.batch,
         ..TrainConfig::default()
     };
-    let backend = CpuBackend::new().with_fused_updates(!args.unfused);
-    Trainer::with_backend(net, config, Box::new(backend))
+    Trainer::with_backend(net, config, backend)
 }
 
 /// The sample indices of each of the data's batches.
@@ -252,6 +264,63 @@ fn main() -> Result<()> {
     if args.paired > 0 {
         paired(&args, &data)?;
     }
+    if args.ops {
+        for &rule in &args.rules {
+            operations(&args, rule, &data)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every operation of `rule`'s step timed inside the step, in issue order.
+fn operations(args: &Args, rule: Rule, data: &Dataset) -> Result<()> {
+    let backend = CpuBackend::new().with_fused_updates(!args.unfused);
+    let tracer = TracingBackend::new(Box::new(backend));
+    let trace = tracer.trace();
+    let mut trainer = trainer_on(args, rule, Box::new(tracer))?;
+    let timed = time_step_ops(&mut trainer, &trace, data, args.warmup, args.repeats)?;
+    println!();
+    println!(
+        "Operations of a {} step, each timed inside the step (median of {} steps; the \
+         gradient products run inside the optimizer pass after them)",
+        rule.name(),
+        args.repeats
+    );
+    println!();
+    println!(
+        "| {:>2} | {:<24} | {:<12} | GFLOP | median ms | min ms | GFLOP/s |\n\
+         |---:|{}|{}|------:|----------:|-------:|--------:|",
+        "#",
+        "operation",
+        "writes",
+        "-".repeat(26),
+        "-".repeat(14)
+    );
+    for (i, op) in timed.ops.iter().enumerate() {
+        let written = op
+            .op
+            .writes
+            .first()
+            .map_or(String::new(), |w| format!("{}x{}", w.rows, w.cols));
+        let rate = op.gflops().map_or(String::new(), |g| format!("{g:.1}"));
+        println!(
+            "| {:>2} | {:<24} | {:<12} | {:>5.3} | {:>9.3} | {:>6.3} | {:>7} |",
+            i + 1,
+            format!("{:?}", op.op.kind),
+            written,
+            op.op.gemm_flops as f64 * 1e-9,
+            ms(op.timing.median),
+            ms(op.timing.min),
+            rate
+        );
+    }
+    let (total, step) = (ms(timed.ops_total()), ms(timed.step.median));
+    println!();
+    println!(
+        "Operations' medians summed: {total:.2} ms; the step's median {step:.2} ms, so \
+         {:.2} ms between operations (gathering the batch, bookkeeping)",
+        step - total
+    );
     Ok(())
 }
 

@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod ops;
+
+pub use ops::{time_step_ops, StepOps, TimedOp};
+
 use crate::backend::{TraceSummary, TracingBackend};
 use crate::data::Dataset;
 use crate::error::{checked_product, Error, Result};

@@ -30,6 +30,7 @@
 //! ```
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::{
     check_bias, check_same_shape, check_sign_feedback, regions, Axpby, Backend, BufId, ColumnOp,
@@ -88,6 +89,12 @@ pub struct TracedOp {
     pub writes: Vec<Mat>,
     /// Floating-point operations of its matrix products (0 for elementwise work).
     pub gemm_flops: u64,
+    /// How long the wrapped backend took over the call; `None` in a dry run. On the
+    /// CPU backend that is the work itself, except that the gradient products it holds
+    /// back ([`Backend::layer_grads`]) run, and are timed, inside the optimizer pass
+    /// that follows them. A GPU backend's calls only record work for the device, so
+    /// their times say little of the work.
+    pub elapsed: Option<Duration>,
 }
 
 impl TracedOp {
@@ -210,15 +217,23 @@ impl TracingBackend {
         gemm_flops: u64,
         run: impl FnOnce(&mut dyn Backend) -> Result<()>,
     ) -> Result<()> {
-        match self.inner.as_deref_mut() {
-            Some(inner) => run(inner)?,
-            None => self.check_dry(&reads, &writes)?,
-        }
+        let elapsed = match self.inner.as_deref_mut() {
+            Some(inner) => {
+                let start = Instant::now();
+                run(inner)?;
+                Some(start.elapsed())
+            }
+            None => {
+                self.check_dry(&reads, &writes)?;
+                None
+            }
+        };
         self.trace.push(TracedOp {
             kind,
             reads,
             writes,
             gemm_flops,
+            elapsed,
         });
         Ok(())
     }
@@ -474,5 +489,21 @@ mod tests {
         assert!(t.fill(Mat::new(buf, 4, 2, 4), 1.0).is_err());
         assert!(t.read(buf, 0, 8).unwrap().iter().all(|&v| v == 0.0));
         assert!(t.trace().ops().is_empty());
+    }
+
+    #[test]
+    fn calls_passed_on_are_timed_and_dry_ones_are_not() {
+        for (mut t, timed) in [
+            (TracingBackend::new(Box::new(CpuBackend::new())), true),
+            (TracingBackend::dry(), false),
+        ] {
+            let buf = t.alloc(32).unwrap();
+            let (a, c) = (Mat::new(buf, 0, 4, 4), Mat::new(buf, 16, 4, 4));
+            t.fill(a, 1.0).unwrap();
+            t.gemm(&Gemm::new(c, a, false, a, false)).unwrap();
+            let ops = t.trace().ops();
+            assert_eq!(ops.len(), 2);
+            assert!(ops.iter().all(|op| op.elapsed.is_some() == timed));
+        }
     }
 }
