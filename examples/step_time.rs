@@ -314,12 +314,14 @@ fn operations(args: &Args, rule: Rule, data: &Dataset) -> Result<()> {
             rate
         );
     }
-    let (total, step) = (ms(timed.ops_total()), ms(timed.step.median));
     println!();
     println!(
-        "Operations' medians summed: {total:.2} ms; the step's median {step:.2} ms, so \
-         {:.2} ms between operations (gathering the batch, bookkeeping)",
-        step - total
+        "Operations' medians summed: {:.2} ms; the step's median {:.2} ms, of which \
+         {:.2} ms (median over steps) outside every operation (gathering the batch, \
+         bookkeeping)",
+        ms(timed.ops_total()),
+        ms(timed.step.median),
+        ms(timed.between.median)
     );
     Ok(())
 }

@@ -59,11 +59,14 @@ pub struct StepOps {
     pub ops: Vec<TimedOp>,
     /// Whole steps.
     pub step: Timing,
+    /// Each step's time outside its operations: the host's work between them
+    /// (gathering the batch, bookkeeping). Taken step by step, as the operations' own
+    /// medians need not add up to the step's.
+    pub between: Timing,
 }
 
 impl StepOps {
-    /// The operations' medians summed: the step's median less this is the host's work
-    /// between them (gathering the batch, bookkeeping).
+    /// The operations' medians summed.
     pub fn ops_total(&self) -> Duration {
         self.ops.iter().map(|op| op.timing.median).sum()
     }
@@ -83,10 +86,11 @@ pub fn time_step_ops(
     let mut cycle = warmed_cycle(trainer, data, warmup)?;
     let mut first: Vec<TracedOp> = Vec::new();
     let mut times: Vec<Vec<Duration>> = Vec::new();
-    let mut steps = Vec::with_capacity(repeats);
+    let (mut steps, mut between) = (Vec::with_capacity(repeats), Vec::with_capacity(repeats));
     for step in 0..repeats {
         trace.clear();
-        steps.push(timed_steps(&mut cycle, trainer, data, 1)?);
+        let took = timed_steps(&mut cycle, trainer, data, 1)?;
+        steps.push(took);
         let ops = trace.ops();
         if step == 0 {
             times = vec![Vec::with_capacity(repeats); ops.len()];
@@ -111,6 +115,8 @@ pub fn time_step_ops(
             })?;
             times[i].push(elapsed);
         }
+        let inside: Duration = times.iter().filter_map(|t| t.last()).sum();
+        between.push(took.saturating_sub(inside));
     }
     if first.is_empty() {
         return Err(Error::config(
@@ -134,6 +140,7 @@ pub fn time_step_ops(
     Ok(StepOps {
         ops,
         step: timing(steps)?,
+        between: timing(between)?,
     })
 }
 
@@ -176,7 +183,8 @@ mod tests {
             let timed = time_step_ops(&mut trainer, &trace, &data, 2, 4).unwrap();
             let timed_kinds: Vec<OpKind> = timed.ops.iter().map(|op| op.op.kind).collect();
             assert_eq!(timed_kinds, kinds, "{rule}");
-            assert_eq!(timed.step.samples, 4);
+            assert_eq!((timed.step.samples, timed.between.samples), (4, 4));
+            assert!(timed.between.median <= timed.step.median);
             for op in &timed.ops {
                 assert_eq!(op.timing.samples, 4);
                 let product = matches!(op.op.kind, OpKind::Gemm | OpKind::FusedGemm);
