@@ -522,6 +522,16 @@ pub trait Backend: Send {
     fn sign_feedback(&mut self, out: Mat, w: Mat, magnitude: Option<Mat>, scale: f32)
         -> Result<()>;
 
+    /// Feedback with magnitudes drawn afresh (brSF): draws `magnitudes` into its region,
+    /// then sets `out = |magnitudes| * sign(w)`. The values of [`Backend::noise`]
+    /// followed by [`Backend::sign_feedback`] with those magnitudes and scale 1, which is
+    /// what this default runs; the CPU backend does both in one pass, signing each piece
+    /// of the draw while it is in cache.
+    fn redrawn_sign_feedback(&mut self, out: Mat, w: Mat, magnitudes: &Noise) -> Result<()> {
+        self.noise(magnitudes)?;
+        self.sign_feedback(out, w, Some(magnitudes.out), 1.0)
+    }
+
     /// Gradients of several layers that do not depend on each other: a backend may run
     /// them concurrently (threads, or one grouped GPU dispatch).
     fn layer_grads(&mut self, layers: &[LayerGrad]) -> Result<()>;

@@ -54,6 +54,9 @@ pub enum OpKind {
     ActivationGrad,
     /// [`Backend::sign_feedback`].
     SignFeedback,
+    /// [`Backend::redrawn_sign_feedback`]: the draw and the feedback in one operation
+    /// (two dispatches on a GPU, which runs the default).
+    RedrawnSignFeedback,
     /// [`Backend::layer_grads`] over this many layers (one grouped operation).
     LayerGrads(usize),
     /// [`Backend::loss_grad`].
@@ -346,6 +349,15 @@ impl Backend for TracingBackend {
         let reads = check_sign_feedback(out, w, magnitude)?;
         self.record(OpKind::SignFeedback, reads, vec![out], 0, |b| {
             b.sign_feedback(out, w, magnitude, scale)
+        })
+    }
+
+    fn redrawn_sign_feedback(&mut self, out: Mat, w: Mat, magnitudes: &Noise) -> Result<()> {
+        magnitudes.check()?;
+        let reads = check_sign_feedback(out, w, None)?;
+        let writes = vec![out, magnitudes.out];
+        self.record(OpKind::RedrawnSignFeedback, reads, writes, 0, |b| {
+            b.redrawn_sign_feedback(out, w, magnitudes)
         })
     }
 

@@ -48,14 +48,16 @@ pub(super) fn prepare(
                         fan,
                         fan_in,
                     };
-                    backend.noise(&Noise {
+                    let magnitudes = Noise {
                         out: m,
                         distribution: init.distribution_for(&shape),
                         seed: rng.next_u32(),
                         accumulate: false,
-                    })?;
+                    };
+                    backend.redrawn_sign_feedback(b, w, &magnitudes)?;
+                } else {
+                    backend.sign_feedback(b, w, Some(m), 1.0)?;
                 }
-                backend.sign_feedback(b, w, Some(m), 1.0)?;
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The CPU backend's elementwise loops, each compiled for AVX2 through [`wide`] (the
-//! optimizer's update and the noise draw, which compute more than they move, for
+//! optimizer's update and the noise draw with what rides on it, which compute more than they move, for
 //! AVX-512 through [`widest`] where the CPU has it). On the worker threads that matters
 //! more than the lanes: faer's parallel products leave the workers with a dirty AVX
 //! upper state, where baseline (SSE-encoded) code pays a transition penalty on every
@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use crate::backend::columns::{self, ColumnOp};
-use crate::backend::elementwise::{self, Axpby, Noise};
+use crate::backend::elementwise::{self, Axpby, Distribution, Noise};
 use crate::backend::simd_state::{wide, widest};
 use crate::optim::UpdateStep;
 
@@ -220,6 +220,44 @@ impl pulp::WithSimd for SignFeedbackChunk<'_> {
             Some(m) => {
                 for ((b, &w), &m) in out.iter_mut().zip(w).zip(m) {
                     *b = scale * m.abs() * sign(w);
+                }
+            }
+        }
+    }
+}
+
+/// A chunk of [`Backend::redrawn_sign_feedback`](crate::backend::Backend) for a fresh
+/// draw: each magnitude `v` of the [`Noise`] draw is written and, in the same loop,
+/// `out = |v| · sign(w)`, the values of [`NoiseChunk`] and then [`SignFeedbackChunk`]
+/// with scale 1. `first` is the chunk's first element in the draw; `w` starts there too
+/// and may run past the chunk.
+pub(super) struct RedrawnSignFeedbackChunk<'a> {
+    pub(super) op: &'a Noise,
+    pub(super) magnitudes: &'a mut [f32],
+    pub(super) out: &'a mut [f32],
+    pub(super) w: &'a [f32],
+    pub(super) first: u32,
+}
+
+impl pulp::WithSimd for RedrawnSignFeedbackChunk<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let key = elementwise::host::pcg(self.op.seed);
+        let each = self.magnitudes.iter_mut().zip(self.out).zip(self.w);
+        // One loop per distribution, as in `noise_from`, so each vectorises.
+        match self.op.distribution {
+            Distribution::Normal { std } => {
+                for (((m, b), &w), i) in each.zip(self.first..) {
+                    *m = std * elementwise::host::standard_normal(key, i);
+                    *b = m.abs() * sign(w);
+                }
+            }
+            Distribution::Uniform { lo, hi } => {
+                for (((m, b), &w), i) in each.zip(self.first..) {
+                    *m = lo + (hi - lo) * elementwise::host::uniform(key, i);
+                    *b = m.abs() * sign(w);
                 }
             }
         }

@@ -28,7 +28,10 @@ use deferred::Deferred;
 use epilogue::Then;
 #[cfg(test)]
 use epilogue::{ActivationGradChunk, BiasActivationRow};
-use loops::{apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, SignFeedbackChunk};
+use loops::{
+    apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, RedrawnSignFeedbackChunk,
+    SignFeedbackChunk,
+};
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
@@ -279,6 +282,44 @@ impl Backend for CpuBackend {
                 scale,
             })
         });
+        Ok(())
+    }
+
+    /// One loop draws each magnitude and writes its feedback value at once, so the
+    /// draw's arithmetic overlaps the loads of the weights and nothing is read back.
+    /// Each value is that of the two operations apart. A draw added to the magnitudes
+    /// (`accumulate`) runs as the two.
+    fn redrawn_sign_feedback(&mut self, out: Mat, w: Mat, magnitudes: &Noise) -> Result<()> {
+        magnitudes.check()?;
+        check_sign_feedback(out, w, Some(magnitudes.out))?;
+        if magnitudes.accumulate {
+            self.noise(magnitudes)?;
+            return self.sign_feedback(out, w, Some(magnitudes.out), 1.0);
+        }
+        let (writes, r) = self
+            .deferred
+            .borrow(&mut self.bufs, &[out, magnitudes.out], &[w])?;
+        let [b, m] = <[&mut [f32]; 2]>::try_from(writes)
+            .map_err(|_| crate::Error::Backend("redrawn_sign_feedback regions".into()))?;
+        let w = r[0];
+        let piece = |(i, (b, m)): (usize, (&mut [f32], &mut [f32]))| {
+            let first = i * CHUNK;
+            super::simd_state::widest(RedrawnSignFeedbackChunk {
+                op: magnitudes,
+                magnitudes: m,
+                out: b,
+                w: &w[first..],
+                // `magnitudes.check` bounds the region's length by u32::MAX.
+                first: first as u32,
+            });
+        };
+        if out.len() >= PARALLEL_ELEMENTWISE_MIN {
+            let pieces = b.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK));
+            pieces.enumerate().for_each(piece);
+        } else {
+            let pieces = b.chunks_mut(CHUNK).zip(m.chunks_mut(CHUNK));
+            pieces.enumerate().for_each(piece);
+        }
         Ok(())
     }
 
@@ -843,6 +884,59 @@ mod tests {
                     lanes,
                 )
             });
+        }
+    }
+
+    /// The draw and the feedback in one pass give the bits of the two apart, for both
+    /// distributions and for a draw added to the magnitudes: one piece, a ragged last piece, and enough pieces to run in
+    /// parallel; the weights include zeros of both signs.
+    #[test]
+    fn redrawn_sign_feedback_gives_the_bits_of_the_draw_and_the_feedback_apart() {
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        for (rows, cols) in [
+            (3, 5),
+            (7, CHUNK / 4 + 1),
+            (19, PARALLEL_ELEMENTWISE_MIN / 16),
+        ] {
+            let len = rows * cols;
+            let w: Vec<f32> = (0..len)
+                .map(|i| match i % 11 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    _ => ((i * 7919) % 2003) as f32 / 1000.0 - 1.0,
+                })
+                .collect();
+            // Feedback, magnitudes and weights side by side in one buffer, as in the
+            // trainer's arenas.
+            let (b, m, wm) = (
+                Mat::new(BufId(0), 0, rows, cols),
+                Mat::new(BufId(0), len, rows, cols),
+                Mat::new(BufId(0), 2 * len, rows, cols),
+            );
+            let added = Noise {
+                accumulate: true,
+                ..Noise::normal(m, 0.3, 13)
+            };
+            for magnitudes in [
+                Noise::normal(m, 0.7, 11),
+                Noise::uniform(m, -1.0, 3.0, 12),
+                added,
+            ] {
+                let mut results = Vec::new();
+                for fused in [true, false] {
+                    let mut backend = CpuBackend::new();
+                    let buf = backend.alloc(3 * len).unwrap();
+                    backend.write(buf, 2 * len, &w).unwrap();
+                    if fused {
+                        backend.redrawn_sign_feedback(b, wm, &magnitudes).unwrap();
+                    } else {
+                        backend.noise(&magnitudes).unwrap();
+                        backend.sign_feedback(b, wm, Some(m), 1.0).unwrap();
+                    }
+                    results.push(bits(backend.read(buf, 0, 2 * len).unwrap()));
+                }
+                assert_eq!(results[0], results[1], "{rows}x{cols}, {magnitudes:?}");
+            }
         }
     }
 }
