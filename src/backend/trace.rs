@@ -354,7 +354,8 @@ impl Backend for TracingBackend {
 
     fn redrawn_sign_feedback(&mut self, out: Mat, w: Mat, magnitudes: &Noise) -> Result<()> {
         magnitudes.check()?;
-        let reads = check_sign_feedback(out, w, None)?;
+        // The magnitudes are written, then read for the feedback.
+        let reads = check_sign_feedback(out, w, Some(magnitudes.out))?;
         let writes = vec![out, magnitudes.out];
         self.record(OpKind::RedrawnSignFeedback, reads, writes, 0, |b| {
             b.redrawn_sign_feedback(out, w, magnitudes)

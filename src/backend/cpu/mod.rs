@@ -888,8 +888,9 @@ mod tests {
     }
 
     /// The draw and the feedback in one pass give the bits of the two apart, for both
-    /// distributions and for a draw added to the magnitudes: one piece, a ragged last piece, and enough pieces to run in
-    /// parallel; the weights include zeros of both signs.
+    /// distributions and for a draw added to the magnitudes: one piece, a ragged last
+    /// piece, and enough pieces to run in parallel; the weights include zeros of both
+    /// signs.
     #[test]
     fn redrawn_sign_feedback_gives_the_bits_of_the_draw_and_the_feedback_apart() {
         let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
