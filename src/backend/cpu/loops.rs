@@ -1,13 +1,14 @@
 //! The CPU backend's elementwise loops, each compiled for AVX2 through [`wide`] (the
-//! optimizer's update and the noise draw with what rides on it, which compute more than they move, for
-//! AVX-512 through [`widest`] where the CPU has it). On the worker threads that matters
-//! more than the lanes: faer's parallel products leave the workers with a dirty AVX
-//! upper state, where baseline (SSE-encoded) code pays a transition penalty on every
-//! instruction. Measured: a weight-mirror epoch (784-500-10, batch 128) went from 8.9 s
-//! to 1.2 s, the noise having run 8x slower inside training than alone. A loop written
-//! with iterator adaptors can stay out of line, compiled for the baseline; these are
-//! plain `for` loops, inlined. Each does the same operations in the same order as its
-//! plain form, so the values are the same bit for bit.
+//! optimizer's update and the noise draw, with brSF's feedback riding on it, which
+//! compute more than they move, for AVX-512 through [`widest`] where the CPU has it).
+//! On the worker threads that matters more than the lanes: faer's parallel products
+//! leave the workers with a dirty AVX upper state, where baseline (SSE-encoded) code
+//! pays a transition penalty on every instruction. Measured: a weight-mirror epoch
+//! (784-500-10, batch 128) went from 8.9 s to 1.2 s, the noise having run 8x slower
+//! inside training than alone. A loop written with iterator adaptors can stay out of
+//! line, compiled for the baseline; these are plain `for` loops, inlined. Each does the
+//! same operations in the same order as its plain form, so the values are the same bit
+//! for bit.
 
 use std::ops::Range;
 
@@ -226,11 +227,13 @@ impl pulp::WithSimd for SignFeedbackChunk<'_> {
     }
 }
 
-/// A chunk of [`Backend::redrawn_sign_feedback`](crate::backend::Backend) for a fresh
+/// A chunk of [`Backend::redrawn_sign_feedback`] for a fresh
 /// draw: each magnitude `v` of the [`Noise`] draw is written and, in the same loop,
 /// `out = |v| · sign(w)`, the values of [`NoiseChunk`] and then [`SignFeedbackChunk`]
 /// with scale 1. `first` is the chunk's first element in the draw; `w` starts there too
 /// and may run past the chunk.
+///
+/// [`Backend::redrawn_sign_feedback`]: crate::backend::Backend::redrawn_sign_feedback
 pub(super) struct RedrawnSignFeedbackChunk<'a> {
     pub(super) op: &'a Noise,
     pub(super) magnitudes: &'a mut [f32],
