@@ -83,6 +83,9 @@ pub fn time_step_ops(
     warmup: usize,
     repeats: usize,
 ) -> Result<StepOps> {
+    if repeats == 0 {
+        return Err(Error::config("timing needs repeats >= 1"));
+    }
     let mut cycle = warmed_cycle(trainer, data, warmup)?;
     let mut first: Vec<TracedOp> = Vec::new();
     let mut times: Vec<Vec<Duration>> = Vec::new();
@@ -93,6 +96,12 @@ pub fn time_step_ops(
         steps.push(took);
         let ops = trace.ops();
         if step == 0 {
+            if ops.is_empty() {
+                return Err(Error::config(
+                    "no operations recorded: the trainer must run on the TracingBackend whose \
+                     trace is given",
+                ));
+            }
             times = vec![Vec::with_capacity(repeats); ops.len()];
             first = ops.clone();
         }
@@ -117,12 +126,6 @@ pub fn time_step_ops(
         }
         let inside: Duration = times.iter().filter_map(|t| t.last()).sum();
         between.push(took.saturating_sub(inside));
-    }
-    if first.is_empty() {
-        return Err(Error::config(
-            "no operations recorded: the trainer must run on the TracingBackend whose trace \
-             is given",
-        ));
     }
     let timing = |samples: Vec<Duration>| {
         Timing::from_samples(samples).ok_or_else(|| Error::config("timing needs repeats >= 1"))
@@ -211,5 +214,8 @@ mod tests {
         let mut trainer = traced(Rule::Backprop, dry);
         let err = time_step_ops(&mut trainer, &trace, &data, 0, 2).unwrap_err();
         assert!(err.to_string().contains("dry trace"), "{err}");
+        // Nothing to time.
+        let err = time_step_ops(&mut trainer, &trace, &data, 0, 0).unwrap_err();
+        assert!(err.to_string().contains("repeats >= 1"), "{err}");
     }
 }
