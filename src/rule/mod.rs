@@ -254,8 +254,8 @@ pub(crate) trait StepViews {
 }
 
 /// Derives the rule's feedback from the current weights before a backward pass
-/// (sign-symmetric rules; a no-op for the others). brSF redraws its magnitudes from
-/// `rng` here, on the host, and uploads them.
+/// (sign-symmetric rules; a no-op for the others). brSF redraws its magnitudes here,
+/// on the backend, from a seed taken from `rng`.
 pub(crate) fn prepare_feedback(
     rule: Rule,
     backend: &mut dyn Backend,
