@@ -168,25 +168,39 @@ pub mod host {
         match (op.distribution, op.accumulate) {
             (Distribution::Normal { std }, false) => {
                 for (v, i) in out.iter_mut().zip(first..) {
-                    *v = std * standard_normal(key, i);
+                    *v = normal_value(std, key, i);
                 }
             }
             (Distribution::Normal { std }, true) => {
                 for (v, i) in out.iter_mut().zip(first..) {
-                    *v += std * standard_normal(key, i);
+                    *v += normal_value(std, key, i);
                 }
             }
             (Distribution::Uniform { lo, hi }, false) => {
                 for (v, i) in out.iter_mut().zip(first..) {
-                    *v = lo + (hi - lo) * uniform(key, i);
+                    *v = uniform_value(lo, hi, key, i);
                 }
             }
             (Distribution::Uniform { lo, hi }, true) => {
                 for (v, i) in out.iter_mut().zip(first..) {
-                    *v += lo + (hi - lo) * uniform(key, i);
+                    *v += uniform_value(lo, hi, key, i);
                 }
             }
         }
+    }
+
+    /// Element `i` of a normal draw with standard deviation `std` under `key` (the
+    /// [`pcg`] hash of the seed).
+    #[inline(always)]
+    pub fn normal_value(std: f32, key: u32, i: u32) -> f32 {
+        std * standard_normal(key, i)
+    }
+
+    /// Element `i` of a uniform draw on `(lo, hi]` under `key` (the [`pcg`] hash of the
+    /// seed).
+    #[inline(always)]
+    pub fn uniform_value(lo: f32, hi: f32, key: u32, i: u32) -> f32 {
+        lo + (hi - lo) * uniform(key, i)
     }
 
     /// The PCG output hash of `v` (O'Neill's RXS-M-XS step), as `shaders/elementwise.wgsl`

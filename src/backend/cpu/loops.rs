@@ -253,13 +253,13 @@ impl pulp::WithSimd for RedrawnSignFeedbackChunk<'_> {
         match self.op.distribution {
             Distribution::Normal { std } => {
                 for (((m, b), &w), i) in each.zip(self.first..) {
-                    *m = std * elementwise::host::standard_normal(key, i);
+                    *m = elementwise::host::normal_value(std, key, i);
                     *b = m.abs() * sign(w);
                 }
             }
             Distribution::Uniform { lo, hi } => {
                 for (((m, b), &w), i) in each.zip(self.first..) {
-                    *m = lo + (hi - lo) * elementwise::host::uniform(key, i);
+                    *m = elementwise::host::uniform_value(lo, hi, key, i);
                     *b = m.abs() * sign(w);
                 }
             }
