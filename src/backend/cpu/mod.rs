@@ -313,12 +313,12 @@ impl Backend for CpuBackend {
                 first: first as u32,
             });
         };
+        // Pieces in parallel, or all of it as one, as `in_pieces` cuts a pass.
         if out.len() >= PARALLEL_ELEMENTWISE_MIN {
             let pieces = b.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK));
             pieces.enumerate().for_each(piece);
         } else {
-            let pieces = b.chunks_mut(CHUNK).zip(m.chunks_mut(CHUNK));
-            pieces.enumerate().for_each(piece);
+            piece((0, (b, m)));
         }
         Ok(())
     }
