@@ -159,10 +159,14 @@ fn random_data(inputs: usize, batch: usize, rng: &mut ChaCha8Rng) -> Result<Data
     Dataset::new(features, labels, inputs, CLASSES)
 }
 
+/// The CPU backend the steps are timed on.
+fn backend(args: &Args) -> CpuBackend {
+    CpuBackend::new().with_fused_updates(!args.unfused)
+}
+
 /// A trainer for `rule` on the timed network.
 fn trainer(args: &Args, rule: Rule) -> Result<Trainer> {
-    let backend = CpuBackend::new().with_fused_updates(!args.unfused);
-    trainer_on(args, rule, Box::new(backend))
+    trainer_on(args, rule, Box::new(backend(args)))
 }
 
 /// A trainer for `rule` on the timed network, on `backend`.
@@ -274,8 +278,7 @@ fn main() -> Result<()> {
 
 /// Every operation of `rule`'s step timed inside the step, in issue order.
 fn operations(args: &Args, rule: Rule, data: &Dataset) -> Result<()> {
-    let backend = CpuBackend::new().with_fused_updates(!args.unfused);
-    let tracer = TracingBackend::new(Box::new(backend));
+    let tracer = TracingBackend::new(Box::new(backend(args)));
     let trace = tracer.trace();
     let mut trainer = trainer_on(args, rule, Box::new(tracer))?;
     let timed = time_step_ops(&mut trainer, &trace, data, args.warmup, args.repeats)?;
