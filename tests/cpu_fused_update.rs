@@ -292,3 +292,111 @@ fn a_pass_reports_the_first_parameter_its_update_made_non_finite() {
         }
     }
 }
+
+/// `scale · |m| · sign(w)` with `sign(0) = 0`, as the backend computes feedback.
+fn expected_feedback(w: &[f32], m: Option<&[f32]>, scale: f32) -> Vec<f32> {
+    let sign = |v: f32| f32::from(v > 0.0) - f32::from(v < 0.0);
+    w.iter()
+        .enumerate()
+        .map(|(i, &w)| scale * m.map_or(1.0, |m| m[i].abs()) * sign(w))
+        .collect()
+}
+
+/// Sign-concordant feedback the fused pass keeps current: right after the pass, before
+/// any call asks for it, `B` holds the updated weights' feedback (under plain SGD, whose
+/// product adds into the weights, and under Adam), and the next `sign_feedback` leaves
+/// it so. After a write to the weights, to `B` or to the magnitudes, or with another
+/// scale, the next call gives the feedback of what the regions then hold.
+#[test]
+fn sign_feedback_follows_the_weights_through_the_fused_pass_and_every_write() {
+    let (rows, cols, batch) = (300, 700, 16);
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5;
+    for optimizer in [Optimizer::sgd(0.5), Optimizer::adam(0.05)] {
+        let mut cpu = CpuBackend::new();
+        let params_len = rows * cols + rows;
+        let mut buf = |len: usize, values: &dyn Fn(usize) -> f32| {
+            let id = cpu.alloc(len).unwrap();
+            let data: Vec<f32> = (0..len).map(values).collect();
+            cpu.write(id, 0, &data).unwrap();
+            id
+        };
+        // Weights around zero (some exactly zero), so the step flips many signs.
+        let params = buf(params_len, &|i| match i % 97 {
+            0 => 0.0,
+            _ => 1e-3 * value(i, 3),
+        });
+        let (delta, input) = (
+            buf(rows * batch, &|i| value(i, 1)),
+            buf(cols * batch, &|i| value(i, 2)),
+        );
+        let magnitudes = buf(rows * cols, &|i| value(i, 7));
+        let grads = buf(params_len, &|_| 0.0);
+        let state = [buf(params_len, &|_| 0.0), buf(params_len, &|_| 0.0)];
+        let feedback = buf(rows * cols, &|_| 0.0);
+        let (b, w, m) = (
+            Mat::new(feedback, 0, rows, cols),
+            Mat::new(params, 0, rows, cols),
+            Mat::new(magnitudes, 0, rows, cols),
+        );
+        let read = |cpu: &mut CpuBackend, m: Mat| cpu.read(m.buf, m.offset, m.len()).unwrap();
+        cpu.sign_feedback(b, w, Some(m), 1.0).unwrap();
+        let (w_old, m_values) = (read(&mut cpu, w), read(&mut cpu, m));
+        let want = expected_feedback(&w_old, Some(&m_values), 1.0);
+        assert_same_bits(&read(&mut cpu, b), &want, "first");
+
+        cpu.layer_grads(&[LayerGrad::new(
+            Mat::new(delta, 0, rows, batch),
+            Mat::new(input, 0, cols, batch),
+            Mat::new(grads, 0, rows, cols),
+            Mat::new(grads, rows * cols, rows, 1),
+        )])
+        .unwrap();
+        let all = |buf| Mat::new(buf, 0, 1, params_len);
+        let pass = OptimizerPass {
+            params: all(params),
+            grads: all(grads),
+            state: state.map(all),
+            step: optimizer.step_params(1),
+            guard: None,
+            keep_grads: false,
+        };
+        cpu.optimizer_step(&pass).unwrap();
+        // Read straight after the pass: `B` was kept current with the weights.
+        let (w_new, b_after) = (read(&mut cpu, w), read(&mut cpu, b));
+        let flipped = w_old
+            .iter()
+            .zip(&w_new)
+            .filter(|(a, b)| (**a > 0.0) != (**b > 0.0))
+            .count();
+        assert!(flipped > 1000, "{optimizer}: only {flipped} signs flipped");
+        let want = expected_feedback(&w_new, Some(&m_values), 1.0);
+        assert_same_bits(&b_after, &want, &format!("{optimizer}: after the pass"));
+        cpu.sign_feedback(b, w, Some(m), 1.0).unwrap();
+        let what = format!("{optimizer}: asked again");
+        assert_same_bits(&read(&mut cpu, b), &want, &what);
+
+        // New weights, then a stray write into `B`, then new magnitudes: each call
+        // after a write gives the feedback of the present values.
+        let w_negated: Vec<f32> = w_new.iter().map(|v| -v).collect();
+        cpu.write(params, 0, &w_negated).unwrap();
+        cpu.sign_feedback(b, w, Some(m), 1.0).unwrap();
+        let want = expected_feedback(&w_negated, Some(&m_values), 1.0);
+        let what = format!("{optimizer}: new weights");
+        assert_same_bits(&read(&mut cpu, b), &want, &what);
+        cpu.write(feedback, 123, &[7.0; 40]).unwrap();
+        cpu.sign_feedback(b, w, Some(m), 1.0).unwrap();
+        let what = format!("{optimizer}: stray write");
+        assert_same_bits(&read(&mut cpu, b), &want, &what);
+        let m_new: Vec<f32> = (0..m.len()).map(|i| value(i, 11)).collect();
+        cpu.write(magnitudes, 0, &m_new).unwrap();
+        cpu.sign_feedback(b, w, Some(m), 1.0).unwrap();
+        let want = expected_feedback(&w_negated, Some(&m_new), 1.0);
+        let what = format!("{optimizer}: new magnitudes");
+        assert_same_bits(&read(&mut cpu, b), &want, &what);
+        // uSF's form, without magnitudes and at another scale.
+        cpu.sign_feedback(b, w, None, 0.25).unwrap();
+        let want = expected_feedback(&w_negated, None, 0.25);
+        let what = format!("{optimizer}: uniform");
+        assert_same_bits(&read(&mut cpu, b), &want, &what);
+    }
+}

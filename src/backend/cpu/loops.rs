@@ -1,6 +1,7 @@
 //! The CPU backend's elementwise loops, each compiled for AVX2 through [`wide`] (the
-//! optimizer's update and the noise draw, with brSF's feedback riding on it, which
-//! compute more than they move, for AVX-512 through [`widest`] where the CPU has it).
+//! optimizer's update, the noise draw, with brSF's feedback riding on it, and the sign
+//! feedback's compare, which compute more than they move, for AVX-512 through
+//! [`widest`] where the CPU has it).
 //! On the worker threads that matters more than the lanes: faer's parallel products
 //! leave the workers with a dirty AVX upper state, where baseline (SSE-encoded) code
 //! pays a transition penalty on every instruction. Measured: a weight-mirror epoch
@@ -197,12 +198,29 @@ fn sign(v: f32) -> f32 {
     (v > 0.0) as u8 as f32 - (v < 0.0) as u8 as f32
 }
 
-/// A chunk of sign-concordant feedback: `b = scale · sign(w)`, or `scale · |m| ·
-/// sign(w)` with magnitudes. One loop per variant, so each vectorises.
+/// What a feedback value takes from its weight: the sign, as `-1`, `0` or `1` (`0` for
+/// NaN, like [`sign`]).
+#[inline(always)]
+fn sign_class(v: f32) -> i8 {
+    (v > 0.0) as i8 - (v < 0.0) as i8
+}
+
+/// Weights whose signs are compared, and whose feedback is rewritten if any changed,
+/// together.
+const SIGN_LINE: usize = 64;
+
+/// A chunk of sign-concordant feedback kept current: `b = scale · sign(w)`, or `scale ·
+/// |m| · sign(w)` with magnitudes, given `signs`, the signs of the weights `b` was last
+/// written from (`b` holding exactly that feedback). Only the lines of 64 values where
+/// a weight's sign changed are rewritten, and their `signs` with them; a sign that is
+/// none of `-1, 0, 1` (a new record's `i8::MIN`) makes its line be written. A feedback
+/// value depends on its weight only through that sign, so the result is the plain
+/// formula's, bit for bit, whatever `b` held before.
 pub(super) struct SignFeedbackChunk<'a> {
     pub(super) out: &'a mut [f32],
     pub(super) w: &'a [f32],
     pub(super) magnitude: Option<&'a [f32]>,
+    pub(super) signs: &'a mut [i8],
     pub(super) scale: f32,
 }
 
@@ -211,17 +229,37 @@ impl pulp::WithSimd for SignFeedbackChunk<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let (out, w, scale) = (self.out, self.w, self.scale);
-        match self.magnitude {
-            None => {
-                for (b, &w) in out.iter_mut().zip(w) {
-                    *b = scale * sign(w);
+        let SignFeedbackChunk {
+            out,
+            w,
+            magnitude,
+            signs,
+            scale,
+        } = self;
+        let feedback = |i: usize| match magnitude {
+            None => scale * sign(w[i]),
+            Some(m) => scale * m[i].abs() * sign(w[i]),
+        };
+        // Whole lines, compared in fixed-size arrays the compiler turns into vector
+        // compares; the few that changed are rewritten.
+        let whole = w.len() / SIGN_LINE * SIGN_LINE;
+        let lines = w[..whole].chunks_exact(SIGN_LINE);
+        for (line, (w, signs)) in lines.zip(signs.chunks_exact_mut(SIGN_LINE)).enumerate() {
+            let now: [i8; SIGN_LINE] = std::array::from_fn(|j| sign_class(w[j]));
+            let differ = now.iter().zip(&*signs).fold(0, |d, (&a, &b)| d | (a ^ b));
+            if differ != 0 {
+                signs.copy_from_slice(&now);
+                let first = line * SIGN_LINE;
+                for (i, b) in out[first..first + SIGN_LINE].iter_mut().enumerate() {
+                    *b = feedback(first + i);
                 }
             }
-            Some(m) => {
-                for ((b, &w), &m) in out.iter_mut().zip(w).zip(m) {
-                    *b = scale * m.abs() * sign(w);
-                }
+        }
+        for i in whole..w.len().min(out.len()).min(signs.len()) {
+            let now = sign_class(w[i]);
+            if now != signs[i] {
+                signs[i] = now;
+                out[i] = feedback(i);
             }
         }
     }
@@ -430,38 +468,106 @@ mod tests {
         }
     }
 
-    /// The AVX2 sign feedback against the plain loop, bit for bit, zeros and NaN
-    /// included.
+    /// Sign feedback kept current, through AVX-512 (where the CPU has it), AVX2 and the
+    /// scalar baseline, bit for bit the plain formula (zeros and NaN included): written
+    /// whole from unknown signs, then after some weights change sign rewritten in those
+    /// lines only, in pieces that do not start on a line.
     #[test]
-    fn sign_feedback_gives_the_bits_of_the_plain_loop() {
+    fn sign_feedback_rewrites_the_lines_whose_signs_changed_with_the_plain_values() {
         use pulp::WithSimd;
         let w: Vec<f32> = (0..1037)
             .map(|i| ((i * 7919) % 2003) as f32 / 1000.0 - 1.0)
             .chain([0.0, -0.0, f32::NAN, f32::INFINITY, -1e-38])
             .collect();
         let m: Vec<f32> = w.iter().map(|v| 0.5 - v).collect();
-        for magnitude in [None, Some(&m[..])] {
-            let (mut fast, mut plain) = (vec![0.0; w.len()], vec![0.0; w.len()]);
-            let scale = 0.3;
-            wide(SignFeedbackChunk {
-                out: &mut fast,
-                w: &w,
-                magnitude,
-                scale,
-            });
-            SignFeedbackChunk {
-                out: &mut plain,
-                w: &w,
-                magnitude,
-                scale,
-            }
-            .with_simd(pulp::Scalar::new());
+        let scale = 0.3;
+        let plain = |w: &[f32], magnitude: Option<&[f32]>| -> Vec<u32> {
+            let magnitude = |i: usize| magnitude.map_or(1.0, |m: &[f32]| m[i].abs());
+            let values = w
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| scale * magnitude(i) * sign(w));
+            values.map(f32::to_bits).collect()
+        };
+        // Some weights change sign (to the other sign, to zero, to NaN, from zero).
+        let changed: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| match i {
+                100 | 101 | 515 => -v,
+                300 => 0.0,
+                301 => -0.0,
+                700 => f32::NAN,
+                1037 => 2.0,
+                _ => v,
+            })
+            .collect();
+        let sentinel = f32::from_bits(0x7fc0_1234);
+        // Pieces as the backend might cut them: one, or at element 7 and 530.
+        let cuts: [&[usize]; 2] = [&[], &[7, 530]];
+        for (magnitude, cuts, simd) in [None, Some(&m[..])]
+            .into_iter()
+            .flat_map(|m| cuts.map(|c| (m, c)))
+            .flat_map(|(m, c)| [(m, c, 0), (m, c, 1), (m, c, 2)])
+        {
+            let run = |out: &mut [f32], w: &[f32], signs: &mut [i8]| {
+                let mut bounds = vec![0];
+                bounds.extend(cuts);
+                bounds.push(w.len());
+                for piece in bounds.windows(2) {
+                    let r = piece[0]..piece[1];
+                    let chunk = SignFeedbackChunk {
+                        out: &mut out[r.clone()],
+                        w: &w[r.clone()],
+                        magnitude: magnitude.map(|m| &m[r.clone()]),
+                        signs: &mut signs[r],
+                        scale,
+                    };
+                    match simd {
+                        0 => widest(chunk),
+                        1 => wide(chunk),
+                        _ => chunk.with_simd(pulp::Scalar::new()),
+                    }
+                }
+            };
+            let (mut out, mut signs) = (vec![sentinel; w.len()], vec![i8::MIN; w.len()]);
+            run(&mut out, &w, &mut signs);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&fast), bits(&plain));
-            assert_eq!(plain[w.len() - 5], 0.0, "sign(0) is 0");
-            if magnitude.is_none() {
-                assert_eq!(plain[w.len() - 3], 0.0, "sign(NaN) is 0");
+            assert_eq!(bits(&out), plain(&w, magnitude));
+            assert!(signs.iter().zip(&w).all(|(&s, &w)| s == sign_class(w)));
+            assert_eq!(out[w.len() - 5], 0.0, "sign(0) is 0");
+            assert_eq!(signs[w.len() - 3], 0, "sign(NaN) is 0");
+
+            // Lines whose signs all hold are not written: marked, they keep the mark.
+            let touched = |i: usize| {
+                let line = |i: usize| {
+                    let start = cuts.iter().copied().filter(|&c| c <= i).max().unwrap_or(0);
+                    (start, (i - start) / SIGN_LINE)
+                };
+                (0..w.len())
+                    .any(|j| sign_class(changed[j]) != sign_class(w[j]) && line(j) == line(i))
+            };
+            for (i, b) in out.iter_mut().enumerate() {
+                if !touched(i) {
+                    *b = sentinel;
+                }
             }
+            run(&mut out, &changed, &mut signs);
+            let want = plain(&changed, magnitude);
+            for (i, b) in out.iter().enumerate() {
+                let expected = if touched(i) {
+                    want[i]
+                } else {
+                    sentinel.to_bits()
+                };
+                assert_eq!(b.to_bits(), expected, "at {i}, width {simd}, cuts {cuts:?}");
+            }
+            assert!(signs
+                .iter()
+                .zip(&changed)
+                .all(|(&s, &w)| s == sign_class(w)));
+            let rewritten = (0..w.len()).filter(|&i| touched(i)).count();
+            assert!((SIGN_LINE..w.len() / 2).contains(&rewritten), "{rewritten}");
         }
     }
 }

@@ -7,6 +7,7 @@ mod accumulate;
 mod bands;
 mod deferred;
 mod epilogue;
+mod feedback_signs;
 mod loops;
 mod transpose;
 mod transposed;
@@ -28,10 +29,8 @@ use deferred::Deferred;
 use epilogue::Then;
 #[cfg(test)]
 use epilogue::{ActivationGradChunk, BiasActivationRow};
-use loops::{
-    apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, RedrawnSignFeedbackChunk,
-    SignFeedbackChunk,
-};
+use feedback_signs::SignFeedback;
+use loops::{apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, RedrawnSignFeedbackChunk};
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
@@ -269,19 +268,34 @@ impl Backend for CpuBackend {
         scale: f32,
     ) -> Result<()> {
         let reads = check_sign_feedback(out, w, magnitude)?;
+        let feedback = SignFeedback {
+            out,
+            w,
+            magnitude,
+            scale,
+        };
+        // Out of the records while `out` is borrowed for writing, which would drop it.
+        let mut written = self.deferred.signs.take(&feedback);
         let (mut o, r) = self.deferred.borrow(&mut self.bufs, &[out], &reads)?;
-        // Chunks of rows in parallel, compiled for AVX2: this runs over every feedback
-        // weight before every sign-symmetric backward pass.
-        let (w, m) = (r[0], r.get(1).copied());
-        in_pieces(o[0], |start, out| {
-            let range = start..start + out.len();
-            super::simd_state::wide(SignFeedbackChunk {
-                out,
-                w: &w[range.clone()],
-                magnitude: m.map(|m| &m[range]),
-                scale,
-            })
-        });
+        if !written.fresh {
+            // Pieces in parallel: this reads every feedback weight before every
+            // sign-symmetric backward pass the optimizer pass did not keep current (see
+            // `feedback_signs`), and writes the few lines whose signs changed.
+            let (w, m, f) = (r[0], r.get(1).copied(), written.feedback);
+            let piece = |(i, (out, signs)): (usize, (&mut [f32], &mut [i8]))| {
+                let range = i * CHUNK..i * CHUNK + out.len();
+                f.refresh(out, &w[range.clone()], m.map(|m| &m[range]), signs);
+            };
+            let (out, signs) = (o.swap_remove(0), &mut written.signs[..]);
+            if out.len() >= PARALLEL_ELEMENTWISE_MIN {
+                let pieces = out.par_chunks_mut(CHUNK).zip(signs.par_chunks_mut(CHUNK));
+                pieces.enumerate().for_each(piece);
+            } else {
+                piece((0, (out, signs)));
+            }
+            written.fresh = true;
+        }
+        self.deferred.signs.put(written);
         Ok(())
     }
 
@@ -398,6 +412,7 @@ impl Backend for CpuBackend {
     fn release(&mut self, buf: BufId) -> Result<()> {
         self.deferred.settle(&mut self.bufs)?;
         self.deferred.copies.forget(buf);
+        self.deferred.signs.forget(buf);
         match self.bufs.get_mut(buf.0) {
             Some(b) => {
                 *b = Vec::new();
