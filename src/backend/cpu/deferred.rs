@@ -34,7 +34,7 @@ use rayon::prelude::*;
 use super::accumulate::rounds_like_apart;
 use super::feedback_signs::{FeedbackSigns, Refresh, Written};
 use super::loops::{tile_finite, TileUpdate};
-use super::transposed::TransposedCopies;
+use super::transposed::{Copy, Patch, TransposedCopies};
 use super::{apply_update, gemm_slices, row_sums, LayerParallelism, CHUNK};
 use crate::backend::regions::{borrow, Borrowed};
 use crate::backend::{Gemm, LayerGrad, Mat, OptimizerPass};
@@ -232,6 +232,12 @@ impl Deferred {
         }
         let held_reads: Vec<Mat> = self.held.iter().flat_map(Held::reads).collect();
         let mut records = self.kept_current(op, &pass_writes, &held_reads);
+        // Transposed copies of the kept feedback, taken out like the records so the
+        // borrow below leaves them current, to follow the values the pass changes.
+        let copies: Vec<Option<Copy>> = records
+            .iter()
+            .map(|r| r.as_ref().and_then(|r| self.copies.take(r.feedback.out)))
+            .collect();
         let writes: Vec<Mat> = pass_writes
             .iter()
             .copied()
@@ -270,7 +276,8 @@ impl Deferred {
         let whole_rows: Vec<bool> = records.iter().map(Option::is_some).collect();
         // Each kept record's rows, cut band by band below.
         let mut refreshes = Vec::with_capacity(records.len());
-        for record in &mut records {
+        for (record, copy) in records.iter_mut().zip(&copies) {
+            let follow = copy.as_ref().is_some_and(Copy::is_current);
             refreshes.push(match record {
                 Some(record) => {
                     let magnitude =
@@ -285,6 +292,8 @@ impl Deferred {
                         out: next()?,
                         magnitude,
                         signs: &mut record.signs,
+                        first: 0,
+                        patch: follow.then(Patch::default),
                     })
                 }
                 None => None,
@@ -312,11 +321,15 @@ impl Deferred {
             })
             .collect();
         let step = op.step;
-        let finite = work
+        let done: Vec<(bool, Option<(usize, Patch)>)> = work
             .into_par_iter()
-            .map(|(piece, stretch, refresh)| {
+            .map(|(piece, stretch, mut refresh)| {
                 let operands = |layer: usize| (&held[layer], r[2 * layer], r[2 * layer + 1]);
-                match piece.kind {
+                let layer = match piece.kind {
+                    PieceKind::Weights { layer, .. } => Some(layer),
+                    _ => None,
+                };
+                let finite = match piece.kind {
                     PieceKind::Plain => stretch.update(step),
                     PieceKind::Bias { layer } => {
                         let (h, delta, _) = operands(layer);
@@ -332,12 +345,26 @@ impl Deferred {
                             delta,
                             input,
                         };
-                        band.run(step, op.keep_grads, stretch, refresh)
+                        band.run(step, op.keep_grads, stretch, refresh.as_mut())
                     }
-                }
+                };
+                // Only a band of weights has a refresh.
+                let patch = refresh.and_then(|r| r.patch).zip(layer);
+                (finite, patch.map(|(patch, layer)| (layer, patch)))
             })
-            .reduce(|| true, |x, y| x && y);
+            .collect();
         drop(refreshes);
+        let finite = done.iter().all(|(finite, _)| *finite);
+        let mut patches: Vec<Vec<Patch>> = copies.iter().map(|_| Vec::new()).collect();
+        for (layer, patch) in done.into_iter().filter_map(|(_, p)| p) {
+            patches[layer].push(patch);
+        }
+        for (layer, copy) in copies.into_iter().enumerate() {
+            if let Some(mut copy) = copy {
+                copy.follow(&patches[layer]);
+                self.copies.put(copy);
+            }
+        }
         for mut record in records.into_iter().flatten() {
             record.fresh = true;
             self.signs.put(record);
@@ -410,8 +437,8 @@ enum PieceKind {
 /// between, in chunks. A layer marked in `whole_rows` (one whose feedback the pass
 /// keeps current) gets bands whose tiles span whole rows: the feedback's signs of a
 /// tile are then one stretch of memory, which the prefetcher streams, not a short
-/// piece of every row. At 1024-1024x3-10 that took the refresh from 0.84 to 0.28-0.44
-/// ms a step (uSF, frSF; 60 alternating steps each).
+/// piece of every row. At 1024-1024x3-10 that took what the refresh adds to the pass
+/// from 0.84 to 0.28-0.44 ms a step (uSF, frSF; 60 alternating steps each).
 fn pieces(held: &[Held], base: usize, len: usize, whole_rows: &[bool]) -> Vec<Piece> {
     let total_rows: usize = held.iter().map(|h| h.layer.grad_w.rows).sum();
     let threads = rayon::current_num_threads().max(1);
@@ -484,7 +511,7 @@ impl Band<'_> {
         step: UpdateStep,
         keep_grads: bool,
         mut out: Stretch,
-        mut refresh: Option<Refresh>,
+        mut refresh: Option<&mut Refresh>,
     ) -> bool {
         let (batch, cols) = (self.h.layer.delta.cols, self.h.layer.grad_w.cols);
         let count = self.rows.len();

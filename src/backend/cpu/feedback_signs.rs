@@ -13,12 +13,19 @@
 //!
 //! - The fused optimizer pass (`deferred`) does it tile by tile right after it updates
 //!   a tile of weights, while they are in cache, and the next call finds `B` current
-//!   and returns at once. At 1024-1024x3-10 (plain SGD, 60 alternating steps) the pass
-//!   grew by 0.28-0.44 ms against 0.92-1.17 ms for the two passes it replaced: uSF's
-//!   step 3.9% faster, frSF's 1.9%.
+//!   and returns at once.
 //! - A call after any other write to the weights compares their signs in a pass of its
-//!   own: a read of `W` and of the signs, 0.33 against 0.54 ms a 1024x1024 layer for
-//!   the pass that writes all of `B`.
+//!   own: a read of `W` and of the signs, 0.31-0.34 against 0.45 ms a 1024x1024 layer
+//!   for the pass that writes all of `B`.
+//!
+//! Either way the values that changed are handed to the transposed copy of `B`, if one
+//! is current, which then stays current (see `transposed`): `Bᵀ δ` runs untransposed
+//! on it, as FA's does, 1.96 against 2.35 ms a 1024x1024 layer. Measured with the
+//! variants alternating step by step (plain SGD, batch 128, 2-core Xeon): uSF's step at
+//! 784-1024x3-10 18.09 ms before, 17.14 with the compare and the copy, 16.84 with the
+//! optimizer pass keeping `B` current as well (0.5 ms more in the pass against 0.66 for
+//! the two compares); frSF's 16.20, 14.94, 14.79 ms; uSF's at width 1024 depth 8 46.3,
+//! 42.7, 41.7 ms.
 //!
 //! A record holds while nothing else writes `B` or `M`: any such write drops it, and
 //! the next call writes everything again. A write to `W` only makes the record stale
@@ -30,6 +37,7 @@
 //! [`SignFeedbackChunk`]: super::loops::SignFeedbackChunk
 
 use super::loops::SignFeedbackChunk;
+use super::transposed::Patch;
 use crate::backend::simd_state::widest;
 use crate::backend::{BufId, Mat};
 
@@ -45,15 +53,17 @@ pub(super) struct SignFeedback {
 
 impl SignFeedback {
     /// Keeps a piece of the feedback current: `out`, `w` and `magnitude` are the same
-    /// elements of the three regions, `signs` of the record's signs. At AVX-512 where
-    /// the CPU has it (a pass of its own took 0.38 against 0.41 ms a 1024x1024 layer
-    /// at AVX2 inside uSF's step, 40 alternating steps).
+    /// elements of the three regions, `signs` of the record's signs; `changed`, where
+    /// to record the values whose sign changed and the piece's first index in the
+    /// matrix. At AVX-512 where the CPU has it (a pass of its own took 0.38 against
+    /// 0.41 ms a 1024x1024 layer at AVX2 inside uSF's step, 40 alternating steps).
     pub(super) fn refresh(
         &self,
         out: &mut [f32],
         w: &[f32],
         magnitude: Option<&[f32]>,
         signs: &mut [i8],
+        changed: Option<(&mut Patch, usize)>,
     ) {
         widest(SignFeedbackChunk {
             out,
@@ -61,6 +71,7 @@ impl SignFeedback {
             magnitude,
             signs,
             scale: self.scale,
+            changed,
         });
     }
 }
@@ -82,6 +93,11 @@ pub(super) struct Refresh<'a> {
     pub(super) out: &'a mut [f32],
     pub(super) magnitude: Option<&'a [f32]>,
     pub(super) signs: &'a mut [i8],
+    /// The index of the rows' first element in the matrix.
+    pub(super) first: usize,
+    /// Where the values that changed are recorded, for a transposed copy of the
+    /// feedback to follow.
+    pub(super) patch: Option<Patch>,
 }
 
 impl<'a> Refresh<'a> {
@@ -96,11 +112,17 @@ impl<'a> Refresh<'a> {
             self.magnitude = Some(rest);
             front
         });
+        let first = self.first;
+        self.first += len;
         Refresh {
             feedback: self.feedback,
             out,
             magnitude,
             signs,
+            first,
+            // A band whose signs flip wholesale makes its copy stale rather than
+            // record them all.
+            patch: self.patch.as_ref().map(|_| Patch::with_cap(len / 16)),
         }
     }
 
@@ -113,11 +135,13 @@ impl<'a> Refresh<'a> {
             let magnitude = self
                 .magnitude
                 .map(|m| &m[at(columns.start)..at(columns.end)]);
+            let first = self.first + at(columns.start);
             self.feedback.refresh(
                 &mut out[columns.clone()],
                 &w[at(columns.start)..at(columns.end)],
                 magnitude,
                 &mut signs[columns.clone()],
+                self.patch.as_mut().map(|p| (p, first)),
             );
         }
     }

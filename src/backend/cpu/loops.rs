@@ -13,6 +13,7 @@
 
 use std::ops::Range;
 
+use super::transposed::Patch;
 use crate::backend::columns::{self, ColumnOp};
 use crate::backend::elementwise::{self, Axpby, Distribution, Noise};
 use crate::backend::simd_state::{wide, widest};
@@ -215,13 +216,16 @@ const SIGN_LINE: usize = 64;
 /// a weight's sign changed are rewritten, and their `signs` with them; a sign that is
 /// none of `-1, 0, 1` (a new record's `i8::MIN`) makes its line be written. A feedback
 /// value depends on its weight only through that sign, so the result is the plain
-/// formula's, bit for bit, whatever `b` held before.
+/// formula's, bit for bit, whatever `b` held before. With `changed`, each value whose
+/// sign changed is also recorded in the patch, at its index plus the given offset (the
+/// chunk's first element in the matrix).
 pub(super) struct SignFeedbackChunk<'a> {
     pub(super) out: &'a mut [f32],
     pub(super) w: &'a [f32],
     pub(super) magnitude: Option<&'a [f32]>,
     pub(super) signs: &'a mut [i8],
     pub(super) scale: f32,
+    pub(super) changed: Option<(&'a mut Patch, usize)>,
 }
 
 impl pulp::WithSimd for SignFeedbackChunk<'_> {
@@ -235,31 +239,42 @@ impl pulp::WithSimd for SignFeedbackChunk<'_> {
             magnitude,
             signs,
             scale,
+            mut changed,
         } = self;
         let feedback = |i: usize| match magnitude {
             None => scale * sign(w[i]),
             Some(m) => scale * m[i].abs() * sign(w[i]),
         };
+        let (whole, end) = (w.len() / SIGN_LINE * SIGN_LINE, w.len().min(out.len()));
+        // Writes element `i` of a changed line, whose sign was `was` and is `now`.
+        let mut write = |i: usize, was: i8, now: i8| {
+            let v = feedback(i);
+            out[i] = v;
+            if let Some((patch, first)) = changed.as_mut() {
+                if was != now {
+                    patch.push(*first + i, v);
+                }
+            }
+        };
         // Whole lines, compared in fixed-size arrays the compiler turns into vector
         // compares; the few that changed are rewritten.
-        let whole = w.len() / SIGN_LINE * SIGN_LINE;
         let lines = w[..whole].chunks_exact(SIGN_LINE);
         for (line, (w, signs)) in lines.zip(signs.chunks_exact_mut(SIGN_LINE)).enumerate() {
             let now: [i8; SIGN_LINE] = std::array::from_fn(|j| sign_class(w[j]));
             let differ = now.iter().zip(&*signs).fold(0, |d, (&a, &b)| d | (a ^ b));
             if differ != 0 {
-                signs.copy_from_slice(&now);
                 let first = line * SIGN_LINE;
-                for (i, b) in out[first..first + SIGN_LINE].iter_mut().enumerate() {
-                    *b = feedback(first + i);
+                for (j, (&now, was)) in now.iter().zip(signs.iter_mut()).enumerate() {
+                    write(first + j, *was, now);
+                    *was = now;
                 }
             }
         }
-        for i in whole..w.len().min(out.len()).min(signs.len()) {
+        for i in whole..end.min(signs.len()) {
             let now = sign_class(w[i]);
             if now != signs[i] {
+                write(i, signs[i], now);
                 signs[i] = now;
-                out[i] = feedback(i);
             }
         }
     }
@@ -510,30 +525,41 @@ mod tests {
             .flat_map(|m| cuts.map(|c| (m, c)))
             .flat_map(|(m, c)| [(m, c, 0), (m, c, 1), (m, c, 2)])
         {
+            // Runs the chunks piece by piece and returns the values they changed.
             let run = |out: &mut [f32], w: &[f32], signs: &mut [i8]| {
                 let mut bounds = vec![0];
                 bounds.extend(cuts);
                 bounds.push(w.len());
+                let mut changed = Vec::new();
                 for piece in bounds.windows(2) {
                     let r = piece[0]..piece[1];
+                    let mut patch = Patch::with_cap(usize::MAX);
                     let chunk = SignFeedbackChunk {
                         out: &mut out[r.clone()],
                         w: &w[r.clone()],
                         magnitude: magnitude.map(|m| &m[r.clone()]),
-                        signs: &mut signs[r],
+                        signs: &mut signs[r.clone()],
                         scale,
+                        changed: Some((&mut patch, r.start)),
                     };
                     match simd {
                         0 => widest(chunk),
                         1 => wide(chunk),
                         _ => chunk.with_simd(pulp::Scalar::new()),
                     }
+                    changed.extend(patch.values().iter().map(|&(i, v)| (i, v.to_bits())));
                 }
+                changed
             };
             let (mut out, mut signs) = (vec![sentinel; w.len()], vec![i8::MIN; w.len()]);
-            run(&mut out, &w, &mut signs);
+            let written = run(&mut out, &w, &mut signs);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&out), plain(&w, magnitude));
+            // Every value was unknown, so every value changed.
+            assert_eq!(
+                written,
+                bits(&out).into_iter().enumerate().collect::<Vec<_>>()
+            );
             assert!(signs.iter().zip(&w).all(|(&s, &w)| s == sign_class(w)));
             assert_eq!(out[w.len() - 5], 0.0, "sign(0) is 0");
             assert_eq!(signs[w.len() - 3], 0, "sign(NaN) is 0");
@@ -552,8 +578,11 @@ mod tests {
                     *b = sentinel;
                 }
             }
-            run(&mut out, &changed, &mut signs);
+            let patched = run(&mut out, &changed, &mut signs);
             let want = plain(&changed, magnitude);
+            // The patch holds exactly the values whose sign changed, by index.
+            let flipped = (0..w.len()).filter(|&i| sign_class(changed[i]) != sign_class(w[i]));
+            assert_eq!(patched, flipped.map(|i| (i, want[i])).collect::<Vec<_>>());
             for (i, b) in out.iter().enumerate() {
                 let expected = if touched(i) {
                     want[i]

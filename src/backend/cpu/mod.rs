@@ -31,6 +31,7 @@ use epilogue::Then;
 use epilogue::{ActivationGradChunk, BiasActivationRow};
 use feedback_signs::SignFeedback;
 use loops::{apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, RedrawnSignFeedbackChunk};
+use transposed::Patch;
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
@@ -274,28 +275,47 @@ impl Backend for CpuBackend {
             magnitude,
             scale,
         };
-        // Out of the records while `out` is borrowed for writing, which would drop it.
+        // The record, and any transposed copy of `out`, are taken out while `out` is
+        // borrowed for writing, which would drop the one and make the other stale.
         let mut written = self.deferred.signs.take(&feedback);
-        let (mut o, r) = self.deferred.borrow(&mut self.bufs, &[out], &reads)?;
+        let mut copy = self.deferred.copies.take(out);
+        let (mut o, r) = match self.deferred.borrow(&mut self.bufs, &[out], &reads) {
+            Ok(borrowed) => borrowed,
+            Err(e) => {
+                self.deferred.signs.put(written);
+                copy.into_iter().for_each(|c| self.deferred.copies.put(c));
+                return Err(e);
+            }
+        };
         if !written.fresh {
             // Pieces in parallel: this reads every feedback weight before every
             // sign-symmetric backward pass the optimizer pass did not keep current (see
-            // `feedback_signs`), and writes the few lines whose signs changed.
+            // `feedback_signs`), and writes the few lines whose signs changed, which a
+            // current copy then follows.
             let (w, m, f) = (r[0], r.get(1).copied(), written.feedback);
+            let follow = copy.as_ref().is_some_and(|c| c.is_current());
             let piece = |(i, (out, signs)): (usize, (&mut [f32], &mut [i8]))| {
-                let range = i * CHUNK..i * CHUNK + out.len();
-                f.refresh(out, &w[range.clone()], m.map(|m| &m[range]), signs);
+                let (first, len) = (i * CHUNK, out.len());
+                let range = first..first + len;
+                let mut patch = follow.then(|| Patch::with_cap(len / 16));
+                let changed = patch.as_mut().map(|p| (p, first));
+                f.refresh(out, &w[range.clone()], m.map(|m| &m[range]), signs, changed);
+                patch
             };
             let (out, signs) = (o.swap_remove(0), &mut written.signs[..]);
-            if out.len() >= PARALLEL_ELEMENTWISE_MIN {
+            let patches: Vec<Patch> = if out.len() >= PARALLEL_ELEMENTWISE_MIN {
                 let pieces = out.par_chunks_mut(CHUNK).zip(signs.par_chunks_mut(CHUNK));
-                pieces.enumerate().for_each(piece);
+                pieces.enumerate().filter_map(piece).collect()
             } else {
-                piece((0, (out, signs)));
+                piece((0, (out, signs))).into_iter().collect()
+            };
+            if let Some(copy) = copy.as_mut() {
+                copy.follow(&patches);
             }
             written.fresh = true;
         }
         self.deferred.signs.put(written);
+        copy.into_iter().for_each(|c| self.deferred.copies.put(c));
         Ok(())
     }
 
@@ -954,5 +974,119 @@ mod tests {
                 assert_eq!(results[0], results[1], "{rows}x{cols}, {magnitudes:?}");
             }
         }
+    }
+
+    /// A transposed copy of sign-concordant feedback follows it through every kind of
+    /// refresh: the fused pass under plain SGD and under Adam, a call that finds it
+    /// current, a call after a write to a few weights; and goes stale, to be made again
+    /// at the next read, when every sign flips. After each, `B` is the formula of the
+    /// present weights and the copy, when current, its exact transposition.
+    #[test]
+    fn transposed_copies_of_sign_feedback_follow_every_refresh() {
+        use crate::optim::Optimizer;
+        let (rows, cols, batch) = (600, 700, 32);
+        let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 1013.0 - 0.5;
+        let mut cpu = CpuBackend::new();
+        let params_len = rows * cols + rows;
+        let mut buf = |len: usize, values: &dyn Fn(usize) -> f32| {
+            let id = cpu.alloc(len).unwrap();
+            let data: Vec<f32> = (0..len).map(values).collect();
+            cpu.write(id, 0, &data).unwrap();
+            id
+        };
+        // Steps that flip a few hundred of the weights' signs.
+        let params = buf(params_len, &|i| value(i, 3));
+        let (delta, input) = (
+            buf(rows * batch, &|i| value(i, 1)),
+            buf(cols * batch, &|i| value(i, 2)),
+        );
+        let (grads, feedback, below) = (
+            buf(params_len, &|_| 0.0),
+            buf(rows * cols, &|_| 0.0),
+            buf(cols * batch, &|_| 0.0),
+        );
+        let state = [buf(params_len, &|_| 0.0), buf(params_len, &|_| 0.0)];
+        let (b, w) = (
+            Mat::new(feedback, 0, rows, cols),
+            Mat::new(params, 0, rows, cols),
+        );
+        let scale = 0.5;
+        // `Bᵀ δ`, which reads `B` through its copy.
+        let product = Gemm::new(
+            Mat::new(below, 0, cols, batch),
+            b,
+            true,
+            Mat::new(delta, 0, rows, batch),
+            false,
+        );
+        let check = |cpu: &mut CpuBackend, copied: bool, what: &str| {
+            let (w_now, b_now) = (
+                cpu.read(params, 0, w.len()).unwrap(),
+                cpu.read(feedback, 0, b.len()).unwrap(),
+            );
+            let sign = |v: f32| f32::from(v > 0.0) - f32::from(v < 0.0);
+            for (i, (&b, &w)) in b_now.iter().zip(&w_now).enumerate() {
+                assert_eq!(b.to_bits(), (scale * sign(w)).to_bits(), "{what}: B at {i}");
+            }
+            let copy = cpu.deferred.copies.current_copy(b);
+            assert_eq!(copy.is_some(), copied, "{what}: a current copy");
+            for (i, &v) in copy.into_iter().flatten().enumerate() {
+                let (c, r) = (i / rows, i % rows);
+                assert_eq!(
+                    v.to_bits(),
+                    b_now[r * cols + c].to_bits(),
+                    "{what}: copy at {i}"
+                );
+            }
+        };
+        cpu.sign_feedback(b, w, None, scale).unwrap();
+        cpu.gemm(&product).unwrap();
+        check(&mut cpu, false, "first read");
+        cpu.gemm(&product).unwrap();
+        check(&mut cpu, true, "second read");
+        for (step, optimizer) in [Optimizer::sgd(0.01), Optimizer::adam(0.002)]
+            .iter()
+            .enumerate()
+        {
+            cpu.layer_grads(&[LayerGrad::new(
+                Mat::new(delta, 0, rows, batch),
+                Mat::new(input, 0, cols, batch),
+                Mat::new(grads, 0, rows, cols),
+                Mat::new(grads, rows * cols, rows, 1),
+            )])
+            .unwrap();
+            let all = |buf| Mat::new(buf, 0, 1, params_len);
+            let pass = OptimizerPass {
+                params: all(params),
+                grads: all(grads),
+                state: state.map(all),
+                step: optimizer.step_params(step as u64 + 1),
+                guard: None,
+                keep_grads: false,
+            };
+            let before = cpu.read(params, 0, w.len()).unwrap();
+            cpu.optimizer_step(&pass).unwrap();
+            let after = cpu.read(params, 0, w.len()).unwrap();
+            let flips = before.iter().zip(&after);
+            let flipped = flips.filter(|(a, b)| (**a > 0.0) != (**b > 0.0)).count();
+            assert!(flipped > 300, "{optimizer}: only {flipped} signs flipped");
+            check(&mut cpu, true, &format!("{optimizer} pass"));
+            cpu.sign_feedback(b, w, None, scale).unwrap();
+            check(&mut cpu, true, &format!("{optimizer}, asked again"));
+            cpu.gemm(&product).unwrap();
+        }
+        // A few weights written: the call compares and the copy follows.
+        let mut w_now = cpu.read(params, 0, w.len()).unwrap();
+        w_now.iter_mut().step_by(97).for_each(|v| *v = -*v);
+        cpu.write(params, 0, &w_now).unwrap();
+        cpu.sign_feedback(b, w, None, scale).unwrap();
+        check(&mut cpu, true, "a few weights written");
+        // Every sign flipped: too many to follow, so the copy is made again when read.
+        w_now.iter_mut().for_each(|v| *v = -*v);
+        cpu.write(params, 0, &w_now).unwrap();
+        cpu.sign_feedback(b, w, None, scale).unwrap();
+        check(&mut cpu, false, "every weight flipped");
+        cpu.gemm(&product).unwrap();
+        check(&mut cpu, true, "read again");
     }
 }
