@@ -2,8 +2,8 @@
 //!
 //! uSF and frSF rewrite `B = scale · |M| · sign(W)` from the weights before every
 //! backward pass ([`Backend::sign_feedback`]): a read of every feedback weight and a
-//! write of all of `B`, 0.45-0.59 ms per 1024x1024 layer inside a step on the 2-core
-//! Xeon measured, which no product counts. Yet between two steps few weights change
+//! write of all of `B`, 0.27-0.59 ms per 1024x1024 layer inside a step on the 2-core
+//! Xeon measured (as the VM's speed drifted), which no product counts. Yet between two steps few weights change
 //! sign: training 784-1024x3-10 on MNIST (batch 128), 0.02-0.09% of a 1024x1024
 //! layer's weights per step under SGD, and under Adam 0.9% in the first steps and
 //! about 0.1% after 50. So the backend keeps, beside each feedback matrix it wrote, the
@@ -36,8 +36,11 @@
 //! [`Backend::sign_feedback`]: crate::backend::Backend::sign_feedback
 //! [`SignFeedbackChunk`]: super::loops::SignFeedbackChunk
 
+use rayon::prelude::*;
+
 use super::loops::SignFeedbackChunk;
 use super::transposed::Patch;
+use super::{CHUNK, PARALLEL_ELEMENTWISE_MIN};
 use crate::backend::simd_state::widest;
 use crate::backend::{BufId, Mat};
 
@@ -86,6 +89,38 @@ pub(super) struct Written {
     pub(super) fresh: bool,
 }
 
+impl Written {
+    /// Keeps all of the feedback `out` current from the weights `w` (and magnitudes
+    /// `m`), in pieces in parallel, and marks the record fresh. With `follow`, returns
+    /// the values that changed, piece by piece, for a transposed copy to follow.
+    pub(super) fn keep_current(
+        &mut self,
+        out: &mut [f32],
+        w: &[f32],
+        m: Option<&[f32]>,
+        follow: bool,
+    ) -> Vec<Patch> {
+        let feedback = self.feedback;
+        let piece = |(i, (out, signs)): (usize, (&mut [f32], &mut [i8]))| {
+            let (first, len) = (i * CHUNK, out.len());
+            let range = first..first + len;
+            let mut patch = follow.then(|| Patch::for_piece(len));
+            let changed = patch.as_mut().map(|p| (p, first));
+            feedback.refresh(out, &w[range.clone()], m.map(|m| &m[range]), signs, changed);
+            patch
+        };
+        let signs = &mut self.signs[..];
+        let patches = if out.len() >= PARALLEL_ELEMENTWISE_MIN {
+            let pieces = out.par_chunks_mut(CHUNK).zip(signs.par_chunks_mut(CHUNK));
+            pieces.enumerate().filter_map(piece).collect()
+        } else {
+            piece((0, (out, signs))).into_iter().collect()
+        };
+        self.fresh = true;
+        patches
+    }
+}
+
 /// Rows of a record's feedback not yet handed to a band of the optimizer pass that
 /// keeps them current: its output, magnitudes and signs, the same elements of each.
 pub(super) struct Refresh<'a> {
@@ -120,9 +155,7 @@ impl<'a> Refresh<'a> {
             magnitude,
             signs,
             first,
-            // A band whose signs flip wholesale makes its copy stale rather than
-            // record them all.
-            patch: self.patch.as_ref().map(|_| Patch::with_cap(len / 16)),
+            patch: self.patch.as_ref().map(|_| Patch::for_piece(len)),
         }
     }
 

@@ -31,7 +31,6 @@ use epilogue::Then;
 use epilogue::{ActivationGradChunk, BiasActivationRow};
 use feedback_signs::SignFeedback;
 use loops::{apply_update, row_sums, AxpbyChunk, ColumnPass, NoiseChunk, RedrawnSignFeedbackChunk};
-use transposed::Patch;
 
 /// Products smaller than this many multiply-adds run on one thread: splitting them
 /// costs more in synchronisation than it saves.
@@ -288,31 +287,13 @@ impl Backend for CpuBackend {
             }
         };
         if !written.fresh {
-            // Pieces in parallel: this reads every feedback weight before every
-            // sign-symmetric backward pass the optimizer pass did not keep current (see
-            // `feedback_signs`), and writes the few lines whose signs changed, which a
-            // current copy then follows.
-            let (w, m, f) = (r[0], r.get(1).copied(), written.feedback);
+            // The optimizer pass did not keep it current: compare, and rewrite the
+            // lines whose signs changed, which a current copy then follows.
             let follow = copy.as_ref().is_some_and(|c| c.is_current());
-            let piece = |(i, (out, signs)): (usize, (&mut [f32], &mut [i8]))| {
-                let (first, len) = (i * CHUNK, out.len());
-                let range = first..first + len;
-                let mut patch = follow.then(|| Patch::with_cap(len / 16));
-                let changed = patch.as_mut().map(|p| (p, first));
-                f.refresh(out, &w[range.clone()], m.map(|m| &m[range]), signs, changed);
-                patch
-            };
-            let (out, signs) = (o.swap_remove(0), &mut written.signs[..]);
-            let patches: Vec<Patch> = if out.len() >= PARALLEL_ELEMENTWISE_MIN {
-                let pieces = out.par_chunks_mut(CHUNK).zip(signs.par_chunks_mut(CHUNK));
-                pieces.enumerate().filter_map(piece).collect()
-            } else {
-                piece((0, (out, signs))).into_iter().collect()
-            };
+            let patches = written.keep_current(o.swap_remove(0), r[0], r.get(1).copied(), follow);
             if let Some(copy) = copy.as_mut() {
                 copy.follow(&patches);
             }
-            written.fresh = true;
         }
         self.deferred.signs.put(written);
         copy.into_iter().for_each(|c| self.deferred.copies.put(c));

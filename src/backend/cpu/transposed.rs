@@ -114,6 +114,13 @@ impl Patch {
         }
     }
 
+    /// An empty patch for a write to a piece of `len` values: at most a sixteenth of
+    /// them, past which following value by value would cost more than a transposition
+    /// made at the next read.
+    pub(super) fn for_piece(len: usize) -> Self {
+        Self::with_cap(len / 16)
+    }
+
     /// The values recorded, by element index.
     #[cfg(test)]
     pub(super) fn values(&self) -> &[(usize, f32)] {
