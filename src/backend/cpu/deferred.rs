@@ -231,38 +231,25 @@ impl Deferred {
             return Ok(None);
         }
         let held_reads: Vec<Mat> = self.held.iter().flat_map(Held::reads).collect();
-        let mut records = self.kept_current(op, &pass_writes, &held_reads);
-        // Transposed copies of the kept feedback, taken out like the records so the
-        // borrow below leaves them current, to follow the values the pass changes.
-        let copies: Vec<Option<Copy>> = records
-            .iter()
-            .map(|r| r.as_ref().and_then(|r| self.copies.take(r.feedback.out)))
-            .collect();
+        let mut kept = self.kept_current(op, &pass_writes, &held_reads);
+        let kept_regions = kept.iter().flatten().map(|k| k.record.feedback);
         let writes: Vec<Mat> = pass_writes
             .iter()
             .copied()
-            .chain(records.iter().flatten().map(|r| r.feedback.out))
+            .chain(kept_regions.clone().map(|f| f.out))
             .collect();
         let reads: Vec<Mat> = held_reads
             .iter()
             .copied()
-            .chain(
-                records
-                    .iter()
-                    .flatten()
-                    .filter_map(|r| r.feedback.magnitude),
-            )
+            .chain(kept_regions.filter_map(|f| f.magnitude))
             .collect();
         // Borrowed before the products leave `held`: a pass whose regions are refused
         // leaves them held, to run at the next call that needs them.
         let (w, r) = match self.borrow_held(bufs, &writes, &reads) {
             Ok(borrowed) => borrowed,
             Err(e) => {
-                // Nothing written: the records hold as they were.
-                records
-                    .into_iter()
-                    .flatten()
-                    .for_each(|r| self.signs.put(r));
+                // Nothing written: the records and copies hold as they were.
+                kept.into_iter().flatten().for_each(|k| k.put_back(self));
                 return Err(e);
             }
         };
@@ -273,25 +260,26 @@ impl Deferred {
         };
         let (params, s0, s1, grads) = (next()?, next()?, next()?, next()?);
         let (r, mut magnitudes) = (&r[..held_reads.len()], r[held_reads.len()..].iter());
-        let whole_rows: Vec<bool> = records.iter().map(Option::is_some).collect();
-        // Each kept record's rows, cut band by band below.
-        let mut refreshes = Vec::with_capacity(records.len());
-        for (record, copy) in records.iter_mut().zip(&copies) {
-            let follow = copy.as_ref().is_some_and(Copy::is_current);
-            refreshes.push(match record {
-                Some(record) => {
+        let whole_rows: Vec<bool> = kept.iter().map(Option::is_some).collect();
+        // Each kept feedback's rows, cut band by band below.
+        let mut refreshes = Vec::with_capacity(kept.len());
+        for k in &mut kept {
+            refreshes.push(match k {
+                Some(k) => {
+                    let f = k.record.feedback;
                     let magnitude =
-                        match record.feedback.magnitude {
+                        match f.magnitude {
                             Some(_) => Some(*magnitudes.next().ok_or_else(|| {
                                 Error::Backend("sign feedback magnitudes".into())
                             })?),
                             None => None,
                         };
+                    let follow = k.copy.as_ref().is_some_and(Copy::is_current);
                     Some(Refresh {
-                        feedback: record.feedback,
+                        feedback: f,
                         out: next()?,
                         magnitude,
-                        signs: &mut record.signs,
+                        signs: &mut k.record.signs,
                         first: 0,
                         patch: follow.then(Patch::default),
                     })
@@ -355,35 +343,35 @@ impl Deferred {
             .collect();
         drop(refreshes);
         let finite = done.iter().all(|(finite, _)| *finite);
-        let mut patches: Vec<Vec<Patch>> = copies.iter().map(|_| Vec::new()).collect();
+        let mut patches: Vec<Vec<Patch>> = kept.iter().map(|_| Vec::new()).collect();
         for (layer, patch) in done.into_iter().filter_map(|(_, p)| p) {
             patches[layer].push(patch);
         }
-        for (layer, copy) in copies.into_iter().enumerate() {
-            if let Some(mut copy) = copy {
-                copy.follow(&patches[layer]);
-                self.copies.put(copy);
+        for (k, patches) in kept.into_iter().zip(&patches) {
+            if let Some(mut k) = k {
+                if let Some(copy) = k.copy.as_mut() {
+                    copy.follow(patches);
+                }
+                k.record.fresh = true;
+                k.put_back(self);
             }
-        }
-        for mut record in records.into_iter().flatten() {
-            record.fresh = true;
-            self.signs.put(record);
         }
         Ok(Some(finite))
     }
 
     /// For each held layer, the record of sign-concordant feedback of exactly its
-    /// weights (see `feedback_signs`), taken out for the pass to keep current band by
-    /// band as it updates them: unless the record's output or magnitudes overlap the
-    /// pass's regions, the held products' or another taken record's.
+    /// weights (see `feedback_signs`) and its transposed copy, taken out for the pass to
+    /// keep current band by band as it updates the weights (the borrow for the pass
+    /// would drop the one and make the other stale): unless the feedback's output or
+    /// magnitudes overlap the pass's regions, the held products' or another kept one's.
     fn kept_current(
         &mut self,
         op: &OptimizerPass,
         pass_writes: &[Mat],
         held_reads: &[Mat],
-    ) -> Vec<Option<Written>> {
+    ) -> Vec<Option<Kept>> {
         let mut taken: Vec<Mat> = pass_writes.iter().chain(held_reads).copied().collect();
-        let mut records = Vec::with_capacity(self.held.len());
+        let mut kept = Vec::with_capacity(self.held.len());
         for h in &self.held {
             let g = h.layer.grad_w;
             let offset = op.params.offset + (g.offset - op.grads.offset);
@@ -403,9 +391,29 @@ impl Deferred {
                     None
                 }
             });
-            records.push(record);
+            kept.push(record.map(|record| Kept {
+                copy: self.copies.take(record.feedback.out),
+                record,
+            }));
         }
-        records
+        kept
+    }
+}
+
+/// A held layer's sign-concordant feedback that an optimizer pass keeps current: its
+/// record and its transposed copy, if any, out of the backend's lists for the pass.
+struct Kept {
+    record: Written,
+    copy: Option<Copy>,
+}
+
+impl Kept {
+    /// Returns the record and the copy to the backend's lists.
+    fn put_back(self, deferred: &mut Deferred) {
+        deferred.signs.put(self.record);
+        if let Some(copy) = self.copy {
+            deferred.copies.put(copy);
+        }
     }
 }
 
