@@ -119,7 +119,8 @@ impl CpuBackend {
 
     /// Caps the memory of the transposed copies the backend keeps of matrices (512x512
     /// and up) that `Bᵀ δ` products read again and again unchanged (FA's fixed
-    /// feedback), so that
+    /// feedback) or changed in few places (uSF's and frSF's, whose copies follow the
+    /// values each refresh changes), so that
     /// those products run untransposed, at the speed of the forward pass's `W x`:
     /// 256 MiB unless set, and 0 turns them off. A copy is as large as its matrix;
     /// matrices past the cap are multiplied as before. Values are the same either way
