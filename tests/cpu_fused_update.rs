@@ -201,6 +201,52 @@ fn a_refused_optimizer_pass_loses_no_held_gradients() {
     assert_eq!(h.cpu.read(params, 0, 8).unwrap(), [0.0; 8]);
 }
 
+/// One layer's buffers: `rows x cols` weights and then `rows` biases in `params` (and
+/// likewise in `grads` and both state arenas), its delta and its input.
+struct OneLayer {
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    delta: BufId,
+    input: BufId,
+    params: BufId,
+    grads: BufId,
+    state: [BufId; 2],
+}
+
+impl OneLayer {
+    fn params_len(&self) -> usize {
+        self.rows * self.cols + self.rows
+    }
+
+    /// The layer's gradient, held, and then the optimizer pass over its arenas that
+    /// consumes it (the fused pass): step `step` of `optimizer`.
+    fn step(
+        &self,
+        cpu: &mut CpuBackend,
+        optimizer: Optimizer,
+        step: u64,
+        keep_grads: bool,
+    ) -> plasticity::Result<()> {
+        let (rows, cols, batch) = (self.rows, self.cols, self.batch);
+        cpu.layer_grads(&[LayerGrad::new(
+            Mat::new(self.delta, 0, rows, batch),
+            Mat::new(self.input, 0, cols, batch),
+            Mat::new(self.grads, 0, rows, cols),
+            Mat::new(self.grads, rows * cols, rows, 1),
+        )])?;
+        let all = |buf| Mat::new(buf, 0, 1, self.params_len());
+        cpu.optimizer_step(&OptimizerPass {
+            params: all(self.params),
+            grads: all(self.grads),
+            state: self.state.map(all),
+            step: optimizer.step_params(step),
+            guard: None,
+            keep_grads,
+        })
+    }
+}
+
 /// One step of a 300x1400 layer (batch 32: bands of rows, tiles of columns) under
 /// `optimizer`, its gradients held and then consumed by a pass that keeps them or not;
 /// returns the parameters and state after the pass, or the pass's error. With
@@ -235,23 +281,17 @@ fn wide_layer_step(
     if let Some(feature) = nan_input {
         cpu.write(input, feature * batch, &[f32::NAN]).unwrap();
     }
-    cpu.layer_grads(&[LayerGrad::new(
-        Mat::new(delta, 0, rows, batch),
-        Mat::new(input, 0, cols, batch),
-        Mat::new(grads, 0, rows, cols),
-        Mat::new(grads, rows * cols, rows, 1),
-    )])
-    .unwrap();
-    let all = |buf| Mat::new(buf, 0, 1, params_len);
-    let pass = OptimizerPass {
-        params: all(params),
-        grads: all(grads),
-        state: state.map(all),
-        step: optimizer.step_params(3),
-        guard: None,
-        keep_grads,
+    let layer = OneLayer {
+        rows,
+        cols,
+        batch,
+        delta,
+        input,
+        params,
+        grads,
+        state,
     };
-    cpu.optimizer_step(&pass)?;
+    layer.step(&mut cpu, optimizer, 3, keep_grads)?;
     Ok([params, state[0], state[1]]
         .iter()
         .map(|&b| cpu.read(b, 0, params_len).unwrap())
@@ -344,23 +384,17 @@ fn sign_feedback_follows_the_weights_through_the_fused_pass_and_every_write() {
         let want = expected_feedback(&w_old, Some(&m_values), 1.0);
         assert_same_bits(&read(&mut cpu, b), &want, "first");
 
-        cpu.layer_grads(&[LayerGrad::new(
-            Mat::new(delta, 0, rows, batch),
-            Mat::new(input, 0, cols, batch),
-            Mat::new(grads, 0, rows, cols),
-            Mat::new(grads, rows * cols, rows, 1),
-        )])
-        .unwrap();
-        let all = |buf| Mat::new(buf, 0, 1, params_len);
-        let pass = OptimizerPass {
-            params: all(params),
-            grads: all(grads),
-            state: state.map(all),
-            step: optimizer.step_params(1),
-            guard: None,
-            keep_grads: false,
+        let layer = OneLayer {
+            rows,
+            cols,
+            batch,
+            delta,
+            input,
+            params,
+            grads,
+            state,
         };
-        cpu.optimizer_step(&pass).unwrap();
+        layer.step(&mut cpu, optimizer, 1, false).unwrap();
         // Read straight after the pass: `B` was kept current with the weights.
         let (w_new, b_after) = (read(&mut cpu, w), read(&mut cpu, b));
         let flipped = w_old
