@@ -84,7 +84,9 @@ impl LayerParallelism {
 
 /// Runs every operation on the host, at once except the layers' gradient products,
 /// which wait for the optimizer pass that follows them so the two run fused (see
-/// [`CpuBackend::with_fused_updates`]).
+/// [`CpuBackend::with_fused_updates`]). Beside each sign-concordant feedback matrix
+/// (uSF, frSF) it keeps the signs of the weights it was written from, a byte per value,
+/// so that each step rewrites only the values whose signs changed.
 #[derive(Debug, Default)]
 pub struct CpuBackend {
     bufs: Vec<Vec<f32>>,
