@@ -36,11 +36,9 @@
 //! [`Backend::sign_feedback`]: crate::backend::Backend::sign_feedback
 //! [`SignFeedbackChunk`]: super::loops::SignFeedbackChunk
 
-use rayon::prelude::*;
-
+use super::in_paired_pieces;
 use super::loops::SignFeedbackChunk;
 use super::transposed::Patch;
-use super::{CHUNK, PARALLEL_ELEMENTWISE_MIN};
 use crate::backend::simd_state::widest;
 use crate::backend::{BufId, Mat};
 
@@ -101,23 +99,15 @@ impl Written {
         follow: bool,
     ) -> Vec<Patch> {
         let feedback = self.feedback;
-        let piece = |(i, (out, signs)): (usize, (&mut [f32], &mut [i8]))| {
-            let (first, len) = (i * CHUNK, out.len());
-            let range = first..first + len;
-            let mut patch = follow.then(|| Patch::for_piece(len));
+        let patches = in_paired_pieces(out, &mut self.signs, |first, out, signs| {
+            let range = first..first + out.len();
+            let mut patch = follow.then(|| Patch::for_piece(out.len()));
             let changed = patch.as_mut().map(|p| (p, first));
             feedback.refresh(out, &w[range.clone()], m.map(|m| &m[range]), signs, changed);
             patch
-        };
-        let signs = &mut self.signs[..];
-        let patches = if out.len() >= PARALLEL_ELEMENTWISE_MIN {
-            let pieces = out.par_chunks_mut(CHUNK).zip(signs.par_chunks_mut(CHUNK));
-            pieces.enumerate().filter_map(piece).collect()
-        } else {
-            piece((0, (out, signs))).into_iter().collect()
-        };
+        });
         self.fresh = true;
-        patches
+        patches.into_iter().flatten().collect()
     }
 }
 
@@ -131,7 +121,8 @@ pub(super) struct Refresh<'a> {
     /// The index of the rows' first element in the matrix.
     pub(super) first: usize,
     /// Where the values that changed are recorded, for a transposed copy of the
-    /// feedback to follow.
+    /// feedback to follow. On the whole matrix it only says whether to record: each
+    /// band taken from the front gets a patch of its own.
     pub(super) patch: Option<Patch>,
 }
 

@@ -320,8 +320,7 @@ impl Backend for CpuBackend {
         let [b, m] = <[&mut [f32]; 2]>::try_from(writes)
             .map_err(|_| crate::Error::Backend("redrawn_sign_feedback regions".into()))?;
         let w = r[0];
-        let piece = |(i, (b, m)): (usize, (&mut [f32], &mut [f32]))| {
-            let first = i * CHUNK;
+        in_paired_pieces(b, m, |first, b, m| {
             super::simd_state::widest(RedrawnSignFeedbackChunk {
                 op: magnitudes,
                 magnitudes: m,
@@ -329,15 +328,8 @@ impl Backend for CpuBackend {
                 w: &w[first..],
                 // `magnitudes.check` bounds the region's length by u32::MAX.
                 first: first as u32,
-            });
-        };
-        // Pieces in parallel, or all of it as one, as `in_pieces` cuts a pass.
-        if out.len() >= PARALLEL_ELEMENTWISE_MIN {
-            let pieces = b.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK));
-            pieces.enumerate().for_each(piece);
-        } else {
-            piece((0, (b, m)));
-        }
+            })
+        });
         Ok(())
     }
 
@@ -568,6 +560,22 @@ fn in_pieces(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
             .for_each(|(i, piece)| f(i * CHUNK, piece));
     } else {
         f(0, out);
+    }
+}
+
+/// [`in_pieces`] over two slices cut alike, `f(start, piece of a, piece of b)` (`b`
+/// as long as `a`), returning each piece's result in order.
+fn in_paired_pieces<T: Send, R: Send>(
+    a: &mut [f32],
+    b: &mut [T],
+    f: impl Fn(usize, &mut [f32], &mut [T]) -> R + Sync,
+) -> Vec<R> {
+    if a.len() >= PARALLEL_ELEMENTWISE_MIN {
+        let pieces = a.par_chunks_mut(CHUNK).zip(b.par_chunks_mut(CHUNK));
+        let each = |(i, (a, b)): (usize, (&mut [f32], &mut [T]))| f(i * CHUNK, a, b);
+        pieces.enumerate().map(each).collect()
+    } else {
+        vec![f(0, a, b)]
     }
 }
 
