@@ -32,7 +32,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::accumulate::rounds_like_apart;
-use super::feedback_signs::{FeedbackSigns, Refresh, Written};
+use super::feedback_signs::{FeedbackSigns, Refresh, SignFeedback, Written};
 use super::loops::{tile_finite, TileUpdate};
 use super::transposed::{Copy, Patch, TransposedCopies};
 use super::{apply_update, gemm_slices, row_sums, LayerParallelism, CHUNK};
@@ -359,6 +359,15 @@ impl Deferred {
         Ok(Some(finite))
     }
 
+    /// The record of `feedback` (a new one if there is none, see
+    /// [`FeedbackSigns::take`]) and the transposed copy of its output, taken out.
+    pub(super) fn take_kept(&mut self, feedback: &SignFeedback) -> Kept {
+        Kept {
+            record: self.signs.take(feedback),
+            copy: self.copies.take(feedback.out),
+        }
+    }
+
     /// For each held layer, the record of sign-concordant feedback of exactly its
     /// weights (see `feedback_signs`) and its transposed copy, taken out for the pass to
     /// keep current band by band as it updates the weights (the borrow for the pass
@@ -400,16 +409,18 @@ impl Deferred {
     }
 }
 
-/// A held layer's sign-concordant feedback that an optimizer pass keeps current: its
-/// record and its transposed copy, if any, out of the backend's lists for the pass.
-struct Kept {
-    record: Written,
-    copy: Option<Copy>,
+/// Sign-concordant feedback being kept current (by `sign_feedback` or by an optimizer
+/// pass): its record and its transposed copy, if any, out of the backend's lists while
+/// its output is borrowed for writing, which would drop the one and make the other
+/// stale.
+pub(super) struct Kept {
+    pub(super) record: Written,
+    pub(super) copy: Option<Copy>,
 }
 
 impl Kept {
     /// Returns the record and the copy to the backend's lists.
-    fn put_back(self, deferred: &mut Deferred) {
+    pub(super) fn put_back(self, deferred: &mut Deferred) {
         deferred.signs.put(self.record);
         if let Some(copy) = self.copy {
             deferred.copies.put(copy);

@@ -277,29 +277,25 @@ impl Backend for CpuBackend {
             magnitude,
             scale,
         };
-        // The record, and any transposed copy of `out`, are taken out while `out` is
-        // borrowed for writing, which would drop the one and make the other stale.
-        let mut written = self.deferred.signs.take(&feedback);
-        let mut copy = self.deferred.copies.take(out);
+        let mut kept = self.deferred.take_kept(&feedback);
         let (mut o, r) = match self.deferred.borrow(&mut self.bufs, &[out], &reads) {
             Ok(borrowed) => borrowed,
             Err(e) => {
-                self.deferred.signs.put(written);
-                copy.into_iter().for_each(|c| self.deferred.copies.put(c));
+                kept.put_back(&mut self.deferred);
                 return Err(e);
             }
         };
-        if !written.fresh {
+        if !kept.record.fresh {
             // The optimizer pass did not keep it current: compare, and rewrite the
             // lines whose signs changed, which a current copy then follows.
-            let follow = copy.as_ref().is_some_and(|c| c.is_current());
-            let patches = written.keep_current(o.swap_remove(0), r[0], r.get(1).copied(), follow);
-            if let Some(copy) = copy.as_mut() {
+            let follow = kept.copy.as_ref().is_some_and(|c| c.is_current());
+            let (w, m) = (r[0], r.get(1).copied());
+            let patches = kept.record.keep_current(o.swap_remove(0), w, m, follow);
+            if let Some(copy) = kept.copy.as_mut() {
                 copy.follow(&patches);
             }
         }
-        self.deferred.signs.put(written);
-        copy.into_iter().for_each(|c| self.deferred.copies.put(c));
+        kept.put_back(&mut self.deferred);
         Ok(())
     }
 
