@@ -287,6 +287,40 @@ fn activation_grad_every_activation() {
     }
 }
 
+/// `write_with` sets exactly its region on both backends (the GPU through the default,
+/// a staged host vector), leaves the rest alone, and refuses a region past the buffer.
+#[test]
+fn write_with_fills_exactly_its_region() {
+    let Some(mut pair) = Pair::new(4) else { return };
+    let buf = pair.buffer(&[-1.0; 40]);
+    pair.run(|be| {
+        be.write_with(buf, 7, 25, &mut |dst| {
+            for (i, v) in dst.iter_mut().enumerate() {
+                *v = i as f32 * 0.5;
+            }
+        })
+    });
+    let (c, g) = pair.both(buf);
+    assert_eq!(c, g);
+    assert_eq!(c[..7], [-1.0; 7]);
+    assert_eq!(
+        c[7..32],
+        (0..25).map(|i| i as f32 * 0.5).collect::<Vec<_>>()[..]
+    );
+    assert_eq!(c[32..], [-1.0; 8]);
+    for be in [&mut pair.cpu as &mut dyn Backend, &mut pair.gpu] {
+        let err = be
+            .write_with(buf, 30, 11, &mut |dst| dst.fill(2.0))
+            .unwrap_err();
+        assert!(matches!(err, Error::Backend(_)), "{err}");
+    }
+    assert_eq!(
+        pair.both(buf),
+        (c.clone(), c),
+        "a refused write changed the buffer"
+    );
+}
+
 #[test]
 fn axpby_overwrites_and_accumulates_at_offsets() {
     let Some(mut pair) = Pair::new(5) else { return };

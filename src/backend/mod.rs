@@ -487,6 +487,24 @@ pub trait Backend: Send {
     /// Copies `data` into `buf` from `offset`.
     fn write(&mut self, buf: BufId, offset: usize, data: &[f32]) -> Result<()>;
 
+    /// Writes `len` floats of `buf` from `offset` through `fill`, which is given a
+    /// slice of that length and must set every value (it runs at most once; a region
+    /// outside the buffer is refused as by [`write`](Self::write)). A backend in host
+    /// memory hands `fill` the buffer's own elements, so nothing is staged: the trainer
+    /// gathers each batch straight into its input this way. The default fills a host
+    /// vector and writes it.
+    fn write_with(
+        &mut self,
+        buf: BufId,
+        offset: usize,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [f32]),
+    ) -> Result<()> {
+        let mut data = vec![0.0; len];
+        fill(&mut data);
+        self.write(buf, offset, &data)
+    }
+
     /// Reads `len` floats of `buf` from `offset`, after all earlier calls ran.
     fn read(&mut self, buf: BufId, offset: usize, len: usize) -> Result<Vec<f32>>;
 

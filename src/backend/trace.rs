@@ -279,6 +279,19 @@ impl Backend for TracingBackend {
         }
     }
 
+    fn write_with(
+        &mut self,
+        buf: BufId,
+        offset: usize,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [f32]),
+    ) -> Result<()> {
+        match self.inner.as_deref_mut() {
+            Some(inner) => inner.write_with(buf, offset, len, fill),
+            None => self.check_dry(&[Mat::new(buf, offset, len, 1)], &[]),
+        }
+    }
+
     fn read(&mut self, buf: BufId, offset: usize, len: usize) -> Result<Vec<f32>> {
         match self.inner.as_deref_mut() {
             Some(inner) => inner.read(buf, offset, len),

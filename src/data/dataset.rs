@@ -159,12 +159,18 @@ impl Dataset {
     ) -> Result<()> {
         let b = indices.len();
         self.check_gather_shapes(b, x.len(), y.len())?;
-        if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
-            return Err(self.index_error(bad));
-        }
+        self.check_indices(indices)?;
         self.gather_x(indices, &mut x[..self.dim * b]);
         self.gather_y(indices, &mut y[..self.classes * b]);
         Ok(())
+    }
+
+    /// An error naming the first of `indices` that is not a sample's.
+    pub(crate) fn check_indices(&self, indices: &[usize]) -> Result<()> {
+        match indices.iter().find(|&&i| i >= self.len()) {
+            Some(&bad) => Err(self.index_error(bad)),
+            None => Ok(()),
+        }
     }
 
     /// Mutable access to the features, for in-place scaling.
@@ -176,8 +182,9 @@ impl Dataset {
     /// Transposes the chosen rows into `x` one block of `GATHER_BLOCK` samples
     /// at a time: the block's rows stay cached while every feature writes one
     /// short contiguous run, instead of striding through `x` per element; 8x8 blocks go
-    /// through registers (see [`rows_into_columns`]). Indices must already be validated.
-    fn gather_x(&self, indices: &[usize], x: &mut [f32]) {
+    /// through registers (see [`rows_into_columns`]). Indices must already be validated
+    /// ([`Self::check_indices`]) and `x` hold `dim * indices.len()` values.
+    pub(crate) fn gather_x(&self, indices: &[usize], x: &mut [f32]) {
         let b = indices.len();
         if self.dim == 0 {
             return;
@@ -192,8 +199,9 @@ impl Dataset {
         }
     }
 
-    /// Writes one-hot targets; indices must already be validated.
-    fn gather_y(&self, indices: &[usize], y: &mut [f32]) {
+    /// Writes one-hot targets into `y` (`classes * indices.len()` values); indices must
+    /// already be validated.
+    pub(crate) fn gather_y(&self, indices: &[usize], y: &mut [f32]) {
         let b = indices.len();
         y.fill(0.0);
         for (j, &i) in indices.iter().enumerate() {

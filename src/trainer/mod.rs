@@ -135,6 +135,8 @@ pub struct Trainer {
     steps: u64,
     epochs: u64,
     shuffle_rng: ChaCha8Rng,
+    /// A batch's inputs and targets staged on the host for a device backend (empty on
+    /// a host backend, whose buffers take them directly).
     host_x: Vec<f32>,
     host_y: Vec<f32>,
     /// Samples in the batch loaded last (per-sample learner tensors hold that batch).
@@ -216,6 +218,15 @@ impl Trainer {
         let seed = network.seed();
         let host_x = checked_product("input batch", &[layers[0].inputs(), config.batch_size])?;
         let host_y = checked_product("target batch", &[network.output_size(), config.batch_size])?;
+        // Only a device backend's batches are staged on the host (see `load_batch`).
+        let staged = |len: usize| {
+            if backend.host_resident() {
+                Vec::new()
+            } else {
+                vec![0.0; len]
+            }
+        };
+        let (host_x, host_y) = (staged(host_x), staged(host_y));
         let plan = LearnerTensors::plan(learner.tensors(&layers))?;
         // The network's parameters move into the backend's arena: a large net is
         // never held twice.
@@ -238,8 +249,8 @@ impl Trainer {
         )?;
         let mut trainer = Trainer {
             backend,
-            host_x: vec![0.0; host_x],
-            host_y: vec![0.0; host_y],
+            host_x,
+            host_y,
             loaded: config.batch_size,
             resident: ResidentSets::default(),
             steps_per_submit: auto_steps_per_submit(&layers, config.batch_size),
@@ -788,13 +799,23 @@ impl Trainer {
                 format!("{batch} samples"),
             ));
         }
-        data.gather_feature_major(indices, &mut self.host_x, &mut self.host_y)?;
-        let x = self.bufs.activation(0, batch);
-        self.backend
-            .write(x.buf, x.offset, &self.host_x[..x.len()])?;
-        let t = self.bufs.targets(batch);
-        self.backend
-            .write(t.buf, t.offset, &self.host_y[..t.len()])?;
+        let (x, t) = (self.bufs.activation(0, batch), self.bufs.targets(batch));
+        if self.backend.host_resident() {
+            // Gathered straight into the backend's buffers: no staging copy.
+            data.check_indices(indices)?;
+            let gather_x = &mut |dst: &mut [f32]| data.gather_x(indices, dst);
+            self.backend
+                .write_with(x.buf, x.offset, x.len(), gather_x)?;
+            let gather_y = &mut |dst: &mut [f32]| data.gather_y(indices, dst);
+            self.backend
+                .write_with(t.buf, t.offset, t.len(), gather_y)?;
+        } else {
+            data.gather_feature_major(indices, &mut self.host_x, &mut self.host_y)?;
+            self.backend
+                .write(x.buf, x.offset, &self.host_x[..x.len()])?;
+            self.backend
+                .write(t.buf, t.offset, &self.host_y[..t.len()])?;
+        }
         self.loaded = batch;
         Ok(batch)
     }

@@ -231,6 +231,20 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn write_with(
+        &mut self,
+        buf: BufId,
+        offset: usize,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [f32]),
+    ) -> Result<()> {
+        let (mut w, _) =
+            self.deferred
+                .borrow(&mut self.bufs, &[Mat::new(buf, offset, 1, len)], &[])?;
+        fill(w[0]);
+        Ok(())
+    }
+
     fn read(&mut self, buf: BufId, offset: usize, len: usize) -> Result<Vec<f32>> {
         let (_, r) = self
             .deferred
@@ -743,6 +757,29 @@ mod tests {
         assert!(values[3..].iter().all(|&v| v == 0.0));
         let err = backend.alloc_from(vec![0.0; 4], 3).unwrap_err();
         assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    }
+
+    /// `write_with` hands `fill` the buffer's own elements (nothing staged), and a
+    /// region past the buffer is refused before `fill` runs.
+    #[test]
+    fn write_with_fills_the_buffer_in_place() {
+        let mut backend = CpuBackend::new();
+        let buf = backend.alloc(10).unwrap();
+        let inside = backend.bufs[buf.0][3..].as_ptr();
+        let mut seen = None;
+        backend
+            .write_with(buf, 3, 4, &mut |dst| {
+                seen = Some(dst.as_ptr());
+                dst.copy_from_slice(&[1.0, 2.0, 3.0, 4.0]);
+            })
+            .unwrap();
+        assert_eq!(seen, Some(inside), "the values were staged");
+        let read = backend.read(buf, 0, 10).unwrap();
+        assert_eq!(read, [0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0]);
+        let mut called = false;
+        let err = backend.write_with(buf, 8, 3, &mut |_| called = true);
+        assert!(matches!(err, Err(Error::Backend(_))), "{err:?}");
+        assert!(!called);
     }
 
     /// `C = alpha Aᵀ B` through the backend (column-major scratch over the thresholds)
