@@ -483,6 +483,58 @@ mod tests {
         }
     }
 
+    /// A new record (signs unknown) has every line written, lines whose weights all
+    /// share one sign class included, at every SIMD level; a record that holds stays
+    /// unwritten, and one flipped sign in such a line has its whole line written.
+    #[test]
+    fn unknown_signs_write_lines_of_a_single_sign_at_every_level() {
+        use pulp::WithSimd;
+        let lines = [-0.5f32, 0.25, 0.0, -0.0, f32::NAN, 1e-38];
+        let w: Vec<f32> = lines.iter().flat_map(|&v| [v; SIGN_LINE]).collect();
+        let scale = 2.0;
+        for simd in 0..3 {
+            let run = |out: &mut [f32], w: &[f32], signs: &mut [i8]| {
+                let chunk = SignFeedbackChunk {
+                    out,
+                    w,
+                    magnitude: None,
+                    signs,
+                    scale,
+                    changed: None,
+                };
+                match simd {
+                    0 => widest(chunk),
+                    1 => wide(chunk),
+                    _ => chunk.with_simd(pulp::Scalar::new()),
+                }
+            };
+            let (mut out, mut signs) = (vec![7.0; w.len()], vec![i8::MIN; w.len()]);
+            run(&mut out, &w, &mut signs);
+            let want: Vec<f32> = w.iter().map(|&v| scale * sign(v)).collect();
+            assert_eq!(
+                out, want,
+                "level {simd}: a line of one sign was left unwritten"
+            );
+            out.fill(7.0);
+            run(&mut out, &w, &mut signs);
+            assert!(
+                out.iter().all(|&v| v == 7.0),
+                "level {simd}: held signs rewritten"
+            );
+            let mut flipped = w.clone();
+            flipped[SIGN_LINE + 3] = -1.0;
+            run(&mut out, &flipped, &mut signs);
+            for (i, &v) in out.iter().enumerate() {
+                let expected = if i / SIGN_LINE == 1 {
+                    scale * sign(flipped[i])
+                } else {
+                    7.0
+                };
+                assert_eq!(v, expected, "level {simd}, value {i}");
+            }
+        }
+    }
+
     /// Sign feedback kept current, through AVX-512 (where the CPU has it), AVX2 and the
     /// scalar baseline, bit for bit the plain formula (zeros and NaN included): written
     /// whole from unknown signs, then after some weights change sign rewritten in those
