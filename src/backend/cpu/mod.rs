@@ -224,11 +224,9 @@ impl Backend for CpuBackend {
     }
 
     fn write(&mut self, buf: BufId, offset: usize, data: &[f32]) -> Result<()> {
-        let (mut w, _) =
-            self.deferred
-                .borrow(&mut self.bufs, &[Mat::new(buf, offset, 1, data.len())], &[])?;
-        w[0].copy_from_slice(data);
-        Ok(())
+        self.write_with(buf, offset, data.len(), &mut |dst| {
+            dst.copy_from_slice(data)
+        })
     }
 
     fn write_with(
